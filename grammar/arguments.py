@@ -1,0 +1,298 @@
+"""From keyword, flags and argument text to a typed instruction, with Docker's checks and messages."""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from grammar import instructions as ins
+from grammar.durations import parse_duration
+from grammar.errors import DockerfileError, Span
+from grammar.words import NotStringArray, flag_word, parse_json_array, split_whitespace, split_words
+
+STRING, BOOL, LIST = "string", "bool", "list"
+
+# The flags each instruction accepts (BuildKit's, all of them, so a Dockerfile written for Docker
+# parses; builder/ refuses with a clear message the ones pybuild does not implement yet).
+FLAGS: dict[str, dict[str, str]] = {
+    "FROM": {"platform": STRING},
+    "RUN": {"mount": LIST, "network": STRING, "security": STRING, "device": LIST},
+    "COPY": {"from": STRING, "chown": STRING, "chmod": STRING, "link": BOOL, "parents": BOOL,
+             "exclude": LIST},
+    "ADD": {"chown": STRING, "chmod": STRING, "link": BOOL, "keep-git-dir": BOOL,
+            "checksum": STRING, "exclude": LIST, "unpack": BOOL},
+    "HEALTHCHECK": {"interval": STRING, "timeout": STRING, "start-period": STRING,
+                    "start-interval": STRING, "retries": STRING},
+}
+
+_STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*")
+
+
+@dataclass(frozen=True)
+class FlagText:
+    """A flag as written and where it starts (1-based column)."""
+
+    text: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Site:
+    """What an instruction builder needs besides its arguments: where, and the file's rules."""
+
+    keyword: str
+    span: Span
+    original: str
+    escape: str
+    source_line: str
+    args_column: int
+    heredocs: tuple[ins.Heredoc, ...] = ()
+
+    def error(self, message: str, column: int | None = None, hint: str | None = None) -> DockerfileError:
+        return DockerfileError(message, file=self.span.file, line=self.span.line, column=column,
+                               source_line=self.source_line, hint=hint)
+
+
+Flags = dict[str, "str | bool | list[str]"]
+
+
+def parse_flags(site: Site, flags: list[FlagText]) -> Flags:
+    """Check flags against the instruction's table; values keep their text (unexpanded)."""
+    known = FLAGS.get(site.keyword, {})
+    parsed: Flags = {}
+    for flag in flags:
+        word = flag_word(flag.text)[2:]
+        name, has_value, value = word.partition("=")
+        kind = known.get(name)
+        if kind is None:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise site.error(f"unknown flag: --{name} for {site.keyword}", flag.column,
+                             hint=f"did you mean --{close[0]}?" if close else None)
+        if kind == BOOL:
+            if has_value and value.lower() not in ("true", "false"):
+                raise site.error(f"expecting boolean value for flag --{name}, not: {value}", flag.column)
+            parsed[name] = not has_value or value.lower() == "true"
+        elif not has_value:
+            raise site.error(f"missing a value on flag: --{name}", flag.column)
+        elif kind == LIST:
+            parsed.setdefault(name, [])
+            parsed[name].append(value)  # type: ignore[union-attr]
+        elif name in parsed:
+            raise site.error(f"duplicate flag specified: --{name}", flag.column)
+        else:
+            parsed[name] = value
+    return parsed
+
+
+def command(site: Site, args: str) -> ins.Command:
+    """JSON exec form when the text is a JSON array of strings, else shell form (Docker's rule:
+    invalid JSON is shell form, a JSON array of non-strings is an error)."""
+    try:
+        exec_form = parse_json_array(args)
+    except NotStringArray as error:
+        raise site.error(str(error), site.args_column) from None
+    if exec_form is not None:
+        return ins.Command(tuple(exec_form), shell=False)
+    return ins.Command((args,), shell=True)
+
+
+def json_or_words(site: Site, args: str) -> list[str]:
+    try:
+        exec_form = parse_json_array(args)
+    except NotStringArray as error:
+        raise site.error(str(error), site.args_column) from None
+    return exec_form if exec_form is not None else split_whitespace(args)
+
+
+def key_values(site: Site, args: str) -> tuple[ins.KeyValue, ...]:
+    """ENV and LABEL: `k=v k2="v 2"`, or the legacy `k value with spaces`."""
+    words = split_words(args, site.escape)
+    if not words:
+        raise site.error(f"{site.keyword} requires at least one argument")
+    if "=" not in words[0]:
+        parts = re.split(r"[\t\v\f\r ]+", args.strip(), maxsplit=1)
+        if len(parts) < 2:
+            raise site.error(f"{site.keyword} must have two arguments", site.args_column,
+                             hint=f"write {site.keyword} {parts[0]}=VALUE")
+        pairs = [ins.KeyValue(parts[0], parts[1])]
+    else:
+        pairs = []
+        for word in words:
+            if "=" not in word:
+                raise site.error(f"syntax error - can't find = in {word!r}. Must be of the form: "
+                                 "name=value", site.args_column)
+            key, _, value = word.partition("=")
+            pairs.append(ins.KeyValue(key, value))
+    if any(not pair.key for pair in pairs):
+        raise site.error(f"{site.keyword} names can not be blank", site.args_column)
+    return tuple(pairs)
+
+
+def _one(site: Site, args: str) -> str:
+    if not args.strip():
+        raise site.error(f"{site.keyword} requires exactly one argument")
+    return args.strip()
+
+
+def _some(site: Site, values: list[str]) -> list[str]:
+    if not values:
+        raise site.error(f"{site.keyword} requires at least one argument")
+    return values
+
+
+def build_from(site: Site, flags: Flags, args: str) -> ins.From:
+    words = split_whitespace(args)
+    if len(words) not in (1, 3):
+        raise site.error("FROM requires either one or three arguments", site.args_column)
+    name = None
+    if len(words) == 3:
+        if words[1].lower() != "as":
+            raise site.error(f"FROM: expected AS, found {words[1]!r}", site.args_column)
+        name = words[2].lower()
+        if not _STAGE_NAME.fullmatch(name):
+            raise site.error(f"invalid name for build stage: {words[2]!r}, name can't start with "
+                             "a number or contain symbols", site.args_column)
+    return ins.From(site.span, site.original, image=words[0], name=name,
+                    platform=flags.get("platform"))  # type: ignore[arg-type]
+
+
+def build_run(site: Site, flags: Flags, args: str) -> ins.Run:
+    if not args.strip():
+        raise site.error("RUN requires at least one argument")
+    return ins.Run(site.span, site.original, command(site, args), heredocs=site.heredocs,
+                   mounts=tuple(flags.get("mount", ())), network=flags.get("network"),  # type: ignore[arg-type]
+                   security=flags.get("security"))  # type: ignore[arg-type]
+
+
+def build_cmd(site: Site, flags: Flags, args: str) -> ins.Cmd:
+    return ins.Cmd(site.span, site.original, command(site, _some(site, [args.strip()])[0]))
+
+
+def build_entrypoint(site: Site, flags: Flags, args: str) -> ins.Entrypoint:
+    return ins.Entrypoint(site.span, site.original, command(site, _some(site, [args.strip()])[0]))
+
+
+def build_label(site: Site, flags: Flags, args: str) -> ins.Label:
+    return ins.Label(site.span, site.original, key_values(site, args))
+
+
+def build_env(site: Site, flags: Flags, args: str) -> ins.Env:
+    return ins.Env(site.span, site.original, key_values(site, args))
+
+
+def build_maintainer(site: Site, flags: Flags, args: str) -> ins.Maintainer:
+    return ins.Maintainer(site.span, site.original, _one(site, args))
+
+
+def build_expose(site: Site, flags: Flags, args: str) -> ins.Expose:
+    return ins.Expose(site.span, site.original, tuple(_some(site, split_whitespace(args))))
+
+
+def _copy_fields(site: Site, flags: Flags, args: str) -> dict:
+    words = json_or_words(site, args)
+    if len(words) < 2:
+        raise site.error(f"{site.keyword} requires at least two arguments, but only "
+                         f"{len(words)} provided", site.args_column,
+                         hint="the last argument is the destination")
+    return dict(sources=tuple(words[:-1]), dest=words[-1], heredocs=site.heredocs,
+                chown=flags.get("chown"), chmod=flags.get("chmod"),
+                link=bool(flags.get("link", False)), excludes=tuple(flags.get("exclude", ())))
+
+
+def build_copy(site: Site, flags: Flags, args: str) -> ins.Copy:
+    return ins.Copy(site.span, site.original, **_copy_fields(site, flags, args),
+                    from_=flags.get("from"), parents=bool(flags.get("parents", False)))  # type: ignore[arg-type]
+
+
+def build_add(site: Site, flags: Flags, args: str) -> ins.Add:
+    return ins.Add(site.span, site.original, **_copy_fields(site, flags, args),
+                   keep_git_dir=bool(flags.get("keep-git-dir", False)),
+                   checksum=flags.get("checksum"),  # type: ignore[arg-type]
+                   unpack=flags.get("unpack"))  # type: ignore[arg-type]
+
+
+def build_volume(site: Site, flags: Flags, args: str) -> ins.Volume:
+    paths = _some(site, json_or_words(site, args))
+    if any(not path.strip() for path in paths):
+        raise site.error("VOLUME specified can not be an empty string", site.args_column)
+    return ins.Volume(site.span, site.original, tuple(paths))
+
+
+def build_user(site: Site, flags: Flags, args: str) -> ins.User:
+    return ins.User(site.span, site.original, _one(site, args))
+
+
+def build_workdir(site: Site, flags: Flags, args: str) -> ins.Workdir:
+    return ins.Workdir(site.span, site.original, _one(site, args))
+
+
+def build_arg(site: Site, flags: Flags, args: str) -> ins.Arg:
+    decls = []
+    for word in _some(site, split_words(args, site.escape)):
+        name, has_default, default = word.partition("=")
+        if not name:
+            raise site.error("ARG names can not be blank", site.args_column)
+        decls.append(ins.ArgDecl(name, default if has_default else None))
+    return ins.Arg(site.span, site.original, tuple(decls))
+
+
+def build_stopsignal(site: Site, flags: Flags, args: str) -> ins.Stopsignal:
+    return ins.Stopsignal(site.span, site.original, _one(site, args))
+
+
+def build_shell(site: Site, flags: Flags, args: str) -> ins.Shell:
+    try:
+        exec_form = parse_json_array(args)
+    except NotStringArray as error:
+        raise site.error(str(error), site.args_column) from None
+    if exec_form is None:
+        raise site.error("SHELL requires the arguments to be in JSON form", site.args_column,
+                         hint='write SHELL ["/bin/sh", "-c"]')
+    return ins.Shell(site.span, site.original, tuple(_some(site, exec_form)))
+
+
+def build_healthcheck(site: Site, flags: Flags, args: str) -> ins.Healthcheck:
+    kind, _, rest = args.strip().partition(" ")
+    kind, rest = kind.strip(), rest.strip()
+    if kind.upper() == "NONE":
+        if rest or flags:
+            raise site.error("HEALTHCHECK NONE takes no arguments", site.args_column)
+        return ins.Healthcheck(site.span, site.original, None)
+    if kind.upper() != "CMD":
+        raise site.error(f"unknown type {kind!r} in HEALTHCHECK", site.args_column, hint="try CMD")
+    if not rest:
+        raise site.error("missing command after HEALTHCHECK CMD", site.args_column)
+    durations = {}
+    for name in ("interval", "timeout", "start-period", "start-interval"):
+        text = flags.get(name)
+        if text is None:
+            continue
+        try:
+            value = parse_duration(str(text))
+        except ValueError as error:
+            raise site.error(f"HEALTHCHECK --{name}: {error}") from None
+        if value < 0:
+            raise site.error(f"HEALTHCHECK --{name} cannot be negative ({text})")
+        if 0 < value < 1_000_000:
+            raise site.error(f"HEALTHCHECK --{name} cannot be less than 1ms ({text})")
+        durations[name.replace("-", "_")] = value
+    retries = 0
+    if "retries" in flags:
+        try:
+            retries = int(str(flags["retries"]))
+        except ValueError:
+            raise site.error(f"HEALTHCHECK --retries: not a number: {flags['retries']}") from None
+        if retries < 0:
+            raise site.error(f"HEALTHCHECK --retries cannot be negative ({retries})")
+    return ins.Healthcheck(site.span, site.original, command(site, rest), retries=retries,
+                           **durations)
+
+
+BUILDERS: dict[str, Callable[[Site, Flags, str], ins.Instruction]] = {
+    "FROM": build_from, "RUN": build_run, "CMD": build_cmd, "ENTRYPOINT": build_entrypoint,
+    "LABEL": build_label, "ENV": build_env, "MAINTAINER": build_maintainer,
+    "EXPOSE": build_expose, "COPY": build_copy, "ADD": build_add, "VOLUME": build_volume,
+    "USER": build_user, "WORKDIR": build_workdir, "ARG": build_arg,
+    "STOPSIGNAL": build_stopsignal, "SHELL": build_shell, "HEALTHCHECK": build_healthcheck,
+}
