@@ -1,0 +1,230 @@
+"""Image config, manifest and index: the JSON documents that name an image's layers.
+
+All JSON is serialised one way (compact, fixed key order) because digests are taken over the
+exact bytes: equal inputs must give equal image IDs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
+    """ChainID(L0) = DiffID(L0); ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        chain.append(diff_id if not chain else sha256_digest(f"{chain[-1]} {diff_id}".encode()))
+    return chain
+
+
+def dumps(value: Any) -> bytes:
+    """The one serialisation of every JSON document pybuild writes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"Test": list(self.test)}
+        for key, value in (("Interval", self.interval), ("Timeout", self.timeout),
+                           ("StartPeriod", self.start_period),
+                           ("StartInterval", self.start_interval), ("Retries", self.retries)):
+            if value:
+                data[key] = value
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "Healthcheck":
+        return Healthcheck(tuple(data.get("Test") or ()), data.get("Interval", 0),
+                           data.get("Timeout", 0), data.get("StartPeriod", 0),
+                           data.get("StartInterval", 0), data.get("Retries", 0))
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """The `config` object of an image config: what a container of the image starts with.
+    Maps (ports, volumes, labels) are written with sorted keys, as Go's encoder does."""
+
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    volumes: tuple[str, ...] = ()
+    working_dir: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    stop_signal: str = ""
+    healthcheck: Healthcheck | None = None
+    on_build: tuple[str, ...] = ()
+    shell: tuple[str, ...] = ()
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in self.env)
+
+    def with_env(self, key: str, value: str) -> "ContainerConfig":
+        """Set one variable, keeping its position when it already exists (as Docker does)."""
+        items = list(self.env)
+        for i, item in enumerate(items):
+            if item.split("=", 1)[0] == key:
+                items[i] = f"{key}={value}"
+                break
+        else:
+            items.append(f"{key}={value}")
+        return replace(self, env=tuple(items))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.user:
+            data["User"] = self.user
+        if self.exposed_ports:
+            data["ExposedPorts"] = {port: {} for port in sorted(self.exposed_ports)}
+        if self.env:
+            data["Env"] = list(self.env)
+        if self.entrypoint is not None:
+            data["Entrypoint"] = list(self.entrypoint)
+        if self.cmd is not None:
+            data["Cmd"] = list(self.cmd)
+        if self.volumes:
+            data["Volumes"] = {volume: {} for volume in sorted(self.volumes)}
+        if self.working_dir:
+            data["WorkingDir"] = self.working_dir
+        if self.labels:
+            data["Labels"] = dict(sorted(self.labels))
+        if self.stop_signal:
+            data["StopSignal"] = self.stop_signal
+        if self.healthcheck is not None:
+            data["Healthcheck"] = self.healthcheck.to_json()
+        if self.on_build:
+            data["OnBuild"] = list(self.on_build)
+        if self.shell:
+            data["Shell"] = list(self.shell)
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any] | None) -> "ContainerConfig":
+        data = data or {}
+        health = data.get("Healthcheck")
+        return ContainerConfig(
+            user=data.get("User") or "",
+            exposed_ports=tuple(data.get("ExposedPorts") or ()),
+            env=tuple(data.get("Env") or ()),
+            entrypoint=tuple(data["Entrypoint"]) if data.get("Entrypoint") is not None else None,
+            cmd=tuple(data["Cmd"]) if data.get("Cmd") is not None else None,
+            volumes=tuple(data.get("Volumes") or ()),
+            working_dir=data.get("WorkingDir") or "",
+            labels=tuple((data.get("Labels") or {}).items()),
+            stop_signal=data.get("StopSignal") or "",
+            healthcheck=Healthcheck.from_json(health) if health else None,
+            on_build=tuple(data.get("OnBuild") or ()),
+            shell=tuple(data.get("Shell") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    created_by: str
+    created: str
+    empty_layer: bool = False
+    author: str = ""
+    comment: str = "pybuild.dockerfile.v0"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"created": self.created}
+        if self.author:
+            data["author"] = self.author
+        data["created_by"] = self.created_by
+        if self.comment:
+            data["comment"] = self.comment
+        if self.empty_layer:
+            data["empty_layer"] = True
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "History":
+        return History(created_by=data.get("created_by", ""), created=data.get("created", ""),
+                       empty_layer=bool(data.get("empty_layer")), author=data.get("author", ""),
+                       comment=data.get("comment", ""))
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """An image config (OCI, with Docker's extra fields). Layers are named by diff ID."""
+
+    config: ContainerConfig = field(default_factory=ContainerConfig)
+    diff_ids: tuple[str, ...] = ()
+    history: tuple[History, ...] = ()
+    architecture: str = "amd64"
+    os: str = "linux"
+    variant: str = ""
+    author: str = ""
+    created: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"architecture": self.architecture}
+        if self.author:
+            data["author"] = self.author
+        data["config"] = self.config.to_json()
+        if self.created:
+            data["created"] = self.created
+        data["history"] = [entry.to_json() for entry in self.history]
+        data["os"] = self.os
+        data["rootfs"] = {"type": "layers", "diff_ids": list(self.diff_ids)}
+        if self.variant:
+            data["variant"] = self.variant
+        return data
+
+    def to_bytes(self) -> bytes:
+        return dumps(self.to_json())
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "ImageConfig":
+        return ImageConfig(
+            config=ContainerConfig.from_json(data.get("config")),
+            diff_ids=tuple((data.get("rootfs") or {}).get("diff_ids") or ()),
+            history=tuple(History.from_json(h) for h in data.get("history") or ()),
+            architecture=data.get("architecture", "amd64"), os=data.get("os", "linux"),
+            variant=data.get("variant", ""), author=data.get("author", ""),
+            created=data.get("created", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
+                                "size": self.size}
+        if self.annotations:
+            data["annotations"] = dict(self.annotations)
+        return data
+
+
+def manifest_bytes(config: Descriptor, layers: list[Descriptor]) -> bytes:
+    return dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_json(),
+                  "layers": [layer.to_json() for layer in layers]})
+
+
+def index_bytes(manifests: list[Descriptor]) -> bytes:
+    return dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                  "manifests": [m.to_json() for m in manifests]})

@@ -1,0 +1,387 @@
+"""Apply a layer tar to a directory, as `docker load` or an overlay mount would see it, safely.
+
+The tar may be hostile (a base image, an ADD archive), so no entry may write outside `root`: names
+are cleaned lexically (a leading `/` is dropped, a `..` that climbs out is refused), every parent
+directory is resolved as if `root` were `/` (a symlink is followed only inside the root, never out
+of it), the final component is never followed, and a hardlink may only point at something already
+inside the root. `root` must not be changed by anyone else meanwhile.
+
+Whiteouts are either applied ("apply": `.wh.name` deletes the lower `name`, `.wh..wh..opq` empties
+the directory of lower content) or stored the way overlayfs reads a layer directory ("overlay": a
+0/0 character device, and an opaque xattr: `trusted.overlay.opaque`, or `user.overlay.opaque` for
+an unprivileged mount).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from typing import BinaryIO, Literal, TypeVar
+
+from layers.errors import LayerError
+from layers.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
+
+_MAX_SYMLINKS = 40  # per entry, as the kernel's MAXSYMLINKS
+_XATTR_PREFIX = "SCHILY.xattr."
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a hostile header can provoke from os calls: NUL in a link target, an mtime, id or device
+# number beyond what the kernel takes, besides plain OS errors.
+_BAD_VALUE = (OSError, ValueError, OverflowError)
+T = TypeVar("T")
+
+
+def apply_layer(tar_stream: BinaryIO, root: str, *,
+                whiteouts: Literal["apply", "overlay"] = "apply",
+                opaque_xattr: str = "trusted.overlay.opaque") -> list[str]:
+    """Apply the uncompressed layer tar `tar_stream` (wrap it in `decompressing_reader` first if
+    need be) to the existing directory `root`. Returns warnings about what could not be applied
+    (device nodes and ownership when not root, xattrs the kernel refused). Raises LayerError naming
+    the entry for input that is refused; `root` is then half-applied and must be discarded.
+
+    A non-directory entry replaces whatever is at its path; a directory entry over a directory only
+    updates its attributes. Ownership is set when running as root; modes, mtimes and directory
+    attributes last, deepest first, so a 0555 directory can still be filled."""
+    if whiteouts not in ("apply", "overlay"):
+        raise ValueError(f"whiteouts must be 'apply' or 'overlay', not {whiteouts!r}")
+    applier = _Applier(root, whiteouts == "overlay", opaque_xattr)
+    try:
+        with tarfile.open(fileobj=tar_stream, mode="r|", encoding="utf-8",
+                          errors="surrogateescape") as tar:
+            for member in tar:
+                applier.apply(member, tar)
+    except (tarfile.TarError, EOFError) as e:  # EOFError: a truncated compressed stream
+        raise LayerError(f"not a valid layer tar: {e}") from e
+    applier.finish()
+    return applier.warnings
+
+
+def _clean(name: str, entry: str) -> str:
+    """`name` relative to the root, "" for the root itself: leading slashes dropped (as GNU tar
+    does), `.` and doubled slashes removed. A name that climbs out with `..` is hostile: refused."""
+    if "\0" in name:
+        raise LayerError(f"{entry!r}: NUL in a path")
+    cleaned = posixpath.normpath(name.lstrip("/"))
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise LayerError(f"{entry}: path leads outside the root")
+    return "" if cleaned == "." else cleaned
+
+
+class _Applier:
+    """The state of one application: resolved directories, what this layer wrote (whiteouts and
+    opaque markers only hide lower content), and directory attributes still to set."""
+
+    def __init__(self, root: str, overlay: bool, opaque_xattr: str) -> None:
+        self.root = os.path.realpath(root)
+        if self.root == "/" or not os.path.isdir(self.root):
+            raise LayerError(f"{root}: not a directory a layer can be applied to")
+        self.overlay = overlay
+        self.opaque_xattr = opaque_xattr
+        self.privileged = os.geteuid() == 0
+        self.chown = self.privileged
+        self.warnings: list[str] = []
+        self._dirs = {"": self.root}       # clean relative dir -> real host path
+        self._written: set[str] = set()    # host paths this layer created or updated
+        self._whited: set[str] = set()     # host paths of whiteout devices made by this layer
+        self._dir_attrs: dict[str, tarfile.TarInfo] = {}
+        self._restore: dict[str, int] = {}  # dirs opened up to write into them (unprivileged)
+        self._symlinks_left = _MAX_SYMLINKS
+        self._buffer = memoryview(bytearray(CHUNK))
+
+    def apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        name = _clean(member.name, member.name)
+        if not name:
+            return  # the root's own attributes belong to the snapshot, not the layer (containerd)
+        self._symlinks_left = _MAX_SYMLINKS
+        parent_rel, _, base = name.rpartition("/")
+        try:
+            if base.startswith(WHITEOUT_PREFIX):
+                self._whiteout(parent_rel, base, member)
+                return
+            path = f"{self._real_dir(parent_rel, member.name, create=True)}/{base}"
+            if member.isdir():
+                self._directory(path, member)
+            elif member.isreg():
+                self._file(path, member, tar)
+            elif member.issym():
+                self._create(path, lambda p: os.symlink(member.linkname, p))
+                self._attributes(path, member, chmod=False)
+            elif member.islnk():
+                target = self._link_target(member)
+                self._create(path, lambda p: os.link(target, p, follow_symlinks=False))
+                self._attributes(path, member, chmod=not os.path.islink(path))
+            elif member.ischr() or member.isblk() or member.isfifo():
+                self._special(path, member)
+            else:
+                self.warnings.append(f"{member.name}: skipped entry of tar type {member.type!r}")
+                return
+            self._written.add(path)
+        except _BAD_VALUE as e:
+            raise LayerError(f"{member.name}: {_reason(e)}") from e
+
+    def finish(self) -> None:
+        """Set the modes and mtimes of directories, deepest first, now that they are filled."""
+        for path, mode in self._restore.items():
+            if path not in self._dir_attrs and _is_dir(path):
+                os.chmod(path, mode)
+        for path in sorted(self._dir_attrs, key=lambda p: p.count("/"), reverse=True):
+            if _is_dir(path):  # else removed or replaced later in the layer
+                member = self._dir_attrs[path]
+                try:
+                    os.chmod(path, member.mode & 0o7777)
+                    mtime = int(member.mtime * 1_000_000_000)
+                    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+                except _BAD_VALUE as e:
+                    raise LayerError(f"{member.name}: {_reason(e)}") from e
+
+    # -- entries ---------------------------------------------------------------------------------
+
+    def _directory(self, path: str, member: tarfile.TarInfo) -> None:
+        try:
+            os.mkdir(path, 0o700)  # its own mode is set last, once its children are in
+        except FileExistsError:
+            existing = os.lstat(path)
+            if not stat.S_ISDIR(existing.st_mode):
+                self._remove(path, existing)
+                os.mkdir(path, 0o700)
+        if path in self._whited:
+            # rm -rf d && mkdir d in one layer: in overlay the new d must hide the lower one
+            os.setxattr(path, self.opaque_xattr, b"y", follow_symlinks=False)
+        self._attributes(path, member, chmod=False, times=False)
+        self._dir_attrs[path] = member
+
+    def _file(self, path: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        fd = self._create(path, lambda p: os.open(p, _NEW_FILE, 0o600))
+        try:
+            source, buffer = tar.extractfile(member), self._buffer
+            while n := source.readinto(buffer):
+                done = 0
+                while done < n:
+                    done += os.write(fd, buffer[done:n])
+            self._attributes(fd, member)
+        finally:
+            os.close(fd)
+
+    def _special(self, path: str, member: tarfile.TarInfo) -> None:
+        if member.isfifo():
+            self._create(path, lambda p: os.mkfifo(p, 0o600))
+        else:
+            if not self.privileged:
+                self.warnings.append(f"{member.name}: device node skipped (needs root)")
+                return
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            device = os.makedev(member.devmajor, member.devminor)
+            try:
+                self._create(path, lambda p: os.mknod(p, kind | 0o600, device))
+            except PermissionError:
+                self.warnings.append(f"{member.name}: device node skipped (not permitted here)")
+                return
+        self._attributes(path, member)
+
+    def _link_target(self, member: tarfile.TarInfo) -> str:
+        """The host path a hardlink entry links to: something already inside the root, found with
+        the same resolution as entry names, never a directory."""
+        target_rel = _clean(member.linkname, member.name)
+        head, _, base = target_rel.rpartition("/")
+        parent = self._real_dir(head, member.name, create=False) if base else None
+        target = f"{parent}/{base}" if parent else None
+        if target is None or not os.path.lexists(target):
+            raise LayerError(f"{member.name}: hardlink target {member.linkname!r} "
+                             "is not in the root")
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise LayerError(f"{member.name}: hardlink to a directory {member.linkname!r}")
+        return target
+
+    # -- whiteouts -------------------------------------------------------------------------------
+
+    def _whiteout(self, parent_rel: str, base: str, member: tarfile.TarInfo) -> None:
+        if base == OPAQUE_MARKER:
+            self._opaque(parent_rel, member)
+            return
+        hidden = base[len(WHITEOUT_PREFIX):]
+        if hidden.startswith(WHITEOUT_PREFIX):
+            self.warnings.append(f"{member.name}: skipped AUFS metadata")
+            return
+        if hidden in ("", ".", ".."):
+            raise LayerError(f"{member.name}: whiteout without a name")
+        parent = self._real_dir(parent_rel, member.name, create=self.overlay)
+        if parent is None:
+            return  # nothing below to hide
+        path = f"{parent}/{hidden}"
+        if path in self._written:
+            return  # whiteouts hide lower layers only, not this layer's own entries
+        if self.overlay:
+            self._create(path, lambda p: os.mknod(p, stat.S_IFCHR, os.makedev(0, 0)))
+            self._whited.add(path)
+            if self.chown:
+                self._chown(path, member)
+        elif os.path.lexists(path):
+            self._remove(path, os.lstat(path))
+
+    def _opaque(self, dir_rel: str, member: tarfile.TarInfo) -> None:
+        directory = self._real_dir(dir_rel, member.name, create=self.overlay)
+        if directory is None:
+            return
+        if self.overlay:
+            try:
+                os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)
+            except OSError as e:
+                raise LayerError(f"{member.name}: cannot set {self.opaque_xattr}: {e.strerror}")
+        else:
+            self._purge(directory)
+
+    def _purge(self, directory: str) -> None:
+        """Remove what lower layers put under `directory`, keeping this layer's entries."""
+        with os.scandir(directory) as children:
+            for child in list(children):
+                st = child.stat(follow_symlinks=False)
+                if child.path not in self._written:
+                    self._remove(child.path, st)
+                elif stat.S_ISDIR(st.st_mode):
+                    self._open_up(child.path, st)
+                    self._purge(child.path)
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def _real_dir(self, rel: str, entry: str, *, create: bool) -> str | None:
+        """The host path of directory `rel` (clean, "" for the root), symlinks resolved as if the
+        root were `/`. Missing directories are made (0755, as Docker and containerd do) or, when
+        not `create`, give None."""
+        cached = self._dirs.get(rel)
+        if cached is not None:
+            return cached
+        head, _, name = rel.rpartition("/")
+        parent = self._real_dir(head, entry, create=create)
+        path = parent and self._step(parent, name, entry, create)
+        if path:
+            self._dirs[rel] = path
+        return path
+
+    def _step(self, parent: str, name: str, entry: str, create: bool) -> str | None:
+        """Resolve one name inside the real directory `parent`."""
+        path = f"{parent}/{name}"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(path)
+            os.chmod(path, 0o755)
+            return path
+        if stat.S_ISDIR(st.st_mode):
+            self._open_up(path, st)
+            return path
+        if not stat.S_ISLNK(st.st_mode):
+            raise LayerError(f"{entry}: {path[len(self.root) + 1:]} is not a directory")
+        self._symlinks_left -= 1
+        if self._symlinks_left < 0:
+            raise LayerError(f"{entry}: too many levels of symbolic links")
+        target = os.readlink(path)
+        current = self.root if target.startswith("/") else parent
+        for part in target.split("/"):
+            if part == "..":
+                current = current.rpartition("/")[0] if current != self.root else current
+            elif part and part != ".":
+                current = self._step(current, part, entry, create)
+                if current is None:
+                    return None
+        return current
+
+    def _open_up(self, path: str, st: os.stat_result) -> None:
+        """Unprivileged, a read-only directory (a 0555 /usr) must be made writable to be filled;
+        its mode is put back at the end."""
+        if not self.privileged and st.st_mode & 0o300 != 0o300:
+            self._restore.setdefault(path, stat.S_IMODE(st.st_mode))
+            os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+
+    def _create(self, path: str, make: Callable[[str], T]) -> T:
+        """make(path), for a new non-directory; whatever is in the way goes first. Trying before
+        looking saves a failing lstat per entry when filling an empty snapshot."""
+        try:
+            return make(path)
+        except FileExistsError:
+            self._remove(path, os.lstat(path))
+            return make(path)
+
+    def _remove(self, path: str, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, onerror=None if self.privileged else _open_up_and_retry)
+        else:
+            os.unlink(path)
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            self._dirs = {"": self.root}  # resolutions through it are stale
+
+    # -- attributes ------------------------------------------------------------------------------
+
+    def _attributes(self, target: str | int, member: tarfile.TarInfo, *, chmod: bool = True,
+                    times: bool = True) -> None:
+        """Owner, then mode (a chown clears setuid bits), then xattrs (a chown clears
+        security.capability), then mtime. `target` is a path, never followed, or an open fd."""
+        follow = isinstance(target, int)
+        if self.chown:
+            self._chown(target, member)
+        if chmod:
+            os.chmod(target, member.mode & 0o7777)
+        for name, value in self._xattrs(member):
+            try:
+                os.setxattr(target, name, value, follow_symlinks=follow)
+            except OSError as e:
+                if e.errno == errno.EPERM:
+                    self.warnings.append(f"{member.name}: xattr {name} not permitted here")
+                elif e.errno != errno.ENOTSUP:
+                    raise
+        if times:
+            mtime = int(member.mtime * 1_000_000_000)
+            os.utime(target, ns=(mtime, mtime), follow_symlinks=follow)
+
+    def _chown(self, target: str | int, member: tarfile.TarInfo) -> None:
+        try:
+            os.chown(target, member.uid, member.gid, follow_symlinks=isinstance(target, int))
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            self.chown = False  # an id outside this user namespace's map: stop trying
+            self.warnings.append(f"{member.name}: ownership not kept ({e.strerror})")
+
+    def _xattrs(self, member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+        found = []
+        for key, value in member.pax_headers.items():
+            if key.startswith(_XATTR_PREFIX):
+                name = key[len(_XATTR_PREFIX):]
+                if name.startswith(_OVERLAY_XATTRS):
+                    self.warnings.append(f"{member.name}: overlayfs xattr {name} ignored")
+                else:
+                    found.append((name, value.encode("utf-8", "surrogateescape")))
+        return found
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _is_dir(path: str) -> bool:
+    """A real directory, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _open_up_and_retry(func, failed: str, exc_info) -> None:
+    """shutil.rmtree error handler for unprivileged removal: a read-only directory inside the tree
+    blocks deleting its children, so give it (and the failed entry, if a directory) u+rwx."""
+    error = exc_info[1]
+    if not isinstance(error, PermissionError):
+        raise error
+    for directory in (os.path.dirname(failed), failed):
+        st = os.lstat(directory)
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(directory, stat.S_IMODE(st.st_mode) | 0o700)
+    if stat.S_ISDIR(os.lstat(failed).st_mode):
+        shutil.rmtree(failed, onerror=_open_up_and_retry)
+    else:
+        os.unlink(failed)
