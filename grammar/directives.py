@@ -6,6 +6,7 @@ import re
 
 from grammar.errors import DockerfileError
 from grammar.instructions import Directives
+from grammar.words import SPACES
 
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN = ("escape", "syntax", "check")
@@ -16,7 +17,7 @@ def read_directives(lines: list[str], file: str) -> Directives:
     unknown key is an ordinary comment that ends them too (Docker's rules)."""
     seen: dict[str, str] = {}
     for number, raw in enumerate(lines, start=1):
-        match = _DIRECTIVE.match(raw.lstrip() if number > 1 else raw.lstrip("\ufeff").lstrip())
+        match = _DIRECTIVE.match(raw.lstrip(SPACES))
         if not match or match.group(1).lower() not in _KNOWN:
             break
         key, value = match.group(1).lower(), match.group(2)
@@ -24,7 +25,7 @@ def read_directives(lines: list[str], file: str) -> Directives:
             raise DockerfileError(f"only one {key} parser directive can be used", file=file,
                                   line=number, source_line=raw)
         if key == "escape" and value not in ("\\", "`"):
-            raise DockerfileError(f"invalid escape token {value!r} does not match ` or \\",
+            raise DockerfileError(f"invalid escape token '{value}' does not match ` or \\",
                                   file=file, line=number, source_line=raw)
         seen[key] = value
     return Directives(escape=seen.get("escape", "\\"), syntax=seen.get("syntax"),

@@ -5,14 +5,19 @@ import re
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
           "m": 60_000_000_000, "h": 3_600_000_000_000}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# One number and its unit; Go reads ASCII digits only, and needs a digit on one side of the dot.
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_MAX = 2**63 - 1
 
 
 def parse_duration(text: str) -> int:
-    """Nanoseconds. Raises ValueError for anything Go would refuse."""
-    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+    """Nanoseconds. Raises ValueError for anything Go would refuse, overflow included."""
+    sign = -1 if text.startswith("-") else 1
+    body = text[1:] if text.startswith(("+", "-")) else text
     if body == "0":
         return 0
+    if not body:
+        raise ValueError(f"invalid duration {text!r}")
     pos, total = 0, 0
     while pos < len(body):
         match = _PART.match(body, pos)
@@ -25,6 +30,6 @@ def parse_duration(text: str) -> int:
         if fraction:
             total += int(fraction) * scale // 10 ** len(fraction)
         pos = match.end()
-    if not body:
+    if total > _MAX + (sign < 0):
         raise ValueError(f"invalid duration {text!r}")
     return sign * total

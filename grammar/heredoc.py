@@ -1,8 +1,9 @@
 """Here-documents: lifted out of the text before lexing.
 
 A heredoc body ends at a line equal to a delimiter the instruction itself chose (`<<EOF`), which no
-regular lexer can recognise, so this pass finds RUN/COPY/ADD logical lines with `<<WORD` markers,
-takes the following lines as their bodies, and blanks those lines so line numbers hold.
+regular lexer can recognise, so this pass reads the file as BuildKit's parser does: logical line
+by logical line, and after a RUN, COPY or ADD (also as an ONBUILD trigger) with `<<WORD` markers
+it takes the following lines as their bodies, and blanks those lines so line numbers hold.
 """
 from __future__ import annotations
 
@@ -11,9 +12,24 @@ from dataclasses import dataclass
 
 from grammar.errors import DockerfileError
 from grammar.instructions import Heredoc
+from grammar.lines import is_blank, is_comment, logical_line
+from grammar.words import SPACES, WHITESPACE
 
-_MARKER = re.compile(r"(\d*)<<(-?)([^<]+)")
+# A marker word: optional fd, `<<`, optional `-`, the delimiter (Go's `\s` and `\d` are ASCII).
+_MARKER = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")
 _KEYWORDS = {"RUN", "COPY", "ADD"}
+# The blanks BuildKit's lexer keeps in the same word after `<<` (`<< EOF` is a marker).
+_MARKER_BLANKS = re.compile(r"[\t\r ]*")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a `<<WORD` word says about its heredoc."""
+
+    name: str
+    expand: bool
+    chomp: bool
+    fd: int | None
 
 
 @dataclass(frozen=True)
@@ -24,108 +40,140 @@ class Lifted:
     end_line: int
 
 
-def lift_heredocs(lines: list[str], escape: str, file: str) -> tuple[list[str], dict[int, Lifted]]:
-    """Returns the lines with heredoc bodies blanked, and the heredocs keyed by the 1-based line
-    on which their instruction starts."""
-    continuation = re.compile(re.escape(escape) + r"[ \t]*$")
+def lift_heredocs(raw: list[str], escape: str, file: str) -> tuple[list[str], dict[int, Lifted]]:
+    """Returns the lines (without `\\r`) with heredoc bodies blanked, and the heredocs keyed by the
+    1-based line on which their instruction starts. `raw` lines keep their `\\r`, and so do the
+    bodies, as in BuildKit."""
+    lines = [line.rstrip("\r") for line in raw]
     out = list(lines)
     found: dict[int, Lifted] = {}
     i = 0
     while i < len(lines):
-        stripped = lines[i].lstrip()
-        if not stripped or stripped.startswith("#"):
+        if is_blank(lines[i]) or is_comment(lines[i]):
             i += 1
             continue
         start = i
-        logical = stripped
-        while continuation.search(logical) and i + 1 < len(lines):
-            i += 1
-            following = lines[i]
-            if not following.strip() or following.lstrip().startswith("#"):
-                continue
-            logical = continuation.sub("", logical) + following
-        keyword, _, rest = logical.replace("\t", " ").partition(" ")
-        markers = _markers(rest) if keyword.upper() in _KEYWORDS and "<<" in rest else []
+        text, i = logical_line(lines, i, escape)
         heredocs = []
-        for name, expand, chomp, fd in markers:
+        for marker in _markers(text):
             body: list[str] = []
             while True:
                 i += 1
                 if i >= len(lines):
-                    raise DockerfileError(f"unterminated heredoc {name!r}", file=file,
+                    raise DockerfileError(f"unterminated heredoc {marker.name!r}", file=file,
                                           line=start + 1, source_line=lines[start])
-                candidate = lines[i].lstrip("\t") if chomp else lines[i]
                 out[i] = ""
-                if candidate == name:
+                if (lines[i].lstrip("\t") if marker.chomp else lines[i]) == marker.name:
                     break
-                body.append(lines[i] + "\n")
-            heredocs.append(Heredoc(name=name, content="".join(body), expand=expand,
-                                    chomp=chomp, fd=fd))
+                body.append(raw[i] + "\n")
+            heredocs.append(Heredoc(name=marker.name, content="".join(body), expand=marker.expand,
+                                    chomp=marker.chomp, fd=marker.fd))
         if heredocs:
             found[start + 1] = Lifted(tuple(heredocs), i + 1)
         i += 1
     return out, found
 
 
-def _markers(rest: str) -> list[tuple[str, bool, bool, int | None]]:
-    """`<<WORD` words of a line: (name, expand, chomp, fd). A quoted delimiter turns off
-    expansion of the body; `cat<<EOF` is not a marker, as in BuildKit (markers are whole words)."""
-    markers = []
-    for word in _raw_words(rest):
-        match = _MARKER.fullmatch(word)
-        if not match:
-            continue
-        fd, dash, delimiter = match.groups()
-        name = _unquote(delimiter)
-        if name:
-            markers.append((name, not any(q in delimiter for q in "'\""), dash == "-",
-                            int(fd) if fd else None))
-    return markers
+def parse_marker(word: str) -> Marker | None:
+    """BuildKit's ParseHeredoc: the marker a word is, or None. The delimiter loses its quotes and
+    escapes; any quoting in it turns off expansion of the body."""
+    match = _MARKER.fullmatch(word)
+    if not match:
+        return None
+    fd, dash, delimiter = match.groups()
+    name = _unquote(delimiter, keep_quotes=False)
+    if not name:
+        return None
+    quotes = _unquote(delimiter, keep_quotes=True)
+    expand = sum(map(name.count, "'\"")) == sum(map(quotes.count, "'\""))
+    return Marker(name, expand, chomp=dash == "-", fd=int(fd) if fd else None)
 
 
-def _raw_words(text: str) -> list[str]:
-    """Split on unquoted blanks, keeping quotes and backslashes in the words."""
-    words, word, quote, i = [], "", "", 0
+def _markers(text: str) -> list[Marker]:
+    """The markers of a logical line, if its instruction (or ONBUILD's trigger) takes heredocs.
+    `cat<<EOF` is not a marker, as in BuildKit (markers are whole words)."""
+    if "<<" not in text:
+        return []
+    keyword, *rest = WHITESPACE.split(text.strip(SPACES))
+    if keyword.upper() == "ONBUILD":
+        keyword = next((word for word in rest if not word.startswith("--")), "")
+    if keyword.upper() not in _KEYWORDS:
+        return []
+    markers = (parse_marker(word) for word in _shell_words(text))
+    return [marker for marker in markers if marker]
+
+
+def _shell_words(text: str) -> list[str]:
+    """The line's words as BuildKit's shell lexer gives them when it looks for heredocs: quotes
+    and escapes kept, `<<` glued to the blanks after it. Where that lexer fails (an unclosed
+    quote or `${`) BuildKit finds no heredocs at all, so neither do we."""
+    words: list[str] = []
+    word = ""
+    i = 0
     while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == "\\" and quote == '"' and i + 1 < len(text):
-                word += ch
-                i += 1
-                ch = text[i]
-        elif ch in " \t":
+        if text[i] in SPACES:
             if word:
                 words.append(word)
             word = ""
             i += 1
             continue
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "\\" and i + 1 < len(text):
-            word += ch
-            i += 1
-            ch = text[i]
-        word += ch
-        i += 1
+        end = _token_end(text, i)
+        if end is None:
+            return []
+        if text.startswith("<<", i):
+            end = _MARKER_BLANKS.match(text, i + 2).end()
+        word += text[i:end]
+        i = end
     if word:
         words.append(word)
     return words
 
 
-def _unquote(word: str) -> str:
-    """The delimiter with quotes and backslash escapes removed."""
+def _token_end(text: str, i: int) -> int | None:
+    """Where the lexer token at `i` ends: a quoted string, `${...}`, an escaped character or one
+    character. None when a quote or a brace is not closed."""
+    ch = text[i]
+    if ch == "\\":
+        return min(i + 2, len(text))
+    if ch == "'":
+        close = text.find("'", i + 1)
+        return None if close < 0 else close + 1
+    if ch == '"':
+        j = i + 1
+        while j < len(text) and text[j] != '"':
+            end = _token_end(text, j) if text.startswith("${", j) else j + 1 + (text[j] == "\\")
+            if end is None:
+                return None
+            j = end
+        return None if j >= len(text) else j + 1
+    if text.startswith("${", i):
+        j = i + 2
+        if j >= len(text) or text[j] in "{}:":
+            return None
+        while j < len(text) and text[j] != "}":
+            end = _token_end(text, j)
+            if end is None:
+                return None
+            j = end
+        return None if j >= len(text) else j + 1
+    return i + 1
+
+
+def _unquote(word: str, keep_quotes: bool) -> str:
+    """The delimiter with escapes applied and quotes removed (or kept, to count them): shell
+    rules, where a backslash inside double quotes only escapes `"`, `$` and itself."""
     out, quote, i = "", "", 0
     while i < len(word):
         ch = word[i]
-        if ch == "\\" and quote != "'" and i + 1 < len(word):
-            i += 1
-            out += word[i]
-        elif quote and ch == quote:
-            quote = ""
-        elif not quote and ch in "'\"":
-            quote = ch
+        if ch == "\\" and quote != "'":
+            if i + 1 < len(word):
+                if quote == '"' and word[i + 1] not in '"$\\':
+                    out += ch
+                i += 1
+                out += word[i]
+        elif ch in "'\"" and quote in ("", ch):
+            quote = "" if quote else ch
+            out += ch if keep_quotes else ""
         else:
             out += ch
         i += 1

@@ -73,6 +73,7 @@ class Run(Instruction):
     mounts: tuple[str, ...] = ()
     network: str | None = None
     security: str | None = None
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

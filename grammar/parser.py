@@ -1,19 +1,22 @@
 """Dockerfile text -> `Dockerfile` of typed instructions, through the Lark grammar."""
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from pathlib import Path
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedEOF, UnexpectedInput
 
 from grammar import instructions as ins
 from grammar.arguments import BUILDERS, FlagText, Site, parse_flags
 from grammar.directives import read_directives
 from grammar.errors import DockerfileError, Span
 from grammar.heredoc import Lifted, lift_heredocs
+from grammar.lines import (continuation, continuation_regex, end_dangling_continuation,
+                           logical_line, physical_lines)
+from grammar.suggest import suggest
+from grammar.words import SPACES, WHITESPACE
 
 _KEYWORDS = sorted(set(ins.KEYWORD_OF.values()))
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
@@ -22,79 +25,74 @@ _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 @functools.cache
 def _parser(escape: str) -> Lark:
     template = Path(__file__).with_name("dockerfile.lark").read_text()
-    return Lark(template.replace("%ESC%", re.escape(escape)), parser="lalr", lexer="contextual",
-                propagate_positions=True, cache=True)
-
-
-@functools.cache
-def _continuation(escape: str) -> re.Pattern[str]:
-    return re.compile(re.escape(escape) + r"[ \t]*\r?\n(?:[ \t]*(?:#[^\n]*)?\r?\n)*")
-
-
-def split_lines(text: str) -> list[str]:
-    """Physical lines as Docker reads them: a leading BOM and each line's `\\r` dropped."""
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    grammar = (template.replace("%CONT%", continuation_regex(escape))
+               .replace("%ESC%", re.escape(escape)))
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, cache=True)
 
 
 def parse(text: str, file: str = "Dockerfile") -> ins.Dockerfile:
     """Parse a whole Dockerfile. Raises DockerfileError (and nothing else) for bad input."""
-    lines = split_lines(text)
+    raw = physical_lines(text)
+    lines = [line.rstrip("\r") for line in raw]
     directives = read_directives(lines, file)
     escape = directives.escape
-    lexable, heredocs = lift_heredocs(lines, escape, file)
-    source = "\n".join(lexable) + "\n"
-    # A continuation on the last line continues into nothing: Docker ends the instruction there.
-    source = re.sub(re.escape(escape) + r"[ \t]*\n(?:[ \t]*(?:#[^\n]*)?\n)*\Z", "\n", source)
+    lexable, heredocs = lift_heredocs(raw, escape, file)
+    source = "\n".join(end_dangling_continuation(lexable, escape)) + "\n"
     try:
         tree = _parser(escape).parse(source)
     except UnexpectedInput as error:
-        raise _syntax_error(error, lines, file) from None
-    builder = _Builder(file, lines, source, escape, heredocs)
+        raise _syntax_error(error, lines, escape, file) from None
+    builder = _Builder(file, tuple(lines), source, escape, heredocs)
     built = tuple(builder.instruction(node) for node in tree.children if isinstance(node, Tree))
+    if not built:
+        raise DockerfileError("file with no instructions", file=file)
     return ins.Dockerfile(file=file, directives=directives, instructions=built, lines=tuple(lines))
 
 
 class _Builder:
     """Turns the parse tree into instructions; holds the source so spans and text can be cut."""
 
-    def __init__(self, file: str, lines: list[str], source: str, escape: str,
+    def __init__(self, file: str, lines: tuple[str, ...], source: str, escape: str,
                  heredocs: dict[int, Lifted]) -> None:
         self.file, self.lines, self.source, self.escape = file, lines, source, escape
         self.heredocs = heredocs
-        self.continuation = _continuation(escape)
+        self.continuation = continuation(escape)
 
     def joined(self, start: int, end: int) -> str:
-        """Source text with its line continuations (and the comment lines inside them) removed."""
-        return self.continuation.sub("", self.source[start:end]).strip()
+        """Source text with its line continuations (and the comment lines inside them) removed:
+        the text BuildKit's parser sees."""
+        return self.continuation.sub("", self.source[start:end])
 
-    def instruction(self, node: Tree) -> ins.Instruction:
+    def instruction(self, node: Tree, lifted: Lifted | None = None) -> ins.Instruction:
         keyword_token: Token = node.children[0]
         keyword = keyword_token.type
-        flags = [FlagText(t.children[0].value, t.children[0].column)
-                 for t in node.children[1:] if isinstance(t, Tree) and t.data == "flag"]
+        flag_tokens = [child.children[0] for child in node.children[1:]
+                       if isinstance(child, Tree) and child.data == "flag"]
+        flags = [FlagText(self.joined(t.start_pos, t.end_pos), (t.line, t.column))
+                 for t in flag_tokens]
         last = node.children[-1]
         end_pos = last.meta.end_pos if isinstance(last, Tree) else last.end_pos
         end_line = last.meta.end_line if isinstance(last, Tree) else last.end_line
         line = keyword_token.line
-        lifted = self.heredocs.get(line)
+        lifted = lifted or self.heredocs.get(line)
         span = Span(self.file, line, lifted.end_line if lifted else end_line)
         args_token = last if isinstance(last, Token) and last.type == "ARGS" else None
+        args_at = ((args_token.line, args_token.column) if args_token
+                   else (keyword_token.end_line, keyword_token.end_column))
         site = Site(keyword=keyword, span=span,
                     original=self.joined(keyword_token.start_pos, end_pos),
-                    escape=self.escape, source_line=self.lines[line - 1],
-                    args_column=args_token.column if args_token else keyword_token.end_column,
+                    escape=self.escape, lines=self.lines, args_at=args_at,
                     heredocs=lifted.heredocs if lifted else ())
         parsed_flags = parse_flags(site, flags)
         if keyword == "ONBUILD":
-            return self.onbuild(site, last if isinstance(last, Tree) else None)
-        args = self.joined(args_token.start_pos, args_token.end_pos) if args_token else ""
+            return self.onbuild(site, last if isinstance(last, Tree) else None, lifted)
+        args = (self.joined(args_token.start_pos, args_token.end_pos).strip(SPACES)
+                if args_token else "")
         return BUILDERS[keyword](site, parsed_flags, args)
 
-    def onbuild(self, site: Site, trigger_node: Tree | None) -> ins.Onbuild:
+    def onbuild(self, site: Site, trigger_node: Tree | None, lifted: Lifted | None) -> ins.Onbuild:
+        """The trigger is checked now, though Docker runs it only in a child image; it is kept
+        verbatim, heredoc bodies and terminators included, as Docker stores it."""
         if trigger_node is None:
             raise site.error("ONBUILD requires at least one argument")
         trigger_keyword = trigger_node.children[0].type
@@ -102,24 +100,32 @@ class _Builder:
             raise site.error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if trigger_keyword in ("FROM", "MAINTAINER"):
             raise site.error(f"{trigger_keyword} isn't allowed as an ONBUILD trigger")
-        trigger = self.instruction(trigger_node)
-        return ins.Onbuild(site.span, site.original, trigger=trigger,
-                           expression=_ONBUILD_PREFIX.sub("", site.original))
+        trigger = self.instruction(trigger_node, lifted)
+        expression = _ONBUILD_PREFIX.sub("", site.original)
+        for heredoc in site.heredocs:
+            expression += "\n" + heredoc.content + heredoc.name
+        return ins.Onbuild(site.span, site.original, trigger=trigger, expression=expression)
 
 
-def _syntax_error(error: UnexpectedInput, lines: list[str], file: str) -> DockerfileError:
-    """Lark's error, said the way a Dockerfile author thinks: usually an unknown instruction."""
-    line = getattr(error, "line", None)
-    column = getattr(error, "column", None)
-    if isinstance(error, UnexpectedEOF) or line is None or line < 1 or line > len(lines):
-        return DockerfileError("unexpected end of file", file=file)
+def _syntax_error(error: UnexpectedInput, lines: list[str], escape: str,
+                  file: str) -> DockerfileError:
+    """Lark's error, said the way a Dockerfile author thinks. The arguments token takes any
+    text, so the grammar can only fail where an instruction keyword is expected: at the start
+    of a line, or after ONBUILD. The unknown word is named as Docker names it, after joining
+    continuations (`RUN\\` followed by `echo` is `RUNecho`)."""
+    token = getattr(error, "token", None)
+    if isinstance(error, UnexpectedEOF) or token is not None and token.type == "$END":
+        # Only a continuation reaches the end: an escaped blank before a final escape (`\ \`).
+        return DockerfileError("the file ends inside a line continuation", file=file,
+                               line=len(lines), source_line=lines[-1])
+    line, column = error.line, error.column
     source_line = lines[line - 1]
-    before = source_line[: max(column - 1, 0)]
-    if isinstance(error, (UnexpectedCharacters, UnexpectedToken)) and not before.strip():
-        word = source_line.split()[0] if source_line.split() else source_line
-        close = difflib.get_close_matches(word.upper(), _KEYWORDS, n=1)
-        return DockerfileError(f"unknown instruction: {word}", file=file, line=line,
-                               column=column, source_line=source_line,
-                               hint=f"did you mean {close[0]}?" if close else None)
-    return DockerfileError("syntax error", file=file, line=line, column=column,
-                           source_line=source_line)
+    text, _ = logical_line([source_line[column - 1:], *lines[line:]], 0, escape)
+    word = WHITESPACE.split(text.strip(SPACES))[0]
+    if word.upper() in _KEYWORDS:
+        hint = "pybuild does not join a keyword split by a line continuation"
+    else:
+        close = suggest(word, _KEYWORDS, case_sensitive=False)
+        hint = f"did you mean {close}?" if close else None
+    return DockerfileError(f"unknown instruction: {word}", file=file, line=line, column=column,
+                           source_line=source_line, hint=hint)

@@ -10,6 +10,11 @@ import json
 import re
 
 WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+# Go's unicode.IsSpace, which BuildKit trims and splits words with. Python's isspace() and a
+# bare strip() also count the separators \x1c-\x1f, which Go keeps inside words, so strips in
+# the front end name these characters: `text.strip(SPACES)`.
+SPACES = "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    map(chr, range(0x2000, 0x200B)))
 
 
 class NotStringArray(ValueError):
@@ -18,16 +23,17 @@ class NotStringArray(ValueError):
 
 def split_whitespace(rest: str) -> list[str]:
     """Whitespace-delimited words, quotes not special (FROM, EXPOSE, COPY sources)."""
-    return [word for word in WHITESPACE.split(rest.strip()) if word] if rest.strip() else []
+    rest = rest.strip(SPACES)
+    return WHITESPACE.split(rest) if rest else []
 
 
 def parse_json_array(rest: str) -> list[str] | None:
     """The strings of a JSON array, or None when `rest` is not one (so shell form applies)."""
-    rest = rest.lstrip()
+    rest = rest.lstrip(SPACES)
     if not rest.startswith("["):
         return None
     try:
-        value = json.loads(rest)
+        value = json.loads(rest, parse_constant=_not_json)
     except ValueError:
         return None
     if not isinstance(value, list):
@@ -35,6 +41,11 @@ def parse_json_array(rest: str) -> list[str] | None:
     if not all(isinstance(item, str) for item in value):
         raise NotStringArray("when using JSON array syntax, arrays must be comprised of strings only")
     return value
+
+
+def _not_json(constant: str) -> None:
+    """NaN and Infinity are Python's JSON extensions; Go's decoder, and so Docker, refuses them."""
+    raise ValueError(f"not JSON: {constant}")
 
 
 def split_words(rest: str, escape: str) -> list[str]:
@@ -49,12 +60,12 @@ def split_words(rest: str, escape: str) -> list[str]:
     while i < n:
         ch = rest[i]
         if not in_word:
-            if ch.isspace():
+            if ch in SPACES:
                 i += 1
                 continue
             in_word = True
         if not quote:
-            if ch.isspace():
+            if ch in SPACES:
                 if blank_ok or word:
                     words.append("".join(word))
                 word, blank_ok, in_word = [], False, False
@@ -85,15 +96,16 @@ def split_words(rest: str, escape: str) -> list[str]:
     return words
 
 
-def flag_word(text: str) -> str:
-    """A `--flag=value` word with its quotes and backslash escapes removed, as BuildKit reads
-    flags (always with `\\`, whatever the escape directive says)."""
+def flag_word(text: str, escape: str) -> str:
+    """A `--flag=value` word with its quotes and escapes removed, as BuildKit reads flags: the
+    escape character (the directive's, since Dockerfile frontend 1.15) takes the next character,
+    even inside single quotes, and one left at the end is dropped."""
     out: list[str] = []
     quote = ""
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch == "\\":
+        if ch == escape:
             if i + 1 == len(text):
                 break
             i += 1
