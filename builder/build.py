@@ -1,0 +1,280 @@
+"""One build: Dockerfile + context -> image, stage by stage, written as a tarball.
+
+`build()` is the programmatic entry point the CLI uses. The `Build` object guards what a build
+accumulates (stage results, warnings, consumed build args); everything it calls is a function of
+its arguments.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from builder import metadata
+from builder.context import load_ignore
+from builder.errors import BuildError
+from builder.export import layer_blobs, write_output
+from builder.plan import Plan, Stage, plan
+from builder.progress import Log
+from builder.sourcetree import ContextTree, StageTree, Tree
+from builder.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.steps import StepEnv, copy, workdir
+from grammar import instructions as ins
+from grammar.errors import DockerfileError
+from grammar.expand import expand_word
+from grammar.parser import parse
+from layers.archive import ArchiveImage
+from layers.blobstore import BlobStore
+from layers.compression import Compression
+from layers.errors import LayerError
+from layers.image import ContainerConfig, History, ImageConfig, sha256_digest
+from layers.reference import Reference, parse_reference
+from layers.snapshots import SnapshotStore
+from layers.tarwriter import LayerWriter
+from layers.union import UnionView
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
+         "s390x": "s390x", "riscv64": "riscv64"}.get(platform.machine(), platform.machine())
+# Build args Docker accepts without an ARG line (proxies), and the automatic platform ARGs.
+_PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
+               "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"}
+_PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARGETARCH": _ARCH,
+                  "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{_ARCH}", "BUILDOS": "linux",
+                  "BUILDARCH": _ARCH, "BUILDVARIANT": ""}
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: str
+    dockerfile: str | None = None
+    dockerfile_text: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    target: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    output: str | None = "image.tar"
+    compression: Compression = Compression.NONE
+    cache_dir: str = ""
+    iidfile: str | None = None
+    source_date_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    manifest_digest: str
+    tags: tuple[str, ...]
+    layers: tuple[str, ...]
+    size: int
+    warnings: tuple[str, ...]
+
+
+def build(request: BuildRequest, log: Log) -> BuildResult:
+    """Run a whole build. Raises DockerfileError (BuildError included) or LayerError."""
+    return Build(request, log).run()
+
+
+class Build:
+    def __init__(self, request: BuildRequest, log: Log) -> None:
+        self.request = request
+        self.log = log
+        self.blobs = BlobStore(request.cache_dir)
+        self.snapshots = SnapshotStore(request.cache_dir)
+        self.temp_dir = os.path.join(request.cache_dir, "tmp")
+        os.makedirs(self.temp_dir, exist_ok=True)
+        self.states: dict[int, StageState] = {}
+        self.consumed: set[str] = set()
+        epoch = request.source_date_epoch
+        moment = datetime.fromtimestamp(epoch if epoch is not None else time.time(), timezone.utc)
+        self.now = int(moment.timestamp())
+        self.created = moment.strftime("%Y-%m-%dT%H:%M:%S") + (
+            "Z" if epoch is not None else f".{moment.microsecond:06d}000Z")
+        self.plan: Plan | None = None
+        self.dockerfile: ins.Dockerfile | None = None
+
+    def run(self) -> BuildResult:
+        text, name = self._dockerfile_text()
+        self.dockerfile = parse(text, name)
+        self.plan = plan(self.dockerfile)
+        self.global_args = self._global_args()
+        tags = tuple(self._tag(t) for t in self.request.tags)
+        target = self.plan.target(self.request.target)
+        state = self.stage(target)
+        if self.request.labels:
+            labels = dict(state.image.config.labels) | self.request.labels
+            state = state.with_config(labels=tuple(labels.items()))
+        image = replace(state.image, created=self.created)
+        self._warn_unconsumed()
+        config = image.to_bytes()
+        image_id = sha256_digest(config)
+        blobs = layer_blobs(self.blobs, image, self.request.compression)
+        manifest_digest = ""
+        if self.request.output:
+            number = self.log.step(f"exporting to {self.request.output}")
+            manifest_digest = write_output(self.request.output,
+                                           ArchiveImage(config, blobs, tuple(tags)))
+            self.log.done(number)
+        if self.request.iidfile:
+            with open(self.request.iidfile, "w") as handle:
+                handle.write(image_id)
+        return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
+                           image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings))
+
+    def _dockerfile_text(self) -> tuple[str, str]:
+        if self.request.dockerfile_text is not None:
+            return self.request.dockerfile_text, os.path.basename(self.request.dockerfile or "Dockerfile")
+        path = self.request.dockerfile or os.path.join(self.request.context, "Dockerfile")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+                return handle.read(), os.path.basename(path)
+        except OSError as error:
+            raise DockerfileError(f"cannot read the Dockerfile: {error.strerror}: {path}",
+                                  file=os.path.basename(path)) from None
+
+    def _tag(self, text: str) -> Reference:
+        try:
+            return parse_reference(text)
+        except ValueError as error:
+            raise DockerfileError(f"-t {text}: {error}") from None
+
+    def _global_args(self) -> dict[str, str | None]:
+        values: dict[str, str | None] = dict(_PLATFORM_ARGS)
+        given = self.request.build_args
+        for instruction in self.plan.meta_args:
+            for decl in instruction.args:
+                self.consumed.add(decl.name)
+                if given.get(decl.name) is not None:
+                    values[decl.name] = given[decl.name]
+                elif decl.default is not None:
+                    known = {k: v for k, v in values.items() if v is not None}
+                    values[decl.name] = self._located(instruction, lambda: expand_word(
+                        decl.default, known, self.dockerfile.directives.escape))
+                else:
+                    values.setdefault(decl.name, None)
+        return values
+
+    def _warn_unconsumed(self) -> None:
+        unused = sorted(set(self.request.build_args) - self.consumed - _PREDEFINED)
+        if unused:
+            self.log.warn(f"build-arg{'s' if len(unused) > 1 else ''} not consumed by any ARG: "
+                          + ", ".join(unused))
+
+    def _located(self, instruction: ins.Instruction, action):
+        """Run a step; an error without a place gets the instruction's line."""
+        try:
+            return action()
+        except DockerfileError as error:
+            raise error.located(instruction.span, self.dockerfile.source_line(instruction.span.line))
+        except LayerError as error:
+            raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
+                                self.dockerfile.source_line(instruction.span.line)) from None
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def stage(self, stage: Stage) -> StageState:
+        """The final state of a stage, built once per build whoever asks first."""
+        if stage.index not in self.states:
+            state = self._base(stage)
+            total = len(stage.instructions)
+            for position, instruction in enumerate(stage.instructions, start=1):
+                state = self._step(stage, state, instruction, f"[{stage.label} {position}/{total}]")
+            self.states[stage.index] = state
+        return self.states[stage.index]
+
+    def _base(self, stage: Stage) -> StageState:
+        escape = self.dockerfile.directives.escape
+        known = {k: v for k, v in self.global_args.items() if v is not None}
+        source = stage.from_
+        image_name = self._located(source, lambda: expand_word(source.image, known, escape))
+        if source.platform:
+            wanted = self._located(source, lambda: expand_word(source.platform, known, escape))
+            if wanted not in (f"linux/{_ARCH}", "linux"):
+                raise BuildError.at(source, f"FROM --platform={wanted}: only the host platform "
+                                    f"(linux/{_ARCH}) can be built", self._line(source))
+        number = self.log.step(f"[{stage.label}] FROM {image_name}")
+        if image_name == "scratch":
+            image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
+                                architecture=_ARCH)
+            state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+        else:
+            parent = self.plan.find(image_name, stage.index)
+            if parent is None:
+                raise BuildError.at(source, f"base image {image_name!r} not found: it names no earlier "
+                                    "stage, and pulling images is not supported yet", self._line(source))
+            inherited = self.stage(parent)
+            state = StageState(replace(inherited.image, created=""), scope=inherited.scope,
+                               escape=escape)
+        self.log.done(number)
+        triggers = state.image.config.on_build
+        if triggers:
+            state = state.with_config(on_build=())
+            for trigger in triggers:
+                for instruction in parse(trigger, f"ONBUILD trigger of {image_name}").instructions:
+                    state = self._step(stage, state, instruction, f"[{stage.label}] ONBUILD")
+        return state
+
+    def _line(self, instruction: ins.Instruction) -> str:
+        return self.dockerfile.source_line(instruction.span.line)
+
+    def _step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
+              title: str) -> StageState:
+        handler = metadata.METADATA.get(type(instruction))
+        if handler is not None:
+            if isinstance(instruction, ins.Arg):
+                self.consumed.update(d.name for d in instruction.args)
+            args = BuildArgs(self.request.build_args, self.global_args)
+            state = self._located(instruction, lambda: handler(state, instruction, args))
+            return state.with_history(History(instruction.original, self.created, empty_layer=True))
+        if isinstance(instruction, ins.Run):
+            raise BuildError.at(instruction, "RUN is not supported yet (it needs the sandbox, "
+                                "coming in a later release)", self._line(instruction))
+        number = self.log.step(f"{title} {instruction.original}")
+        env = self._step_env(stage)
+        if isinstance(instruction, ins.Workdir):
+            state, diff_id = self._located(instruction, lambda: workdir(state, instruction, env))
+        else:
+            state, diff_id = self._located(instruction, lambda: copy(state, instruction, env))
+        self.log.done(number)
+        return state.with_history(History(instruction.original, self.created,
+                                          empty_layer=diff_id is None), diff_id)
+
+    def _step_env(self, stage: Stage) -> StepEnv:
+        return StepEnv(context=self._context(), image_view=self._view,
+                       stage_tree=lambda ref: self._stage_tree(ref, stage),
+                       commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
+
+    def _context(self) -> Tree:
+        if not hasattr(self, "_context_tree"):
+            dockerfile = "-" if self.request.dockerfile_text is not None else self.request.dockerfile
+            self._context_tree = ContextTree(self.request.context,
+                                             load_ignore(self.request.context, dockerfile))
+        return self._context_tree
+
+    def _view(self, state: StageState) -> UnionView:
+        return UnionView(self.snapshots.ensure(state.image.diff_ids, self.blobs.path))
+
+    def _stage_tree(self, ref: str, current: Stage) -> Tree | None:
+        stage = self.plan.find(ref, current.index)
+        if stage is None:
+            return None
+        return StageTree(self._view(self.stage(stage)))
+
+    def _commit_layer(self, write) -> str:
+        """Write a layer tar into the blob store (named by its diff ID) and return the diff ID."""
+        with self.blobs.temp() as (handle, temp_path):
+            writer = LayerWriter(handle, clamp_mtime=self.request.source_date_epoch)
+            write(writer)
+            digest = writer.finish()
+        self.blobs.commit(temp_path, digest.diff_id)
+        return digest.diff_id
+
+
+def default_cache_dir() -> str:
+    """`$PYBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/pybuild` (default ~/.cache/pybuild)."""
+    if os.environ.get("PYBUILD_CACHE_DIR"):
+        return os.environ["PYBUILD_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pybuild")
+

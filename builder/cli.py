@@ -1,0 +1,189 @@
+"""`pybuild`: the command line, shaped like `docker build`.
+
+Only argparse is imported at start-up; the builder is imported when a build actually runs, so
+`pybuild --version` and `--help` answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+COMMANDS = ("build", "parse")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["parse"]:
+        return _parse_command(argv[1:])
+    if argv[:1] == ["build"]:
+        argv = argv[1:]
+    return _build_command(argv)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybuild",
+        usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]",
+        description="Build a container image from a Dockerfile, without a daemon, into a tarball "
+                    "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
+        epilog="Exit status: 0 success, 1 build failure, 2 usage error, 130 interrupted.")
+    parser.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    parser.add_argument("-f", "--file", metavar="FILE",
+                        help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
+    parser.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                        help="name the image (repeatable); `docker load` applies every tag")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+                        help="set a build-time variable (repeatable); KEY alone takes the value "
+                             "from the environment")
+    parser.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
+                        "it needs")
+    parser.add_argument("-o", "--output", default="image.tar", metavar="PATH",
+                        help="where to write the image tarball (default ./image.tar; - for stdout)")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="add a label to the image (repeatable)")
+    parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
+                        help="compress the layers in the tarball (default none, as docker save "
+                             "writes; zstd needs Docker 23.0 or newer to load)")
+    parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto",
+                        help="build log style (default auto: plain lines on stderr)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the image ID (same as --progress=quiet)")
+    parser.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    parser.add_argument("--platform", metavar="PLATFORM",
+                        help="target platform; only the host's is supported")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not reuse earlier results (pybuild has no step cache yet, so "
+                             "every build is a clean build)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
+                        "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
+    parser.add_argument("--version", action="version", version=f"pybuild {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("pybuild")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _build_args(values: list[str]) -> dict[str, str | None]:
+    """`KEY=VALUE`, or `KEY` alone taking the environment's value (unset stays unset), as Docker."""
+    args: dict[str, str | None] = {}
+    for item in values:
+        key, has_value, value = item.partition("=")
+        args[key] = value if has_value else os.environ.get(key)
+    return args
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    return labels
+
+
+def _build_command(argv: list[str]) -> int:
+    options = _build_parser().parse_args(argv)
+    from builder.build import BuildRequest, build, default_cache_dir
+    from builder.progress import Log
+    from grammar.errors import DockerfileError
+    from layers.compression import Compression
+    from layers.errors import LayerError
+
+    if not os.path.isdir(options.context):
+        return _usage(f"context {options.context!r} is not a directory")
+    if options.output == "-" and sys.stdout.isatty():
+        return _usage("refusing to write an image tarball to a terminal; use -o FILE or a pipe")
+    if options.platform and options.platform.split("/")[:2] != ["linux", _host_arch()]:
+        return _usage(f"--platform {options.platform}: only the host platform "
+                      f"linux/{_host_arch()} can be built")
+    text = None
+    if options.file == "-":
+        text = sys.stdin.read()
+    source_date_epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if source_date_epoch is not None and not source_date_epoch.isdigit():
+        return _usage(f"SOURCE_DATE_EPOCH={source_date_epoch!r} is not a whole number of seconds")
+    request = BuildRequest(
+        context=os.path.abspath(options.context),
+        dockerfile=None if options.file in (None, "-") else os.path.abspath(options.file),
+        dockerfile_text=text, tags=tuple(options.tag), build_args=_build_args(options.build_arg),
+        target=options.target, labels=_labels(options.label), output=options.output,
+        compression=Compression[options.compression.upper()],
+        cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
+        iidfile=options.iidfile,
+        source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
+    quiet = options.quiet or options.progress == "quiet"
+    log = Log("quiet" if quiet else "plain")
+    try:
+        result = build(request, log)
+    except DockerfileError as error:
+        log.finish()
+        print(f"ERROR: {error.render()}", file=sys.stderr)
+        return EXIT_FAILURE
+    except LayerError as error:
+        log.finish()
+        print(f"ERROR: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as error:
+        log.finish()
+        print(f"ERROR: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("ERROR: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    log.finish()
+    if quiet:
+        print(result.image_id)
+    else:
+        names = ", ".join(result.tags) or "untagged"
+        print(f"built {result.image_id} ({names}) -> {options.output}", file=sys.stderr)
+    return 0
+
+
+def _host_arch() -> str:
+    import platform
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _usage(message: str) -> int:
+    print(f"pybuild: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _parse_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pybuild parse",
+                                     description="Print a Dockerfile's instructions as JSON.")
+    parser.add_argument("-f", "--file", default="Dockerfile", metavar="FILE",
+                        help="the Dockerfile (default ./Dockerfile; - reads stdin)")
+    options = parser.parse_args(argv)
+    import json
+
+    from grammar.dump import to_data
+    from grammar.errors import DockerfileError
+    from grammar.parser import parse
+    try:
+        if options.file == "-":
+            text, name = sys.stdin.read(), "Dockerfile"
+        else:
+            with open(options.file, encoding="utf-8", errors="surrogateescape") as handle:
+                text, name = handle.read(), os.path.basename(options.file)
+    except OSError as error:
+        return _usage(f"cannot read {options.file}: {error.strerror}")
+    try:
+        dockerfile = parse(text, name)
+    except DockerfileError as error:
+        print(f"ERROR: {error.render()}", file=sys.stderr)
+        return EXIT_FAILURE
+    json.dump(to_data(dockerfile), sys.stdout, indent=2, ensure_ascii=False)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The build context: which files under the context directory COPY and ADD can see.
+
+The walk yields what BuildKit's context sender (tonistiigi/fsutil) would send: every entry the
+`.dockerignore` leaves in, plus each excluded directory that holds a re-included entry (sent
+with its own metadata just before that entry), never following symlinks.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from builder.dockerignore import IgnoreMatcher, parse_dockerignore
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    """One file, directory, symlink or special file of the context."""
+
+    rel: str  # posix, relative to the context root, no leading ./
+    path: str  # absolute host path
+    stat: os.stat_result  # lstat
+
+
+def load_ignore(context_dir: str, dockerfile_path: str | None = None) -> IgnoreMatcher:
+    """The context's ignore rules, found where BuildKit looks: `<Dockerfile>.dockerignore`
+    beside the Dockerfile (default `<context>/Dockerfile`; none for `-`, a Dockerfile read
+    from stdin), else `<context>/.dockerignore`. An existing file wins even when empty."""
+    candidates = [os.path.join(context_dir, ".dockerignore")]
+    if dockerfile_path != "-":
+        dockerfile = dockerfile_path or os.path.join(context_dir, "Dockerfile")
+        candidates.insert(0, dockerfile + ".dockerignore")
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            with open(candidate, "rb") as f:
+                text = f.read().decode("utf-8", "surrogateescape")
+            return IgnoreMatcher(parse_dockerignore(text))
+    return IgnoreMatcher()
+
+
+def walk(root: str, matcher: IgnoreMatcher) -> Iterator[ContextEntry]:
+    """Every entry under `root` that the matcher leaves in, parents before children, names in
+    byte order (Go's os.ReadDir order). Excluded subtrees are read only when an exception
+    could re-include something inside them."""
+    yield from _walk_dir(os.path.abspath(root), "", None, matcher, [])
+
+
+def _walk_dir(path: str, prefix: str, state: tuple[bool, ...] | None, matcher: IgnoreMatcher,
+              pending: list[tuple[str, os.DirEntry[str]]]) -> Iterator[ContextEntry]:
+    """Walk one directory. `pending` holds the excluded ancestors not yet yielded: they are
+    yielded only once something below them is."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+    except PermissionError:
+        if pending and pending[-1][1].path == path:
+            return  # fsutil tolerates unreadable excluded directories
+        raise
+    for entry in entries:
+        rel = prefix + entry.name
+        is_dir = entry.is_dir(follow_symlinks=False)
+        excluded, entry_state = matcher.match(rel, state)
+        if excluded:
+            if is_dir and not matcher.nothing_reincluded_in(rel):
+                pending.append((rel, entry))
+                yield from _walk_dir(entry.path, rel + "/", entry_state, matcher, pending)
+                if pending and pending[-1][1] is entry:
+                    pending.pop()
+            continue
+        for parent_rel, parent in pending:
+            yield _entry(parent_rel, parent)
+        pending.clear()
+        yield _entry(rel, entry)
+        if is_dir:
+            yield from _walk_dir(entry.path, rel + "/", entry_state, matcher, pending)
+
+
+def _entry(rel: str, entry: os.DirEntry[str]) -> ContextEntry:
+    return ContextEntry(rel, entry.path, entry.stat(follow_symlinks=False))

@@ -1,0 +1,217 @@
+"""COPY and ADD: selected sources -> the entries of one new layer.
+
+The layer is written straight from the sources (context files are read once, while the tar is
+hashed); nothing is staged in an intermediate directory. Docker's destination rules apply: a
+directory source copies its contents, a file goes into a destination ending in `/` (or that is a
+directory in the image) under its own name, missing parents are created, and every parent the layer
+touches is written with the metadata it already has in the image.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass, replace
+from typing import Callable, Union
+
+from builder.sourcetree import Found, Tree, walk
+from builder.users import Owner
+from layers.errors import LayerError
+from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
+from layers.union import UnionView
+
+Body = Union[str, bytes, Callable[[], object], None]
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """How sources land: where, as whom, with which mode."""
+
+    dest: str
+    dest_is_dir: bool
+    owner: Owner | None
+    chmod: int | None
+    keep_owner: bool
+    now: int
+
+
+@dataclass(frozen=True)
+class TreeSource:
+    """A resolved path of the context or of another stage."""
+
+    tree: Tree
+    found: Found
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A file made from text: a COPY heredoc."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """A local tar archive that ADD extracts; the caller keeps it open until the layer is written."""
+
+    archive: tarfile.TarFile
+
+
+Source = Union[TreeSource, DataSource, ArchiveSource]
+
+
+def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[str, tuple[Entry, Body]]:
+    """The entries of the layer, keyed by path (no leading `/`); later sources win."""
+    out: dict[str, tuple[Entry, Body]] = {}
+    inodes: dict[str, object] = {}
+    dest = spec.dest.strip("/")
+    into_dir = spec.dest_is_dir or _is_dir(image, dest)
+    for number, source in enumerate(sources):
+        if isinstance(source, TreeSource) and stat.S_ISDIR(source.found.st.st_mode):
+            prefix = len(source.found.rel) + 1 if source.found.rel else 0
+            for found in walk(source.tree, source.found.rel):
+                rel = _join(dest, found.rel[prefix:])
+                out[rel] = _tree_entry(rel, found, spec)
+                inodes[rel] = (number, found.st.st_dev, found.st.st_ino)
+        elif isinstance(source, TreeSource):
+            rel = _join(dest, posixpath.basename(source.found.rel)) if into_dir else dest
+            out[rel] = _tree_entry(rel, source.found, spec)
+            inodes[rel] = (number, source.found.st.st_dev, source.found.st.st_ino)
+        elif isinstance(source, DataSource):
+            rel = _join(dest, source.name) if into_dir else dest
+            owner = spec.owner or Owner(0, 0)
+            mode = spec.chmod if spec.chmod is not None else 0o644
+            out[rel] = (Entry(rel, Kind.FILE, mode, owner.uid, owner.gid, spec.now,
+                              len(source.data)), source.data)
+        else:
+            entries, groups = _archive_entries(source.archive, dest)
+            out.update(entries)
+            inodes.update(groups)
+    _link_hardlinks(out, inodes)
+    _add_parents(out, dest if (into_dir or _has_dir_source(sources)) else posixpath.dirname(dest),
+                 spec, image)
+    return out
+
+
+def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter) -> None:
+    """Entries in tar order: sorted by path components, so parents come before children."""
+    for path in sorted(entries, key=lambda p: p.split("/")):
+        entry, body = entries[path]
+        writer.add(entry, body() if callable(body) else body)  # type: ignore[arg-type]
+
+
+def _join(base: str, rel: str) -> str:
+    return f"{base}/{rel}" if base and rel else base or rel
+
+
+def _is_dir(image: UnionView, rel: str) -> bool:
+    found = image.find(rel)
+    return found is not None and stat.S_ISDIR(found[1].st_mode)
+
+
+def _has_dir_source(sources: list[Source]) -> bool:
+    return any(isinstance(s, ArchiveSource) or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
+               for s in sources)
+
+
+def _tree_entry(rel: str, found: Found, spec: CopySpec) -> tuple[Entry, Body]:
+    st = found.st
+    symlink = stat.S_ISLNK(st.st_mode)
+    entry = entry_from_stat(rel, st, linkname=os.readlink(found.host) if symlink else "",
+                            xattrs=() if symlink else read_xattrs(found.host))
+    owner = spec.owner or (Owner(st.st_uid, st.st_gid) if spec.keep_owner else Owner(0, 0))
+    mode = entry.mode
+    if spec.chmod is not None and entry.kind in (Kind.FILE, Kind.DIR):
+        mode = spec.chmod
+    entry = replace(entry, uid=owner.uid, gid=owner.gid, mode=mode)
+    return entry, found.host if entry.kind is Kind.FILE else None
+
+
+def _link_hardlinks(out: dict[str, tuple[Entry, Body]], inodes: dict[str, object]) -> None:
+    """Files of one inode copied from one source stay hardlinks (separate sources give separate
+    files, as in Docker): the first path in tar order
+    carries the content, the others link to it with the same header (Docker applies a link
+    entry's header to the shared inode)."""
+    first: dict[object, str] = {}
+    for path in sorted(inodes, key=lambda p: p.split("/")):
+        entry, body = out[path]
+        if entry.kind is not Kind.FILE:
+            continue
+        key = inodes[path]
+        if key in first:
+            out[path] = (replace(entry, kind=Kind.HARDLINK, linkname=first[key], size=0), None)
+        else:
+            first[key] = path
+
+
+def _add_parents(out: dict[str, tuple[Entry, Body]], top: str, spec: CopySpec,
+                 image: UnionView) -> None:
+    """Every ancestor of what the layer writes, and the destination directory itself, gets an
+    entry: as it is in the image when it exists there, else created (0755, the --chown owner)."""
+    needed: set[str] = set()
+    for path in list(out) + ([top] if top else []):
+        parent = path if path == top else posixpath.dirname(path)
+        while parent and parent not in needed:
+            needed.add(parent)
+            parent = posixpath.dirname(parent)
+    owner = spec.owner or Owner(0, 0)
+    for path in needed:
+        if path in out:
+            continue
+        found = image.find(path)
+        if found is not None and stat.S_ISDIR(found[1].st_mode):
+            out[path] = (entry_from_stat(path, found[1], xattrs=read_xattrs(found[0])), None)
+        else:
+            out[path] = (Entry(path, Kind.DIR, 0o755, owner.uid, owner.gid, spec.now), None)
+
+
+_TAR_KINDS = {tarfile.REGTYPE: Kind.FILE, tarfile.AREGTYPE: Kind.FILE, tarfile.CONTTYPE: Kind.FILE,
+              tarfile.DIRTYPE: Kind.DIR, tarfile.SYMTYPE: Kind.SYMLINK, tarfile.LNKTYPE: Kind.HARDLINK,
+              tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK, tarfile.FIFOTYPE: Kind.FIFO}
+
+
+def _archive_entries(archive: tarfile.TarFile, dest: str
+                     ) -> tuple[dict[str, tuple[Entry, Body]], dict[str, object]]:
+    """An archive's entries under `dest`, owners and modes as the archive says, and the hardlink
+    groups among them. A name that would climb out of the destination is refused: an archive must
+    not write outside where ADD puts it."""
+    entries: dict[str, tuple[Entry, Body]] = {}
+    groups: dict[str, object] = {}
+    for member in archive.getmembers():
+        name = _archive_path(member.name)
+        kind = _TAR_KINDS.get(member.type)
+        if not name or kind is None:
+            continue
+        rel = _join(dest, name)
+        linkname = member.linkname
+        if kind is Kind.HARDLINK:
+            target = _join(dest, _archive_path(member.linkname))
+            if target not in entries or entries[target][0].kind is not Kind.FILE:
+                raise LayerError(f"{member.name}: hardlink to {member.linkname!r}, which is not "
+                                 "an earlier file of the archive")
+            groups[rel] = groups.setdefault(target, ("archive", target))
+            entries[rel] = (replace(entries[target][0], path=rel), entries[target][1])
+            continue
+        xattrs = tuple(sorted((k[len("SCHILY.xattr."):], v.encode("utf-8", "surrogateescape"))
+                              for k, v in member.pax_headers.items()
+                              if k == "SCHILY.xattr.security.capability"))
+        entry = Entry(rel, kind, member.mode & 0o7777, member.uid, member.gid, int(member.mtime),
+                      member.size if kind is Kind.FILE else 0, linkname if kind is Kind.SYMLINK else "",
+                      member.devmajor, member.devminor, xattrs)
+        body: Body = None
+        if kind is Kind.FILE:
+            body = functools.partial(archive.extractfile, member)
+        entries[rel] = (entry, body)
+    return entries, groups
+
+
+def _archive_path(name: str) -> str:
+    clean = posixpath.normpath("/" + name).lstrip("/")
+    if clean in ("", "."):
+        return ""
+    if any(part == ".." for part in posixpath.normpath(name.lstrip("/")).split("/")):
+        raise LayerError(f"archive entry {name!r} climbs out of the destination")
+    return clean

@@ -1,0 +1,46 @@
+"""The build log: BuildKit-shaped plain lines for CI logs, or only the image ID when quiet.
+
+Everything goes to stderr, so `-o -` can stream the tarball on stdout.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Log:
+    """Numbered steps (`#3 [build 2/5] COPY . /app`, `#3 DONE 0.1s`), warnings kept for the end."""
+
+    def __init__(self, mode: str = "plain", stream: TextIO | None = None) -> None:
+        self.quiet = mode == "quiet"
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self.count = 0
+        self.warnings: list[str] = []
+        self._open: dict[int, float] = {}
+
+    def _print(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def step(self, title: str) -> int:
+        self.count += 1
+        self._open[self.count] = time.monotonic()
+        self._print(f"#{self.count} {title}")
+        return self.count
+
+    def done(self, number: int, note: str = "") -> None:
+        elapsed = time.monotonic() - self._open.pop(number, time.monotonic())
+        self._print(f"#{number} {note + ' ' if note else ''}DONE {elapsed:.1f}s")
+
+    def info(self, number: int, text: str) -> None:
+        self._print(f"#{number} {text}")
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def finish(self) -> None:
+        for text in self.warnings:
+            print(f"WARNING: {text}", file=self.stream, flush=True)

@@ -1,0 +1,191 @@
+"""Instructions that make a layer without running anything: COPY, ADD and WORKDIR."""
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+from builder.copy import ArchiveSource, CopySpec, DataSource, Source, TreeSource, plan_layer, write_layer
+from builder.sourcetree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
+from builder.state import StageState
+from builder.users import Owner, UnknownUser, resolve_owner
+from grammar import instructions as ins
+from grammar.errors import DockerfileError
+from layers.compression import decompressing_reader
+from layers.errors import LayerError
+from layers.union import UnionView
+
+_REMOTE = re.compile(r"^(https?://|git@|git://|ssh://)")
+
+
+@dataclass(frozen=True)
+class StepEnv:
+    """What a layer step needs from the build: the trees to read and how to store a layer."""
+
+    context: Tree
+    image_view: Callable[[StageState], UnionView]
+    stage_tree: Callable[[str], Tree | None]
+    commit_layer: Callable[[Callable], str]
+    now: int
+    temp_dir: str
+
+
+def copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> tuple[StageState, str | None]:
+    """COPY or ADD: (new state, diff ID of the new layer)."""
+    is_add = isinstance(instruction, ins.Add)
+    _refuse_unsupported(instruction)
+    tree, from_stage = env.context, False
+    if not is_add and instruction.from_:
+        ref = state.expand(instruction.from_)
+        stage_tree = env.stage_tree(ref)
+        if stage_tree is None:
+            raise DockerfileError(f"COPY --from={ref}: no stage of that name or index is defined "
+                                  "before this one, and copying from images is not supported yet")
+        tree, from_stage = stage_tree, True
+    image = env.image_view(state)
+    owner = _owner(state, instruction.chown, image)
+    chmod = _chmod(state.expand(instruction.chmod) if instruction.chmod is not None else None)
+    dest = state.expand(instruction.dest)
+    workdir = state.image.config.working_dir or "/"
+    absolute = posixpath.normpath(posixpath.join(workdir, dest))
+    dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
+    heredocs = {h.name: h for h in instruction.heredocs}
+    with contextlib.ExitStack() as stack:
+        sources: list[Source] = []
+        for word in instruction.sources:
+            heredoc = _heredoc_of(word, heredocs)
+            if heredoc is not None:
+                text = heredoc.text()
+                data = state.expand(text) if heredoc.expand else text
+                sources.append(DataSource(heredoc.name, data.encode()))
+                continue
+            source = state.expand(word)
+            if is_add and _REMOTE.match(source):
+                raise DockerfileError(f"ADD {source}: remote sources (URLs, git) are not supported yet")
+            for found in _select(tree, source, confined=not from_stage):
+                archive = _open_archive(found.host, env.temp_dir, stack) \
+                    if is_add and stat.S_ISREG(found.st.st_mode) else None
+                sources.append(ArchiveSource(archive) if archive else TreeSource(tree, found))
+        if not sources:
+            return state, None  # only wildcards that matched nothing: Docker changes nothing
+        spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
+                        keep_owner=from_stage, now=env.now)
+        entries = plan_layer(sources, spec, image)
+        diff_id = env.commit_layer(lambda writer: write_layer(entries, writer))
+    return state, diff_id
+
+
+def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[StageState, str | None]:
+    """Set the working directory and create it, owned by the current USER, in a layer of its own
+    unless it already exists. A relative path is joined to the current one and cleaned; an
+    absolute one is stored as written (BuildKit's quirk) and only the created path is cleaned."""
+    written = state.expand(instruction.path)
+    if not written.startswith("/"):
+        written = posixpath.normpath(posixpath.join("/", state.image.config.working_dir or "/", written))
+    state = state.with_config(working_dir=written)
+    path = "/" + posixpath.normpath(written).lstrip("/")
+    image = env.image_view(state)
+    found = image.find(path.strip("/"))
+    if path == "/" or (found is not None and stat.S_ISDIR(found[1].st_mode)):
+        return state, None
+    owner = _owner(state, state.image.config.user or None, image)
+    spec = CopySpec(dest=path, dest_is_dir=True, owner=owner, chmod=None, keep_owner=False,
+                    now=env.now)
+    entries = plan_layer([], spec, image)
+    return state, env.commit_layer(lambda writer: write_layer(entries, writer))
+
+
+def _refuse_unsupported(instruction: ins.Copy) -> None:
+    if instruction.parents:
+        raise DockerfileError(f"{instruction.keyword} --parents is not supported yet")
+    if instruction.excludes:
+        raise DockerfileError(f"{instruction.keyword} --exclude is not supported yet")
+    if isinstance(instruction, ins.Add) and (instruction.checksum or instruction.keep_git_dir):
+        raise DockerfileError("ADD --checksum and --keep-git-dir need remote sources, which are "
+                              "not supported yet")
+
+
+def _heredoc_of(word: str, heredocs: dict[str, ins.Heredoc]) -> ins.Heredoc | None:
+    match = re.fullmatch(r"\d*<<-?(.+)", word)
+    if not match or not heredocs:
+        return None
+    return heredocs.get(match.group(1).strip("'\""))
+
+
+def _owner(state: StageState, chown: str | None, image: UnionView) -> Owner | None:
+    if not chown:
+        return None
+    spec = state.expand(chown)
+    try:
+        return resolve_owner(spec, StageTree(image))
+    except UnknownUser as error:
+        raise DockerfileError(str(error)) from None
+    except ValueError:
+        raise DockerfileError(f"invalid user {spec!r}") from None
+
+
+def _chmod(text: str | None) -> int | None:
+    """Octal modes (expanded first, as BuildKit does since v0.16); special bits are dropped as
+    BuildKit does. Docker 20.10 silently ignored a mode it could not read; this is an error."""
+    if text is None:
+        return None
+    if not re.fullmatch(r"[0-7]{1,4}", text):
+        raise DockerfileError(f"invalid --chmod={text}: an octal mode like 755 is expected",
+                              hint="symbolic modes (u+x) are not supported yet")
+    return int(text, 8) & 0o777
+
+
+def _select(tree: Tree, source: str, *, confined: bool) -> list:
+    """The entries a source names: a glob's matches (none is fine, as in Docker), or exactly one
+    path, symlinks followed inside the tree."""
+    if confined and (source.startswith("/") or posixpath.normpath(source).split("/")[0] == ".."):
+        raise DockerfileError(f"source {source!r} is outside the build context",
+                              hint="sources are paths inside the context directory")
+    rel = posixpath.normpath("/" + source).lstrip("/")
+    try:
+        if has_glob(rel):
+            return glob(tree, rel)
+        found = resolve(tree, rel, confined=confined)
+    except OutsideTree as error:
+        raise DockerfileError(f"source {source!r} is a symlink out of the build context ({error})") from None
+    if found is None:
+        raise DockerfileError(f"{source!r}: not found in the build context" if confined
+                              else f"{source!r}: not found in the stage")
+    return [found]
+
+
+def _open_archive(path: str, temp_dir: str, stack: contextlib.ExitStack) -> tarfile.TarFile | None:
+    """ADD extracts a local file that is a tar archive (plain, gzip, bzip2, xz or zstd), judged by
+    content, not by name. The archive is decompressed once to a temp file so the layer can be
+    written in its own (sorted) order."""
+    with open(path, "rb") as raw:
+        stream = decompressing_reader(raw)
+        head = stream.read(512)
+        if not _is_tar_header(head):
+            return None
+        fd, temp = tempfile.mkstemp(dir=temp_dir, prefix=".add-")
+        stack.callback(os.unlink, temp)
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+    try:
+        return stack.enter_context(tarfile.open(temp))
+    except (tarfile.TarError, EOFError) as error:
+        raise LayerError(f"{os.path.basename(path)}: damaged archive ({error})") from None
+
+
+def _is_tar_header(block: bytes) -> bool:
+    if len(block) < 512 or block == bytes(512):
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True

@@ -1,0 +1,50 @@
+"""User and group names resolved through the image's own /etc/passwd and /etc/group.
+
+`COPY --chown=app:staff` and (later) `USER app` mean what the image says, never the host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder.sourcetree import Tree, resolve
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+
+
+class UnknownUser(LookupError):
+    """A name the image's passwd or group file does not list (or the file is missing)."""
+
+
+def _read(tree: Tree, path: str) -> list[list[str]]:
+    found = resolve(tree, path, confined=False)
+    if found is None:
+        return []
+    with open(found.host, encoding="utf-8", errors="replace") as handle:
+        return [line.rstrip("\n").split(":") for line in handle if line.strip() and not line.startswith("#")]
+
+
+def resolve_owner(spec: str, tree: Tree) -> Owner:
+    """`user`, `uid`, `user:group`, `uid:gid` as Docker's --chown reads them: a user alone gets its
+    primary group from passwd (a bare uid gets gid = uid); an unknown group name falls back to the
+    user's primary group, as BuildKit does."""
+    user, has_group, group = spec.partition(":")
+    if user.isdigit():
+        uid = int(user)
+        primary = uid
+    else:
+        passwd = _read(tree, "etc/passwd")
+        row = next((r for r in passwd if r[0] == user and len(r) > 3), None)
+        if row is None:
+            raise UnknownUser(f"unable to find user {user}: no matching entries in passwd file")
+        uid, primary = int(row[2]), int(row[3])
+    if not has_group or not group:
+        return Owner(uid, primary)
+    if group.isdigit():
+        return Owner(uid, int(group))
+    groups = _read(tree, "etc/group")
+    row = next((r for r in groups if r[0] == group and len(r) > 2), None)
+    return Owner(uid, int(row[2]) if row is not None else primary)
