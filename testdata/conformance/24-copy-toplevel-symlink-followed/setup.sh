@@ -1,0 +1,4 @@
+# A symlink named as the COPY source is followed (file and directory).
+ln -s real.txt link.txt
+ln -s realdir linkdir
+ln -s ../real.txt sub/uplink.txt

@@ -1,0 +1,2 @@
+# A file with the same name just outside the context: Docker must NOT pick it up.
+echo "OUTSIDE the context" > ../inside.txt

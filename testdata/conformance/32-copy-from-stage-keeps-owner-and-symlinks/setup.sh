@@ -1,0 +1,2 @@
+ln -s file.txt tree/link
+chmod 0640 tree/file.txt

@@ -1,0 +1,3 @@
+# An absolute symlink leading out of the context, to a file that exists on the host.
+echo "host secret outside the context" > ../outside-secret.txt
+ln -s "$(cd .. && pwd)/outside-secret.txt" escape

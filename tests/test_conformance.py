@@ -1,0 +1,58 @@
+"""Differential conformance: every case of testdata/conformance built by real Docker (BuildKit) and
+by pybuild, both loaded into Docker, configs and exported filesystems compared entry by entry.
+
+The comparison is ../shared/tools/difftest.py; it runs once per session and each case is its own
+test. Cases tagged `version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and
+pybuild follows the newer one) or `pybuild-differs` (a deliberate difference, listed in the
+README) are left to tests/test_differences.py, which asserts pybuild's side of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, SHARED, docker_available, require
+
+CASES = ROOT / "testdata" / "conformance"
+HARNESS = SHARED / "tools" / "difftest.py"
+SKIPPED_TAGS = ("version-specific", "pybuild-differs")
+
+
+def _case_names() -> list[str]:
+    names = []
+    for case in sorted(p for p in CASES.iterdir() if p.is_dir()):
+        meta = json.loads((case / "case.json").read_text()) if (case / "case.json").exists() else {}
+        if not set(meta.get("tags", ())) & set(SKIPPED_TAGS):
+            names.append(case.name)
+    return names
+
+
+@pytest.fixture(scope="session")
+def conformance_report(tmp_path_factory) -> dict:
+    require(HARNESS.exists(), f"the differential harness {HARNESS}")
+    require(docker_available(), "a running Docker engine")
+    work = tmp_path_factory.mktemp("difftest")
+    report = work / "report.json"
+    candidate = (f"{sys.executable} -m builder.cli -f {{dockerfile}} -t {{tag}} -o {{out}} "
+                 "{buildargs} {target} {context}")
+    command = [sys.executable, str(HARNESS), "--cases", str(CASES), "--no-probe", "--strict-lines",
+               "--report", str(report), "--work-root", str(work / "stage"), "--candidate", candidate]
+    for tag in SKIPPED_TAGS:
+        command += ["--skip-tag", tag]
+    env = dict(os.environ, PYBUILD_CACHE_DIR=str(work / "cache"),
+               DIFFTEST_CACHE_DIR=os.environ.get("DIFFTEST_CACHE_DIR", str(ROOT / ".difftest-cache")))
+    process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    if not report.exists():
+        pytest.fail(f"difftest produced no report:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}")
+    return {case["case"]: case for case in json.loads(report.read_text())["cases"]}
+
+
+@pytest.mark.parametrize("case", _case_names())
+def test_matches_docker(case: str, conformance_report: dict) -> None:
+    result = conformance_report.get(case)
+    assert result is not None, f"{case} was not run"
+    assert result["status"] == "PASS", "\n".join(result["differences"]) or result["status"]
