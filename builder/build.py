@@ -20,6 +20,8 @@ from builder.plan import Plan, Stage, plan
 from builder.progress import Log
 from builder.sourcetree import ContextTree, StageTree, Tree
 from builder.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.run import RunEnv, run
+from builder.sandbox import Sandbox, choose_sandbox
 from builder.steps import StepEnv, copy, workdir
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
@@ -29,7 +31,8 @@ from layers.archive import ArchiveImage
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.errors import LayerError
-from layers.image import ContainerConfig, History, ImageConfig, sha256_digest
+from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
+from layers.overlaydiff import write_upper
 from layers.reference import Reference, parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import LayerWriter
@@ -59,6 +62,7 @@ class BuildRequest:
     cache_dir: str = ""
     iidfile: str | None = None
     source_date_epoch: int | None = None
+    network: str = "host"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Build:
         self.created = moment.strftime("%Y-%m-%dT%H:%M:%S") + (
             "Z" if epoch is not None else f".{moment.microsecond:06d}000Z")
         self.plan: Plan | None = None
+        self._chosen_sandbox: Sandbox | None = None
         self.dockerfile: ins.Dockerfile | None = None
 
     def run(self) -> BuildResult:
@@ -227,12 +232,12 @@ class Build:
             args = BuildArgs(self.request.build_args, self.global_args)
             state = self._located(instruction, lambda: handler(state, instruction, args))
             return state.with_history(History(instruction.original, self.created, empty_layer=True))
-        if isinstance(instruction, ins.Run):
-            raise BuildError.at(instruction, "RUN is not supported yet (it needs the sandbox, "
-                                "coming in a later release)", self._line(instruction))
         number = self.log.step(f"{title} {instruction.original}")
         env = self._step_env(stage)
-        if isinstance(instruction, ins.Workdir):
+        if isinstance(instruction, ins.Run):
+            state, diff_id = self._located(instruction, lambda: run(state, instruction,
+                                                                    self._run_env(number)))
+        elif isinstance(instruction, ins.Workdir):
             state, diff_id = self._located(instruction, lambda: workdir(state, instruction, env))
         else:
             state, diff_id = self._located(instruction, lambda: copy(state, instruction, env))
@@ -244,6 +249,27 @@ class Build:
         return StepEnv(context=self._context(), image_view=self._view,
                        stage_tree=lambda ref: self._stage_tree(ref, stage),
                        commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
+
+    def _run_env(self, number: int) -> RunEnv:
+        return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
+                      lowerdirs=lambda state: self.snapshots.ensure(state.image.diff_ids, self.blobs.path),
+                      commit_upper=self._commit_upper, network=self.request.network,
+                      output=lambda chunk: self.log.output(number, chunk))
+
+    def _sandbox(self) -> Sandbox:
+        """The isolation strategy, chosen once per build on first use; the log says which."""
+        if self._chosen_sandbox is None:
+            self._chosen_sandbox, reason = choose_sandbox()
+            self.log.note(f"sandbox: {self._chosen_sandbox.name} ({reason})")
+        return self._chosen_sandbox
+
+    def _commit_upper(self, state: StageState, upper: str) -> str:
+        """The layer of a RUN from its overlay upper dir; the upper dir becomes its snapshot."""
+        lower = self._view(state)
+        diff_id = self._commit_layer(lambda writer: write_upper(upper, writer, lower))
+        chain = chain_ids(state.image.diff_ids + (diff_id,))[-1]
+        self.snapshots.adopt(chain, upper)
+        return diff_id
 
     def _context(self) -> Tree:
         if not hasattr(self, "_context_tree"):

@@ -28,7 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
         usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
-        epilog="Exit status: 0 success, 1 build failure, 2 usage error, 130 interrupted.")
+        epilog="Exit status: 0 success, 1 build failure, 2 usage error or a Dockerfile feature "
+               "pybuild does not support yet, 130 interrupted.")
     parser.add_argument("context", metavar="CONTEXT", help="the build context directory")
     parser.add_argument("-f", "--file", metavar="FILE",
                         help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
@@ -53,6 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     parser.add_argument("--platform", metavar="PLATFORM",
                         help="target platform; only the host's is supported")
+    parser.add_argument("--network", choices=("default", "host", "none"), default="default",
+                        help="network for RUN: host (shares the host's network; the default, so "
+                             "package installs work) or none (only loopback)")
     parser.add_argument("--no-cache", action="store_true",
                         help="do not reuse earlier results (pybuild has no step cache yet, so "
                              "every build is a clean build)")
@@ -90,6 +94,7 @@ def _labels(values: list[str]) -> dict[str, str]:
 def _build_command(argv: list[str]) -> int:
     options = _build_parser().parse_args(argv)
     from builder.build import BuildRequest, build, default_cache_dir
+    from builder.errors import NotSupported
     from builder.progress import Log
     from grammar.errors import DockerfileError
     from layers.compression import Compression
@@ -115,7 +120,7 @@ def _build_command(argv: list[str]) -> int:
         target=options.target, labels=_labels(options.label), output=options.output,
         compression=Compression[options.compression.upper()],
         cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
-        iidfile=options.iidfile,
+        iidfile=options.iidfile, network="none" if options.network == "none" else "host",
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     log = Log("quiet" if quiet else "plain")
@@ -124,7 +129,7 @@ def _build_command(argv: list[str]) -> int:
     except DockerfileError as error:
         log.finish()
         print(f"ERROR: {error.render()}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if isinstance(error, NotSupported) else EXIT_FAILURE
     except LayerError as error:
         log.finish()
         print(f"ERROR: {error}", file=sys.stderr)

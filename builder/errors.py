@@ -19,5 +19,10 @@ class BuildError(DockerfileError):
                    source_line=source_line, hint=hint)
 
 
+class NotSupported(BuildError):
+    """A Dockerfile feature pybuild does not implement (yet): exit status 2, never a silent
+    approximation."""
+
+
 class UsageError(Exception):
     """Bad command-line use (exit status 2)."""

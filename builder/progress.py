@@ -19,6 +19,7 @@ class Log:
         self.count = 0
         self.warnings: list[str] = []
         self._open: dict[int, float] = {}
+        self._partial: dict[int, bytes] = {}
 
     def _print(self, text: str) -> None:
         if not self.quiet:
@@ -31,11 +32,25 @@ class Log:
         return self.count
 
     def done(self, number: int, note: str = "") -> None:
+        if number in self._partial:
+            self.output(number, b"\n")
         elapsed = time.monotonic() - self._open.pop(number, time.monotonic())
         self._print(f"#{number} {note + ' ' if note else ''}DONE {elapsed:.1f}s")
 
     def info(self, number: int, text: str) -> None:
         self._print(f"#{number} {text}")
+
+    def output(self, number: int, chunk: bytes) -> None:
+        """A running step's output, line-prefixed with its step number; a line split across
+        chunks is held until its end arrives (or the step ends)."""
+        *lines, rest = (self._partial.pop(number, b"") + chunk).split(b"\n")
+        for line in lines:
+            self._print(f"#{number} {line.decode(errors='replace')}")
+        if rest:
+            self._partial[number] = rest
+
+    def note(self, text: str) -> None:
+        self._print(text)
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:

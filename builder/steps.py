@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from builder.copy import ArchiveSource, CopySpec, DataSource, Source, TreeSource, plan_layer, write_layer
+from builder.errors import NotSupported
 from builder.sourcetree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
 from builder.state import StageState
 from builder.users import Owner, UnknownUser, resolve_owner
@@ -45,8 +46,8 @@ def copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> tuple[StageS
         ref = state.expand(instruction.from_)
         stage_tree = env.stage_tree(ref)
         if stage_tree is None:
-            raise DockerfileError(f"COPY --from={ref}: no stage of that name or index is defined "
-                                  "before this one, and copying from images is not supported yet")
+            raise NotSupported(f"COPY --from={ref}: no stage of that name or index is defined "
+                               "before this one, and copying from images is not supported yet")
         tree, from_stage = stage_tree, True
     image = env.image_view(state)
     owner = _owner(state, instruction.chown, image)
@@ -67,7 +68,7 @@ def copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> tuple[StageS
                 continue
             source = state.expand(word)
             if is_add and _REMOTE.match(source):
-                raise DockerfileError(f"ADD {source}: remote sources (URLs, git) are not supported yet")
+                raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
             for found in _select(tree, source, confined=not from_stage):
                 archive = _open_archive(found.host, env.temp_dir, stack) \
                     if is_add and stat.S_ISREG(found.st.st_mode) else None
@@ -103,11 +104,11 @@ def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[
 
 def _refuse_unsupported(instruction: ins.Copy) -> None:
     if instruction.parents:
-        raise DockerfileError(f"{instruction.keyword} --parents is not supported yet")
+        raise NotSupported(f"{instruction.keyword} --parents is not supported yet")
     if instruction.excludes:
-        raise DockerfileError(f"{instruction.keyword} --exclude is not supported yet")
+        raise NotSupported(f"{instruction.keyword} --exclude is not supported yet")
     if isinstance(instruction, ins.Add) and (instruction.checksum or instruction.keep_git_dir):
-        raise DockerfileError("ADD --checksum and --keep-git-dir need remote sources, which are "
+        raise NotSupported("ADD --checksum and --keep-git-dir need remote sources, which are "
                               "not supported yet")
 
 

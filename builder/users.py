@@ -48,3 +48,37 @@ def resolve_owner(spec: str, tree: Tree) -> Owner:
     groups = _read(tree, "etc/group")
     row = next((r for r in groups if r[0] == group and len(r) > 2), None)
     return Owner(uid, int(row[2]) if row is not None else primary)
+
+
+@dataclass(frozen=True)
+class RunUser:
+    """Who a RUN command runs as."""
+
+    uid: int
+    gid: int
+    home: str
+
+
+def resolve_run_user(spec: str, tree: Tree) -> RunUser:
+    """USER as container runtimes read it: a name must be in the image's passwd; a bare uid not
+    listed there runs with gid 0 (not gid = uid, unlike --chown); `:group` by name or number."""
+    user, has_group, group = (spec or "0").partition(":")
+    passwd = _read(tree, "etc/passwd")
+    if user.isdigit():
+        row = next((r for r in passwd if len(r) > 5 and r[2] == user), None)
+    else:
+        row = next((r for r in passwd if len(r) > 5 and r[0] == user), None)
+        if row is None:
+            raise UnknownUser(f"unable to find user {user}: no matching entries in passwd file")
+    uid = int(user) if user.isdigit() else int(row[2])
+    gid = int(row[3]) if row is not None else 0
+    home = row[5] if row is not None and row[5] else "/"
+    if has_group and group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = next((r for r in _read(tree, "etc/group") if len(r) > 2 and r[0] == group), None)
+            if found is None:
+                raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
+            gid = int(found[2])
+    return RunUser(uid, gid, home)

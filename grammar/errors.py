@@ -31,8 +31,8 @@ class DockerfileError(Exception):
         """The same error, placed at an instruction (errors raised by helpers carry no place)."""
         if self.line is not None:
             return self
-        return DockerfileError(self.message, file=span.file, line=span.line, column=self.column,
-                               source_line=source_line, hint=self.hint)
+        return type(self)(self.message, file=span.file, line=span.line, column=self.column,
+                          source_line=source_line, hint=self.hint)
 
     def render(self) -> str:
         """`Dockerfile:7:5: message`, then the offending line and a caret under the column."""

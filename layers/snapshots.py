@@ -42,3 +42,15 @@ class SnapshotStore:
                         raise  # a concurrent build renaming the same snapshot first is fine
             dirs.append(final)
         return dirs
+
+    def adopt(self, chain_id: str, directory: str) -> str:
+        """Make an existing overlay-format directory (a RUN's upper dir) the snapshot of
+        `chain_id`, by rename: no copy. If another build got there first, ours is dropped."""
+        final = self.path(chain_id)
+        try:
+            os.rename(directory, final)
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+            shutil.rmtree(directory, ignore_errors=True)
+        return final

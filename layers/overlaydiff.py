@@ -1,0 +1,59 @@
+"""A layer from an overlay upper directory: the upper dir *is* the change set.
+
+After a RUN, everything it changed is in the upper dir, in overlayfs's own format: new and
+copied-up entries as themselves, deletions as 0/0 character devices, deleted-and-recreated
+directories marked opaque by an xattr. Translating that to an OCI layer costs time in proportion to
+what changed, whatever the size of the image below (DESIGN.md principle 3).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Iterator
+
+from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
+from layers.union import UnionView, is_opaque, is_whiteout
+
+
+def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
+    """Write the layer for `upper` over `lower` (the image before the change). Whiteouts are
+    written only for paths the lower layers have (overlayfs may leave others behind); sockets
+    are skipped, as in every Docker layer."""
+    first_path: dict[tuple[int, int], str] = {}
+    for rel, host, st in _walk(upper, ""):
+        if is_whiteout(st):
+            if lower.find(rel) is not None:
+                writer.add_whiteout(rel)
+            continue
+        if stat.S_ISSOCK(st.st_mode):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            writer.add(entry_from_stat(rel, st, xattrs=read_xattrs(host)))
+            if is_opaque(host) and lower.find(rel) is not None:
+                writer.add_opaque(rel)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            writer.add(entry_from_stat(rel, st, linkname=os.readlink(host)))
+            continue
+        entry = entry_from_stat(rel, st, xattrs=read_xattrs(host))
+        if entry.kind is Kind.FILE and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in first_path:
+                writer.add(Entry(rel, Kind.HARDLINK, entry.mode, entry.uid, entry.gid, entry.mtime,
+                                 0, first_path[key], xattrs=entry.xattrs))
+                continue
+            first_path[key] = rel
+        writer.add(entry, host if entry.kind is Kind.FILE else None)
+
+
+def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(rel, host path, lstat) below `root`/`rel`, sorted by name, parents before children."""
+    directory = os.path.join(root, rel) if rel else root
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for item in entries:
+        child = f"{rel}/{item.name}" if rel else item.name
+        st = item.stat(follow_symlinks=False)
+        yield child, item.path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, child)

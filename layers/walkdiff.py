@@ -1,0 +1,137 @@
+"""The fallback where overlayfs cannot be mounted: a materialized root and a two-tree walk diff.
+
+`materialize` copies an image's merged view into a plain directory for the command to change;
+`diff_to_upper` then compares that directory with the view and writes what changed as an
+overlay-format upper directory (new and changed entries as themselves, deletions as 0/0 character
+devices), so the rest of the pipeline (layer tar, snapshot) is the same as with overlayfs. It costs
+a walk of the whole root, which is why it is only the fallback (DESIGN.md principle 3).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+from layers.union import UnionView
+
+_KEEP_XATTRS = ("security.capability",)
+
+
+def materialize(view: UnionView, root: str) -> None:
+    """Copy everything visible in `view` into the existing empty directory `root`, keeping type,
+    mode, owner, times, hardlinks, device numbers and capabilities."""
+    links: dict[tuple[int, int], str] = {}
+    _copy_dir(view, "", root, links)
+    found = view.find("")
+    if found is not None:
+        _attributes(found[0], root, found[1])
+
+
+def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int], str]) -> None:
+    for name in view.listdir(rel):
+        child = f"{rel}/{name}" if rel else name
+        found = view.find(child)
+        if found is None:
+            continue
+        source, st = found
+        target = os.path.join(root, child)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(target)
+            _copy_dir(view, child, root, links)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), target)
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                os.link(links[key], target)
+                continue
+            shutil.copyfile(source, target, follow_symlinks=False)
+            links[key] = target
+        elif stat.S_ISSOCK(st.st_mode):
+            continue
+        else:
+            os.mknod(target, st.st_mode, st.st_rdev)
+        _attributes(source, target, st)
+
+
+def _attributes(source: str, target: str, st: os.stat_result) -> None:
+    os.lchown(target, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(target, stat.S_IMODE(st.st_mode))
+        for name in _KEEP_XATTRS:
+            try:
+                os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False),
+                            follow_symlinks=False)
+            except OSError:
+                pass
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def diff_to_upper(root: str, view: UnionView, upper: str) -> None:
+    """Write into the empty directory `upper` what `root` changed relative to `view`."""
+    _diff_dir(root, view, upper, "")
+
+
+def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> bool:
+    if stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode) or a.st_mode != b.st_mode:
+        return False
+    if (a.st_uid, a.st_gid) != (b.st_uid, b.st_gid):
+        return False
+    if stat.S_ISDIR(a.st_mode):
+        return a.st_mtime_ns == b.st_mtime_ns
+    if stat.S_ISLNK(a.st_mode):
+        return os.readlink(a_path) == os.readlink(b_path)
+    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
+        return a.st_rdev == b.st_rdev
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+
+
+def _diff_dir(root: str, view: UnionView, upper: str, rel: str) -> bool:
+    """Record changes below `rel`; returns whether anything below it changed."""
+    here = os.path.join(root, rel) if rel else root
+    names = set(os.listdir(here))
+    changed = False
+    for name in sorted(set(view.listdir(rel)) - names):
+        child = f"{rel}/{name}" if rel else name
+        _ensure_parent(root, upper, rel)
+        os.mknod(os.path.join(upper, child), stat.S_IFCHR | 0o000, 0)
+        changed = True
+    for name in sorted(names):
+        child = f"{rel}/{name}" if rel else name
+        path = os.path.join(root, child)
+        st = os.lstat(path)
+        before = view.find(child)
+        replaced = before is None or stat.S_IFMT(before[1].st_mode) != stat.S_IFMT(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            below = _diff_dir(root, view if not replaced else UnionView([]), upper, child)
+            if below or replaced or not _same(st, before[1], path, before[0]):
+                _ensure_parent(root, upper, child)
+                changed = True
+            continue
+        if replaced or not _same(st, before[1], path, before[0]):
+            _ensure_parent(root, upper, rel)
+            target = os.path.join(upper, child)
+            if stat.S_ISREG(st.st_mode):
+                os.link(path, target)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(path), target)
+                _attributes(path, target, st)
+            elif not stat.S_ISSOCK(st.st_mode):
+                os.mknod(target, st.st_mode, st.st_rdev)
+                _attributes(path, target, st)
+            changed = True
+    return changed
+
+
+def _ensure_parent(root: str, upper: str, rel: str) -> None:
+    """Create `rel` in upper (and its parents) with the metadata it has in root."""
+    if not rel:
+        return
+    parts = rel.split("/")
+    for depth in range(1, len(parts) + 1):
+        part = "/".join(parts[:depth])
+        target = os.path.join(upper, part)
+        if not os.path.lexists(target):
+            os.mkdir(target)
+            source = os.path.join(root, part)
+            _attributes(source, target, os.lstat(source))
