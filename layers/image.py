@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -228,3 +229,32 @@ def manifest_bytes(config: Descriptor, layers: list[Descriptor]) -> bytes:
 def index_bytes(manifests: list[Descriptor]) -> bytes:
     return dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                   "manifests": [m.to_json() for m in manifests]})
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_digest(text: str) -> bool:
+    """Whether `text` is a sha256 digest, the only kind pybuild stores blobs under."""
+    return bool(_DIGEST.fullmatch(text))
+
+
+def parse_config(data: bytes) -> ImageConfig:
+    """An image config written by someone else (a base image), checked as far as pybuild relies on
+    it: a JSON object whose `rootfs.diff_ids` are sha256 digests, since they name stored layers.
+    Raises ValueError saying what is wrong."""
+    try:
+        config = json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"the image config is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError("the image config is not a JSON object")
+    rootfs = config.get("rootfs")
+    diff_ids = (rootfs.get("diff_ids") or []) if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d)
+                                                 for d in diff_ids):
+        raise ValueError("the image config's rootfs.diff_ids are not a list of sha256 digests")
+    try:
+        return ImageConfig.from_json(config)
+    except (AttributeError, TypeError) as error:
+        raise ValueError(f"the image config has a field of the wrong type: {error}") from None

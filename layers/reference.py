@@ -54,10 +54,10 @@ def parse_reference(text: str, default_tag: str | None = "latest") -> Reference:
         registry, repository = first, remainder
     else:
         registry, repository = DEFAULT_REGISTRY, name
-        if "/" not in repository:
-            repository = "library/" + repository
     if registry == "index.docker.io":
         registry = DEFAULT_REGISTRY
+    if registry == DEFAULT_REGISTRY and "/" not in repository:
+        repository = "library/" + repository
     if not _REPOSITORY.fullmatch(repository):
         raise ValueError(f"invalid reference {text!r}: repository names are lowercase letters, "
                          "digits and separators (. _ __ -)")

@@ -1,0 +1,171 @@
+"""`pybuild load`, `pybuild images`, `pybuild rmi`: the local image store from the command line,
+shaped like the docker commands of the same names.
+
+Each verb is a function of its argument list returning the exit status: 0 success, 1 failure
+(an `ERROR:` line on stderr, never a traceback), 2 usage error (argparse exits), 130 interrupted.
+A load reads and verifies the whole archive before it tags anything, so a bad archive leaves the
+store's tags as they were.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+
+from layers.archive_reader import read_archive
+from layers.errors import LayerError
+from layers.imagestore import ImageStore, StoredImage
+from layers.reference import parse_reference
+
+EXIT_FAILURE, EXIT_INTERRUPTED = 1, 130
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+
+
+def _verb(command: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+    """A verb's failures as one `ERROR:` line and an exit status, never a traceback."""
+    @functools.wraps(command)
+    def run(argv: list[str]) -> int:
+        try:
+            return command(argv)
+        except (LayerError, OSError) as error:
+            return _fail(error)
+        except KeyboardInterrupt:
+            return _fail("interrupted", EXIT_INTERRUPTED)
+    return run
+
+
+@_verb
+def load_command(argv: list[str]) -> int:
+    parser = _parser("load", "Add the images of a docker-save archive or an OCI image layout "
+                     "(tar or directory, layers plain, gzip or zstd) to the local image store, "
+                     "with all their tags.")
+    parser.add_argument("-i", "--input", metavar="ARCHIVE",
+                        help="the archive or OCI layout directory (default: stdin)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    options = parser.parse_args(argv)
+    path = options.input
+    if path is None:
+        if sys.stdin.isatty():
+            return _fail("no archive given: use -i ARCHIVE, or pipe one in")
+        path = "/dev/stdin"
+    store = _store(options)
+    entries = read_archive(path, store.blobs)
+    for entry in entries:
+        store.put(entry.config, entry.names, entry.digests)
+    if not options.quiet:
+        for entry in entries:
+            for name in entry.names:
+                print(f"Loaded image: {name.familiar()}")
+            if not entry.names:
+                print(f"Loaded image ID: {entry.image_id}")
+                for tag in entry.ref_names:
+                    print(f"note: {entry.image_id[7:19]} is annotated only with the tag {tag!r}, "
+                          f"not a name; build on it with --build-context "
+                          f"NAME=oci-layout://{os.path.abspath(path)}:{tag}", file=sys.stderr)
+    return 0
+
+
+@_verb
+def images_command(argv: list[str]) -> int:
+    parser = _parser("images", "List the images of the local image store.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only image IDs")
+    options = parser.parse_args(argv)
+    store = _store(options)
+    rows = [(_repository(image), image.ref.tag if image.ref else "<none>", image.image_id[7:19],
+             _human_size(_size(store, image))) for image in store.list()]
+    if options.quiet:
+        for image_id in dict.fromkeys(row[2] for row in rows):
+            print(image_id)
+        return 0
+    rows.insert(0, ("REPOSITORY", "TAG", "IMAGE ID", "SIZE"))
+    first, second, third = (max(len(row[i]) for row in rows) for i in range(3))
+    for repository, tag, image_id, size in rows:
+        print(f"{repository:<{first}}   {tag:<{second}}   {image_id:<{third}}   {size}")
+    return 0
+
+
+@_verb
+def rmi_command(argv: list[str]) -> int:
+    parser = _parser("rmi", "Remove images from the local image store: a NAME[:TAG] removes that "
+                     "tag (and the image with its last tag), an image ID the image and all its "
+                     "tags. Layers stay in the cache, which other images may share.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG] or image ID")
+    options = parser.parse_args(argv)
+    store = _store(options)
+    status = 0
+    for text in options.images:
+        if not _remove(store, text):
+            status = _fail(f"no such image: {text}")
+    return status
+
+
+def _remove(store: ImageStore, text: str) -> bool:
+    """Remove by tag, else by image ID (or a unique prefix of one); False if nothing matched."""
+    try:
+        ref = parse_reference(text)
+    except ValueError:
+        ref = None
+    if ref is not None and ref.tag and not ref.digest:
+        removed = store.remove(ref)
+        if removed is not None:
+            print(f"Untagged: {ref.familiar()}")
+            if store.get(replace(ref, digest=removed.manifest_digest)) is None:
+                print(f"Deleted: {removed.image_id}")
+            return True
+    match = _IMAGE_ID.fullmatch(text)
+    if match is None:
+        return False
+    found = {i.manifest_digest: i for i in store.list() if i.image_id[7:].startswith(match[1])}
+    if len(found) > 1:
+        raise LayerError(f"{text} is ambiguous: it starts {len(found)} image IDs")
+    if not found:
+        return False
+    image = next(iter(found.values()))
+    for tag in store.delete(image.manifest_digest):
+        print(f"Untagged: {tag.familiar()}")
+    print(f"Deleted: {image.image_id}")
+    return True
+
+
+def _parser(verb: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"pybuild {verb}", description=description)
+    parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
+                        "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
+    return parser
+
+
+def _store(options: argparse.Namespace) -> ImageStore:
+    if options.cache_dir:
+        return ImageStore(os.path.abspath(options.cache_dir))
+    from builder.cachedir import default_cache_dir
+    return ImageStore(default_cache_dir())
+
+
+def _repository(image: StoredImage) -> str:
+    return image.ref.familiar_name() if image.ref else "<none>"
+
+
+def _size(store: ImageStore, image: StoredImage) -> int:
+    """What the image occupies unpacked: its layer tars (stored uncompressed) added up."""
+    return sum(os.path.getsize(store.blobs.path(d)) for d in image.diff_ids)
+
+
+def _human_size(size: float) -> str:
+    """Docker's units.HumanSize: decimal units, three significant digits (`4.26MB`)."""
+    unit = 0
+    while size >= 1000 and unit < len(_UNITS) - 1:
+        size /= 1000
+        unit += 1
+    return f"{size:.3g}{_UNITS[unit]}"
+
+
+def _fail(error: object, status: int = EXIT_FAILURE) -> int:
+    if isinstance(error, OSError) and error.strerror:
+        error = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    print(f"ERROR: {error}", file=sys.stderr)
+    return status

@@ -1,0 +1,176 @@
+"""`pybuild load`, `pybuild images`, `pybuild rmi`: output, exit status, and a store that a bad
+archive leaves as it was."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.images import _human_size, images_command, load_command, rmi_command
+from layers.blobstore import BlobStore
+from layers.compression import Compression
+from layers.image import sha256_digest
+from tests.sample_images import make_image, write_tarball
+from tests.support import ROOT, DockerImages, docker, docker_available, require
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> tuple[BlobStore, bytes]:
+    source = BlobStore(str(tmp_path / "source"))
+    return source, make_image(source, {"etc/hello": b"hello\n"}, {"bin/tool": b"x" * 5000})
+
+
+def run(command, cache: Path, *args: str, capsys) -> tuple[int, str, str]:
+    status = command(["--cache-dir", str(cache), *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_load_then_images_then_rmi(tmp_path: Path, cache: Path, sample, capsys) -> None:
+    source, config = sample
+    archive = tmp_path / "app.tar"
+    write_tarball(archive, source, config, ("app:1", "registry.example:5000/team/app:2"),
+                  Compression.GZIP)
+    status, out, err = run(load_command, cache, "-i", str(archive), capsys=capsys)
+    assert (status, err) == (0, "")
+    assert out == "Loaded image: app:1\nLoaded image: registry.example:5000/team/app:2\n"
+
+    status, out, _ = run(images_command, cache, capsys=capsys)
+    short_id = sha256_digest(config)[7:19]
+    lines = out.splitlines()
+    assert status == 0
+    assert re.split(r"\s{2,}", lines[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
+    rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
+    assert [row[:3] for row in rows] == [["app", "1", short_id],
+                                         ["registry.example:5000/team/app", "2", short_id]]
+    assert rows[0][3] == _human_size(sum(Path(source.path(d)).stat().st_size
+                                         for d in json.loads(config)["rootfs"]["diff_ids"]))
+    assert lines[0].index("TAG") == lines[1].index("1"), "columns are aligned"
+
+    status, out, _ = run(rmi_command, cache, "app:1", capsys=capsys)
+    assert (status, out) == (0, "Untagged: app:1\n")
+    status, out, _ = run(rmi_command, cache, short_id[:6], capsys=capsys)
+    assert (status, out) == (0, "Untagged: registry.example:5000/team/app:2\n"
+                                f"Deleted: {sha256_digest(config)}\n")
+    status, out, err = run(rmi_command, cache, "app:1", capsys=capsys)
+    assert (status, err) == (1, "ERROR: no such image: app:1\n")
+    assert run(images_command, cache, capsys=capsys)[1].splitlines()[1:] == []
+
+
+def test_an_untagged_image_and_loading_twice(tmp_path: Path, cache: Path, sample, capsys) -> None:
+    source, config = sample
+    archive = tmp_path / "untagged.tar"
+    write_tarball(archive, source, config)
+    for _ in range(2):
+        status, out, _ = run(load_command, cache, "-i", str(archive), capsys=capsys)
+        assert (status, out) == (0, f"Loaded image ID: {sha256_digest(config)}\n")
+    status, out, _ = run(images_command, cache, "-q", capsys=capsys)
+    assert out == sha256_digest(config)[7:19] + "\n"
+    status, out, _ = run(images_command, cache, capsys=capsys)
+    assert re.split(r"\s{2,}", out.splitlines()[1])[:2] == ["<none>", "<none>"]
+    status, out, _ = run(rmi_command, cache, sha256_digest(config), capsys=capsys)
+    assert out == f"Deleted: {sha256_digest(config)}\n"
+
+
+def test_a_bad_archive_fails_cleanly_and_changes_nothing(tmp_path: Path, cache: Path, sample,
+                                                         capsys) -> None:
+    source, config = sample
+    good = tmp_path / "good.tar"
+    write_tarball(good, source, config, ("app:1",))
+    assert run(load_command, cache, "-i", str(good), capsys=capsys)[0] == 0
+    index = (cache / "images/index.json").read_bytes()
+    listing = run(images_command, cache, capsys=capsys)[1]
+
+    other = make_image(source, {"etc/other": b"other content\n" * 100}, cmd="other")
+    bad = tmp_path / "bad.tar"
+    write_tarball(bad, source, other, ("app:1", "app:2"))
+    data = bytearray(bad.read_bytes())
+    position = data.index(b"other content")
+    data[position] ^= 0x20
+    bad.write_bytes(bytes(data))
+    status, out, err = run(load_command, cache, "-i", str(bad), capsys=capsys)
+    assert (status, out) == (1, "")
+    assert err.startswith("ERROR: ") and "diff ID" in err and "Traceback" not in err
+    assert (cache / "images/index.json").read_bytes() == index
+    assert run(images_command, cache, capsys=capsys)[1] == listing
+
+    for args, message in ((["-i", str(tmp_path / "missing.tar")], "No such file or directory"),
+                          (["-i", str(Path(__file__))], "not a tar archive")):
+        status, out, err = run(load_command, cache, *args, capsys=capsys)
+        assert status == 1 and message in err and err.count("\n") == 1
+    assert (cache / "images/index.json").read_bytes() == index
+
+
+def test_load_reads_a_compressed_archive_from_stdin(tmp_path: Path, cache: Path, sample) -> None:
+    source, config = sample
+    archive = tmp_path / "app.tar"
+    write_tarball(archive, source, config, ("app:stdin",))
+    process = subprocess.run(
+        [sys.executable, "-c", "import sys; from builder.images import load_command; "
+                               "sys.exit(load_command(sys.argv[1:]))", "--cache-dir", str(cache)],
+        input=gzip.compress(archive.read_bytes()), capture_output=True, cwd=ROOT, timeout=60)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == b"Loaded image: app:stdin\n"
+
+
+def test_human_sizes_read_like_dockers() -> None:
+    assert [_human_size(n) for n in (0, 999, 1000, 4_260_000, 123_456_789, 5 * 10**12)] == \
+        ["0B", "999B", "1kB", "4.26MB", "123MB", "5TB"]
+
+
+def test_a_real_docker_save_loads_with_dockers_image_id(tmp_path: Path, cache: Path,
+                                                        capsys) -> None:
+    require(docker_available(), "a running Docker engine")
+    images = DockerImages()
+    try:
+        name = images.name("pybuild-cli-load")
+        rootfs = tmp_path / "rootfs.tar"
+        rootfs.write_bytes(make_rootfs())
+        docker("import", str(rootfs), name)
+        saved = tmp_path / "saved.tar"
+        docker("save", "-o", str(saved), name)
+        image_id = images.inspect(name)["Id"]
+    finally:
+        images.cleanup()
+    status, out, _ = run(load_command, cache, "-i", str(saved), capsys=capsys)
+    assert (status, out) == (0, f"Loaded image: {name}\n")
+    status, out, _ = run(images_command, cache, capsys=capsys)
+    row = re.split(r"\s{2,}", out.splitlines()[1])
+    assert row[:3] == [*name.split(":"), image_id[7:19]]
+
+
+def test_an_oci_layout_with_only_a_tag_says_how_to_use_it(tmp_path: Path, cache: Path, sample,
+                                                          capsys) -> None:
+    require(shutil.which("skopeo") is not None, "skopeo")
+    source, config = sample
+    archive = tmp_path / "app.tar"
+    write_tarball(archive, source, config, ("app:1",))
+    layout = tmp_path / "layout"
+    subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:1.0"],
+                   check=True, capture_output=True, timeout=300)
+    status, out, err = run(load_command, cache, "-i", str(layout), capsys=capsys)
+    assert status == 0 and out.startswith("Loaded image ID: sha256:")
+    assert f"--build-context NAME=oci-layout://{layout}:1.0" in err
+
+
+def make_rootfs() -> bytes:
+    """A tar of a tiny root filesystem, as `docker import` takes it."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    return out.getvalue()
