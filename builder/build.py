@@ -7,12 +7,12 @@ its arguments.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from builder import metadata
+from builder.baseimage import ContextSource, resolve_base
 from builder.context import load_ignore
 from builder.errors import BuildError
 from builder.export import layer_blobs, write_output
@@ -28,18 +28,19 @@ from grammar.errors import DockerfileError
 from grammar.expand import expand_word
 from grammar.parser import parse
 from layers.archive import ArchiveImage
-from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.errors import LayerError
+from layers.imagestore import ImageStore
 from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
 from layers.overlaydiff import write_upper
+from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
-         "s390x": "s390x", "riscv64": "riscv64"}.get(platform.machine(), platform.machine())
+_PLATFORM = host_platform()
+_ARCH = _PLATFORM.architecture
 # Build args Docker accepts without an ARG line (proxies), and the automatic platform ARGs.
 _PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
                "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"}
@@ -63,6 +64,7 @@ class BuildRequest:
     iidfile: str | None = None
     source_date_epoch: int | None = None
     network: str = "host"
+    build_contexts: dict[str, ContextSource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class Build:
     def __init__(self, request: BuildRequest, log: Log) -> None:
         self.request = request
         self.log = log
-        self.blobs = BlobStore(request.cache_dir)
+        self.images = ImageStore(request.cache_dir)
+        self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)
         self.temp_dir = os.path.join(request.cache_dir, "tmp")
         os.makedirs(self.temp_dir, exist_ok=True)
@@ -121,6 +124,8 @@ class Build:
             manifest_digest = write_output(self.request.output,
                                            ArchiveImage(config, blobs, tuple(tags)))
             self.log.done(number)
+        if tags:
+            self.images.put(config, refs=tags)
         if self.request.iidfile:
             with open(self.request.iidfile, "w") as handle:
                 handle.write(image_id)
@@ -205,12 +210,16 @@ class Build:
             state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
         else:
             parent = self.plan.find(image_name, stage.index)
-            if parent is None:
-                raise BuildError.at(source, f"base image {image_name!r} not found: it names no earlier "
-                                    "stage, and pulling images is not supported yet", self._line(source))
-            inherited = self.stage(parent)
-            state = StageState(replace(inherited.image, created=""), scope=inherited.scope,
-                               escape=escape)
+            if parent is None or image_name in self.request.build_contexts:
+                base = self._located(source, lambda: resolve_base(
+                    image_name, self.images, self.request.build_contexts))
+                self.log.info(number, f"from {base.origin}")
+                image = replace(base.config, created="")
+                state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+            else:
+                inherited = self.stage(parent)
+                state = StageState(replace(inherited.image, created=""), scope=inherited.scope,
+                                   escape=escape)
         self.log.done(number)
         triggers = state.image.config.on_build
         if triggers:
@@ -295,12 +304,4 @@ class Build:
             digest = writer.finish()
         self.blobs.commit(temp_path, digest.diff_id)
         return digest.diff_id
-
-
-def default_cache_dir() -> str:
-    """`$PYBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/pybuild` (default ~/.cache/pybuild)."""
-    if os.environ.get("PYBUILD_CACHE_DIR"):
-        return os.environ["PYBUILD_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pybuild")
 

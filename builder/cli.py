@@ -9,14 +9,18 @@ import argparse
 import os
 import sys
 
+# The release, as in pyproject.toml. A constant, not importlib.metadata: that import and its
+# search of sys.path cost 30-40 ms, on every build too (the parser is built each time).
+__version__ = "0.1.0"
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-COMMANDS = ("build", "parse")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["parse"]:
         return _parse_command(argv[1:])
+    if argv[:1] in (["load"], ["images"], ["rmi"]):
+        from builder import images
+        return {"load": images.load_command, "images": images.images_command,
+                "rmi": images.rmi_command}[argv[0]](argv[1:])
     if argv[:1] == ["build"]:
         argv = argv[1:]
     return _build_command(argv)
@@ -25,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pybuild",
-        usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]",
+        usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
+              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE...",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
         epilog="Exit status: 0 success, 1 build failure, 2 usage error or a Dockerfile feature "
@@ -38,6 +43,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
                         help="set a build-time variable (repeatable); KEY alone takes the value "
                              "from the environment")
+    parser.add_argument("--build-context", action="append", default=[], metavar="NAME=SOURCE",
+                        help="make FROM NAME (and COPY --from=NAME) use SOURCE: "
+                             "docker-image://REF, oci-layout://DIR[:TAG], docker-archive:PATH, "
+                             "oci-archive:PATH (repeatable)")
     parser.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
                         "it needs")
     parser.add_argument("-o", "--output", default="image.tar", metavar="PATH",
@@ -62,16 +71,8 @@ def _build_parser() -> argparse.ArgumentParser:
                              "every build is a clean build)")
     parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
                         "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
-    parser.add_argument("--version", action="version", version=f"pybuild {_version()}")
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("pybuild")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _build_args(values: list[str]) -> dict[str, str | None]:
@@ -93,7 +94,9 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 def _build_command(argv: list[str]) -> int:
     options = _build_parser().parse_args(argv)
-    from builder.build import BuildRequest, build, default_cache_dir
+    from builder.baseimage import parse_build_context
+    from builder.build import BuildRequest, build
+    from builder.cachedir import default_cache_dir
     from builder.errors import NotSupported
     from builder.progress import Log
     from grammar.errors import DockerfileError
@@ -104,9 +107,15 @@ def _build_command(argv: list[str]) -> int:
         return _usage(f"context {options.context!r} is not a directory")
     if options.output == "-" and sys.stdout.isatty():
         return _usage("refusing to write an image tarball to a terminal; use -o FILE or a pipe")
-    if options.platform and options.platform.split("/")[:2] != ["linux", _host_arch()]:
-        return _usage(f"--platform {options.platform}: only the host platform "
-                      f"linux/{_host_arch()} can be built")
+    if options.platform:
+        from layers.platform import host_platform
+        host = host_platform()
+        if options.platform.split("/")[:2] != [host.os, host.architecture]:
+            return _usage(f"--platform {options.platform}: only the host platform {host} can be built")
+    try:
+        contexts = dict(parse_build_context(item) for item in options.build_context)
+    except ValueError as error:
+        return _usage(str(error))
     text = None
     if options.file == "-":
         text = sys.stdin.read()
@@ -121,6 +130,7 @@ def _build_command(argv: list[str]) -> int:
         compression=Compression[options.compression.upper()],
         cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
+        build_contexts=contexts,
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     log = Log("quiet" if quiet else "plain")
@@ -141,6 +151,12 @@ def _build_command(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:  # a bug in pybuild: say so briefly, the traceback on request
+        if os.environ.get("PYBUILD_DEBUG"):
+            raise
+        print(f"ERROR: internal error: {type(error).__name__}: {error} (this is a pybuild bug; "
+              "PYBUILD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
     log.finish()
     if quiet:
         print(result.image_id)
@@ -148,12 +164,6 @@ def _build_command(argv: list[str]) -> int:
         names = ", ".join(result.tags) or "untagged"
         print(f"built {result.image_id} ({names}) -> {options.output}", file=sys.stderr)
     return 0
-
-
-def _host_arch() -> str:
-    import platform
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _usage(message: str) -> int:

@@ -97,7 +97,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                        argv=argv(state, instruction),
                        env=tuple(f"{k}={v}" for k, v in variables.items()),
                        cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
-                       network=network)
+                       groups=user.groups, network=network)
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
         def output(chunk: bytes) -> None:

@@ -57,11 +57,14 @@ class RunUser:
     uid: int
     gid: int
     home: str
+    groups: tuple[int, ...] = ()
 
 
 def resolve_run_user(spec: str, tree: Tree) -> RunUser:
-    """USER as container runtimes read it: a name must be in the image's passwd; a bare uid not
-    listed there runs with gid 0 (not gid = uid, unlike --chown); `:group` by name or number."""
+    """USER as BuildKit's RUN reads it: a name must be in the image's passwd; a bare uid not
+    listed there runs with gid 0 (not gid = uid, unlike --chown); `:group` by name or number.
+    Supplementary groups are the user's memberships in /etc/group (the primary gid not added),
+    and none at all when a group is given explicitly."""
     user, has_group, group = (spec or "0").partition(":")
     passwd = _read(tree, "etc/passwd")
     if user.isdigit():
@@ -81,4 +84,8 @@ def resolve_run_user(spec: str, tree: Tree) -> RunUser:
             if found is None:
                 raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
             gid = int(found[2])
-    return RunUser(uid, gid, home)
+        return RunUser(uid, gid, home)
+    name = row[0] if row is not None else None
+    groups = tuple(sorted({int(r[2]) for r in _read(tree, "etc/group")
+                           if name and len(r) > 3 and r[2].isdigit() and name in r[3].split(",")}))
+    return RunUser(uid, gid, home, groups)
