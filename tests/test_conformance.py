@@ -2,7 +2,8 @@
 by pybuild, both loaded into Docker, configs and exported filesystems compared entry by entry.
 
 The comparison is ../shared/tools/difftest.py; it runs once per session and each case is its own
-test. Cases tagged `version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and
+test. The base image of the RUN cases, busybox:test, is made offline by
+testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged `version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and
 pybuild follows the newer one) or `pybuild-differs` (a deliberate difference, listed in the
 README) are left to tests/test_differences.py, which asserts pybuild's side of them.
 """
@@ -15,10 +16,12 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, SHARED, docker_available, require
+from tests.support import ROOT, SHARED, docker, docker_available, pybuild, require
 
 CASES = ROOT / "testdata" / "conformance"
 HARNESS = SHARED / "tools" / "difftest.py"
+BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
+BASE_IMAGE = "busybox:test"
 SKIPPED_TAGS = ("version-specific", "pybuild-differs")
 
 
@@ -37,13 +40,20 @@ def conformance_report(tmp_path_factory) -> dict:
     require(docker_available(), "a running Docker engine")
     work = tmp_path_factory.mktemp("difftest")
     report = work / "report.json"
+    cache = work / "cache"
+    base = work / "busybox.tar"
+    subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
+    docker("load", "-i", str(base))
+    loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
+    assert loaded.returncode == 0, loaded.stderr
     candidate = (f"{sys.executable} -m builder.cli -f {{dockerfile}} -t {{tag}} -o {{out}} "
                  "{buildargs} {target} {context}")
-    command = [sys.executable, str(HARNESS), "--cases", str(CASES), "--no-probe", "--strict-lines",
+    command = [sys.executable, str(HARNESS), "--cases", str(CASES), "--probe-base", BASE_IMAGE,
+               "--strict-lines",
                "--report", str(report), "--work-root", str(work / "stage"), "--candidate", candidate]
     for tag in SKIPPED_TAGS:
         command += ["--skip-tag", tag]
-    env = dict(os.environ, PYBUILD_CACHE_DIR=str(work / "cache"),
+    env = dict(os.environ, PYBUILD_CACHE_DIR=str(cache),
                DIFFTEST_CACHE_DIR=os.environ.get("DIFFTEST_CACHE_DIR", str(ROOT / ".difftest-cache")))
     process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if not report.exists():
