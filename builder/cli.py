@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 # The release, as in pyproject.toml. A constant, not importlib.metadata: that import and its
 # search of sys.path cost 30-40 ms, on every build too (the parser is built each time).
 __version__ = "0.1.0"
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["parse"]:
@@ -34,7 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
         epilog="Exit status: 0 success, 1 build failure, 2 usage error or a Dockerfile feature "
-               "pybuild does not support yet, 130 interrupted.")
+               "pybuild does not support yet, 130 interrupted, 143 terminated.")
     parser.add_argument("context", metavar="CONTEXT", help="the build context directory")
     parser.add_argument("-f", "--file", metavar="FILE",
                         help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
@@ -134,6 +135,14 @@ def _build_command(argv: list[str]) -> int:
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     log = Log("quiet" if quiet else "plain")
+    terminated = []
+
+    def on_sigterm(number, frame):
+        """SIGTERM unwinds like Ctrl-C: the running RUN is killed and temp files removed."""
+        terminated.append(number)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = build(request, log)
     except DockerfileError as error:
@@ -149,8 +158,8 @@ def _build_command(argv: list[str]) -> int:
         print(f"ERROR: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("ERROR: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print("ERROR: terminated" if terminated else "ERROR: interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as error:  # a bug in pybuild: say so briefly, the traceback on request
         if os.environ.get("PYBUILD_DEBUG"):
             raise

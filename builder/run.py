@@ -91,8 +91,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
         os.mkdir(upper)
         os.mkdir(work)
-        if not sandbox.overlay:
-            materialize(view, upper)
+        inodes = materialize(view, upper) if not sandbox.overlay else {}
         spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work, scratch=scratch,
                        argv=argv(state, instruction),
                        env=tuple(f"{k}={v}" for k, v in variables.items()),
@@ -111,7 +110,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         if not sandbox.overlay:
             changes = os.path.join(scratch, "changes")
             os.mkdir(changes)
-            diff_to_upper(upper, view, changes)
+            diff_to_upper(upper, view, changes, inodes)
             upper = changes
         if not os.listdir(upper):
             return state, None

@@ -15,19 +15,25 @@ import stat
 from layers.union import UnionView
 
 _KEEP_XATTRS = ("security.capability",)
+OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
-def materialize(view: UnionView, root: str) -> None:
+def materialize(view: UnionView, root: str) -> dict[str, int]:
     """Copy everything visible in `view` into the existing empty directory `root`, keeping type,
-    mode, owner, times, hardlinks, device numbers and capabilities."""
+    mode, owner, times, hardlinks, device numbers and capabilities. Returns the inode number of
+    every directory copied, so the diff can tell a directory deleted and made again (overlayfs
+    would mark it opaque) from one whose entries were deleted one by one."""
     links: dict[tuple[int, int], str] = {}
-    _copy_dir(view, "", root, links)
+    inodes: dict[str, int] = {}
+    _copy_dir(view, "", root, links, inodes)
     found = view.find("")
     if found is not None:
         _attributes(found[0], root, found[1])
+    return inodes
 
 
-def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int], str]) -> None:
+def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int], str],
+              inodes: dict[str, int]) -> None:
     for name in view.listdir(rel):
         child = f"{rel}/{name}" if rel else name
         found = view.find(child)
@@ -37,7 +43,8 @@ def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int],
         target = os.path.join(root, child)
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(target)
-            _copy_dir(view, child, root, links)
+            inodes[child] = os.lstat(target).st_ino
+            _copy_dir(view, child, root, links, inodes)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
@@ -67,9 +74,11 @@ def _attributes(source: str, target: str, st: os.stat_result) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def diff_to_upper(root: str, view: UnionView, upper: str) -> None:
-    """Write into the empty directory `upper` what `root` changed relative to `view`."""
-    _diff_dir(root, view, upper, "")
+def diff_to_upper(root: str, view: UnionView, upper: str, inodes: dict[str, int]) -> None:
+    """Write into the empty directory `upper` what `root` changed relative to `view` (`inodes`
+    from `materialize`). A directory that replaced a lower entry, or was deleted and made again,
+    is marked opaque, exactly as overlayfs would have left it, so both paths give one layer."""
+    _diff_dir(root, view, upper, "", inodes)
 
 
 def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> bool:
@@ -86,7 +95,7 @@ def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> boo
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
-def _diff_dir(root: str, view: UnionView, upper: str, rel: str) -> bool:
+def _diff_dir(root: str, view: UnionView, upper: str, rel: str, inodes: dict[str, int]) -> bool:
     """Record changes below `rel`; returns whether anything below it changed."""
     here = os.path.join(root, rel) if rel else root
     names = set(os.listdir(here))
@@ -103,9 +112,13 @@ def _diff_dir(root: str, view: UnionView, upper: str, rel: str) -> bool:
         before = view.find(child)
         replaced = before is None or stat.S_IFMT(before[1].st_mode) != stat.S_IFMT(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
-            below = _diff_dir(root, view if not replaced else UnionView([]), upper, child)
-            if below or replaced or not _same(st, before[1], path, before[0]):
+            remade = before is not None and (replaced or inodes.get(child) != st.st_ino)
+            below = _diff_dir(root, UnionView([]) if replaced or remade else view, upper, child,
+                              inodes)
+            if below or replaced or remade or not _same(st, before[1], path, before[0]):
                 _ensure_parent(root, upper, child)
+                if remade:
+                    os.setxattr(os.path.join(upper, child), OPAQUE_XATTR, b"y")
                 changed = True
             continue
         if replaced or not _same(st, before[1], path, before[0]):

@@ -62,6 +62,7 @@ class NamespaceSandbox:
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         stubs = rootfs.missing_stubs(spec.lowerdirs if self.overlay else (spec.upperdir,))
+        times = rootfs.parent_times(spec.upperdir, stubs) if not self.overlay else {}
         stub_layer = os.path.join(spec.scratch, "stubs")
         os.makedirs(stub_layer, exist_ok=True)
         rootfs.make_stub_layer(stub_layer if self.overlay else spec.upperdir, stubs,
@@ -84,7 +85,7 @@ class NamespaceSandbox:
             raise
         finally:
             if not self.overlay:
-                rootfs.remove_stubs(spec.upperdir, stubs)
+                rootfs.remove_stubs(spec.upperdir, stubs, times)
         return _exit_code(status)
 
 

@@ -48,9 +48,21 @@ def make_stub_layer(directory: str, stubs: list[str], lowerdirs: tuple[str, ...]
                 pass
 
 
-def remove_stubs(root: str, stubs: list[str]) -> None:
-    """For a root changed in place (no overlay): take the created mount points out again; a
-    directory only if the command left nothing in it."""
+def parent_times(root: str, stubs: list[str]) -> dict[str, tuple[int, int]]:
+    """For a root changed in place: the times of the directories the stubs are made in, so that
+    taking the stubs out again leaves those directories as they were."""
+    times = {}
+    for parent in {os.path.dirname(path) for path in stubs}:
+        target = os.path.join(root, parent)
+        if os.path.isdir(target):
+            st = os.lstat(target)
+            times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+    return times
+
+
+def remove_stubs(root: str, stubs: list[str], times: dict[str, tuple[int, int]]) -> None:
+    """For a root changed in place (no overlay): take the created mount points out again (a
+    directory only if the command left nothing in it) and put the parents' times back."""
     for path in reversed(stubs):
         target = os.path.join(root, path)
         try:
@@ -64,6 +76,10 @@ def remove_stubs(root: str, stubs: list[str]) -> None:
                 pass
         elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
             os.unlink(target)
+    for parent, (atime, mtime) in times.items():
+        target = os.path.join(root, parent)
+        if os.path.isdir(target):
+            os.utime(target, ns=(atime, mtime), follow_symlinks=False)
 
 
 def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: str,

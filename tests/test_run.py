@@ -1,0 +1,90 @@
+"""RUN layers: the overlay upper-dir path and the walk-diff fallback (forced with
+PYBUILD_NO_OVERLAY=1) must give the very same image, and builds must be reproducible."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.sandbox.namespaces import probe
+from tests.support import ROOT, pybuild, require
+
+DOCKERFILE = """\
+FROM busybox:test
+RUN mkdir -p /data/keep /data/gone /data/remade /data/asfile && echo 1 > /data/keep/a \\
+ && echo 2 > /data/gone/b && echo 3 > /data/remade/c && echo 4 > /data/asfile/d \\
+ && echo 5 > /data/todir && echo 6 > /data/chmod-me
+RUN rm -rf /data/gone && rm -rf /data/remade && mkdir /data/remade && echo new > /data/remade/n \\
+ && rm -rf /data/asfile && echo file > /data/asfile && rm /data/todir && mkdir /data/todir \\
+ && chmod 600 /data/chmod-me && ln /data/keep/a /data/keep/hard && ln -s a /data/keep/soft \\
+ && mkfifo /data/fifo && chown 1000:50 /data/keep/a && echo x >> /tmp/t && touch /data/keep
+RUN true
+"""
+
+
+@pytest.fixture(scope="module")
+def busybox_tar(tmp_path_factory) -> Path:
+    usable, reason = probe()
+    require(usable, f"the namespaces sandbox ({reason})")
+    out = tmp_path_factory.mktemp("base") / "busybox.tar"
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(out),
+                    "--tag", "busybox:test"], check=True)
+    return out
+
+
+def build(tmp_path: Path, name: str, busybox_tar: Path, **env: str) -> str:
+    cache = tmp_path / f"cache-{name}"
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    environment = {"PYBUILD_CACHE_DIR": str(cache), "SOURCE_DATE_EPOCH": "1700000000", **env}
+    assert pybuild("load", "-i", str(busybox_tar), env=environment).returncode == 0
+    iid = tmp_path / f"{name}.iid"
+    result = pybuild("--iidfile", str(iid), "-o", str(tmp_path / f"{name}.tar"), str(context),
+                     env=environment)
+    assert result.returncode == 0, result.stderr
+    return iid.read_text()
+
+
+def test_walk_diff_fallback_gives_the_same_image(tmp_path, busybox_tar):
+    overlay = build(tmp_path, "overlay", busybox_tar)
+    walked = build(tmp_path, "walk", busybox_tar, PYBUILD_NO_OVERLAY="1")
+    assert overlay == walked
+
+
+def test_two_clean_builds_give_the_same_image(tmp_path, busybox_tar):
+    assert build(tmp_path, "one", busybox_tar) == build(tmp_path, "two", busybox_tar)
+
+
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_build_and_leaves_nothing_behind(tmp_path, busybox_tar, signal_number,
+                                                            status):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PYBUILD_CACHE_DIR=str(cache))
+    assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM busybox:test\nRUN echo started && sleep 300\n")
+    out = tmp_path / "image.tar"
+    process = subprocess.Popen([sys.executable, "-m", "builder.cli", "-o", str(out), str(context)],
+                               cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _running("sleep 300"):
+        time.sleep(0.1)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    assert not _running("sleep 300")
+    assert not out.exists()
+    assert os.listdir(cache / "tmp") == []
+    with open("/proc/self/mountinfo") as mounts:
+        assert str(cache) not in mounts.read()
+
+
+def _running(pattern: str) -> bool:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
