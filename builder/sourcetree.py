@@ -1,8 +1,8 @@
 """Where COPY and ADD read from: the build context or another stage's filesystem.
 
-Both are trees answering `find(rel)` and `listdir(rel)`; this module adds what COPY needs on top:
-paths resolved inside the tree (symlinks followed without ever leaving it), Go-style globs, and a
-walk that yields parents before children.
+Both are trees answering `find(rel)`, `listdir(rel)` and `walk(rel)`; this module adds what COPY
+needs on top: paths resolved inside the tree (symlinks followed without ever leaving it) and
+Go-style globs.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
+from builder import context
 from builder.dockerignore import IgnoreMatcher
 from layers.union import UnionView
 
@@ -26,6 +27,11 @@ class Tree(Protocol):
     def listdir(self, rel: str) -> list[str]: ...
 
     def hidden(self, rel: str) -> bool: ...
+
+    def walk(self, rel: str) -> Iterator[Found]:
+        """Everything below directory `rel`, parents before children, never following symlinks.
+        A hidden directory (excluded, kept for re-included files) appears only when something
+        inside it does."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,13 @@ class ContextTree:
         """Excluded: present only as the parent of files an exception re-includes."""
         return bool(rel) and self.matcher.excluded(rel)
 
+    def walk(self, rel: str) -> Iterator[Found]:
+        """See `Tree.walk`. The context walk threads the .dockerignore verdicts down the tree
+        instead of matching each path from the root, and lstats each entry once: a COPY of a
+        large context spends its time here."""
+        for entry in context.walk(self.root, self.matcher, rel):
+            yield Found(entry.rel, entry.path, entry.stat)
+
 
 class StageTree:
     """Another stage's (or image's) filesystem: a union of its snapshots, nothing excluded."""
@@ -89,6 +102,9 @@ class StageTree:
 
     def hidden(self, rel: str) -> bool:
         return False
+
+    def walk(self, rel: str) -> Iterator[Found]:
+        return _walk(self, rel)
 
 
 def has_glob(pattern: str) -> bool:
@@ -204,10 +220,8 @@ def go_match_regex(pattern: str) -> str:
     return "".join(out)
 
 
-def walk(tree: Tree, rel: str) -> Iterator[Found]:
-    """Everything below directory `rel`, parents before children, never following symlinks.
-    A hidden directory (excluded, kept for re-included files) appears only when something inside
-    it does."""
+def _walk(tree: Tree, rel: str) -> Iterator[Found]:
+    """`Tree.walk` from `find`, `listdir` and `hidden` alone."""
     for name in tree.listdir(rel):
         child = f"{rel}/{name}" if rel else name
         found = tree.find(child)
@@ -216,7 +230,7 @@ def walk(tree: Tree, rel: str) -> Iterator[Found]:
         entry = Found(child, *found)
         hidden = tree.hidden(child)
         if stat.S_ISDIR(entry.st.st_mode):
-            below = list(walk(tree, child))
+            below = list(_walk(tree, child))
             if below or not hidden:
                 yield entry
                 yield from below
