@@ -10,10 +10,11 @@ import os
 import signal
 import sys
 
-# The release, as in pyproject.toml. A constant, not importlib.metadata: that import and its
-# search of sys.path cost 30-40 ms, on every build too (the parser is built each time).
-__version__ = "0.1.0"
+from builder import __version__
+
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["parse"]:
