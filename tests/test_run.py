@@ -69,17 +69,17 @@ def test_a_signal_stops_the_build_and_leaves_nothing_behind(tmp_path, busybox_ta
     assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
     context = tmp_path / "context"
     context.mkdir()
-    (context / "Dockerfile").write_text("FROM busybox:test\nRUN echo started && sleep 300\n")
+    (context / "Dockerfile").write_text("FROM busybox:test\nRUN echo started && sleep 3021\n")
     out = tmp_path / "image.tar"
     process = subprocess.Popen([sys.executable, "-m", "builder.cli", "-o", str(out), str(context)],
                                cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _running("sleep 300"):
+    while time.monotonic() < deadline and not _running("sleep 3021"):
         time.sleep(0.1)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == status, stderr
-    assert not _running("sleep 300")
+    assert not _running("sleep 3021")
     assert not out.exists()
     assert os.listdir(cache / "tmp") == []
     with open("/proc/self/mountinfo") as mounts:

@@ -132,9 +132,9 @@ def test_user_and_working_directory(base, tmp_path):
 
 
 def test_orphans_die_with_the_command(base, tmp_path):
-    status, _, _ = run(base, tmp_path, "sleep 60 & echo started")
+    status, _, _ = run(base, tmp_path, "sleep 6011 & echo started")
     assert status == 0
-    leftover = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True).stdout
+    leftover = subprocess.run(["pgrep", "-f", "sleep 6011"], capture_output=True, text=True).stdout
     assert leftover == ""
 
 
@@ -143,9 +143,9 @@ def test_interrupt_kills_the_sandbox_and_leaves_no_mounts(base, tmp_path):
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(base, tmp_path, "sleep 30")
+            run(base, tmp_path, "sleep 3017")
     finally:
         timer.cancel()
-    assert subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True).stdout == b""
+    assert subprocess.run(["pgrep", "-f", "sleep 3017"], capture_output=True).stdout == b""
     with open("/proc/self/mountinfo") as mounts:
         assert str(tmp_path) not in mounts.read()

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import struct
+import time
 from typing import Callable
 
 from builder.sandbox import RunSpec, linux, rootfs
@@ -80,8 +81,7 @@ class NamespaceSandbox:
                     output(chunk)
             _, status = os.waitpid(keeper, 0)
         except BaseException:
-            os.kill(keeper, signal.SIGKILL)
-            os.waitpid(keeper, 0)
+            _kill_group(keeper)
             raise
         finally:
             if not self.overlay:
@@ -104,6 +104,22 @@ def _etc_files(spec: RunSpec) -> dict[str, str]:
     return files
 
 
+def _kill_group(leader: int) -> None:
+    """Kill the sandbox's process group, reap its leader (the keeper) and wait (up to 10 s) until
+    the group is gone, so no process of the RUN outlives the interruption that stopped it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(leader, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+
+
 def _exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -117,6 +133,7 @@ def _fail(write: int, message: str) -> None:
 def _keeper(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int) -> None:
     """Child of pybuild: make the namespaces, then wait for the sandbox's pid 1."""
     try:
+        os.setpgid(0, 0)
         linux.die_with_parent(signal.SIGKILL)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if spec.network == "none":
