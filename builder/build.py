@@ -22,7 +22,11 @@ from builder.sourcetree import ContextTree, StageTree, Tree
 from builder.state import DEFAULT_PATH, BuildArgs, StageState
 from builder.run import RunEnv, run
 from builder.sandbox import Sandbox, choose_sandbox
-from builder.steps import StepEnv, copy, workdir
+from builder.cachekey import Inputs, step_key
+from builder.sourcedigest import SourceScan, digest as source_digest, hash_files
+from builder.sourcedigest import scan as scan_sources
+from builder.stepcache import StepCache
+from builder.steps import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
@@ -64,6 +68,8 @@ class BuildRequest:
     iidfile: str | None = None
     source_date_epoch: int | None = None
     network: str = "host"
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
     build_contexts: dict[str, ContextSource] = field(default_factory=dict)
 
 
@@ -75,11 +81,27 @@ class BuildResult:
     layers: tuple[str, ...]
     size: int
     warnings: tuple[str, ...]
+    steps_run: int = 0
+    steps_cached: int = 0
+    seconds: float = 0.0
 
 
 def build(request: BuildRequest, log: Log) -> BuildResult:
     """Run a whole build. Raises DockerfileError (BuildError included) or LayerError."""
-    return Build(request, log).run()
+    running = Build(request, log)
+    try:
+        return running.run()
+    finally:
+        running.cache.close()
+
+
+def _arg_inputs(instruction: ins.Instruction, after: StageState) -> tuple[tuple[str, str], ...]:
+    """An ARG's inputs are the values it gives (a changed --build-arg reaches only the steps after
+    the ARG that declares it)."""
+    if not isinstance(instruction, ins.Arg):
+        return ()
+    scope = after.variables()
+    return tuple((f"ARG {d.name}", scope.get(d.name, "(unset)")) for d in instruction.args)
 
 
 class Build:
@@ -98,7 +120,12 @@ class Build:
         self.now = int(moment.timestamp())
         self.created = moment.strftime("%Y-%m-%dT%H:%M:%S") + (
             "Z" if epoch is not None else f".{moment.microsecond:06d}000Z")
+        self.started = time.monotonic()
         self.plan: Plan | None = None
+        self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
+                               frozenset(request.no_cache_filter))
+        self._file_memos = None
+        self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
         self._chosen_sandbox: Sandbox | None = None
         self.dockerfile: ins.Dockerfile | None = None
 
@@ -130,7 +157,8 @@ class Build:
             with open(self.request.iidfile, "w") as handle:
                 handle.write(image_id)
         return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
-                           image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings))
+                           image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
+                           self.cache.misses, self.cache.hits, time.monotonic() - self.started)
 
     def _dockerfile_text(self) -> tuple[str, str]:
         if self.request.dockerfile_text is not None:
@@ -189,7 +217,8 @@ class Build:
             state = self._base(stage)
             total = len(stage.instructions)
             for position, instruction in enumerate(stage.instructions, start=1):
-                state = self._step(stage, state, instruction, f"[{stage.label} {position}/{total}]")
+                state = self._step(stage, state, instruction, f"[{stage.label} {position}/{total}]",
+                                   str(position))
             self.states[stage.index] = state
         return self.states[stage.index]
 
@@ -208,6 +237,7 @@ class Build:
             image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
                                 architecture=_ARCH)
             state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+            origin = ("base image scratch", f"scratch {_ARCH}")
         else:
             parent = self.plan.find(image_name, stage.index)
             if parent is None or image_name in self.request.build_contexts:
@@ -216,43 +246,100 @@ class Build:
                 self.log.info(number, f"from {base.origin}")
                 image = replace(base.config, created="")
                 state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+                origin = (f"base image {image_name}", base.image_id)
             else:
                 inherited = self.stage(parent)
                 state = StageState(replace(inherited.image, created=""), scope=inherited.scope,
                                    escape=escape)
+                origin = (f"base stage {parent.label}", inherited.chain_key())
+        epoch = self.request.source_date_epoch
+        inputs = Inputs((origin, ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch))))
+        state = replace(state, key=step_key("", inputs))
         self.log.done(number)
         triggers = state.image.config.on_build
         if triggers:
             state = state.with_config(on_build=())
-            for trigger in triggers:
+            for number_, trigger in enumerate(triggers):
                 for instruction in parse(trigger, f"ONBUILD trigger of {image_name}").instructions:
-                    state = self._step(stage, state, instruction, f"[{stage.label}] ONBUILD")
+                    state = self._step(stage, state, instruction, f"[{stage.label}] ONBUILD",
+                                       f"onbuild-{number_}")
         return state
 
     def _line(self, instruction: ins.Instruction) -> str:
         return self.dockerfile.source_line(instruction.span.line)
 
     def _step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
-              title: str) -> StageState:
+              title: str, position: str) -> StageState:
         handler = metadata.METADATA.get(type(instruction))
         if handler is not None:
             if isinstance(instruction, ins.Arg):
                 self.consumed.update(d.name for d in instruction.args)
             args = BuildArgs(self.request.build_args, self.global_args)
-            state = self._located(instruction, lambda: handler(state, instruction, args))
-            return state.with_history(History(instruction.original, self.created, empty_layer=True))
+            after = self._located(instruction, lambda: handler(state, instruction, args))
+            folded = ((f"step {len(state.pending)}", instruction.original),) + _arg_inputs(instruction, after)
+            after = after.with_history(History(instruction.original, self.created, empty_layer=True))
+            return replace(after, pending=state.pending + folded)
         number = self.log.step(f"{title} {instruction.original}")
         env = self._step_env(stage)
+        selection, scan = None, None
+        items: list[tuple[str, str]] = [("instruction", instruction.original)]
+        if isinstance(instruction, ins.Copy):
+            selection = self._located(instruction, lambda: select_copy(state, instruction, env))
+            if selection.from_stage is not None:
+                source_stage = self.plan.find(selection.from_stage, stage.index)
+                items.append((f"from stage {selection.from_stage}",
+                              self.stage(source_stage).chain_key()))
+            else:
+                scan = scan_sources(selection, self._memos())
+        elif isinstance(instruction, ins.Run):
+            items.append(("network", instruction.network or self.request.network))
+        slot = f"{self.slot_prefix}|{stage.label}|{position}"
+        speculate = scan is not None and scan.unknown and not (
+            selection.extract or scan.cheap_to_hash_first())
+        if not speculate:
+            if scan is not None:
+                self._learn_sources(scan, hash_files(found for _, found in scan.unknown))
+                items.append(("sources", source_digest(scan.rows)))
+            inputs = Inputs(state.pending + tuple(items))
+            key = step_key(state.key, inputs)
+            hit = self.cache.lookup(key, stage.label, slot)
+            if hit is not None:
+                self.log.cached(number)
+                return StageState.from_json(hit.state, state.escape, key)
+            self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs, stage.label))
         if isinstance(instruction, ins.Run):
-            state, diff_id = self._located(instruction, lambda: run(state, instruction,
+            after, diff_id = self._located(instruction, lambda: run(state, instruction,
                                                                     self._run_env(number)))
         elif isinstance(instruction, ins.Workdir):
-            state, diff_id = self._located(instruction, lambda: workdir(state, instruction, env))
+            after, diff_id = self._located(instruction, lambda: workdir(state, instruction, env))
         else:
-            state, diff_id = self._located(instruction, lambda: copy(state, instruction, env))
+            unknown = frozenset(found.host for _, found in scan.unknown) if speculate else frozenset()
+            diff_id, digests = self._located(instruction, lambda: write_copy(state, selection, env,
+                                                                             unknown))
+            after = state
+            if speculate:
+                # A cold context: its files were hashed while the layer was written (one read).
+                self._learn_sources(scan, digests)
+                items.append(("sources", source_digest(scan.rows)))
+                inputs = Inputs(state.pending + tuple(items))
+                key = step_key(state.key, inputs)
+                self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs,
+                                                                         stage.label))
         self.log.done(number)
-        return state.with_history(History(instruction.original, self.created,
-                                          empty_layer=diff_id is None), diff_id)
+        after = after.with_history(History(instruction.original, self.created,
+                                           empty_layer=diff_id is None), diff_id)
+        after = replace(after, key=key, pending=())
+        self.cache.record(key, state.key, slot, inputs, diff_id, after.to_json())
+        return after
+
+    def _learn_sources(self, scan: SourceScan, digests: dict[str, str]) -> None:
+        learned = scan.fill(digests)
+        self.cache.remember(learned, source_digest(scan.rows), scan.rows)
+
+    def _memos(self):
+        if self._file_memos is None:
+            self._file_memos = self.cache.file_memos(self.request.context.rstrip("/") + "/")
+        return self._file_memos
 
     def _step_env(self, stage: Stage) -> StepEnv:
         return StepEnv(context=self._context(), image_view=self._view,

@@ -69,8 +69,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="network for RUN: host (shares the host's network; the default, so "
                              "package installs work) or none (only loopback)")
     parser.add_argument("--no-cache", action="store_true",
-                        help="do not reuse earlier results (pybuild has no step cache yet, so "
-                             "every build is a clean build)")
+                        help="reuse no earlier result: run every step (results are still stored "
+                             "for later builds)")
+    parser.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                        help="run every step of this stage without reusing results (repeatable)")
     parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
                         "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
@@ -132,7 +134,8 @@ def _build_command(argv: list[str]) -> int:
         compression=Compression[options.compression.upper()],
         cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
-        build_contexts=contexts,
+        build_contexts=contexts, no_cache=options.no_cache,
+        no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     log = Log("quiet" if quiet else "plain")
@@ -172,8 +175,18 @@ def _build_command(argv: list[str]) -> int:
         print(result.image_id)
     else:
         names = ", ".join(result.tags) or "untagged"
-        print(f"built {result.image_id} ({names}) -> {options.output}", file=sys.stderr)
+        print(f"built {result.image_id} ({names}) -> {options.output}: {result.steps_run} steps "
+              f"run, {result.steps_cached} cached, {_size(result.size)}, {result.seconds:.1f}s",
+              file=sys.stderr)
     return 0
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1000
+    return f"{count}"
 
 
 def _usage(message: str) -> int:

@@ -9,6 +9,7 @@ touches is written with the metadata it already has in the image.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import posixpath
 import stat
@@ -102,11 +103,20 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
     return out
 
 
-def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter) -> None:
-    """Entries in tar order: sorted by path components, so parents come before children."""
+def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter,
+                hash_files: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Entries in tar order: sorted by path components, so parents come before children. The
+    host files named in `hash_files` are hashed while written; returns their sha256 digests."""
+    digests: dict[str, str] = {}
     for path in sorted(entries, key=_tar_order):
         entry, body = entries[path]
-        writer.add(entry, body() if callable(body) else body)  # type: ignore[arg-type]
+        if isinstance(body, str) and body in hash_files:
+            content = hashlib.sha256()
+            writer.add(entry, body, content)
+            digests[body] = content.hexdigest()
+        else:
+            writer.add(entry, body() if callable(body) else body)  # type: ignore[arg-type]
+    return digests
 
 
 def _tar_order(path: str) -> str:

@@ -37,6 +37,11 @@ class Log:
         elapsed = time.monotonic() - self._open.pop(number, time.monotonic())
         self._print(f"#{number} {note + ' ' if note else ''}DONE {elapsed:.1f}s")
 
+    def cached(self, number: int) -> None:
+        """A step whose result was reused, as BuildKit's plain log says it."""
+        self._open.pop(number, None)
+        self._print(f"#{number} CACHED")
+
     def info(self, number: int, text: str) -> None:
         self._print(f"#{number} {text}")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from builder.cachekey import Inputs, step_key
 from grammar.expand import expand_word, expand_words
 from layers.image import History, ImageConfig
 
@@ -22,6 +23,24 @@ class StageState:
     scope: tuple[tuple[str, str], ...] = ()
     cmd_set: bool = False
     escape: str = "\\"
+    key: str = ""
+    pending: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict:
+        """What the cache keeps of a state (the escape character comes from the Dockerfile)."""
+        return {"image": self.image.to_json(), "scope": [list(item) for item in self.scope],
+                "cmd_set": self.cmd_set}
+
+    def chain_key(self) -> str:
+        """The cache key of the state as a whole: the last layer step's key, extended by the
+        config-only steps since (they are folded into the next layer step's inputs, so its miss
+        can name them: `ARG VERSION 1.2 -> 1.3`)."""
+        return step_key(self.key, Inputs(self.pending)) if self.pending else self.key
+
+    @staticmethod
+    def from_json(data: dict, escape: str, key: str) -> "StageState":
+        return StageState(ImageConfig.from_json(data["image"]),
+                          tuple(tuple(item) for item in data["scope"]), data["cmd_set"], escape, key)
 
     def variables(self) -> dict[str, str]:
         return dict(self.scope)

@@ -37,18 +37,30 @@ class StepEnv:
     temp_dir: str
 
 
-def copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> tuple[StageState, str | None]:
-    """COPY or ADD: (new state, diff ID of the new layer)."""
+@dataclass(frozen=True)
+class CopySelection:
+    """What a COPY or ADD will read, resolved but not yet read: the cache key is computed from
+    it (see builder/sourcedigest.py) before deciding whether to write the layer at all."""
+
+    sources: tuple[TreeSource | DataSource, ...]
+    spec: CopySpec
+    from_stage: str | None
+    extract: bool
+
+
+def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopySelection:
+    """Resolve a COPY or ADD: sources (globs, symlinks followed inside their tree), destination,
+    owner and mode. `from_stage` is the stage's AS name or index for COPY --from."""
     is_add = isinstance(instruction, ins.Add)
     _refuse_unsupported(instruction)
-    tree, from_stage = env.context, False
+    tree, from_stage = env.context, None
     if not is_add and instruction.from_:
-        ref = state.expand(instruction.from_)
-        stage_tree = env.stage_tree(ref)
+        from_stage = state.expand(instruction.from_)
+        stage_tree = env.stage_tree(from_stage)
         if stage_tree is None:
-            raise NotSupported(f"COPY --from={ref}: no stage of that name or index is defined "
-                               "before this one, and copying from images is not supported yet")
-        tree, from_stage = stage_tree, True
+            raise NotSupported(f"COPY --from={from_stage}: no stage of that name or index is "
+                               "defined before this one, and copying from images is not supported yet")
+        tree = stage_tree
     image = env.image_view(state)
     owner = _owner(state, instruction.chown, image)
     chmod = _chmod(state.expand(instruction.chmod) if instruction.chmod is not None else None)
@@ -57,29 +69,43 @@ def copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> tuple[StageS
     absolute = posixpath.normpath(posixpath.join(workdir, dest))
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     heredocs = {h.name: h for h in instruction.heredocs}
+    sources: list[TreeSource | DataSource] = []
+    for word in instruction.sources:
+        heredoc = _heredoc_of(word, heredocs)
+        if heredoc is not None:
+            text = heredoc.text()
+            data = state.expand(text) if heredoc.expand else text
+            sources.append(DataSource(heredoc.name, data.encode()))
+            continue
+        source = state.expand(word)
+        if is_add and _REMOTE.match(source):
+            raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
+        for found in _select(tree, source, confined=from_stage is None):
+            sources.append(TreeSource(tree, found))
+    spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
+                    keep_owner=from_stage is not None, now=env.now)
+    return CopySelection(tuple(sources), spec, from_stage, is_add)
+
+
+def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
+               hash_files: frozenset[str] = frozenset()) -> tuple[str | None, dict[str, str]]:
+    """Write the layer of a selection: its diff ID (None when only wildcards that matched
+    nothing were given: Docker then changes nothing) and the digests of the `hash_files` read on
+    the way. ADD extracts local tar archives, judged by content."""
+    if not selection.sources:
+        return None, {}
     with contextlib.ExitStack() as stack:
         sources: list[Source] = []
-        for word in instruction.sources:
-            heredoc = _heredoc_of(word, heredocs)
-            if heredoc is not None:
-                text = heredoc.text()
-                data = state.expand(text) if heredoc.expand else text
-                sources.append(DataSource(heredoc.name, data.encode()))
-                continue
-            source = state.expand(word)
-            if is_add and _REMOTE.match(source):
-                raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
-            for found in _select(tree, source, confined=not from_stage):
-                archive = _open_archive(found.host, env.temp_dir, stack) \
-                    if is_add and stat.S_ISREG(found.st.st_mode) else None
-                sources.append(ArchiveSource(archive) if archive else TreeSource(tree, found))
-        if not sources:
-            return state, None  # only wildcards that matched nothing: Docker changes nothing
-        spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
-                        keep_owner=from_stage, now=env.now)
-        entries = plan_layer(sources, spec, image)
-        diff_id = env.commit_layer(lambda writer: write_layer(entries, writer))
-    return state, diff_id
+        for source in selection.sources:
+            archive = None
+            if selection.extract and isinstance(source, TreeSource) \
+                    and stat.S_ISREG(source.found.st.st_mode):
+                archive = _open_archive(source.found.host, env.temp_dir, stack)
+            sources.append(ArchiveSource(archive) if archive else source)
+        entries = plan_layer(sources, selection.spec, env.image_view(state))
+        digests: dict[str, str] = {}
+        diff_id = env.commit_layer(lambda writer: digests.update(write_layer(entries, writer, hash_files)))
+        return diff_id, digests
 
 
 def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[StageState, str | None]:

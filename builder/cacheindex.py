@@ -1,0 +1,175 @@
+"""The build cache index: SQLite (WAL) under the cache root.
+
+It maps step keys to results (a layer diff ID and the stage state after the step), remembers each
+step's inputs (for miss reasons), per-file content digests of build contexts (so an unchanged
+context is stat-ed, not read), and last use (for pruning). Several builds may use one cache root
+at once: SQLite's locking serialises writers, and a result is recorded only after its blob and
+snapshot are in place, so a build killed at any moment leaves an index that only names complete
+results.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from builder.cachekey import Inputs
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps(
+    key TEXT PRIMARY KEY, parent TEXT NOT NULL, slot TEXT NOT NULL, inputs TEXT NOT NULL,
+    diff_id TEXT, state TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots(
+    slot TEXT NOT NULL, key TEXT NOT NULL, used REAL NOT NULL, PRIMARY KEY (slot, key));
+CREATE TABLE IF NOT EXISTS files(
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER,
+    mode INTEGER, digest TEXT);
+CREATE TABLE IF NOT EXISTS manifests(digest TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs(
+    digest TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER);
+CREATE TABLE IF NOT EXISTS leases(pid INTEGER PRIMARY KEY, started REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    key: str
+    parent: str
+    slot: str
+    inputs: Inputs
+    diff_id: str | None
+    state: dict
+    last_used: float
+
+
+@dataclass(frozen=True)
+class FileMemo:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    mode: int
+    digest: str
+
+
+class CacheIndex:
+    """One connection to the index of a cache root; holds the build's lease while open."""
+
+    def __init__(self, cache_dir: str) -> None:
+        os.makedirs(cache_dir, exist_ok=True)
+        self.db = sqlite3.connect(os.path.join(cache_dir, "index.sqlite"), timeout=60,
+                                  isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- leases: what a running build holds is never pruned -----------------------------------
+
+    def take_lease(self) -> None:
+        self.db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?)", (os.getpid(), time.time()))
+
+    def drop_lease(self) -> None:
+        self.db.execute("DELETE FROM leases WHERE pid = ?", (os.getpid(),))
+
+    def oldest_live_lease(self) -> float | None:
+        oldest = None
+        for pid, started in self.db.execute("SELECT pid, started FROM leases").fetchall():
+            if _alive(pid):
+                oldest = started if oldest is None else min(oldest, started)
+            else:
+                self.db.execute("DELETE FROM leases WHERE pid = ?", (pid,))
+        return oldest
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> StepRecord | None:
+        row = self.db.execute("SELECT * FROM steps WHERE key = ?", (key,)).fetchone()
+        return _record(row) if row else None
+
+    def touch(self, key: str, slot: str) -> None:
+        now = time.time()
+        self.db.execute("UPDATE steps SET last_used = ? WHERE key = ?", (now, key))
+        self.db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (slot, key, now))
+
+    def latest_in_slot(self, slot: str) -> StepRecord | None:
+        """The result most recently used at this place of this Dockerfile (built or reused)."""
+        row = self.db.execute("SELECT steps.* FROM slots JOIN steps ON steps.key = slots.key "
+                              "WHERE slots.slot = ? ORDER BY slots.used DESC LIMIT 1",
+                              (slot,)).fetchone()
+        return _record(row) if row else None
+
+    def record(self, key: str, parent: str, slot: str, inputs: Inputs, diff_id: str | None,
+               state: dict) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (key, parent, slot, json.dumps(list(inputs.items)), diff_id,
+                             json.dumps(state, separators=(",", ":")), now, now))
+            self.db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (slot, key, now))
+
+    def forget(self, key: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM steps WHERE key = ?", (key,))
+            self.db.execute("DELETE FROM slots WHERE key = ?", (key,))
+
+    def steps(self) -> list[StepRecord]:
+        return [_record(row) for row in self.db.execute("SELECT * FROM steps ORDER BY last_used")]
+
+    # -- per-file digests of build contexts --------------------------------------------------
+
+    def file_memos(self, prefix: str) -> dict[str, FileMemo]:
+        """Every remembered file under `prefix`, in one query."""
+        rows = self.db.execute("SELECT * FROM files WHERE path >= ? AND path < ?",
+                               (prefix, prefix + "\uffff"))
+        return {path: FileMemo(*rest) for path, *rest in rows}
+
+    def remember_files(self, memos: Iterable[tuple[str, FileMemo]]) -> None:
+        rows = [(path, m.size, m.mtime_ns, m.ctime_ns, m.ino, m.mode, m.digest) for path, m in memos]
+        if rows:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    # -- source manifests (what a COPY read), for "src/app.py changed" ---------------------
+
+    def put_manifest(self, digest: str, body: list) -> None:
+        self.db.execute("INSERT OR IGNORE INTO manifests VALUES (?, ?)", (digest, json.dumps(body)))
+
+    def manifest(self, digest: str) -> list | None:
+        row = self.db.execute("SELECT body FROM manifests WHERE digest = ?", (digest,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- blobs: stat-verified, so a blob changed after it was written is noticed ---------------
+
+    def blob_stat(self, digest: str) -> tuple[int, int, int, int] | None:
+        row = self.db.execute("SELECT size, mtime_ns, ctime_ns, ino FROM blobs WHERE digest = ?",
+                              (digest,)).fetchone()
+        return tuple(row) if row else None
+
+    def remember_blob(self, digest: str, st: os.stat_result) -> None:
+        self.db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?)",
+                        (digest, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+
+    def forget_blob(self, digest: str) -> None:
+        self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+
+
+def _record(row) -> StepRecord:
+    key, parent, slot, inputs, diff_id, state, _created, last_used = row
+    return StepRecord(key, parent, slot, Inputs(tuple(tuple(i) for i in json.loads(inputs))),
+                      diff_id, json.loads(state), last_used)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,100 @@
+"""The step cache as one build sees it: lookups honouring --no-cache and --no-cache-filter, results
+checked before reuse, miss reasons, and the records written after each step."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from builder.cacheindex import CacheIndex, FileMemo, StepRecord
+from builder.cachekey import Inputs, miss_reason
+from builder.sourcedigest import describe_change
+from layers.blobstore import BlobStore
+
+_CHUNK = 1 << 20
+
+
+class StepCache:
+    """Holds the index connection and the build's lease for the length of a build."""
+
+    def __init__(self, cache_dir: str, blobs: BlobStore, no_cache: bool = False,
+                 no_cache_stages: frozenset[str] = frozenset()) -> None:
+        self.index = CacheIndex(cache_dir)
+        self.index.take_lease()
+        self.blobs = blobs
+        self.no_cache = no_cache
+        self.no_cache_stages = no_cache_stages
+        self.hits = 0
+        self.misses = 0
+
+    def close(self) -> None:
+        self.index.drop_lease()
+        self.index.close()
+
+    def disabled_for(self, stage_label: str) -> bool:
+        return self.no_cache or stage_label in self.no_cache_stages
+
+    def lookup(self, key: str, stage_label: str, slot: str) -> StepRecord | None:
+        """A reusable result for `key`, or None. A result whose layer blob is missing or no longer
+        matches its digest is forgotten rather than used."""
+        if self.disabled_for(stage_label):
+            return None
+        record = self.index.lookup(key)
+        if record is None:
+            return None
+        if record.diff_id is not None and not self._blob_intact(record.diff_id):
+            self.index.forget(key)
+            return None
+        self.index.touch(key, slot)
+        self.hits += 1
+        return record
+
+    def reason(self, slot: str, parent: str, inputs: Inputs, stage_label: str) -> str:
+        """Why this step runs, naming the first input that differs from the latest earlier build
+        of the same step of the same Dockerfile."""
+        self.misses += 1
+        if self.no_cache:
+            return "--no-cache"
+        if stage_label in self.no_cache_stages:
+            return f"--no-cache-filter {stage_label}"
+        before = self.index.latest_in_slot(slot)
+        return miss_reason(inputs, before.inputs if before else None,
+                           before is not None and before.parent == parent, self._describe_sources)
+
+    def record(self, key: str, parent: str, slot: str, inputs: Inputs, diff_id: str | None,
+               state: dict) -> None:
+        if diff_id is not None:
+            self.index.remember_blob(diff_id, os.stat(self.blobs.path(diff_id)))
+        self.index.record(key, parent, slot, inputs, diff_id, state)
+
+    def file_memos(self, prefix: str) -> dict[str, FileMemo]:
+        return self.index.file_memos(prefix)
+
+    def remember(self, learned: list[tuple[str, FileMemo]], manifest_digest: str,
+                 rows: list) -> None:
+        """Remember new file digests, and what the step read (for "src/app.py changed")."""
+        self.index.remember_files(learned)
+        self.index.put_manifest(manifest_digest, rows)
+
+    def _describe_sources(self, old_digest: str, new_digest: str) -> str:
+        return describe_change(self.index.manifest(old_digest), self.index.manifest(new_digest))
+
+    def _blob_intact(self, digest: str) -> bool:
+        """Cheap when the blob's stat is what it was when written; otherwise it is hashed, and a
+        blob that no longer matches its name is deleted."""
+        path = self.blobs.path(digest)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if self.index.blob_stat(digest) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            return True
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                hasher.update(chunk)
+        if "sha256:" + hasher.hexdigest() != digest:
+            os.unlink(path)
+            self.index.forget_blob(digest)
+            return False
+        self.index.remember_blob(digest, st)
+        return True
