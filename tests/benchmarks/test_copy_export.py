@@ -1,0 +1,154 @@
+"""COPY of a large context into a tarball: pybuild against GNU tar (its floor), BuildKit, and
+start-up time. Run on demand: `python3 -m pytest -q tests/benchmarks -m benchmark -s`.
+
+The figures are printed, never asserted (timings depend on the machine and its load); what is
+asserted is that every output is a valid archive of the whole context. Goals (issue 2): a cold
+`pybuild` within 1.5x of `tar -cf`, uncompressed and with zstd, and `pybuild --version` under
+100 ms.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from layers.compression import decompressing_reader
+from tests.benchmarks.workload import Command, Context, Table, Timing, best_of, make_context
+from tests.support import DOCKER, ROOT, docker_available
+
+pytestmark = pytest.mark.benchmark
+
+RUNS = 3
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[str]:
+    """A scratch directory for the context and every output, removed afterwards (500 MB)."""
+    directory = tempfile.mkdtemp(prefix="pybuild-bench-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def python_env(work: str) -> dict[str, str]:
+    """The environment for Python processes: bytecode cached (in the scratch directory), as for an
+    installed pybuild, even where PYTHONDONTWRITEBYTECODE is set (compiling every module on every
+    run would add a quarter of a second to each build here)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    return env
+
+
+@pytest.fixture(scope="module")
+def table() -> Iterator[Table]:
+    figures = Table(f"pybuild against tar and BuildKit ({os.cpu_count()} CPUs), best of {RUNS}")
+    yield figures
+    print(figures.render())
+
+
+@pytest.fixture(scope="module")
+def context(work: str, table: Table) -> Context:
+    generated = make_context(os.path.join(work, "context"))
+    table.title += (f": COPY . /data of {generated.files:,} files, "
+                    f"{generated.total_bytes / 1e6:.0f} MB")
+    return generated
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+
+
+def _pybuild(work: str, env: dict[str, str], context: Context, output: str,
+             *options: str) -> Command:
+    """A cold build: the cache directory is emptied before every run."""
+    cache = os.path.join(work, "cache")
+    return Command([sys.executable, "-m", "builder.cli", "-q", "-t", "bench:1", "-o", output,
+                    *options, context.root],
+                   before=lambda: _remove(cache, output), cwd=str(ROOT),
+                   env=dict(env, PYBUILD_CACHE_DIR=cache))
+
+
+def _layer_entries(archive: str) -> int:
+    """How many entries the image's one layer holds, read from the tarball pybuild wrote."""
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        (layer,) = manifest[0]["Layers"]
+        with tarfile.open(fileobj=decompressing_reader(outer.extractfile(layer)),
+                          mode="r|") as inner:
+            return sum(1 for _ in inner)
+
+
+def _context_entries(context: Context) -> int:
+    """Entries COPY . /data writes: every file and directory below the root, plus /data."""
+    return 1 + sum(len(dirs) + len(files) for _, dirs, files in os.walk(context.root))
+
+
+def test_uncompressed(work: str, python_env: dict[str, str], context: Context,
+                      table: Table) -> None:
+    tar_out, pybuild_out = os.path.join(work, "tar.tar"), os.path.join(work, "pybuild.tar")
+    tar = Command(["tar", "-cf", tar_out, "-C", context.root, "."], before=lambda: _remove(tar_out))
+    pybuild = _pybuild(work, python_env, context, pybuild_out)
+    tar.run()  # the page cache holds the context for everyone from here on
+    pybuild.run()  # and the bytecode cache pybuild's modules
+    tar_time, pybuild_time = best_of(RUNS, tar, pybuild)
+    assert _layer_entries(pybuild_out) == _context_entries(context)
+    _remove(tar_out, pybuild_out)
+    table.add("tar -cf", tar_time)
+    table.add("pybuild", pybuild_time, versus=("tar", tar_time), goal="<= 1.5x tar")
+
+
+def test_zstd(work: str, python_env: dict[str, str], context: Context, table: Table) -> None:
+    tar_out, pybuild_out = os.path.join(work, "tar.tar.zst"), os.path.join(work, "pybuild.tar")
+    tar = Command(f"tar -cf - -C '{context.root}' . | zstd -T0 -q -o '{tar_out}'",
+                  before=lambda: _remove(tar_out))
+    pybuild = _pybuild(work, python_env, context, pybuild_out, "--compression", "zstd")
+    tar_time, pybuild_time = best_of(RUNS, tar, pybuild)
+    assert _layer_entries(pybuild_out) == _context_entries(context)
+    _remove(tar_out, pybuild_out)
+    table.add("tar -cf - | zstd -T0", tar_time)
+    table.add("pybuild --compression zstd", pybuild_time, versus=("tar|zstd", tar_time),
+              goal="<= 1.5x tar|zstd")
+
+
+def test_startup(python_env: dict[str, str], table: Table) -> None:
+    python = Command([sys.executable, "-c", "pass"], env=python_env)
+    version = Command([sys.executable, "-m", "builder.cli", "--version"], cwd=str(ROOT),
+                      env=python_env)
+    version.run()  # compiles the bytecode
+    python_time, version_time = best_of(10, python, version)
+    table.add("python3 -c pass", python_time)
+    table.add("pybuild --version", version_time, goal="< 100 ms")
+
+
+def test_docker_build(work: str, context: Context, table: Table) -> None:
+    """BuildKit on the same context, saved to a tarball as pybuild writes one: one cold run.
+    Its CPU time is the daemon's, not the client's, so none is shown."""
+    if not docker_available():
+        pytest.skip("no Docker engine")
+    name = f"pybuild-bench-{uuid.uuid4().hex[:10]}:latest"
+    output = os.path.join(work, "docker.tar")
+    env = dict(os.environ, DOCKER_BUILDKIT="1")
+    try:
+        build = Command([DOCKER, "build", "--network", "none", "-t", name, context.root], env=env)
+        save = Command([DOCKER, "save", "-o", output, name])
+        build_time, save_time = build.run().wall, save.run().wall
+        assert _layer_entries(output) == _context_entries(context)
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", name], capture_output=True)
+        _remove(output)
+    tar = table.reference("tar -cf")
+    table.add("docker build + docker save (1 run)", Timing(build_time + save_time),
+              versus=("tar", tar) if tar else None,
+              goal=f"build {build_time:.2f} s, save {save_time:.2f} s")
