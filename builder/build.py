@@ -253,8 +253,8 @@ class Build:
                                    escape=escape)
                 origin = (f"base stage {parent.label}", inherited.chain_key())
         epoch = self.request.source_date_epoch
-        inputs = Inputs((origin, ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch))))
-        state = replace(state, key=step_key("", inputs))
+        state = replace(state, key="", pending=(
+            origin, ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch))))
         self.log.done(number)
         triggers = state.image.config.on_build
         if triggers:
@@ -279,6 +279,9 @@ class Build:
             folded = ((f"step {len(state.pending)}", instruction.original),) + _arg_inputs(instruction, after)
             after = after.with_history(History(instruction.original, self.created, empty_layer=True))
             return replace(after, pending=state.pending + folded)
+        if isinstance(instruction, ins.Copy) and not isinstance(instruction, ins.Add) \
+                and instruction.from_:
+            self._build_source_stage(state, instruction, stage)
         number = self.log.step(f"{title} {instruction.original}")
         env = self._step_env(stage)
         selection, scan = None, None
@@ -331,6 +334,14 @@ class Build:
         after = replace(after, key=key, pending=())
         self.cache.record(key, state.key, slot, inputs, diff_id, after.to_json())
         return after
+
+    def _build_source_stage(self, state: StageState, instruction: ins.Copy, stage: Stage) -> None:
+        """Build the stage a COPY --from names before the COPY's own log line, so the log reads
+        in order."""
+        ref = self._located(instruction, lambda: state.expand(instruction.from_))
+        source = self.plan.find(ref, stage.index)
+        if source is not None:
+            self.stage(source)
 
     def _learn_sources(self, scan: SourceScan, digests: dict[str, str]) -> None:
         learned = scan.fill(digests)

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["parse"]:
         return _parse_command(argv[1:])
+    if argv[:1] in (["du"], ["prune"]):
+        from builder import prune
+        return {"du": prune.du_command, "prune": prune.prune_command}[argv[0]](argv[1:])
     if argv[:1] in (["load"], ["images"], ["rmi"]):
         from builder import images
         return {"load": images.load_command, "images": images.images_command,
@@ -32,7 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pybuild",
         usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
-              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE...",
+              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE...\n"
+              "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
         epilog="Exit status: 0 success, 1 build failure, 2 usage error or a Dockerfile feature "

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from builder.cacheindex import CacheIndex, FileMemo, StepRecord
-from builder.cachekey import Inputs, miss_reason
+from builder.cachekey import Inputs, miss_reason, step_key
 from builder.sourcedigest import describe_change
 from layers.blobstore import BlobStore
 
@@ -25,6 +25,7 @@ class StepCache:
         self.no_cache_stages = no_cache_stages
         self.hits = 0
         self.misses = 0
+        self.damaged: dict[str, str] = {}
 
     def close(self) -> None:
         self.index.drop_lease()
@@ -34,15 +35,18 @@ class StepCache:
         return self.no_cache or stage_label in self.no_cache_stages
 
     def lookup(self, key: str, stage_label: str, slot: str) -> StepRecord | None:
-        """A reusable result for `key`, or None. A result whose layer blob is missing or no longer
-        matches its digest is forgotten rather than used."""
+        """A reusable result for `key`, or None. A result one of whose layer blobs (its own or one
+        below it) is missing or no longer matches its digest is forgotten rather than used."""
         if self.disabled_for(stage_label):
             return None
         record = self.index.lookup(key)
         if record is None:
             return None
-        if record.diff_id is not None and not self._blob_intact(record.diff_id):
+        layers = record.state["image"]["rootfs"]["diff_ids"]
+        broken = next((d for d in layers if not self._blob_intact(d)), None)
+        if broken is not None:
             self.index.forget(key)
+            self.damaged[key] = broken
             return None
         self.index.touch(key, slot)
         self.hits += 1
@@ -56,6 +60,9 @@ class StepCache:
             return "--no-cache"
         if stage_label in self.no_cache_stages:
             return f"--no-cache-filter {stage_label}"
+        key = step_key(parent, inputs)
+        if key in self.damaged:
+            return f"its cached layer {self.damaged[key]} was missing or damaged"
         before = self.index.latest_in_slot(slot)
         return miss_reason(inputs, before.inputs if before else None,
                            before is not None and before.parent == parent, self._describe_sources)
