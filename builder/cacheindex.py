@@ -14,7 +14,8 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 from builder.cachekey import Inputs
 
@@ -69,6 +70,18 @@ class CacheIndex:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction (the connection is in autocommit mode, where `with db:` would commit
+        every statement on its own: 20,000 file digests took 2 s that way)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- leases: what a running build holds is never pruned -----------------------------------
 
     def take_lease(self) -> None:
@@ -107,14 +120,14 @@ class CacheIndex:
     def record(self, key: str, parent: str, slot: str, inputs: Inputs, diff_id: str | None,
                state: dict) -> None:
         now = time.time()
-        with self.db:
+        with self._transaction():
             self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (key, parent, slot, json.dumps(list(inputs.items)), diff_id,
                              json.dumps(state, separators=(",", ":")), now, now))
             self.db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (slot, key, now))
 
     def forget(self, key: str) -> None:
-        with self.db:
+        with self._transaction():
             self.db.execute("DELETE FROM steps WHERE key = ?", (key,))
             self.db.execute("DELETE FROM slots WHERE key = ?", (key,))
 
@@ -132,7 +145,7 @@ class CacheIndex:
     def remember_files(self, memos: Iterable[tuple[str, FileMemo]]) -> None:
         rows = [(path, m.size, m.mtime_ns, m.ctime_ns, m.ino, m.mode, m.digest) for path, m in memos]
         if rows:
-            with self.db:
+            with self._transaction():
                 self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     # -- source manifests (what a COPY read), for "src/app.py changed" ---------------------

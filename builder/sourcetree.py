@@ -56,6 +56,7 @@ class ContextTree:
     def __init__(self, root: str, matcher: IgnoreMatcher) -> None:
         self.root = root
         self.matcher = matcher
+        self._walks: dict[str, tuple[Found, ...]] = {}
 
     def find(self, rel: str) -> tuple[str, os.stat_result] | None:
         """The entry at `rel`, unless excluded; an excluded directory that may hold re-included
@@ -81,9 +82,12 @@ class ContextTree:
     def walk(self, rel: str) -> Iterator[Found]:
         """See `Tree.walk`. The context walk threads the .dockerignore verdicts down the tree
         instead of matching each path from the root, and lstats each entry once: a COPY of a
-        large context spends its time here."""
-        for entry in context.walk(self.root, self.matcher, rel):
-            yield Found(entry.rel, entry.path, entry.stat)
+        large context spends its time here. A walk is remembered for the build (the context does
+        not change under it), so the cache key and the layer of a COPY share one walk."""
+        if rel not in self._walks:
+            self._walks[rel] = tuple(Found(entry.rel, entry.path, entry.stat)
+                                     for entry in context.walk(self.root, self.matcher, rel))
+        return iter(self._walks[rel])
 
 
 class StageTree:
