@@ -31,7 +31,7 @@ from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
 from grammar.parser import parse
-from layers.archive import ArchiveImage
+from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
 from layers.imagestore import ImageStore
@@ -140,16 +140,22 @@ class Build:
         if self.request.labels:
             labels = dict(state.image.config.labels) | self.request.labels
             state = state.with_config(labels=tuple(labels.items()))
-        image = replace(state.image, created=self.created)
+        image = self._stamped(state.image)
         self._warn_unconsumed()
         config = image.to_bytes()
         image_id = sha256_digest(config)
         blobs = layer_blobs(self.blobs, image, self.request.compression)
         manifest_digest = ""
         if self.request.output:
+            archive = ArchiveImage(config, blobs, tuple(tags))
             number = self.log.step(f"exporting to {self.request.output}")
-            manifest_digest = write_output(self.request.output,
-                                           ArchiveImage(config, blobs, tuple(tags)))
+            identity = sha256_digest(manifest_of(archive) + repr(tags).encode())
+            if self.cache.output_holds(self.request.output, identity):
+                self.log.info(number, "unchanged: it already holds this image")
+                manifest_digest = sha256_digest(manifest_of(archive))
+            else:
+                manifest_digest = write_output(self.request.output, archive)
+                self.cache.remember_output(self.request.output, identity)
             self.log.done(number)
         if tags:
             self.images.put(config, refs=tags)
@@ -159,6 +165,18 @@ class Build:
         return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
                            self.cache.misses, self.cache.hits, time.monotonic() - self.started)
+
+    def _stamped(self, image: ImageConfig) -> ImageConfig:
+        """The image with its `created` time. When every step was reused, the time is the one the
+        reused result was made at (not now), so a no-op rebuild gives the same image ID, as
+        BuildKit's does; the config-only steps re-applied on the way get that time too."""
+        earlier = [h.created for h in image.history if h.created != self.created]
+        if self.cache.misses or not earlier:
+            return replace(image, created=self.created)
+        when = max(earlier)
+        history = tuple(replace(h, created=when) if h.created == self.created else h
+                        for h in image.history)
+        return replace(image, created=when, history=history)
 
     def _dockerfile_text(self) -> tuple[str, str]:
         if self.request.dockerfile_text is not None:

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE TABLE IF NOT EXISTS manifests(digest TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
     digest TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER);
+CREATE TABLE IF NOT EXISTS outputs(
+    path TEXT PRIMARY KEY, identity TEXT, size INTEGER, mtime_ns INTEGER, ino INTEGER);
 CREATE TABLE IF NOT EXISTS leases(pid INTEGER PRIMARY KEY, started REAL NOT NULL);
 """
 
@@ -170,6 +172,18 @@ class CacheIndex:
 
     def forget_blob(self, digest: str) -> None:
         self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+
+
+    # -- tarballs written, so an unchanged output is not written again ---------------------------
+
+    def output(self, path: str) -> tuple[str, int, int, int] | None:
+        row = self.db.execute("SELECT identity, size, mtime_ns, ino FROM outputs WHERE path = ?",
+                              (path,)).fetchone()
+        return tuple(row) if row else None
+
+    def remember_output(self, path: str, identity: str, st: os.stat_result) -> None:
+        self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
+                        (path, identity, st.st_size, st.st_mtime_ns, st.st_ino))
 
 
 def _record(row) -> StepRecord:

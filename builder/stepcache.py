@@ -82,6 +82,23 @@ class StepCache:
         self.index.remember_files(learned)
         self.index.put_manifest(manifest_digest, rows)
 
+    def output_holds(self, path: str, identity: str) -> bool:
+        """Whether the tarball at `path` is the one this cache wrote there for `identity` (and
+        nobody touched it since): then it need not be written again."""
+        if path == "-":
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return self.index.output(os.path.abspath(path)) == (identity, st.st_size, st.st_mtime_ns,
+                                                            st.st_ino)
+
+    def remember_output(self, path: str, identity: str) -> None:
+        if path != "-":
+            st = os.stat(path)
+            self.index.remember_output(os.path.abspath(path), identity, st)
+
     def _describe_sources(self, old_digest: str, new_digest: str) -> str:
         return describe_change(self.index.manifest(old_digest), self.index.manifest(new_digest))
 
