@@ -211,3 +211,21 @@ def test_prune_and_du(project):
     assert gone.returncode == 0 and b"removed 3 cache entries" in gone.stdout
     assert os.listdir(cache / "blobs" / "sha256") == []
     assert steps(build(project)) == ["no earlier build"] * 3 or "CACHED" not in steps(build(project))
+
+
+def test_a_no_op_rebuild_gives_the_same_image_and_leaves_the_tarball_alone(project):
+    out = project.parent / "image.tar"
+    ids = []
+    for _ in range(2):
+        iid = project.parent / "iid"
+        result = pybuild("-o", str(out), "--iidfile", str(iid), str(project),
+                         env={"PYBUILD_CACHE_DIR": str(project.parent / "cache")})
+        assert result.returncode == 0, result.stderr
+        ids.append(iid.read_text())
+        written = out.stat()
+    assert ids[0] == ids[1]
+    assert "unchanged: it already holds this image" in result.stderr
+    assert (written.st_mtime_ns, written.st_ino) == (out.stat().st_mtime_ns, out.stat().st_ino)
+    out.write_bytes(b"tampered")
+    result = pybuild("-o", str(out), str(project), env={"PYBUILD_CACHE_DIR": str(project.parent / "cache")})
+    assert result.returncode == 0 and out.stat().st_size > 1000
