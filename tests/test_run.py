@@ -2,10 +2,12 @@
 PYBUILD_NO_OVERLAY=1) must give the very same image, and builds must be reproducible."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -88,3 +90,21 @@ def test_a_signal_stops_the_build_and_leaves_nothing_behind(tmp_path, busybox_ta
 
 def _running(pattern: str) -> bool:
     return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+
+
+def test_many_layers_stack(tmp_path, busybox_tar):
+    """More layers than full snapshot paths would fit in overlayfs's one-page mount options."""
+    context = tmp_path / "context"
+    context.mkdir()
+    steps = "".join(f"RUN echo {n} > /layer-{n}\n" for n in range(70))
+    (context / "Dockerfile").write_text(f"FROM busybox:test\n{steps}RUN ls / | grep -c layer- > /count\n")
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
+    out = tmp_path / "image.tar"
+    result = pybuild("-o", str(out), str(context), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+        assert len(manifest["Layers"]) == 72
+        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][-1])) as top:
+            assert top.extractfile("count").read() == b"70\n"

@@ -90,7 +90,15 @@ def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: s
     if not overlay:
         linux.mount(upperdir, root, None, linux.MS_BIND | linux.MS_REC)
         return
-    lower = ":".join((stub_layer,) + tuple(reversed(lowerdirs)))
+    # Short relative names keep the mount options under the kernel's one-page limit whatever
+    # the number of layers (full snapshot paths would stop at about 40).
+    links = os.path.join(os.path.dirname(stub_layer), "lower")
+    os.makedirs(links, exist_ok=True)
+    for number, directory in enumerate(lowerdirs):
+        os.symlink(directory, os.path.join(links, str(number)))
+    os.symlink(stub_layer, os.path.join(links, "s"))
+    os.chdir(links)
+    lower = ":".join(["s"] + [str(n) for n in reversed(range(len(lowerdirs)))])
     linux.mount("overlay", root, "overlay", 0,
                 f"lowerdir={lower},upperdir={upperdir},workdir={workdir}")
 
