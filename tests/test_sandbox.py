@@ -149,3 +149,11 @@ def test_interrupt_kills_the_sandbox_and_leaves_no_mounts(base, tmp_path):
     assert subprocess.run(["pgrep", "-f", "sleep 3017"], capture_output=True).stdout == b""
     with open("/proc/self/mountinfo") as mounts:
         assert str(tmp_path) not in mounts.read()
+
+
+@pytest.mark.parametrize("network", ["host", "none"])
+def test_sys_is_read_only_all_the_way_down(base, tmp_path, network):
+    _, output, _ = run(base, tmp_path, "touch /sys/fs/cgroup/x 2>&1; grep -c ' /sys' /proc/mounts",
+                       network=network)
+    assert "Read-only" in output or "No such file" in output
+    assert output.strip().splitlines()[-1] == "1"

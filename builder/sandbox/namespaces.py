@@ -159,7 +159,7 @@ def _init(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int) -
         os.makedirs(root, exist_ok=True)
         rootfs.mount_image(root, spec.lowerdirs, spec.upperdir, spec.workdir,
                            os.path.join(spec.scratch, "stubs"), overlay)
-        rootfs.populate(root, etc_files, spec.network == "none")
+        rootfs.populate(root, etc_files)
         rootfs.enter(root)
         linux.sethostname(spec.hostname)
         if spec.network == "none":
