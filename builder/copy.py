@@ -104,19 +104,19 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
 
 
 def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter,
-                hash_files: frozenset[str] = frozenset()) -> dict[str, str]:
+                hash_files: frozenset[str] = frozenset()) -> dict[str, "hashlib._Hash"]:
     """Entries in tar order: sorted by path components, so parents come before children. The
-    host files named in `hash_files` are hashed while written; returns their sha256 digests."""
-    digests: dict[str, str] = {}
+    host files named in `hash_files` are hashed while written; returns their sha256 objects,
+    complete once the writer is finished."""
+    hashes: dict[str, hashlib._Hash] = {}
     for path in sorted(entries, key=_tar_order):
         entry, body = entries[path]
         if isinstance(body, str) and body in hash_files:
-            content = hashlib.sha256()
-            writer.add(entry, body, content)
-            digests[body] = content.hexdigest()
+            hashes[body] = hashlib.sha256()
+            writer.add(entry, body, hashes[body])
         else:
             writer.add(entry, body() if callable(body) else body)  # type: ignore[arg-type]
-    return digests
+    return hashes
 
 
 def _tar_order(path: str) -> str:

@@ -103,9 +103,9 @@ def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
                 archive = _open_archive(source.found.host, env.temp_dir, stack)
             sources.append(ArchiveSource(archive) if archive else source)
         entries = plan_layer(sources, selection.spec, env.image_view(state))
-        digests: dict[str, str] = {}
-        diff_id = env.commit_layer(lambda writer: digests.update(write_layer(entries, writer, hash_files)))
-        return diff_id, digests
+        hashes: dict = {}
+        diff_id = env.commit_layer(lambda writer: hashes.update(write_layer(entries, writer, hash_files)))
+        return diff_id, {path: content.hexdigest() for path, content in hashes.items()}
 
 
 def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[StageState, str | None]:

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from layers.errors import LayerError
 
@@ -171,12 +171,14 @@ class LayerWriter:
                                                                          _MAX_OCTAL12)
         self._finished = False
         self._content_hash = None
+        self._ranges: list[tuple[Any, int, int]] = []  # per-file hashes of staged bytes
 
     def add(self, entry: Entry, source: Source = None, content_hash=None) -> None:
         """Write `entry`; a FILE's body comes from `source`: a host path (opened without following
         a symlink), bytes, or a readable binary stream, holding exactly `entry.size` bytes. A
         hashlib object as `content_hash` is fed the body on the way, so a caller that needs a
-        file's own digest (the build cache) does not read the file a second time."""
+        file's own digest (the build cache) does not read the file a second time; it is fed on
+        the hashing thread, so read its digest only after `finish()`."""
         path = entry.path
         if path.startswith(WHITEOUT_PREFIX) or "/" + WHITEOUT_PREFIX in path:
             raise LayerError(f"{path}: `.wh.` names are whiteouts; use add_whiteout/add_opaque")
@@ -251,7 +253,7 @@ class LayerWriter:
                                  f"(expected {entry.size} bytes)")
             left -= n
             if self._content_hash is not None:
-                self._content_hash.update(self._view[pos:pos + n])
+                self._ranges.append((self._content_hash, pos, pos + n))
             self._pos = pos + n
             if self._pos >= STAGE:
                 self._hand_off()
@@ -328,8 +330,9 @@ class LayerWriter:
     def _hand_off(self) -> None:
         """Queue the staged bytes for hashing and writing; stage into a free buffer."""
         if self._pos:
-            self._view = self._sink.submit(self._view, self._pos)
+            self._view = self._sink.submit(self._view, self._pos, self._ranges)
             self._pos = 0
+            self._ranges = []
 
 
 class _Sink:
@@ -367,11 +370,13 @@ class _Sink:
     def take(self) -> memoryview:
         return self._free.get()
 
-    def submit(self, buffer: memoryview, length: int) -> memoryview:
-        """Queue `buffer[:length]`; returns a free buffer to stage into next."""
+    def submit(self, buffer: memoryview, length: int,
+               ranges: list[tuple[Any, int, int]] = ()) -> memoryview:
+        """Queue `buffer[:length]`, and the (hash, start, end) slices of it that files' own
+        hashes want; returns a free buffer to stage into next."""
         self._raise()
         self._size += length
-        self._jobs.put((buffer, length))
+        self._jobs.put((buffer, length, ranges))
         return self._free.get()
 
     def write_through(self, data: bytes | bytearray | memoryview) -> None:
@@ -408,9 +413,11 @@ class _Sink:
 def _hash_jobs(jobs: queue.SimpleQueue, writes: queue.SimpleQueue, digest: hashlib._Hash) -> None:
     """The hashing thread: hash each queued buffer, then pass it on to be written."""
     while (job := jobs.get()) is not None:
-        buffer, length = job
+        buffer, length, ranges = job
         digest.update(buffer[:length])
-        writes.put(job)
+        for content_hash, start, end in ranges:
+            content_hash.update(buffer[start:end])
+        writes.put((buffer, length))
     writes.put(None)
 
 

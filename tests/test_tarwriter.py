@@ -319,3 +319,20 @@ def test_entry_from_stat_and_read_xattrs(tmp_path):
         assert read_xattrs(str(regular)) == (("security.capability", CAPABILITY),)
         assert read_xattrs(str(tmp_path / "sym")) == ()  # not followed to the file
     assert stat.S_ISREG(os.lstat(regular).st_mode)
+
+
+def test_a_files_own_digest_is_computed_on_the_way(tmp_path):
+    """The build cache asks for each context file's sha256 while the layer is written (one read);
+    files span several staging buffers and small ones share a buffer."""
+    files = {"big": os.urandom(13 << 20), "small": b"tiny", "empty": b""}
+    hashes = {}
+    out = io.BytesIO()
+    writer = LayerWriter(out)
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        hashes[name] = hashlib.sha256()
+        writer.add(Entry(name, Kind.FILE, 0o644, size=len(data)), str(path), hashes[name])
+    writer.finish()
+    for name, data in files.items():
+        assert hashes[name].hexdigest() == hashlib.sha256(data).hexdigest()
