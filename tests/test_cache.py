@@ -2,12 +2,14 @@
 builds killed at random moments, corrupted blobs, prune and du."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -190,14 +192,19 @@ def test_builds_killed_at_random_moments_leave_a_usable_cache(tmp_path):
         time.sleep(rng.uniform(0.2, 2.0))
         process.send_signal(signal.SIGKILL)
         process.wait()
-    ids = []
+    ids, configs, logs = [], [], []
     for cache in (killed_cache, clean_cache):
         iid = tmp_path / f"{cache.name}.iid"
-        result = pybuild("-o", str(tmp_path / "final.tar"), "--iidfile", str(iid), str(context),
+        out = tmp_path / f"{cache.name}.tar"
+        result = pybuild("-o", str(out), "--iidfile", str(iid), str(context),
                          env={**env, "PYBUILD_CACHE_DIR": str(cache)})
         assert result.returncode == 0, result.stderr
         ids.append(iid.read_text())
-    assert ids[0] == ids[1]
+        logs.append(result.stderr)
+        with tarfile.open(out) as archive:
+            manifest = json.load(archive.extractfile("manifest.json"))[0]
+            configs.append(json.load(archive.extractfile(manifest["Config"])))
+    assert ids[0] == ids[1], (configs, logs)
 
 
 def test_prune_and_du(project):
