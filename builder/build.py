@@ -10,9 +10,9 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from builder import metadata
-from builder.baseimage import ContextSource, resolve_base
 from builder.context import load_ignore
 from builder.errors import BuildError
 from builder.export import layer_blobs, write_output
@@ -20,28 +20,35 @@ from builder.plan import Plan, Stage, plan
 from builder.progress import Log
 from builder.sourcetree import ContextTree, StageTree, Tree
 from builder.state import DEFAULT_PATH, BuildArgs, StageState
-from builder.run import RunEnv, run
-from builder.sandbox import Sandbox, choose_sandbox
 from builder.cachekey import Inputs, step_key
-from builder.sourcedigest import SourceScan, digest as source_digest, hash_files
+from builder.sourcedigest import SourceScan, hash_files, manifest as source_manifest
+from builder.sourcedigest import signature as source_signature
 from builder.sourcedigest import scan as scan_sources
+from builder.cacheindex import StepRecord
 from builder.stepcache import StepCache
 from builder.steps import StepEnv, select_copy, workdir, write_copy
-from grammar import instructions as ins
+from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
-from grammar.parser import parse
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
 from layers.imagestore import ImageStore
 from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
-from layers.overlaydiff import write_upper
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import LayerWriter
 from layers.union import UnionView
+
+if TYPE_CHECKING:
+    from builder.baseimage import ContextSource
+    from builder.run import RunEnv
+    from builder.sandbox import Sandbox
+
+# Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
+# cached rebuild): builder.baseimage (FROM an image), builder.run and builder.sandbox (RUN),
+# layers.overlaydiff (a RUN's layer), grammar.parser and lark (a Dockerfile not parsed before).
 
 _PLATFORM = host_platform()
 _ARCH = _PLATFORM.architecture
@@ -125,13 +132,14 @@ class Build:
         self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
                                frozenset(request.no_cache_filter))
         self._file_memos = None
+        self.reused_created: list[str] = []
         self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
         self._chosen_sandbox: Sandbox | None = None
         self.dockerfile: ins.Dockerfile | None = None
 
     def run(self) -> BuildResult:
         text, name = self._dockerfile_text()
-        self.dockerfile = parse(text, name)
+        self.dockerfile = self._parse(text, name)
         self.plan = plan(self.dockerfile)
         self.global_args = self._global_args()
         tags = tuple(self._tag(t) for t in self.request.tags)
@@ -166,14 +174,31 @@ class Build:
                            image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
                            self.cache.misses, self.cache.hits, time.monotonic() - self.started)
 
+    def _parse(self, text: str, name: str) -> ins.Dockerfile:
+        """The parse of a Dockerfile, kept in the cache index (grammar/stored.py): a rebuild
+        neither imports lark nor runs the parser. Only successful parses are kept."""
+        key = stored.key(text, name)
+        body = self.cache.stored_parse(key) if key else None
+        if body is not None:
+            try:
+                return stored.decode(body)
+            except ValueError:
+                pass
+        from grammar.parser import parse
+        dockerfile = parse(text, name)
+        body = stored.encode(dockerfile) if key else None
+        if body is not None:
+            self.cache.store_parse(key, body)
+        return dockerfile
+
     def _stamped(self, image: ImageConfig) -> ImageConfig:
         """The image with its `created` time. When every step was reused, the time is the one the
         reused result was made at (not now), so a no-op rebuild gives the same image ID, as
         BuildKit's does; the config-only steps re-applied on the way get that time too."""
-        earlier = [h.created for h in image.history if h.created != self.created]
-        if self.cache.misses or not earlier:
+        if self.cache.misses or not self.reused_created:
             return replace(image, created=self.created)
-        when = max(earlier)
+        # The reused results' own times: never the base image's older history entries.
+        when = max(self.reused_created)
         history = tuple(replace(h, created=when) if h.created == self.created else h
                         for h in image.history)
         return replace(image, created=when, history=history)
@@ -259,6 +284,7 @@ class Build:
         else:
             parent = self.plan.find(image_name, stage.index)
             if parent is None or image_name in self.request.build_contexts:
+                from builder.baseimage import resolve_base
                 base = self._located(source, lambda: resolve_base(
                     image_name, self.images, self.request.build_contexts))
                 self.log.info(number, f"from {base.origin}")
@@ -278,7 +304,8 @@ class Build:
         if triggers:
             state = state.with_config(on_build=())
             for number_, trigger in enumerate(triggers):
-                for instruction in parse(trigger, f"ONBUILD trigger of {image_name}").instructions:
+                trigger_file = f"ONBUILD trigger of {image_name}"
+                for instruction in self._parse(trigger, trigger_file).instructions:
                     state = self._step(stage, state, instruction, f"[{stage.label}] ONBUILD",
                                        f"onbuild-{number_}")
         return state
@@ -302,8 +329,9 @@ class Build:
             self._build_source_stage(state, instruction, stage)
         number = self.log.step(f"{title} {instruction.original}")
         env = self._step_env(stage)
-        selection, scan = None, None
+        selection, scan, signature = None, None, None
         items: list[tuple[str, str]] = [("instruction", instruction.original)]
+        slot = f"{self.slot_prefix}|{stage.label}|{position}"
         if isinstance(instruction, ins.Copy):
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
             if selection.from_stage is not None:
@@ -311,24 +339,32 @@ class Build:
                 items.append((f"from stage {selection.from_stage}",
                               self.stage(source_stage).chain_key()))
             else:
+                # Sources whose lstats are as at an earlier build have that build's manifest:
+                # a hit needs no memo and no rows.
+                signature = source_signature(selection)
+                known = self.cache.scanned(signature)
+                if known is not None:
+                    key = step_key(state.key, Inputs(state.pending + (*items, ("sources", known))))
+                    hit = self.cache.lookup(key, stage.label, slot)
+                    if hit is not None:
+                        return self._reuse(number, hit, state, key)
                 scan = scan_sources(selection, self._memos())
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
-        slot = f"{self.slot_prefix}|{stage.label}|{position}"
         speculate = scan is not None and scan.unknown and not (
             selection.extract or scan.cheap_to_hash_first())
         if not speculate:
             if scan is not None:
-                self._learn_sources(scan, hash_files(found for _, found in scan.unknown))
-                items.append(("sources", source_digest(scan.rows)))
+                items.append(("sources", self._learn_sources(
+                    scan, hash_files(found for _, found in scan.unknown), signature)))
             inputs = Inputs(state.pending + tuple(items))
             key = step_key(state.key, inputs)
             hit = self.cache.lookup(key, stage.label, slot)
             if hit is not None:
-                self.log.cached(number)
-                return StageState.from_json(hit.state, state.escape, key)
+                return self._reuse(number, hit, state, key)
             self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs, stage.label))
         if isinstance(instruction, ins.Run):
+            from builder.run import run
             after, diff_id = self._located(instruction, lambda: run(state, instruction,
                                                                     self._run_env(number)))
         elif isinstance(instruction, ins.Workdir):
@@ -340,8 +376,7 @@ class Build:
             after = state
             if speculate:
                 # A cold context: its files were hashed while the layer was written (one read).
-                self._learn_sources(scan, digests)
-                items.append(("sources", source_digest(scan.rows)))
+                items.append(("sources", self._learn_sources(scan, digests, signature)))
                 inputs = Inputs(state.pending + tuple(items))
                 key = step_key(state.key, inputs)
                 self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs,
@@ -361,9 +396,23 @@ class Build:
         if source is not None:
             self.stage(source)
 
-    def _learn_sources(self, scan: SourceScan, digests: dict[str, str]) -> None:
+    def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
+        """The state a cache hit recorded; its time is kept for `_stamped`."""
+        self.log.cached(number)
+        restored = StageState.from_json(hit.state, state.escape, key)
+        if restored.image.history:
+            self.reused_created.append(restored.image.history[-1].created)
+        return restored
+
+    def _learn_sources(self, scan: SourceScan, digests: dict[str, str],
+                       signature: str | None) -> str:
+        """Complete the scan with `digests` and remember what was learned; returns the
+        manifest's digest."""
         learned = scan.fill(digests)
-        self.cache.remember(learned, source_digest(scan.rows), scan.rows)
+        manifest, text = source_manifest(scan.rows)
+        self.cache.remember(learned, manifest, text)
+        self.cache.remember_scan(signature, manifest)
+        return manifest
 
     def _memos(self):
         if self._file_memos is None:
@@ -376,6 +425,7 @@ class Build:
                        commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
+        from builder.run import RunEnv
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=lambda state: self.snapshots.ensure(state.image.diff_ids, self.blobs.path),
                       commit_upper=self._commit_upper, network=self.request.network,
@@ -384,12 +434,14 @@ class Build:
     def _sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""
         if self._chosen_sandbox is None:
+            from builder.sandbox import choose_sandbox
             self._chosen_sandbox, reason = choose_sandbox()
             self.log.note(f"sandbox: {self._chosen_sandbox.name} ({reason})")
         return self._chosen_sandbox
 
     def _commit_upper(self, state: StageState, upper: str) -> str:
         """The layer of a RUN from its overlay upper dir; the upper dir becomes its snapshot."""
+        from layers.overlaydiff import write_upper
         lower = self._view(state)
         diff_id = self._commit_layer(lambda writer: write_upper(upper, writer, lower))
         chain = chain_ids(state.image.diff_ids + (diff_id,))[-1]

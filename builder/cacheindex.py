@@ -2,10 +2,11 @@
 
 It maps step keys to results (a layer diff ID and the stage state after the step), remembers each
 step's inputs (for miss reasons), per-file content digests of build contexts (so an unchanged
-context is stat-ed, not read), and last use (for pruning). Several builds may use one cache root
-at once: SQLite's locking serialises writers, and a result is recorded only after its blob and
-snapshot are in place, so a build killed at any moment leaves an index that only names complete
-results.
+context is stat-ed, not read), the manifest digest of a COPY's sources by the signature of their
+lstats (so an unchanged context is not even looked up file by file), parsed Dockerfiles, and last
+use (for pruning). Several builds may use one cache root at once: SQLite's locking serialises
+writers, and a result is recorded only after its blob and snapshot are in place, so a build killed
+at any moment leaves an index that only names complete results.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from builder.cachekey import Inputs
 
@@ -29,6 +30,8 @@ CREATE TABLE IF NOT EXISTS files(
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER,
     mode INTEGER, digest TEXT);
 CREATE TABLE IF NOT EXISTS manifests(digest TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scans(signature TEXT PRIMARY KEY, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parses(key TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs(
     digest TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER);
 CREATE TABLE IF NOT EXISTS outputs(
@@ -48,8 +51,10 @@ class StepRecord:
     last_used: float
 
 
-@dataclass(frozen=True)
-class FileMemo:
+class FileMemo(NamedTuple):
+    """What is remembered of a context file. `file_memos` gives plain tuples of these fields, in
+    this order (20,000 of them are read by every build of a large context)."""
+
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -138,26 +143,49 @@ class CacheIndex:
 
     # -- per-file digests of build contexts --------------------------------------------------
 
-    def file_memos(self, prefix: str) -> dict[str, FileMemo]:
-        """Every remembered file under `prefix`, in one query."""
-        rows = self.db.execute("SELECT * FROM files WHERE path >= ? AND path < ?",
+    def file_memos(self, prefix: str) -> dict[str, tuple]:
+        """Every remembered file under `prefix`, in one query: host path -> the fields of a
+        FileMemo, as a plain tuple."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, mode, digest "
+                               "FROM files WHERE path >= ? AND path < ?",
                                (prefix, prefix + "\uffff"))
-        return {path: FileMemo(*rest) for path, *rest in rows}
+        return {row[0]: row[1:] for row in rows}
 
-    def remember_files(self, memos: Iterable[tuple[str, FileMemo]]) -> None:
-        rows = [(path, m.size, m.mtime_ns, m.ctime_ns, m.ino, m.mode, m.digest) for path, m in memos]
+    def remember_files(self, memos: Iterable[tuple[str, tuple]]) -> None:
+        """Remember (host path, FileMemo or a tuple of its fields) pairs."""
+        rows = [(path, *memo) for path, memo in memos]
         if rows:
             with self._transaction():
                 self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     # -- source manifests (what a COPY read), for "src/app.py changed" ---------------------
 
-    def put_manifest(self, digest: str, body: list) -> None:
-        self.db.execute("INSERT OR IGNORE INTO manifests VALUES (?, ?)", (digest, json.dumps(body)))
+    def put_manifest(self, digest: str, body: str) -> None:
+        """Store a manifest (its rows as JSON text) unless it is stored."""
+        self.db.execute("INSERT OR IGNORE INTO manifests VALUES (?, ?)", (digest, body))
 
     def manifest(self, digest: str) -> list | None:
         row = self.db.execute("SELECT body FROM manifests WHERE digest = ?", (digest,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    # -- scans: the manifest digest of a COPY's sources, by the signature of their lstats -------
+
+    def scanned(self, signature: str) -> str | None:
+        row = self.db.execute("SELECT manifest FROM scans WHERE signature = ?",
+                              (signature,)).fetchone()
+        return row[0] if row else None
+
+    def remember_scan(self, signature: str, manifest_digest: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO scans VALUES (?, ?)", (signature, manifest_digest))
+
+    # -- parsed Dockerfiles (grammar/stored.py) ----------------------------------------------
+
+    def parsed(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT body FROM parses WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def remember_parse(self, key: str, body: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO parses VALUES (?, ?)", (key, body))
 
     # -- blobs: stat-verified, so a blob changed after it was written is noticed ---------------
 

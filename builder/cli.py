@@ -6,6 +6,7 @@ Only argparse is imported at start-up; the builder is imported when a build actu
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -102,7 +103,6 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 def _build_command(argv: list[str]) -> int:
     options = _build_parser().parse_args(argv)
-    from builder.baseimage import parse_build_context
     from builder.build import BuildRequest, build
     from builder.cachedir import default_cache_dir
     from builder.errors import NotSupported
@@ -110,6 +110,9 @@ def _build_command(argv: list[str]) -> int:
     from grammar.errors import DockerfileError
     from layers.compression import Compression
     from layers.errors import LayerError
+    # The objects of the modules just imported live as long as the process: the collector need
+    # not walk them again (30 ms of a cached rebuild with 20,000 files went to full collections).
+    gc.freeze()
 
     if not os.path.isdir(options.context):
         return _usage(f"context {options.context!r} is not a directory")
@@ -120,10 +123,13 @@ def _build_command(argv: list[str]) -> int:
         host = host_platform()
         if options.platform.split("/")[:2] != [host.os, host.architecture]:
             return _usage(f"--platform {options.platform}: only the host platform {host} can be built")
-    try:
-        contexts = dict(parse_build_context(item) for item in options.build_context)
-    except ValueError as error:
-        return _usage(str(error))
+    contexts = {}
+    if options.build_context:
+        from builder.baseimage import parse_build_context
+        try:
+            contexts = dict(parse_build_context(item) for item in options.build_context)
+        except ValueError as error:
+            return _usage(str(error))
     text = None
     if options.file == "-":
         text = sys.stdin.read()

@@ -10,8 +10,7 @@ import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Iterator, NamedTuple, Protocol
 
 from builder import context
 from builder.dockerignore import IgnoreMatcher
@@ -34,9 +33,9 @@ class Tree(Protocol):
         inside it does."""
 
 
-@dataclass(frozen=True)
-class Found:
-    """A resolved source: its path in the tree, its host path and lstat."""
+class Found(NamedTuple):
+    """A resolved source: its path in the tree, its host path and lstat. (A named tuple: a
+    context walk makes one per file, and a tuple is made in half the time of a dataclass.)"""
 
     rel: str
     host: str
@@ -85,8 +84,7 @@ class ContextTree:
         large context spends its time here. A walk is remembered for the build (the context does
         not change under it), so the cache key and the layer of a COPY share one walk."""
         if rel not in self._walks:
-            self._walks[rel] = tuple(Found(entry.rel, entry.path, entry.stat)
-                                     for entry in context.walk(self.root, self.matcher, rel))
+            self._walks[rel] = tuple(context.entries(self.root, self.matcher, rel, Found))
         return iter(self._walks[rel])
 
 

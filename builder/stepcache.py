@@ -73,14 +73,29 @@ class StepCache:
             self.index.remember_blob(diff_id, os.stat(self.blobs.path(diff_id)))
         self.index.record(key, parent, slot, inputs, diff_id, state)
 
-    def file_memos(self, prefix: str) -> dict[str, FileMemo]:
+    def file_memos(self, prefix: str) -> dict[str, tuple]:
         return self.index.file_memos(prefix)
 
     def remember(self, learned: list[tuple[str, FileMemo]], manifest_digest: str,
-                 rows: list) -> None:
-        """Remember new file digests, and what the step read (for "src/app.py changed")."""
+                 manifest_text: str) -> None:
+        """Remember new file digests, and what the step read (for "src/app.py changed"): the
+        manifest's JSON text, as its digest was computed from it."""
         self.index.remember_files(learned)
-        self.index.put_manifest(manifest_digest, rows)
+        self.index.put_manifest(manifest_digest, manifest_text)
+
+    def scanned(self, signature: str | None) -> str | None:
+        """The manifest digest of sources whose lstats had this signature, if known."""
+        return self.index.scanned(signature) if signature else None
+
+    def remember_scan(self, signature: str | None, manifest_digest: str) -> None:
+        if signature:
+            self.index.remember_scan(signature, manifest_digest)
+
+    def stored_parse(self, key: str) -> bytes | None:
+        return self.index.parsed(key)
+
+    def store_parse(self, key: str, body: bytes) -> None:
+        self.index.remember_parse(key, body)
 
     def output_holds(self, path: str, identity: str) -> bool:
         """Whether the tarball at `path` is the one this cache wrote there for `identity` (and

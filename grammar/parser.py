@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
-from pathlib import Path
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedEOF, UnexpectedInput
 
 from grammar import instructions as ins
 from grammar.arguments import BUILDERS, FlagText, Site, parse_flags
 from grammar.directives import read_directives
 from grammar.errors import DockerfileError, Span
 from grammar.heredoc import Lifted, lift_heredocs
+from grammar.lark_import import Lark, Token, Tree, UnexpectedEOF, UnexpectedInput
 from grammar.lines import (continuation, continuation_regex, end_dangling_continuation,
                            logical_line, physical_lines)
 from grammar.suggest import suggest
@@ -20,11 +18,13 @@ from grammar.words import SPACES, WHITESPACE
 
 _KEYWORDS = sorted(set(ins.KEYWORD_OF.values()))
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
+_GRAMMAR = os.path.join(os.path.dirname(__file__), "dockerfile.lark")
 
 
 @functools.cache
 def _parser(escape: str) -> Lark:
-    template = Path(__file__).with_name("dockerfile.lark").read_text()
+    with open(_GRAMMAR, encoding="utf-8") as handle:
+        template = handle.read()
     grammar = (template.replace("%CONT%", continuation_regex(escape))
                .replace("%ESC%", re.escape(escape)))
     return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, cache=True)

@@ -137,7 +137,9 @@ def test_a_corrupted_blob_is_never_used(project):
             data[data.index(b"print")] ^= 0x20
             blob.write_bytes(bytes(data))
     outcome = steps(build(project))
-    assert all("was missing or damaged" in reason for reason in outcome), outcome
+    assert "was missing or damaged" in outcome[0], outcome
+    # The later results are reused only if the rebuilt layer came out byte for byte the same.
+    assert all(r == "CACHED" or "was missing or damaged" in r for r in outcome[1:]), outcome
     assert steps(build(project)) == ["CACHED"] * 3
 
 

@@ -61,6 +61,7 @@ from layers.image import ContainerConfig, History, ImageConfig
 from layers.reference import parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import Entry, Kind, LayerWriter
+from tests.benchmarks import buildkit_records
 from tests.benchmarks.workload import Command, Table, Timing, best_of
 from tests.support import DOCKER, ROOT, docker_available
 
@@ -237,7 +238,7 @@ class BuildKit:
         self.tag = tag
         self.tags: list[str] = [tag]
         self.built: set[str] = set()
-        self.records_before = set(_buildkit_records())
+        self.records_before = set(buildkit_records.records())
         self.sources: set[str] = set()  # source.local records of our contexts
         self.contexts_seen: set[str] = set()
 
@@ -260,7 +261,7 @@ class BuildKit:
     def first_build(self, context: str, layers: int) -> None:
         """An untimed build that checks the image, and notes the source records BuildKit keeps
         for a new context directory (the two, dockerfile and context, created during it)."""
-        before = set(_buildkit_records()) if context not in self.contexts_seen else None
+        before = set(buildkit_records.records()) if context not in self.contexts_seen else None
         iidfile = os.path.join(self.work, "docker-check.iid")
         _run(DOCKER, "build", "--network", "none", "--no-cache", "-q", "--iidfile", iidfile,
              context, env=self.env)
@@ -274,7 +275,7 @@ class BuildKit:
             _run(DOCKER, "rmi", "-f", image, check=False)
         if before is not None:
             self.contexts_seen.add(context)
-            new = {i: r for i, r in _buildkit_records().items()
+            new = {i: r for i, r in buildkit_records.records().items()
                    if i not in before and r["CacheType"] == "source.local"}
             if len(new) <= 2:  # more: someone else built meanwhile; theirs and ours are alike
                 self.sources.update(new)
@@ -286,39 +287,9 @@ class BuildKit:
         if self.built & present:
             _run(DOCKER, "rmi", "-f", *(self.built & present), check=False)
         _run(DOCKER, "rmi", "-f", *self.tags, check=False)
-        records = _buildkit_records()
-        new = {i: r for i, r in records.items() if i not in self.records_before}
-        doomed = {i for i, r in new.items() if _OUR_RUNS.search(r["Description"])}
-        doomed |= self.sources & set(new)
-        children: dict[str, set[str]] = {}
-        for i, record in records.items():
-            children.setdefault(record["Parent"], set()).add(i)
-        grown = True
-        while grown:  # parents made in this session whose every child is ours
-            grown = False
-            for i in new:
-                kids = children.get(i)
-                if i not in doomed and kids and kids <= doomed:
-                    doomed.add(i)
-                    grown = True
-        order = sorted(doomed, key=lambda i: _depth(records, i), reverse=True)
-        for i in order:  # children first: a parent with a child left is in use
-            _run(DOCKER, "builder", "prune", "-a", "-f", "--filter", f"id={i}", check=False)
-        left = set(_buildkit_records()) & doomed
-        report = [f"removed {len(doomed) - len(left)} BuildKit cache records of these builds"]
-        return report + ([f"BuildKit cache records not removed: {sorted(left)}"] if left else [])
-
-
-def _buildkit_records() -> dict[str, dict]:
-    out = _run(DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}")
-    return {record["ID"]: record for record in json.loads(out or "[]") or []}
-
-
-def _depth(records: dict[str, dict], i: str) -> int:
-    depth = 0
-    while (i := records.get(i, {}).get("Parent", "")) and depth < 1000:
-        depth += 1
-    return depth
+        return buildkit_records.remove_ours(
+            self.records_before, lambda record: bool(_OUR_RUNS.search(record["Description"])),
+            self.sources)
 
 
 class Buildah:
