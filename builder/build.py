@@ -16,6 +16,7 @@ from builder import metadata
 from builder.context import load_ignore
 from builder.errors import BuildError
 from builder.export import layer_blobs, write_output
+from builder.limits import Limits
 from builder.plan import Plan, Stage, plan
 from builder.progress import Log
 from builder.sourcetree import ContextTree, StageTree, Tree
@@ -78,6 +79,7 @@ class BuildRequest:
     no_cache: bool = False
     no_cache_filter: tuple[str, ...] = ()
     build_contexts: dict[str, ContextSource] = field(default_factory=dict)
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)
@@ -429,7 +431,8 @@ class Build:
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=lambda state: self.snapshots.ensure(state.image.diff_ids, self.blobs.path),
                       commit_upper=self._commit_upper, network=self.request.network,
-                      output=lambda chunk: self.log.output(number, chunk))
+                      output=lambda chunk: self.log.output(number, chunk),
+                      limits=self.request.limits, warn=self.log.warn)
 
     def _sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""

@@ -73,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", choices=("default", "host", "none"), default="default",
                         help="network for RUN: host (shares the host's network; the default, so "
                              "package installs work) or none (only loopback)")
+    parser.add_argument("-m", "--memory", metavar="SIZE",
+                        help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
+                             "1g; at least 6m); no swap beyond it")
+    parser.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
     parser.add_argument("--no-cache", action="store_true",
                         help="reuse no earlier result: run every step (results are still stored "
                              "for later builds)")
@@ -106,6 +110,7 @@ def _build_command(argv: list[str]) -> int:
     from builder.build import BuildRequest, build
     from builder.cachedir import default_cache_dir
     from builder.errors import NotSupported
+    from builder.limits import parse_limits
     from builder.progress import Log
     from grammar.errors import DockerfileError
     from layers.compression import Compression
@@ -130,6 +135,10 @@ def _build_command(argv: list[str]) -> int:
             contexts = dict(parse_build_context(item) for item in options.build_context)
         except ValueError as error:
             return _usage(str(error))
+    try:
+        limits = parse_limits(options.memory, options.cpus)
+    except ValueError as error:
+        return _usage(str(error))
     text = None
     if options.file == "-":
         text = sys.stdin.read()
@@ -144,7 +153,7 @@ def _build_command(argv: list[str]) -> int:
         compression=Compression[options.compression.upper()],
         cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
-        build_contexts=contexts, no_cache=options.no_cache,
+        build_contexts=contexts, no_cache=options.no_cache, limits=limits,
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"

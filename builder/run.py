@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from builder.errors import BuildError, NotSupported
+from builder.limits import Limits, memory_text
 from builder.metadata import DEFAULT_SHELL
-from builder.sandbox import RunSpec, Sandbox
+from builder.sandbox import RunSpec, Sandbox, cgroups
 from builder.sourcetree import StageTree
 from builder.state import DEFAULT_PATH, StageState
 from builder.users import UnknownUser, resolve_run_user
@@ -32,6 +33,8 @@ class RunEnv:
     commit_upper: Callable[[StageState, str], str]
     network: str
     output: Callable[[bytes], None]
+    limits: Limits
+    warn: Callable[[str], None]
 
 
 def argv(state: StageState, instruction: ins.Run) -> tuple[str, ...]:
@@ -66,7 +69,8 @@ def _script_runner(name: str, body: str) -> tuple[str, ...]:
 
 def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageState, str | None]:
     """Run the command; returns the state and the diff ID of its layer (None if it changed
-    nothing). A non-zero exit fails the build with the command's last output lines."""
+    nothing). A non-zero exit fails the build with the command's last output lines, and says
+    so when the OOM killer ended it under --memory."""
     if instruction.mounts:
         raise NotSupported(f"RUN --mount={instruction.mounts[0]} is not supported yet")
     if instruction.security not in (None, "sandbox"):
@@ -92,21 +96,25 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         os.mkdir(upper)
         os.mkdir(work)
         inodes = materialize(view, upper) if not sandbox.overlay else {}
-        spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work, scratch=scratch,
-                       argv=argv(state, instruction),
-                       env=tuple(f"{k}={v}" for k, v in variables.items()),
-                       cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
-                       groups=user.groups, network=network)
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
         def output(chunk: bytes) -> None:
             tail.extend(chunk.decode(errors="replace").splitlines())
             env.output(chunk)
 
-        status = sandbox.run(spec, output)
+        with cgroups.applied(env.limits, env.warn) as group:
+            spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work,
+                           scratch=scratch, argv=argv(state, instruction),
+                           env=tuple(f"{k}={v}" for k, v in variables.items()),
+                           cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
+                           groups=user.groups, network=network, cgroup=group)
+            status = sandbox.run(spec, output)
+            killed = status != 0 and cgroups.out_of_memory(group, status)
         if status != 0:
             shown = "\n".join(f"  > {line}" for line in tail)
-            raise BuildError(f"RUN exited with status {status}" + (f"; last output:\n{shown}" if shown else ""))
+            what = (f"killed: out of memory (--memory {memory_text(env.limits.memory_bytes)})"
+                    if killed else f"exited with status {status}")
+            raise BuildError(f"RUN {what}" + (f"; last output:\n{shown}" if shown else ""))
         if not sandbox.overlay:
             changes = os.path.join(scratch, "changes")
             os.mkdir(changes)

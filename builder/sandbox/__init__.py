@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from builder.sandbox.cgroups import Group
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -16,7 +18,8 @@ class RunSpec:
     `lowerdirs` are snapshot directories in overlayfs format, lowest first (none for FROM
     scratch); every change lands in `upperdir` (empty beforehand), overlayfs's `workdir` lies on
     the same filesystem, and `scratch` is a private directory for the sandbox's own files.
-    `argv` is already shell-wrapped; `env` is exactly the process environment."""
+    `argv` is already shell-wrapped; `env` is exactly the process environment. The command joins
+    `cgroup` (its limits, from `cgroups.applied`) before it execs."""
 
     lowerdirs: tuple[str, ...]
     upperdir: str
@@ -30,6 +33,7 @@ class RunSpec:
     groups: tuple[int, ...] = ()
     network: str = "host"
     hostname: str = "pybuild"
+    cgroup: Group = Group()
 
 
 class Sandbox(Protocol):

@@ -5,7 +5,8 @@ Process tree: pybuild forks a keeper, which unshares and forks the sandbox's pid
 the root and forks the command. The keeper exists because a pid namespace applies to the children
 of the process that creates it, and pybuild itself must stay where it is. Each generation dies
 with its parent (PR_SET_PDEATHSIG), so killing the keeper tears the whole sandbox down, and the
-mounts vanish with the last process of the mount namespace.
+mounts vanish with the last process of the mount namespace. Only the command joins the RUN's
+cgroup (cgroups.py), just before it execs.
 
 Forking a Python process is safe here because the child only makes system calls before exec; the
 caller must not run other threads at that moment (pybuild runs steps one at a time).
@@ -24,7 +25,7 @@ import struct
 import time
 from typing import Callable
 
-from builder.sandbox import RunSpec, linux, rootfs
+from builder.sandbox import RunSpec, cgroups, linux, rootfs
 
 _STATUS_SETUP_FAILED = 125
 _SIOCSIFFLAGS = 0x8914
@@ -138,10 +139,11 @@ def _keeper(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int)
         flags = linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
         if spec.network == "none":
             flags |= linux.CLONE_NEWNET
+        joins = cgroups.join_descriptors(spec.cgroup)
         linux.unshare(flags)
         init = os.fork()
         if init == 0:
-            _init(spec, overlay, etc_files, write)
+            _init(spec, overlay, etc_files, write, joins)
         os.close(write)
         _, status = os.waitpid(init, 0)
         os._exit(_exit_code(status))
@@ -149,7 +151,8 @@ def _keeper(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int)
         _fail(write, str(error))
 
 
-def _init(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int) -> None:
+def _init(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int,
+          joins: tuple[int, ...]) -> None:
     """pid 1 of the sandbox: build the root, start the command, reap everything, exit with the
     command's status (which ends every process left in the namespace)."""
     try:
@@ -171,7 +174,7 @@ def _init(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int) -
         _fail(write, f"cannot set up the root: {error}")
     command = os.fork()
     if command == 0:
-        _exec(spec, write)
+        _exec(spec, write, joins)
     os.close(write)
     status = 0
     while True:
@@ -184,12 +187,13 @@ def _init(spec: RunSpec, overlay: bool, etc_files: dict[str, str], write: int) -
     os._exit(_exit_code(status))
 
 
-def _exec(spec: RunSpec, write: int) -> None:
+def _exec(spec: RunSpec, write: int, joins: tuple[int, ...]) -> None:
     try:
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(write, 1)
         os.dup2(write, 2)
+        cgroups.join(joins)
         os.setgroups(list(spec.groups))
         os.setgid(spec.gid)
         os.setuid(spec.uid)

@@ -1,0 +1,62 @@
+"""Resource limits for every RUN (`--memory`, `--cpus`), in `docker build`'s syntax and bounds, so a
+command line written for Docker means the same here."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+# Docker's floor: below it a container cannot even start its runtime.
+MIN_MEMORY = 6 * 1024 * 1024
+# The kernel's smallest CFS quota is 1 ms of a 100 ms period.
+MIN_CPUS = 0.01
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?(?:([kmgtp])i?)?b?", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d*\.?\d+")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """None means unlimited."""
+
+    memory_bytes: int | None = None
+    cpus: float | None = None
+
+
+def parse_limits(memory: str | None, cpus: str | None) -> Limits:
+    """The limits the options give; ValueError names the option and what it accepts."""
+    return Limits(None if memory is None else parse_memory(memory),
+                  None if cpus is None else parse_cpus(cpus))
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from `512m`, `1g`, `1.5g`, `67108864`: units are powers of 1024, as Docker's."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"--memory {text}: not a size (bytes, or a number with b, k, m or g: "
+                         "512m, 1g)")
+    count = int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+    if count < MIN_MEMORY:
+        raise ValueError(f"--memory {text}: the minimum is 6m (6 MiB), as Docker's")
+    return count
+
+
+def parse_cpus(text: str) -> float:
+    """A decimal number of CPUs (`0.5` is half of one), from 0.01 to the CPUs this machine has."""
+    if not _NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"--cpus {text}: not a number of CPUs (0.5, 2)")
+    value = float(text)
+    if value < MIN_CPUS:
+        raise ValueError(f"--cpus {text}: must be at least {MIN_CPUS}")
+    available = os.cpu_count() or 1
+    if value > available:
+        raise ValueError(f"--cpus {text}: this machine has only {available} CPUs")
+    return value
+
+
+def memory_text(count: int) -> str:
+    """A byte count the way it would be written on the command line (`64m`)."""
+    for unit in ("g", "m", "k"):
+        if count % _UNITS[unit] == 0:
+            return f"{count // _UNITS[unit]}{unit}"
+    return f"{count}b"
