@@ -17,13 +17,13 @@ both sides are compared in Docker's familiar form. Archive sources are read into
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from builder.errors import BuildError
 from layers.archive_reader import ArchiveEntry, ImageArchive
 from layers.image import ImageConfig, is_digest, parse_config
-from layers.imagestore import ImageStore
+from layers.imagestore import ImageStore, StoredImage
 from layers.reference import Reference, parse_reference
 
 _REMOTE_SCHEMES = ("http://", "https://", "git://", "git@", "ssh://", "target:")
@@ -104,15 +104,16 @@ def _absolute(path: str, value: str) -> str:
     return os.path.abspath(path)
 
 
-def resolve_base(name: str, store: ImageStore,
-                 contexts: Mapping[str, ContextSource]) -> BaseImage:
-    """The image `FROM name` means. Raises BuildError (without a place: the caller adds the FROM
-    line) or LayerError (a damaged archive or store)."""
+def resolve_base(name: str, store: ImageStore, contexts: Mapping[str, ContextSource],
+                 find: Callable[[Reference], StoredImage | None] | None = None) -> BaseImage:
+    """The image `FROM name` means. `find` looks a reference up in the store and, where it may,
+    in its registry (builder/pull.py); without it, only the store is asked. Raises BuildError
+    (without a place: the caller adds the FROM line) or LayerError (a damaged archive or store)."""
     for context_name, source in contexts.items():
         if _key(context_name) == _key(name):
             via = f"--build-context {context_name}={source.text}"
             if isinstance(source, StoreSource):
-                return _from_store(name, source.reference, store, via, contexts)
+                return _from_store(name, source.reference, store, via, contexts, find)
             if isinstance(source, ArchiveSource):
                 return _from_archive(source, store, via)
             raise BuildError(f"FROM {name}: {via} is a directory; a directory can be used with "
@@ -121,7 +122,7 @@ def resolve_base(name: str, store: ImageStore,
         ref = parse_reference(name)
     except ValueError as error:
         raise BuildError(f"FROM {name}: {error}") from None
-    return _from_store(name, ref, store, None, contexts)
+    return _from_store(name, ref, store, None, contexts, find)
 
 
 def _key(name: str) -> str:
@@ -133,10 +134,12 @@ def _key(name: str) -> str:
 
 
 def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
-                contexts: Mapping[str, ContextSource]) -> BaseImage:
-    """`ref` from the local store; `via` is the build context that led there, if one did."""
+                contexts: Mapping[str, ContextSource],
+                find: Callable[[Reference], StoredImage | None] | None) -> BaseImage:
+    """`ref` from the local store or its registry; `via` is the build context that led there,
+    if one did."""
     where = f"the local image store ({store.dir})"
-    image = store.get(ref)
+    image = (find or store.get)(ref)
     if image is None:
         if via:
             problem = f"{via} names {ref.familiar()}, which {where} does not have"
@@ -148,9 +151,10 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
                         if i.ref is not None and i.ref.familiar_name() == ref.familiar_name())
         if others:
             problem += f" (it has {', '.join(others)})"
+        if find is not None:
+            problem += f", and the registry {ref.registry} has no such image"
         raise BuildError(f"base image {name!r} not found: {problem}; add it with `pybuild load "
-                         "-i ARCHIVE`, or name an archive with --build-context (pulling from "
-                         "registries is not supported yet)")
+                         "-i ARCHIVE`, or name an archive with --build-context")
     missing = [d for d in image.diff_ids if not store.blobs.has(d)]
     if missing:
         raise BuildError(f"FROM {name}: layer {missing[0]} of {ref.familiar()} is missing from "

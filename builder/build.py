@@ -26,6 +26,7 @@ from builder.sourcedigest import SourceScan, hash_files, manifest as source_mani
 from builder.sourcedigest import signature as source_signature
 from builder.sourcedigest import scan as scan_sources
 from builder.cacheindex import StepRecord
+from layers.cachemanifest import CacheRecord
 from builder.stepcache import StepCache
 from builder.steps import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
@@ -44,6 +45,11 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.baseimage import ContextSource
+    from builder.cachespec import CacheSpec
+    from builder.pull import Puller
+    from builder.remotelayers import RemoteLayers
+    from layers.imagestore import StoredImage
+    from layers.registry.transport import Session
     from builder.run import RunEnv
     from builder.sandbox import Sandbox
 
@@ -80,6 +86,11 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     build_contexts: dict[str, ContextSource] = field(default_factory=dict)
     limits: Limits = Limits()
+    pull: bool = False
+    push: bool = False
+    insecure_registries: frozenset[str] = frozenset()
+    cache_from: tuple[CacheSpec, ...] = ()
+    cache_to: tuple[CacheSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,9 @@ class Build:
                                frozenset(request.no_cache_filter))
         self._file_memos = None
         self.reused_created: list[str] = []
+        self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self.remote: RemoteLayers | None = None
+        self._puller: Puller | None = None
         self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
         self._chosen_sandbox: Sandbox | None = None
         self.dockerfile: ins.Dockerfile | None = None
@@ -145,6 +159,7 @@ class Build:
         self.plan = plan(self.dockerfile)
         self.global_args = self._global_args()
         tags = tuple(self._tag(t) for t in self.request.tags)
+        self._import_caches()
         target = self.plan.target(self.request.target)
         state = self.stage(target)
         if self.request.labels:
@@ -154,6 +169,7 @@ class Build:
         self._warn_unconsumed()
         config = image.to_bytes()
         image_id = sha256_digest(config)
+        self._fetch(image.diff_ids)
         blobs = layer_blobs(self.blobs, image, self.request.compression)
         manifest_digest = ""
         if self.request.output:
@@ -169,12 +185,88 @@ class Build:
             self.log.done(number)
         if tags:
             self.images.put(config, refs=tags)
+        self.cache.settle()
+        if self.request.push:
+            self._push(config, tags)
+        self._export_caches()
         if self.request.iidfile:
             with open(self.request.iidfile, "w") as handle:
                 handle.write(image_id)
         return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
                            self.cache.misses, self.cache.hits, time.monotonic() - self.started)
+
+    # -- registries and shared caches ----------------------------------------------------------
+
+    def _session(self, ref: Reference) -> Session:
+        from layers.registry import session_for
+        return session_for(ref, insecure_registries=self.request.insecure_registries)
+
+    def _find_image(self, ref: Reference) -> StoredImage | None:
+        """FROM's lookup: the local store, then the registry (builder/pull.py)."""
+        if self._puller is None:
+            from builder.pull import Puller
+            self._puller = Puller(self.images, self._session, _PLATFORM, self.request.pull,
+                                  self.log.warn, self.log.note)
+        return self._puller.image(ref)
+
+    def _import_caches(self) -> None:
+        if not self.request.cache_from:
+            return
+        from builder.cachetransfer import import_cache
+        from builder.remotelayers import RemoteLayers
+        self.remote = RemoteLayers(self.blobs)
+        self.cache.remote_available = self.remote.available
+        for spec in self.request.cache_from:
+            number = self.log.step(f"importing cache from {spec.describe()}")
+            try:
+                imported = import_cache(spec, self._session)
+            except LayerError as error:
+                self.log.warn(f"cache from {spec.describe()} not used: {error}")
+            else:
+                self.cache.imported.update((r.key, r) for r in imported.records)
+                self.cache.imported_manifests.update(imported.manifests)
+                self.remote.add(imported.layers)
+                self.log.info(number, f"{len(imported.records)} steps, "
+                                      f"{len(imported.layers)} layers")
+            self.log.done(number)
+
+    def _export_caches(self) -> None:
+        if not self.request.cache_to:
+            return
+        from builder.cachetransfer import export_cache
+        remote = self.remote.known if self.remote else {}
+        for spec in self.request.cache_to:
+            number = self.log.step(f"exporting cache to {spec.describe()}")
+            try:
+                records = tuple(self.exported.values())
+                digest = export_cache(spec, records, self.cache.source_manifests(records),
+                                      self.blobs, remote, self._session)
+            except LayerError as error:
+                if not spec.ignore_error:
+                    raise LayerError(f"--cache-to {spec.text}: {error}") from None
+                self.log.warn(f"cache not exported to {spec.describe()}: {error}")
+            else:
+                self.log.info(number, f"{len(self.exported)} steps, manifest {digest}")
+            self.log.done(number)
+
+    def _push(self, config: bytes, tags: tuple[Reference, ...]) -> None:
+        from builder.push import push
+        for ref in tags:
+            number = self.log.step(f"pushing {ref.familiar()}")
+            digest = push(ref, config, self.blobs, self.request.compression, self._session(ref))
+            self.log.info(number, f"{ref.familiar()}@{digest}")
+            self.log.done(number)
+
+    def _fetch(self, diff_ids: tuple[str, ...]) -> None:
+        """Bring the imported layers among `diff_ids` here before they are read."""
+        if self.remote is not None:
+            self.remote.ensure(diff_ids)
+
+    def _layers(self, state: StageState) -> list[str]:
+        """The snapshot directories of a state's layers, lowest first."""
+        self._fetch(state.image.diff_ids)
+        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path)
 
     def _parse(self, text: str, name: str) -> ins.Dockerfile:
         """The parse of a Dockerfile, kept in the cache index (grammar/stored.py): a rebuild
@@ -288,7 +380,7 @@ class Build:
             if parent is None or image_name in self.request.build_contexts:
                 from builder.baseimage import resolve_base
                 base = self._located(source, lambda: resolve_base(
-                    image_name, self.images, self.request.build_contexts))
+                    image_name, self.images, self.request.build_contexts, self._find_image))
                 self.log.info(number, f"from {base.origin}")
                 image = replace(base.config, created="")
                 state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
@@ -326,31 +418,28 @@ class Build:
             folded = ((f"step {len(state.pending)}", instruction.original),) + _arg_inputs(instruction, after)
             after = after.with_history(History(instruction.original, self.created, empty_layer=True))
             return replace(after, pending=state.pending + folded)
-        if isinstance(instruction, ins.Copy) and not isinstance(instruction, ins.Add) \
-                and instruction.from_:
-            self._build_source_stage(state, instruction, stage)
+        from_stage = self._source_stage(state, instruction, stage)
         number = self.log.step(f"{title} {instruction.original}")
         env = self._step_env(stage)
         selection, scan, signature = None, None, None
         items: list[tuple[str, str]] = [("instruction", instruction.original)]
         slot = f"{self.slot_prefix}|{stage.label}|{position}"
-        if isinstance(instruction, ins.Copy):
+        if from_stage is not None:
+            # Selected only on a miss: reading the stage's files may mean fetching its layers.
+            items.append((f"from stage {from_stage[0]}", self.stage(from_stage[1]).chain_key()))
+        elif isinstance(instruction, ins.Copy):
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
-            if selection.from_stage is not None:
-                source_stage = self.plan.find(selection.from_stage, stage.index)
-                items.append((f"from stage {selection.from_stage}",
-                              self.stage(source_stage).chain_key()))
-            else:
-                # Sources whose lstats are as at an earlier build have that build's manifest:
-                # a hit needs no memo and no rows.
-                signature = source_signature(selection)
-                known = self.cache.scanned(signature)
-                if known is not None:
-                    key = step_key(state.key, Inputs(state.pending + (*items, ("sources", known))))
-                    hit = self.cache.lookup(key, stage.label, slot)
-                    if hit is not None:
-                        return self._reuse(number, hit, state, key)
-                scan = scan_sources(selection, self._memos())
+            # Sources whose lstats are as at an earlier build have that build's manifest: a hit
+            # needs no memo and no rows.
+            signature = source_signature(selection)
+            known = self.cache.scanned(signature)
+            if known is not None:
+                inputs = Inputs(state.pending + (*items, ("sources", known)))
+                key = step_key(state.key, inputs)
+                hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
+                if hit is not None:
+                    return self._reuse(number, hit, state, key)
+            scan = scan_sources(selection, self._memos())
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
         speculate = scan is not None and scan.unknown and not (
@@ -361,10 +450,12 @@ class Build:
                     scan, hash_files(found for _, found in scan.unknown), signature)))
             inputs = Inputs(state.pending + tuple(items))
             key = step_key(state.key, inputs)
-            hit = self.cache.lookup(key, stage.label, slot)
+            hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
             if hit is not None:
                 return self._reuse(number, hit, state, key)
             self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs, stage.label))
+        if from_stage is not None:
+            selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
             from builder.run import run
             after, diff_id = self._located(instruction, lambda: run(state, instruction,
@@ -387,21 +478,29 @@ class Build:
         after = after.with_history(History(instruction.original, self.created,
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
+        self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
         self.cache.record(key, state.key, slot, inputs, diff_id, after.to_json())
         return after
 
-    def _build_source_stage(self, state: StageState, instruction: ins.Copy, stage: Stage) -> None:
-        """Build the stage a COPY --from names before the COPY's own log line, so the log reads
-        in order."""
+    def _source_stage(self, state: StageState, instruction: ins.Instruction,
+                      stage: Stage) -> tuple[str, Stage] | None:
+        """The stage a COPY --from names (as written, expanded), built before the COPY's own log
+        line so the log reads in order; None for any other step."""
+        if not isinstance(instruction, ins.Copy) or isinstance(instruction, ins.Add) \
+                or not instruction.from_:
+            return None
         ref = self._located(instruction, lambda: state.expand(instruction.from_))
         source = self.plan.find(ref, stage.index)
-        if source is not None:
-            self.stage(source)
+        if source is None:
+            return None
+        self.stage(source)
+        return ref, source
 
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
         self.log.cached(number)
         restored = StageState.from_json(hit.state, state.escape, key)
+        self.exported[key] = CacheRecord(key, hit.parent, hit.inputs.items, hit.state)
         if restored.image.history:
             self.reused_created.append(restored.image.history[-1].created)
         return restored
@@ -429,7 +528,7 @@ class Build:
     def _run_env(self, number: int) -> RunEnv:
         from builder.run import RunEnv
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
-                      lowerdirs=lambda state: self.snapshots.ensure(state.image.diff_ids, self.blobs.path),
+                      lowerdirs=self._layers,
                       commit_upper=self._commit_upper, network=self.request.network,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn)
@@ -459,7 +558,7 @@ class Build:
         return self._context_tree
 
     def _view(self, state: StageState) -> UnionView:
-        return UnionView(self.snapshots.ensure(state.image.diff_ids, self.blobs.path))
+        return UnionView(self._layers(state))
 
     def _stage_tree(self, ref: str, current: Stage) -> Tree | None:
         stage = self.plan.find(ref, current.index)

@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["du"], ["prune"]):
         from builder import prune
         return {"du": prune.du_command, "prune": prune.prune_command}[argv[0]](argv[1:])
-    if argv[:1] in (["load"], ["images"], ["rmi"]):
+    if argv[:1] in (["load"], ["images"], ["rmi"], ["push"]):
         from builder import images
         return {"load": images.load_command, "images": images.images_command,
-                "rmi": images.rmi_command}[argv[0]](argv[1:])
+                "rmi": images.rmi_command, "push": images.push_command}[argv[0]](argv[1:])
     if argv[:1] == ["build"]:
         argv = argv[1:]
     return _build_command(argv)
@@ -36,7 +36,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pybuild",
         usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
-              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE...\n"
+              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE... | push NAME[:TAG]\n"
               "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
@@ -56,8 +56,23 @@ def _build_parser() -> argparse.ArgumentParser:
                              "oci-archive:PATH (repeatable)")
     parser.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
                         "it needs")
-    parser.add_argument("-o", "--output", default="image.tar", metavar="PATH",
-                        help="where to write the image tarball (default ./image.tar; - for stdout)")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="where to write the image tarball (default ./image.tar, none with "
+                             "--push; - for stdout)")
+    parser.add_argument("--push", action="store_true",
+                        help="push every -t to its registry (layers gzip unless --compression "
+                             "zstd)")
+    parser.add_argument("--pull", action="store_true",
+                        help="resolve every FROM image in its registry again, even one the local "
+                             "store has")
+    add_registry_options(parser)
+    parser.add_argument("--cache-from", action="append", default=[], metavar="SOURCE",
+                        help="import a build cache: type=registry,ref=REF (or REF), "
+                             "type=local,src=DIR[,tag=TAG] (repeatable)")
+    parser.add_argument("--cache-to", action="append", default=[], metavar="DEST",
+                        help="export this build's cache: type=registry,ref=REF or "
+                             "type=local,dest=DIR[,tag=TAG], with compression=gzip|zstd, "
+                             "ignore-error=true (repeatable)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="add a label to the image (repeatable)")
     parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
@@ -88,6 +103,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                        help="speak plain http to this registry (repeatable; localhost and "
+                             "127.0.0.1 always are)")
+
+
 def _build_args(values: list[str]) -> dict[str, str | None]:
     """`KEY=VALUE`, or `KEY` alone taking the environment's value (unset stays unset), as Docker."""
     args: dict[str, str | None] = {}
@@ -109,7 +130,7 @@ def _build_command(argv: list[str]) -> int:
     options = _build_parser().parse_args(argv)
     from builder.build import BuildRequest, build
     from builder.cachedir import default_cache_dir
-    from builder.errors import NotSupported
+    from builder.errors import NotSupported, UsageError
     from builder.limits import parse_limits
     from builder.progress import Log
     from grammar.errors import DockerfileError
@@ -139,6 +160,18 @@ def _build_command(argv: list[str]) -> int:
         limits = parse_limits(options.memory, options.cpus)
     except ValueError as error:
         return _usage(str(error))
+    if options.push and not options.tag:
+        return _usage("--push needs at least one -t NAME[:TAG] to push to")
+    output = options.output or (None if options.push else "image.tar")
+    caches = {"--cache-from": (), "--cache-to": ()}
+    if options.cache_from or options.cache_to:
+        from builder.cachespec import parse_cache_spec
+        try:
+            caches = {option: tuple(parse_cache_spec(text, option) for text in values)
+                      for option, values in (("--cache-from", options.cache_from),
+                                             ("--cache-to", options.cache_to))}
+        except UsageError as error:
+            return _usage(str(error))
     text = None
     if options.file == "-":
         text = sys.stdin.read()
@@ -149,11 +182,14 @@ def _build_command(argv: list[str]) -> int:
         context=os.path.abspath(options.context),
         dockerfile=None if options.file in (None, "-") else os.path.abspath(options.file),
         dockerfile_text=text, tags=tuple(options.tag), build_args=_build_args(options.build_arg),
-        target=options.target, labels=_labels(options.label), output=options.output,
+        target=options.target, labels=_labels(options.label), output=output,
         compression=Compression[options.compression.upper()],
         cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
+        pull=options.pull, push=options.push,
+        insecure_registries=frozenset(options.insecure_registry),
+        cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
@@ -194,7 +230,7 @@ def _build_command(argv: list[str]) -> int:
         print(result.image_id)
     else:
         names = ", ".join(result.tags) or "untagged"
-        print(f"built {result.image_id} ({names}) -> {options.output}: {result.steps_run} steps "
+        print(f"built {result.image_id} ({names}) -> {output or 'pushed'}: {result.steps_run} steps "
               f"run, {result.steps_cached} cached, {_size(result.size)}, {result.seconds:.1f}s",
               file=sys.stderr)
     return 0

@@ -1,5 +1,5 @@
-"""`pybuild load`, `pybuild images`, `pybuild rmi`: the local image store from the command line,
-shaped like the docker commands of the same names.
+"""`pybuild load`, `pybuild images`, `pybuild rmi`, `pybuild push`: the local image store from the
+command line, shaped like the docker commands of the same names.
 
 Each verb is a function of its argument list returning the exit status: 0 success, 1 failure
 (an `ERROR:` line on stderr, never a traceback), 2 usage error (argparse exits), 130 interrupted.
@@ -102,6 +102,35 @@ def rmi_command(argv: list[str]) -> int:
         if not _remove(store, text):
             status = _fail(f"no such image: {text}")
     return status
+
+
+@_verb
+def push_command(argv: list[str]) -> int:
+    parser = _parser("push", "Push an image of the local image store to the registry its name "
+                     "says (docker.io when it names none), with the credentials of "
+                     "~/.docker/config.json. Layers already there are not sent again.")
+    parser.add_argument("image", metavar="NAME[:TAG]", help="the image, as tagged in the store")
+    from builder.cli import add_registry_options
+    add_registry_options(parser)
+    parser.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
+                        help="layer compression (default gzip, which every client reads; zstd "
+                             "pushes an OCI manifest)")
+    options = parser.parse_args(argv)
+    try:
+        ref = parse_reference(options.image)
+    except ValueError as error:
+        return _fail(error, 2)
+    store = _store(options)
+    image = store.get(ref)
+    if image is None:
+        return _fail(f"no such image in the local image store: {ref.familiar()}")
+    from builder.push import push
+    from layers.compression import Compression
+    from layers.registry import session_for
+    session = session_for(ref, insecure_registries=frozenset(options.insecure_registry))
+    digest = push(ref, image.config_bytes, store.blobs, Compression(options.compression), session)
+    print(f"{ref.familiar()}: digest: {digest}")
+    return 0
 
 
 def _remove(store: ImageStore, text: str) -> bool:

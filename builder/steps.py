@@ -61,8 +61,7 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
             raise NotSupported(f"COPY --from={from_stage}: no stage of that name or index is "
                                "defined before this one, and copying from images is not supported yet")
         tree = stage_tree
-    image = env.image_view(state)
-    owner = _owner(state, instruction.chown, image)
+    owner = _owner(state, instruction.chown, lambda: env.image_view(state))
     chmod = _chmod(state.expand(instruction.chmod) if instruction.chmod is not None else None)
     dest = state.expand(instruction.dest)
     workdir = state.image.config.working_dir or "/"
@@ -121,7 +120,7 @@ def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[
     found = image.find(path.strip("/"))
     if path == "/" or (found is not None and stat.S_ISDIR(found[1].st_mode)):
         return state, None
-    owner = _owner(state, state.image.config.user or None, image)
+    owner = _owner(state, state.image.config.user or None, lambda: image)
     spec = CopySpec(dest=path, dest_is_dir=True, owner=owner, chmod=None, keep_owner=False,
                     now=env.now)
     entries = plan_layer([], spec, image)
@@ -145,12 +144,14 @@ def _heredoc_of(word: str, heredocs: dict[str, ins.Heredoc]) -> ins.Heredoc | No
     return heredocs.get(match.group(1).strip("'\""))
 
 
-def _owner(state: StageState, chown: str | None, image: UnionView) -> Owner | None:
+def _owner(state: StageState, chown: str | None, image: Callable[[], UnionView]) -> Owner | None:
+    """The owner `chown` names; the image's files are read (its layers perhaps fetched) only
+    when a name must be looked up there."""
     if not chown:
         return None
     spec = state.expand(chown)
     try:
-        return resolve_owner(spec, StageTree(image))
+        return resolve_owner(spec, StageTree(image()))
     except UnknownUser as error:
         raise DockerfileError(str(error)) from None
     except ValueError:

@@ -47,6 +47,18 @@ def pybuild(*args: str, cwd: Path | None = None, env: dict | None = None,
     return Result(process.returncode, process.stdout, process.stderr.decode(errors="replace"))
 
 
+def busybox_base(directory: Path) -> Path:
+    """The busybox:test image (made offline from Debian's busybox-static) as an archive in
+    `directory`, for tests that RUN commands: they need the namespaces sandbox too."""
+    from builder.sandbox.namespaces import probe
+    usable, reason = probe()
+    require(usable, f"the namespaces sandbox ({reason})")
+    archive = directory / "busybox.tar"
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(archive),
+                    "--tag", "busybox:test"], check=True)
+    return archive
+
+
 def docker_available() -> bool:
     try:
         return subprocess.run([DOCKER, "info"], capture_output=True, timeout=30).returncode == 0

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.sandbox.namespaces import probe
-from tests.support import ROOT, pybuild, require
+from tests.support import ROOT, busybox_base, pybuild
 
 DOCKERFILE = """\
 FROM scratch
@@ -171,11 +170,7 @@ def test_the_base_image_is_named_when_it_changes(project):
 
 
 def test_builds_killed_at_random_moments_leave_a_usable_cache(tmp_path):
-    usable, reason = probe()
-    require(usable, f"the namespaces sandbox ({reason})")
-    base = tmp_path / "busybox.tar"
-    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(base)],
-                   check=True)
+    base = busybox_base(tmp_path)
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "big").write_bytes(os.urandom(8 << 20))

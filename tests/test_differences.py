@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from builder.sandbox.namespaces import probe
-from tests.support import ROOT, pybuild, require
+from tests.support import ROOT, busybox_base, pybuild
 
 CASES = ROOT / "testdata" / "conformance"
 
@@ -29,11 +27,7 @@ def stage(tmp_path: Path, case: str) -> Path:
 def build(tmp_path: Path, context: Path, *args: str):
     env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
     if "busybox:test" in (context / "Dockerfile").read_text():
-        usable, reason = probe()
-        require(usable, f"the namespaces sandbox ({reason})")
-        base = tmp_path / "busybox.tar"
-        subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(base),
-                        "--tag", "busybox:test"], check=True)
+        base = busybox_base(tmp_path)
         assert pybuild("load", "-i", str(base), env=env).returncode == 0
     out = tmp_path / "image.tar"
     return pybuild("-o", str(out), *args, str(context), env=env), out

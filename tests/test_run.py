@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.sandbox.namespaces import probe
-from tests.support import ROOT, pybuild, require
+from tests.support import ROOT, busybox_base, pybuild
 
 DOCKERFILE = """\
 FROM busybox:test
@@ -31,12 +30,7 @@ RUN true
 
 @pytest.fixture(scope="module")
 def busybox_tar(tmp_path_factory) -> Path:
-    usable, reason = probe()
-    require(usable, f"the namespaces sandbox ({reason})")
-    out = tmp_path_factory.mktemp("base") / "busybox.tar"
-    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(out),
-                    "--tag", "busybox:test"], check=True)
-    return out
+    return busybox_base(tmp_path_factory.mktemp("base"))
 
 
 def build(tmp_path: Path, name: str, busybox_tar: Path, **env: str) -> str:
