@@ -28,6 +28,7 @@ from builder.sourcedigest import scan as scan_sources
 from builder.cacheindex import StepRecord
 from layers.cachemanifest import CacheRecord
 from builder.stepcache import StepCache
+from builder.summary import StepRecorder, StepSummary
 from builder.steps import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
@@ -95,6 +96,11 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build made. `image_id` is the config's digest (what `docker images` shows),
+    `manifest_digest` that of the tarball's manifest ("" without one), `layers` the diff IDs and
+    `layer_sizes` the sizes of the layers as the tarball holds them (`size` their sum); `pushed`
+    pairs each pushed reference with the digest of its manifest in the registry."""
+
     image_id: str
     manifest_digest: str
     tags: tuple[str, ...]
@@ -104,6 +110,9 @@ class BuildResult:
     steps_run: int = 0
     steps_cached: int = 0
     seconds: float = 0.0
+    layer_sizes: tuple[int, ...] = ()
+    pushed: tuple[tuple[str, str], ...] = ()
+    steps: tuple[StepSummary, ...] = ()
 
 
 def build(request: BuildRequest, log: Log) -> BuildResult:
@@ -111,6 +120,10 @@ def build(request: BuildRequest, log: Log) -> BuildResult:
     running = Build(request, log)
     try:
         return running.run()
+    except BaseException as error:
+        for number in log.open_steps():
+            log.failed(number, str(error) or type(error).__name__)
+        raise
     finally:
         running.cache.close()
 
@@ -128,6 +141,8 @@ class Build:
     def __init__(self, request: BuildRequest, log: Log) -> None:
         self.request = request
         self.log = log
+        self.recorder = StepRecorder()
+        log.sinks.append(self.recorder)
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)
@@ -186,15 +201,15 @@ class Build:
         if tags:
             self.images.put(config, refs=tags)
         self.cache.settle()
-        if self.request.push:
-            self._push(config, tags)
+        pushed = self._push(config, tags) if self.request.push else ()
         self._export_caches()
         if self.request.iidfile:
             with open(self.request.iidfile, "w") as handle:
                 handle.write(image_id)
         return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
-                           self.cache.misses, self.cache.hits, time.monotonic() - self.started)
+                           self.cache.misses, self.cache.hits, time.monotonic() - self.started,
+                           tuple(b.size for b in blobs), pushed, self.recorder.summary())
 
     # -- registries and shared caches ----------------------------------------------------------
 
@@ -250,13 +265,16 @@ class Build:
                 self.log.info(number, f"{len(self.exported)} steps, manifest {digest}")
             self.log.done(number)
 
-    def _push(self, config: bytes, tags: tuple[Reference, ...]) -> None:
+    def _push(self, config: bytes, tags: tuple[Reference, ...]) -> tuple[tuple[str, str], ...]:
         from builder.push import push
+        pushed = []
         for ref in tags:
             number = self.log.step(f"pushing {ref.familiar()}")
             digest = push(ref, config, self.blobs, self.request.compression, self._session(ref))
             self.log.info(number, f"{ref.familiar()}@{digest}")
             self.log.done(number)
+            pushed.append((ref.familiar(), digest))
+        return tuple(pushed)
 
     def _fetch(self, diff_ids: tuple[str, ...]) -> None:
         """Bring the imported layers among `diff_ids` here before they are read."""
@@ -453,7 +471,7 @@ class Build:
             hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
             if hit is not None:
                 return self._reuse(number, hit, state, key)
-            self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs, stage.label))
+            self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
         if from_stage is not None:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
@@ -472,8 +490,9 @@ class Build:
                 items.append(("sources", self._learn_sources(scan, digests, signature)))
                 inputs = Inputs(state.pending + tuple(items))
                 key = step_key(state.key, inputs)
-                self.log.info(number, "not cached: " + self.cache.reason(slot, state.key, inputs,
-                                                                         stage.label))
+                self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
+        if diff_id is not None:
+            self.log.layer(number, diff_id, os.path.getsize(self.blobs.path(diff_id)))
         self.log.done(number)
         after = after.with_history(History(instruction.original, self.created,
                                            empty_layer=diff_id is None), diff_id)
@@ -499,6 +518,8 @@ class Build:
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
         self.log.cached(number)
+        if hit.diff_id is not None and self.blobs.has(hit.diff_id):
+            self.log.layer(number, hit.diff_id, os.path.getsize(self.blobs.path(hit.diff_id)))
         restored = StageState.from_json(hit.state, state.escape, key)
         self.exported[key] = CacheRecord(key, hit.parent, hit.inputs.items, hit.state)
         if restored.image.history:

@@ -78,8 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
                         help="compress the layers in the tarball (default none, as docker save "
                              "writes; zstd needs Docker 23.0 or newer to load)")
-    parser.add_argument("--progress", choices=("auto", "plain", "quiet"), default="auto",
-                        help="build log style (default auto: plain lines on stderr)")
+    parser.add_argument("--progress", choices=("auto", "plain", "quiet", "json"), default="auto",
+                        help="build log style (default auto: plain lines on stderr); json: one "
+                             "JSON object per event and line on stderr")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only the image ID (same as --progress=quiet)")
     parser.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
@@ -128,11 +129,10 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 def _build_command(argv: list[str]) -> int:
     options = _build_parser().parse_args(argv)
-    from builder.build import BuildRequest, build
-    from builder.cachedir import default_cache_dir
+    from builder.api import BuildRequest, build
     from builder.errors import NotSupported, UsageError
     from builder.limits import parse_limits
-    from builder.progress import Log
+    from builder.progress import JsonSink, PlainSink, QuietSink
     from grammar.errors import DockerfileError
     from layers.compression import Compression
     from layers.errors import LayerError
@@ -179,12 +179,11 @@ def _build_command(argv: list[str]) -> int:
     if source_date_epoch is not None and not source_date_epoch.isdigit():
         return _usage(f"SOURCE_DATE_EPOCH={source_date_epoch!r} is not a whole number of seconds")
     request = BuildRequest(
-        context=os.path.abspath(options.context),
-        dockerfile=None if options.file in (None, "-") else os.path.abspath(options.file),
+        context=options.context, dockerfile=None if options.file in (None, "-") else options.file,
         dockerfile_text=text, tags=tuple(options.tag), build_args=_build_args(options.build_arg),
         target=options.target, labels=_labels(options.label), output=output,
         compression=Compression[options.compression.upper()],
-        cache_dir=os.path.abspath(options.cache_dir or default_cache_dir()),
+        cache_dir=options.cache_dir or "",
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
         pull=options.pull, push=options.push,
@@ -193,7 +192,7 @@ def _build_command(argv: list[str]) -> int:
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
-    log = Log("quiet" if quiet else "plain")
+    sink = QuietSink() if quiet else JsonSink() if options.progress == "json" else PlainSink()
     terminated = []
 
     def on_sigterm(number, frame):
@@ -203,18 +202,12 @@ def _build_command(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        result = build(request, log)
+        result = build(request, sink)
     except DockerfileError as error:
-        log.finish()
-        print(f"ERROR: {error.render()}", file=sys.stderr)
+        _failed(error.render(), options.progress)
         return EXIT_USAGE if isinstance(error, NotSupported) else EXIT_FAILURE
-    except LayerError as error:
-        log.finish()
-        print(f"ERROR: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as error:
-        log.finish()
-        print(f"ERROR: {error}", file=sys.stderr)
+    except (LayerError, OSError) as error:
+        _failed(str(error), options.progress)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("ERROR: terminated" if terminated else "ERROR: interrupted", file=sys.stderr)
@@ -225,15 +218,27 @@ def _build_command(argv: list[str]) -> int:
         print(f"ERROR: internal error: {type(error).__name__}: {error} (this is a pybuild bug; "
               "PYBUILD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-    log.finish()
     if quiet:
         print(result.image_id)
+    elif options.progress == "json":
+        import dataclasses
+        import json
+        print(json.dumps({"event": "BuildFinished", **dataclasses.asdict(result)}), file=sys.stderr)
     else:
         names = ", ".join(result.tags) or "untagged"
         print(f"built {result.image_id} ({names}) -> {output or 'pushed'}: {result.steps_run} steps "
               f"run, {result.steps_cached} cached, {_size(result.size)}, {result.seconds:.1f}s",
               file=sys.stderr)
     return 0
+
+
+def _failed(message: str, progress: str) -> None:
+    """The last words of a failed build: an `ERROR:` line, or a BuildFailed event in JSON."""
+    if progress == "json":
+        import json
+        print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
+    else:
+        print(f"ERROR: {message}", file=sys.stderr)
 
 
 def _size(count: int) -> str:

@@ -1,66 +1,162 @@
-"""The build log: BuildKit-shaped plain lines for CI logs, or only the image ID when quiet.
+"""The build log: the builder reports through `Log`, which stamps each report as an event
+(builder/events.py) and hands it to the sinks a build was given: BuildKit-shaped plain lines for
+CI logs, nothing but the image ID when quiet, one JSON object per line, a live terminal view.
 
 Everything goes to stderr, so `-o -` can stream the tarball on stdout.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import asdict
 from typing import TextIO
+
+from builder.events import (BuildWarning, Event, Note, Sink, StepCached, StepDone, StepFailed,
+                            StepInfo, StepLayer, StepMissed, StepOutput, StepStarted)
 
 
 class Log:
-    """Numbered steps (`#3 [build 2/5] COPY . /app`, `#3 DONE 0.1s`), warnings kept for the end."""
+    """Numbered steps, their output split into lines, warnings kept for the end."""
 
-    def __init__(self, mode: str = "plain", stream: TextIO | None = None) -> None:
-        self.quiet = mode == "quiet"
-        self.stream = stream or sys.stderr
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = list(sinks)
         self.start = time.monotonic()
         self.count = 0
         self.warnings: list[str] = []
         self._open: dict[int, float] = {}
         self._partial: dict[int, bytes] = {}
 
-    def _print(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=self.stream, flush=True)
+    def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
 
-    def step(self, title: str) -> int:
+    def _now(self) -> float:
+        return time.monotonic() - self.start
+
+    def step(self, title: str, stage: str | None = None) -> int:
         self.count += 1
-        self._open[self.count] = time.monotonic()
-        self._print(f"#{self.count} {title}")
+        at = self._now()
+        self._open[self.count] = at
+        self._emit(StepStarted(self.count, title, at, stage))
         return self.count
 
-    def done(self, number: int, note: str = "") -> None:
-        if number in self._partial:
-            self.output(number, b"\n")
-        elapsed = time.monotonic() - self._open.pop(number, time.monotonic())
-        self._print(f"#{number} {note + ' ' if note else ''}DONE {elapsed:.1f}s")
+    def done(self, number: int) -> None:
+        self._flush(number)
+        at = self._now()
+        self._emit(StepDone(number, at, at - self._open.pop(number, at)))
+
+    def failed(self, number: int, error: str) -> None:
+        self._flush(number)
+        at = self._now()
+        self._emit(StepFailed(number, error, at, at - self._open.pop(number, at)))
 
     def cached(self, number: int) -> None:
         """A step whose result was reused, as BuildKit's plain log says it."""
         self._open.pop(number, None)
-        self._print(f"#{number} CACHED")
+        self._emit(StepCached(number, self._now()))
+
+    def missed(self, number: int, reason: str) -> None:
+        self._emit(StepMissed(number, reason, self._now()))
 
     def info(self, number: int, text: str) -> None:
-        self._print(f"#{number} {text}")
+        self._emit(StepInfo(number, text, self._now()))
+
+    def layer(self, number: int, diff_id: str, size: int) -> None:
+        self._emit(StepLayer(number, diff_id, size, self._now()))
 
     def output(self, number: int, chunk: bytes) -> None:
-        """A running step's output, line-prefixed with its step number; a line split across
-        chunks is held until its end arrives (or the step ends)."""
+        """A running step's output, a line at a time; a line split across chunks is held until
+        its end arrives (or the step ends)."""
         *lines, rest = (self._partial.pop(number, b"") + chunk).split(b"\n")
+        at = self._now()
         for line in lines:
-            self._print(f"#{number} {line.decode(errors='replace')}")
+            self._emit(StepOutput(number, line.decode(errors="replace"), at))
         if rest:
             self._partial[number] = rest
 
     def note(self, text: str) -> None:
-        self._print(text)
+        self._emit(Note(text, self._now()))
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
+            self._emit(BuildWarning(text, self._now()))
+
+    def open_steps(self) -> list[int]:
+        return list(self._open)
 
     def finish(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def _flush(self, number: int) -> None:
+        if number in self._partial:
+            self.output(number, b"\n")
+
+
+class PlainSink:
+    """BuildKit's plain progress: `#3 [build 2/5] RUN make`, `#3 0.412 output line`,
+    `#3 DONE 3.1s`, `#3 CACHED`; warnings listed after the build."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.warnings: list[str] = []
+
+    def emit(self, event: Event) -> None:
+        match event:
+            case StepStarted(number, title):
+                self._print(f"#{number} {title}")
+            case StepCached(number):
+                self._print(f"#{number} CACHED")
+            case StepMissed(number, reason):
+                self._print(f"#{number} not cached: {reason}")
+            case StepInfo(number, text):
+                self._print(f"#{number} {text}")
+            case StepOutput(number, line, at):
+                self._print(f"#{number} {at:.3f} {line}")
+            case StepDone(number, _, seconds):
+                self._print(f"#{number} DONE {seconds:.1f}s")
+            case StepFailed(number, _, _, seconds):
+                self._print(f"#{number} ERROR {seconds:.1f}s")
+            case Note(text):
+                self._print(text)
+            case BuildWarning(text):
+                self.warnings.append(text)
+
+    def close(self) -> None:
         for text in self.warnings:
-            print(f"WARNING: {text}", file=self.stream, flush=True)
+            self._print(f"WARNING: {text}")
+        self.warnings.clear()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+class QuietSink:
+    """`--progress=quiet`: only warnings, at the end (the CLI prints the image ID)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.plain = PlainSink(stream)
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, BuildWarning):
+            self.plain.emit(event)
+
+    def close(self) -> None:
+        self.plain.close()
+
+
+class JsonSink:
+    """`--progress=json`: one JSON object per event and line, `{"event": "StepDone", ...}`, for
+    programs that follow a build (the fields are the events' own, builder/events.py)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def emit(self, event: Event) -> None:
+        record = {"event": type(event).__name__, **asdict(event)}
+        print(json.dumps(record, ensure_ascii=False), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass

@@ -104,7 +104,8 @@ def run_groups(log: str) -> dict[str, list[str]]:
     pybuild's group or the hierarchy's root, by controller."""
     found = cgroups.hierarchies()
     places: dict[str, list[str]] = {}
-    for names, path in re.findall(r"^#\d+ \d+:([^:\n]*):(\S*/pybuild/run-\S+)$", log, re.M):
+    for names, path in re.findall(r"^#\d+ \d+\.\d{3} \d+:([^:\n]*):(\S*/pybuild/run-\S+)$", log,
+                                  re.M):
         for controller in names.split(",") if names else ("memory", "cpu"):
             name = os.path.basename(path)
             hierarchy = found[controller]
@@ -142,7 +143,7 @@ def test_limits_hold_while_the_run_runs_and_its_groups_go_with_it(cache, tmp_pat
                                stderr=subprocess.PIPE, text=True)
     try:
         log = ""
-        while not re.search(r"^#\d+ ready$", log, re.M):
+        while not re.search(r"^#\d+ \d+\.\d{3} ready$", log, re.M):
             line = process.stderr.readline()
             assert line, f"pybuild ended before the RUN was ready:\n{log}"
             log += line
