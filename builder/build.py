@@ -92,6 +92,7 @@ class BuildRequest:
     insecure_registries: frozenset[str] = frozenset()
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
+    isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,11 @@ class BuildResult:
 
 
 def build(request: BuildRequest, log: Log) -> BuildResult:
-    """Run a whole build. Raises DockerfileError (BuildError included) or LayerError."""
+    """Run a whole build. Raises DockerfileError (BuildError included) or LayerError. A rootless
+    build moves the calling process into a user namespace first, for good."""
+    if os.geteuid() != 0:
+        from builder.sandbox import prepare
+        prepare(request.isolation)
     running = Build(request, log)
     try:
         return running.run()
@@ -558,8 +563,11 @@ class Build:
         """The isolation strategy, chosen once per build on first use; the log says which."""
         if self._chosen_sandbox is None:
             from builder.sandbox import choose_sandbox
-            self._chosen_sandbox, reason = choose_sandbox()
-            self.log.note(f"sandbox: {self._chosen_sandbox.name} ({reason})")
+            choice = choose_sandbox(self.request.isolation, self.temp_dir)
+            self._chosen_sandbox = choice.sandbox
+            self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
+            if choice.warning:
+                self.log.warn(choice.warning)
         return self._chosen_sandbox
 
     def _commit_upper(self, state: StageState, upper: str) -> str:

@@ -89,6 +89,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", choices=("default", "host", "none"), default="default",
                         help="network for RUN: host (shares the host's network; the default, so "
                              "package installs work) or none (only loopback)")
+    parser.add_argument("--isolation", choices=("auto", "namespaces", "rootless", "chroot"),
+                        default="auto",
+                        help="how RUN is isolated (default auto: namespaces as root, rootless "
+                             "(a user namespace) otherwise, chroot where unshare is forbidden, "
+                             "as in an unprivileged container)")
     parser.add_argument("-m", "--memory", metavar="SIZE",
                         help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
                              "1g; at least 6m); no swap beyond it")
@@ -190,6 +195,7 @@ def _build_command(argv: list[str]) -> int:
         insecure_registries=frozenset(options.insecure_registry),
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
+        isolation=options.isolation,
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     sink = QuietSink() if quiet else JsonSink() if options.progress == "json" else PlainSink()

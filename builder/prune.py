@@ -148,11 +148,20 @@ def _human(count: float) -> str:
     return f"{count:.1f}PB"
 
 
+def _rootless_namespace() -> None:
+    """Not as root, enter the user namespace a rootless build has: its snapshots hold files of
+    subordinate ids, which only that namespace may read and remove."""
+    if os.geteuid() != 0:
+        from builder.sandbox import prepare
+        prepare("auto")
+
+
 def du_command(argv: list[str]) -> int:
     from builder.cachedir import default_cache_dir
     parser = argparse.ArgumentParser(prog="pybuild du", description="Show what the cache holds.")
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
+    _rootless_namespace()
     found = usage(options.cache_dir or default_cache_dir())
     print(f"cache entries  {found.steps}")
     print(f"blobs          {found.blobs} ({_human(found.blob_bytes)})")
@@ -187,6 +196,7 @@ def prune_command(argv: list[str]) -> int:
         return 2
     if not options.all and keep is None and older is None:
         older = 7 * 86400
+    _rootless_namespace()
     removed, freed = prune(options.cache_dir or default_cache_dir(), everything=options.all,
                            keep_bytes=keep, older_than=older)
     print(f"removed {removed} cache entries, freed {_human(freed)}")

@@ -18,6 +18,17 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def mark_opaque(path: str) -> None:
+    """Mark a directory of an upper dir or snapshot opaque as this process's overlay mounts will
+    read it: `trusted.overlay.opaque` needs CAP_SYS_ADMIN (real root); in a user namespace, or
+    in a container without that capability, the `user.` name is the one overlayfs mounted with
+    `userxattr` reads (and UnionView reads both)."""
+    try:
+        os.setxattr(path, OPAQUE_XATTRS[0], b"y", follow_symlinks=False)
+    except PermissionError:
+        os.setxattr(path, OPAQUE_XATTRS[1], b"y", follow_symlinks=False)
+
+
 def is_opaque(path: str) -> bool:
     for name in OPAQUE_XATTRS:
         try:

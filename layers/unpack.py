@@ -9,7 +9,7 @@ inside the root. `root` must not be changed by anyone else meanwhile.
 Whiteouts are either applied ("apply": `.wh.name` deletes the lower `name`, `.wh..wh..opq` empties
 the directory of lower content) or stored the way overlayfs reads a layer directory ("overlay": a
 0/0 character device, and an opaque xattr: `trusted.overlay.opaque`, or `user.overlay.opaque` for
-an unprivileged mount).
+an unprivileged mount, whichever this process may set unless told).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from typing import BinaryIO, Literal, TypeVar
 
 from layers.errors import LayerError
 from layers.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
+from layers.union import mark_opaque
 
 _MAX_SYMLINKS = 40  # per entry, as the kernel's MAXSYMLINKS
 _XATTR_PREFIX = "SCHILY.xattr."
@@ -37,7 +38,7 @@ T = TypeVar("T")
 
 def apply_layer(tar_stream: BinaryIO, root: str, *,
                 whiteouts: Literal["apply", "overlay"] = "apply",
-                opaque_xattr: str = "trusted.overlay.opaque") -> list[str]:
+                opaque_xattr: str | None = None) -> list[str]:
     """Apply the uncompressed layer tar `tar_stream` (wrap it in `decompressing_reader` first if
     need be) to the existing directory `root`. Returns warnings about what could not be applied
     (device nodes and ownership when not root, xattrs the kernel refused). Raises LayerError naming
@@ -75,7 +76,7 @@ class _Applier:
     """The state of one application: resolved directories, what this layer wrote (whiteouts and
     opaque markers only hide lower content), and directory attributes still to set."""
 
-    def __init__(self, root: str, overlay: bool, opaque_xattr: str) -> None:
+    def __init__(self, root: str, overlay: bool, opaque_xattr: str | None) -> None:
         self.root = os.path.realpath(root)
         if self.root == "/" or not os.path.isdir(self.root):
             raise LayerError(f"{root}: not a directory a layer can be applied to")
@@ -150,7 +151,7 @@ class _Applier:
                 os.mkdir(path, 0o700)
         if path in self._whited:
             # rm -rf d && mkdir d in one layer: in overlay the new d must hide the lower one
-            os.setxattr(path, self.opaque_xattr, b"y", follow_symlinks=False)
+            self._mark_opaque(path)
         self._attributes(path, member, chmod=False, times=False)
         self._dir_attrs[path] = member
 
@@ -228,11 +229,17 @@ class _Applier:
             return
         if self.overlay:
             try:
-                os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)
+                self._mark_opaque(directory)
             except OSError as e:
-                raise LayerError(f"{member.name}: cannot set {self.opaque_xattr}: {e.strerror}")
+                raise LayerError(f"{member.name}: cannot mark the directory opaque: {e.strerror}")
         else:
             self._purge(directory)
+
+    def _mark_opaque(self, directory: str) -> None:
+        if self.opaque_xattr is None:
+            mark_opaque(directory)
+        else:
+            os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)
 
     def _purge(self, directory: str) -> None:
         """Remove what lower layers put under `directory`, keeping this layer's entries."""

@@ -8,32 +8,38 @@ a walk of the whole root, which is why it is only the fallback (DESIGN.md princi
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
+import struct
 
-from layers.union import UnionView
+from layers.union import UnionView, mark_opaque
 
 _KEEP_XATTRS = ("security.capability",)
-OPAQUE_XATTR = "trusted.overlay.opaque"
+# FS_IOC_GETVERSION, _IOR('v', 1, long) in the common ioctl encoding; elsewhere it fails (ENOTTY)
+# and the inode number alone is the identity.
+_GET_GENERATION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
+Identity = tuple[int, int | None]
 
 
-def materialize(view: UnionView, root: str) -> dict[str, int]:
+def materialize(view: UnionView, root: str) -> dict[str, Identity]:
     """Copy everything visible in `view` into the existing empty directory `root`, keeping type,
-    mode, owner, times, hardlinks, device numbers and capabilities. Returns the inode number of
-    every directory copied, so the diff can tell a directory deleted and made again (overlayfs
-    would mark it opaque) from one whose entries were deleted one by one."""
-    links: dict[tuple[int, int], str] = {}
-    inodes: dict[str, int] = {}
-    _copy_dir(view, "", root, links, inodes)
+    mode, owner, times, device numbers and capabilities. Files hardlinked in the image are copied
+    apart, as overlayfs's copy-up parts them when one is written; so every regular file starts
+    with one link, and one with more afterwards was linked by the command (overlayfs would have
+    copied it up: the diff takes it). Returns the identity of every directory copied, so the diff
+    can tell a directory deleted and made again (overlayfs would mark it opaque) from one whose
+    entries were deleted one by one."""
+    inodes: dict[str, Identity] = {}
+    _copy_dir(view, "", root, inodes)
     found = view.find("")
     if found is not None:
         _attributes(found[0], root, found[1])
     return inodes
 
 
-def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int], str],
-              inodes: dict[str, int]) -> None:
+def _copy_dir(view: UnionView, rel: str, root: str, inodes: dict[str, Identity]) -> None:
     for name in view.listdir(rel):
         child = f"{rel}/{name}" if rel else name
         found = view.find(child)
@@ -43,17 +49,12 @@ def _copy_dir(view: UnionView, rel: str, root: str, links: dict[tuple[int, int],
         target = os.path.join(root, child)
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(target)
-            inodes[child] = os.lstat(target).st_ino
-            _copy_dir(view, child, root, links, inodes)
+            inodes[child] = _identity(target, os.lstat(target))
+            _copy_dir(view, child, root, inodes)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                os.link(links[key], target)
-                continue
             shutil.copyfile(source, target, follow_symlinks=False)
-            links[key] = target
         elif stat.S_ISSOCK(st.st_mode):
             continue
         else:
@@ -74,11 +75,17 @@ def _attributes(source: str, target: str, st: os.stat_result) -> None:
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def diff_to_upper(root: str, view: UnionView, upper: str, inodes: dict[str, int]) -> None:
+def diff_to_upper(root: str, view: UnionView, upper: str, inodes: dict[str, Identity]) -> None:
     """Write into the empty directory `upper` what `root` changed relative to `view` (`inodes`
     from `materialize`). A directory that replaced a lower entry, or was deleted and made again,
     is marked opaque, exactly as overlayfs would have left it, so both paths give one layer."""
     _diff_dir(root, view, upper, "", inodes)
+    # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
+    # parent's, so they get root's back (a parent the command did not change keeps its old one).
+    for directory, _, _ in os.walk(upper):
+        if directory != upper:
+            st = os.lstat(os.path.join(root, os.path.relpath(directory, upper)))
+            os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> bool:
@@ -92,10 +99,25 @@ def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> boo
         return os.readlink(a_path) == os.readlink(b_path)
     if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
         return a.st_rdev == b.st_rdev
-    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_nlink == 1
 
 
-def _diff_dir(root: str, view: UnionView, upper: str, rel: str, inodes: dict[str, int]) -> bool:
+def _identity(directory: str, st: os.stat_result) -> Identity:
+    """Inode number and generation: ext4 gives a directory deleted and made again its old inode
+    number at once, but a new generation."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = struct.calcsize("l")
+        generation = struct.unpack("l", fcntl.ioctl(fd, _GET_GENERATION, bytes(size)))[0]
+    except OSError:  # tmpfs and others: they do not reuse inode numbers at once
+        generation = None
+    finally:
+        os.close(fd)
+    return st.st_ino, generation
+
+
+def _diff_dir(root: str, view: UnionView, upper: str, rel: str,
+              inodes: dict[str, Identity]) -> bool:
     """Record changes below `rel`; returns whether anything below it changed."""
     here = os.path.join(root, rel) if rel else root
     names = set(os.listdir(here))
@@ -112,13 +134,13 @@ def _diff_dir(root: str, view: UnionView, upper: str, rel: str, inodes: dict[str
         before = view.find(child)
         replaced = before is None or stat.S_IFMT(before[1].st_mode) != stat.S_IFMT(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
-            remade = before is not None and (replaced or inodes.get(child) != st.st_ino)
+            remade = before is not None and (replaced or inodes.get(child) != _identity(path, st))
             below = _diff_dir(root, UnionView([]) if replaced or remade else view, upper, child,
                               inodes)
             if below or replaced or remade or not _same(st, before[1], path, before[0]):
                 _ensure_parent(root, upper, child)
                 if remade:
-                    os.setxattr(os.path.join(upper, child), OPAQUE_XATTR, b"y")
+                    mark_opaque(os.path.join(upper, child))
                 changed = True
             continue
         if replaced or not _same(st, before[1], path, before[0]):

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, DockerImages, docker, docker_available, pybuild, require
+from tests.support import ROOT, DockerImages, docker, pybuild, require
 
 HELLO = ROOT / "testdata" / "hello"
-
-
-@pytest.fixture
-def images():
-    require(docker_available(), "a running Docker engine")
-    images = DockerImages()
-    yield images
-    images.cleanup()
 
 
 @pytest.fixture

@@ -1,21 +1,45 @@
 """The root filesystem a RUN sees: the image (overlay or a plain directory), a fresh /proc and
 /sys, a minimal /dev, the host's resolv.conf and a generated hosts and hostname.
 
-Everything here runs inside the sandbox's private mount namespace. Mount points the image lacks
-have to be created in it, so they are recorded and removed from the upper dir afterwards: nothing
-the sandbox adds may end up in the layer.
+The mounting runs inside the sandbox's private mount namespace. Mount points the image lacks
+come from a stub layer stacked over the image (or, for a root changed in place, from
+inplace.py, which takes them out again): nothing the sandbox adds may end up in the layer.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 
-from builder.sandbox import linux
+from builder.sandbox import linux, process
 from layers.union import UnionView
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+# statvfs flag -> mount flag, for the flags a bind mount keeps from its source
+_KEPT_FLAGS = ((os.ST_NOSUID, linux.MS_NOSUID), (os.ST_NODEV, linux.MS_NODEV),
+               (os.ST_NOEXEC, linux.MS_NOEXEC), (os.ST_NOATIME, linux.MS_NOATIME),
+               (os.ST_NODIRATIME, linux.MS_NODIRATIME), (os.ST_RELATIME, linux.MS_RELATIME))
 _DIR_STUBS = ("proc", "sys", "dev")
 _FILE_STUBS = ("etc/resolv.conf", "etc/hosts", "etc/hostname")
+
+
+def etc_files(scratch: str, hostname: str) -> dict[str, str]:
+    """The host's resolv.conf and a generated hosts and hostname (written to `scratch`), by the
+    path they take in the root."""
+    hosts = os.path.join(scratch, "hosts")
+    with open(hosts, "w") as handle:
+        handle.write(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                     f"127.0.1.1\t{hostname}\n")
+    name = os.path.join(scratch, "hostname")
+    with open(name, "w") as handle:
+        handle.write(hostname + "\n")
+    files = {"etc/hosts": hosts, "etc/hostname": name}
+    if os.path.exists("/etc/resolv.conf"):
+        files["etc/resolv.conf"] = os.path.realpath("/etc/resolv.conf")
+    return files
 
 
 def missing_stubs(lowerdirs: tuple[str, ...]) -> list[str]:
@@ -48,45 +72,30 @@ def make_stub_layer(directory: str, stubs: list[str], lowerdirs: tuple[str, ...]
                 pass
 
 
-def parent_times(root: str, stubs: list[str]) -> dict[str, tuple[int, int]]:
-    """For a root changed in place: the times of the directories the stubs are made in, so that
-    taking the stubs out again leaves those directories as they were."""
-    times = {}
-    for parent in {os.path.dirname(path) for path in stubs}:
-        target = os.path.join(root, parent)
-        if os.path.isdir(target):
-            st = os.lstat(target)
-            times[parent] = (st.st_atime_ns, st.st_mtime_ns)
-    return times
-
-
-def remove_stubs(root: str, stubs: list[str], times: dict[str, tuple[int, int]]) -> None:
-    """For a root changed in place (no overlay): take the created mount points out again (a
-    directory only if the command left nothing in it) and put the parents' times back."""
-    for path in reversed(stubs):
-        target = os.path.join(root, path)
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                os.rmdir(target)
-            except OSError:
-                pass
-        elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            os.unlink(target)
-    for parent, (atime, mtime) in times.items():
-        target = os.path.join(root, parent)
-        if os.path.isdir(target):
-            os.utime(target, ns=(atime, mtime), follow_symlinks=False)
+def overlay_refused(scratch: str, userxattr: bool) -> str | None:
+    """Why an overlay cannot be mounted on the filesystem of `scratch` (tried in a throwaway
+    child), or None when it can. In a user namespace it needs `userxattr` (Linux 5.11)."""
+    base = tempfile.mkdtemp(dir=scratch, prefix="overlay-probe-")
+    try:
+        paths = {name: os.path.join(base, name) for name in ("lower", "upper", "work", "root")}
+        for path in paths.values():
+            os.mkdir(path)
+        options = (f"lowerdir={paths['lower']},upperdir={paths['upper']},workdir={paths['work']}"
+                   + (",userxattr" if userxattr else ""))
+        return process.attempt(
+            ("unshare", lambda: linux.unshare(linux.CLONE_NEWNS)),
+            ("mount", lambda: linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)),
+            ("mount overlay", lambda: linux.mount("overlay", paths["root"], "overlay", 0, options)))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: str,
-                stub_layer: str, overlay: bool) -> None:
+                stub_layer: str, overlay: bool, userxattr: bool = False) -> None:
     """Overlay of the stub layer over the snapshots (top first, as overlayfs wants) with the
     upper dir; or, for the walk-diff fallback, a bind mount of the root materialized in
-    `upperdir`, where the stubs are made in place (and removed afterwards)."""
+    `upperdir`, where inplace.py has made the mount points. In a user namespace
+    overlayfs keeps its opaque marks in `user.overlay.*` xattrs (`userxattr`)."""
     if not overlay:
         linux.mount(upperdir, root, None, linux.MS_BIND | linux.MS_REC)
         return
@@ -99,7 +108,8 @@ def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: s
     os.symlink(stub_layer, os.path.join(links, "s"))
     os.chdir(links)
     lower = ":".join(["s"] + [str(n) for n in reversed(range(len(lowerdirs)))])
-    options = f"lowerdir={lower},upperdir={upperdir},workdir={workdir}"
+    options = (f"lowerdir={lower},upperdir={upperdir},workdir={workdir}"
+               + (",userxattr" if userxattr else ""))
     try:
         # volatile: no sync of the upper dir when the sandbox ends (pybuild never needs one:
         # DESIGN.md principle 9); kernels before 5.10 do not know it.
@@ -112,17 +122,37 @@ def populate(root: str, etc_files: dict[str, str]) -> None:
     """Mount /proc, /sys, /dev and the /etc files over their (stub) mount points."""
     linux.mount("proc", os.path.join(root, "proc"), "proc",
                 linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    # A fresh read-only sysfs, never a bind of the host's: its submounts (cgroups) would stay
-    # writable.
-    linux.mount("sysfs", os.path.join(root, "sys"), "sysfs",
-                linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    # A fresh read-only sysfs, not a bind of the host's: its submounts (cgroups) would stay
+    # writable. A user namespace may mount sysfs only in a network namespace of its own; with the
+    # host's network it gets the host's /sys, read-only at the top (below, the host's owners
+    # keep it from writing).
+    sys = os.path.join(root, "sys")
+    try:
+        linux.mount("sysfs", sys, "sysfs",
+                    linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    except PermissionError:
+        linux.mount("/sys", sys, None, linux.MS_BIND | linux.MS_REC)
+        _read_only(sys)
     _dev(os.path.join(root, "dev"))
     for rel, source in etc_files.items():
         target = os.path.join(root, rel)
         if os.path.islink(target) or not os.path.isfile(target):
             continue
         linux.mount(source, target, None, linux.MS_BIND)
-        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+        _read_only(target)
+
+
+def _read_only(target: str) -> None:
+    """Make the bind mount at `target` read-only. The flags it has from its source are kept: in a
+    user namespace they are locked, and a remount that drops one is refused."""
+    flags = os.statvfs(target).f_flag
+    kept = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+    for has, flag in _KEPT_FLAGS:
+        if flags & has:
+            kept |= flag
+    if not flags & (os.ST_NOATIME | os.ST_RELATIME):
+        kept |= linux.MS_STRICTATIME
+    linux.mount(None, target, None, kept)
 
 
 def _dev(dev: str) -> None:
@@ -136,12 +166,10 @@ def _dev(dev: str) -> None:
     os.mkdir(os.path.join(dev, "pts"), 0o755)
     linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                 "newinstance,ptmxmode=0666,mode=620")
-    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 "mode=1777,size=65536k")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in DEV_LINKS:
         os.symlink(target, os.path.join(dev, name))
 
 

@@ -1,0 +1,168 @@
+"""The process side every strategy shares: fork a leader in its own process group, stream what it
+writes, return the RUN's exit status, end the whole group when the RUN ends or is interrupted;
+and, in the command's own process, become the RUN's user and exec.
+
+Forking a Python process is safe here because the children only make system calls before exec;
+the caller must not run other threads at that moment (pybuild runs steps one at a time).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import time
+from typing import Callable, NoReturn
+
+from builder.sandbox import RunSpec, cgroups
+
+_STATUS_SETUP_FAILED = 125
+
+
+def supervise(start: Callable[[int], NoReturn], output: Callable[[bytes], None]) -> int:
+    """Fork a leader that runs `start(write)` (stdout and stderr go to `write`) as the head of a
+    new process group; stream its output to `output` until it exits, then kill what is left of
+    its group. An exception here (Ctrl-C, SIGTERM) kills the group before it propagates."""
+    read, write = os.pipe()
+    leader = os.fork()
+    if leader == 0:
+        os.close(read)
+        try:
+            os.setpgid(0, 0)
+        except BaseException as error:  # never let a forked child run pybuild's code
+            fail(write, str(error))
+        start(write)
+    os.close(write)
+    try:
+        try:
+            os.setpgid(leader, leader)  # as the child does: no window where a kill misses it
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.ESRCH):  # it has exec'd, or gone
+                raise
+        status = _stream(leader, read, output)
+    except BaseException:
+        kill_group(leader)
+        raise
+    finally:
+        os.close(read)
+    return exit_code(status)
+
+
+def _stream(leader: int, read: int, output: Callable[[bytes], None]) -> int:
+    """Copy output until the leader exits; then end its group (processes the command left
+    running) and take what they wrote before they died. Returns the leader's wait status."""
+    pidfd = os.pidfd_open(leader)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(read, selectors.EVENT_READ)
+            selector.register(pidfd, selectors.EVENT_READ)
+            exited = False
+            while not exited:
+                for key, _ in selector.select():
+                    if key.fd == pidfd:
+                        exited = True
+                    elif chunk := os.read(read, 65536):
+                        output(chunk)
+                    else:
+                        selector.unregister(read)
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(leader, 0)
+    kill_group(leader)
+    os.set_blocking(read, False)
+    try:
+        while chunk := os.read(read, 65536):
+            output(chunk)
+    except BlockingIOError:  # a process that left the group (setsid) still holds the pipe
+        pass
+    return status
+
+
+def kill_group(leader: int) -> None:
+    """Kill the process group of `leader`, reap the leader and wait (up to 10 s) until the group
+    is gone, so no process of the RUN outlives the RUN or the interruption that stopped it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        try:  # the leader, and orphans of the group this process adopted as a subreaper
+            while os.waitpid(-leader, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+
+
+def attempt(*steps: tuple[str, Callable[[], object]]) -> str | None:
+    """Run `steps` in order in a throwaway child (what they change dies with it): None when all
+    succeed, else which one failed and why, as `unshare: Operation not permitted (EPERM)`."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        for what, step in steps:
+            try:
+                step()
+            except BaseException as error:
+                os.write(write, f"{what}: {describe(error)}".encode(errors="replace"))
+                os._exit(1)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        message = reader.read().decode(errors="replace")
+    _, status = os.waitpid(child, 0)
+    return None if os.waitstatus_to_exitcode(status) == 0 else message or "failed"
+
+
+def describe(error: BaseException) -> str:
+    """An error as `Operation not permitted (EPERM)`: the errno name is what a search finds."""
+    number = getattr(error, "errno", None)
+    if number in errno.errorcode:
+        return f"{os.strerror(number)} ({errno.errorcode[number]})"
+    return str(error)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128+N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def fail(write: int, message: str) -> NoReturn:
+    """End a forked child of the sandbox with a message in the RUN's output."""
+    os.write(write, f"pybuild sandbox: {message}\n".encode(errors="replace"))
+    os._exit(_STATUS_SETUP_FAILED)
+
+
+def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...],
+                 setgroups: bool = True) -> NoReturn:
+    """In the command's process, inside its root: stdin from /dev/null, output to `write`, into
+    the RUN's cgroup, become the RUN's user, exec. `setgroups` is False in a user namespace that
+    forbids it (a single-id map): the command keeps the groups it has."""
+    try:
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        cgroups.join(joins)
+        if setgroups:
+            os.setgroups(list(spec.groups))
+        os.setgid(spec.gid)
+        os.setuid(spec.uid)
+        os.chdir(spec.cwd)
+    except BaseException as error:
+        if getattr(error, "errno", None) == errno.EINVAL:  # setgroups, setgid, setuid
+            fail(2, f"cannot run as uid {spec.uid} gid {spec.gid}: not mapped in this user "
+                    "namespace (only root is, without subordinate ids in /etc/subuid and "
+                    "/etc/subgid)")
+        fail(2, f"cannot prepare the command: {error}")
+    env = dict(item.split("=", 1) if "=" in item else (item, "") for item in spec.env)
+    try:
+        os.execvpe(spec.argv[0], list(spec.argv), env)
+    except OSError as error:
+        os.write(2, f"pybuild: {spec.argv[0]}: {error.strerror}\n".encode(errors="replace"))
+        os._exit(127 if isinstance(error, FileNotFoundError) else 126)
+    except BaseException:
+        os._exit(127)
