@@ -10,11 +10,12 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING
 
 from builder import metadata
 from builder.context import load_ignore
-from builder.errors import BuildError
+from builder.errors import BuildError, NotSupported
 from builder.export import layer_blobs, write_output
 from builder.limits import Limits
 from builder.plan import Plan, Stage, plan
@@ -33,6 +34,8 @@ from builder.steps import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
+from grammar.suggest import suggest
+from grammar.lint import lint
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
@@ -93,6 +96,7 @@ class BuildRequest:
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
+    docker_load: str | None = None  # the docker CLI to load the image into (--load)
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,17 @@ class Build:
         self.dockerfile: ins.Dockerfile | None = None
 
     def run(self) -> BuildResult:
+        """The build; an error about the Dockerfile comes with the lines around its place."""
         text, name = self._dockerfile_text()
+        try:
+            return self._run(text, name)
+        except DockerfileError as error:
+            raise error.in_source(text, name) from None
+
+    def _run(self, text: str, name: str) -> BuildResult:
         self.dockerfile = self._parse(text, name)
+        for finding in lint(self.dockerfile):
+            self.log.warn(finding.render(name))
         self.plan = plan(self.dockerfile)
         self.global_args = self._global_args()
         tags = tuple(self._tag(t) for t in self.request.tags)
@@ -200,9 +213,13 @@ class Build:
                 self.log.info(number, "unchanged: it already holds this image")
                 manifest_digest = sha256_digest(manifest_of(archive))
             else:
-                manifest_digest = write_output(self.request.output, archive)
+                manifest_digest = write_output(self.request.output, archive,
+                                               partial(self.log.progress, number))
                 self.cache.remember_output(self.request.output, identity)
             self.log.done(number)
+        if self.request.docker_load:
+            loaded = self._docker_load(ArchiveImage(config, blobs, tuple(tags)))
+            manifest_digest = manifest_digest or loaded
         if tags:
             self.images.put(config, refs=tags)
         self.cache.settle()
@@ -227,7 +244,7 @@ class Build:
         if self._puller is None:
             from builder.pull import Puller
             self._puller = Puller(self.images, self._session, _PLATFORM, self.request.pull,
-                                  self.log.warn, self.log.note)
+                                  self.log)
         return self._puller.image(ref)
 
     def _import_caches(self) -> None:
@@ -280,6 +297,20 @@ class Build:
             self.log.done(number)
             pushed.append((ref.familiar(), digest))
         return tuple(pushed)
+
+    def _docker_load(self, archive: ArchiveImage) -> str:
+        """--load: the tarball just written, else the archive streamed into `docker load`
+        (then the manifest digest is returned)."""
+        from builder.dockerload import load_archive, load_file
+        number = self.log.step("exporting to docker (docker load)")
+        if self.request.output:
+            digest, said = "", load_file(self.request.docker_load, self.request.output)
+        else:
+            digest, said = load_archive(self.request.docker_load, archive)
+        for line in said:
+            self.log.info(number, line)
+        self.log.done(number)
+        return digest
 
     def _fetch(self, diff_ids: tuple[str, ...]) -> None:
         """Bring the imported layers among `diff_ids` here before they are read."""
@@ -387,12 +418,15 @@ class Build:
         known = {k: v for k, v in self.global_args.items() if v is not None}
         source = stage.from_
         image_name = self._located(source, lambda: expand_word(source.image, known, escape))
+        if not image_name:
+            raise BuildError.at(source, f"base name ({source.image}) should not be blank",
+                                self._line(source))
         if source.platform:
             wanted = self._located(source, lambda: expand_word(source.platform, known, escape))
             if wanted not in (f"linux/{_ARCH}", "linux"):
                 raise BuildError.at(source, f"FROM --platform={wanted}: only the host platform "
                                     f"(linux/{_ARCH}) can be built", self._line(source))
-        number = self.log.step(f"[{stage.label}] FROM {image_name}")
+        number = self.log.step(f"[{stage.label}] FROM {image_name}", stage.label)
         if image_name == "scratch":
             image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
                                 architecture=_ARCH)
@@ -442,7 +476,7 @@ class Build:
             after = after.with_history(History(instruction.original, self.created, empty_layer=True))
             return replace(after, pending=state.pending + folded)
         from_stage = self._source_stage(state, instruction, stage)
-        number = self.log.step(f"{title} {instruction.original}")
+        number = self.log.step(f"{title} {instruction.original}", stage.label)
         env = self._step_env(stage)
         selection, scan, signature = None, None, None
         items: list[tuple[str, str]] = [("instruction", instruction.original)]
@@ -516,6 +550,13 @@ class Build:
         ref = self._located(instruction, lambda: state.expand(instruction.from_))
         source = self.plan.find(ref, stage.index)
         if source is None:
+            names = [s.name for s in self.plan.stages[:stage.index] if s.name]
+            meant = suggest(ref, names, case_sensitive=False)
+            if meant is not None:
+                raise NotSupported.at(
+                    instruction, f"COPY --from={ref}: no stage of that name is defined before "
+                    "this one, and copying from images is not supported yet",
+                    self._line(instruction), hint=f"did you mean the stage {meant}?")
             return None
         self.stage(source)
         return ref, source

@@ -23,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["du"], ["prune"]):
         from builder import prune
         return {"du": prune.du_command, "prune": prune.prune_command}[argv[0]](argv[1:])
-    if argv[:1] in (["load"], ["images"], ["rmi"], ["push"]):
+    if argv[:1] in (["load"], ["images"], ["rmi"], ["push"], ["history"], ["inspect"]):
         from builder import images
         return {"load": images.load_command, "images": images.images_command,
-                "rmi": images.rmi_command, "push": images.push_command}[argv[0]](argv[1:])
+                "rmi": images.rmi_command, "push": images.push_command,
+                "history": images.history_command,
+                "inspect": images.inspect_command}[argv[0]](argv[1:])
     if argv[:1] == ["build"]:
         argv = argv[1:]
     return _build_command(argv)
@@ -37,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="pybuild",
         usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
               "       pybuild load [-i ARCHIVE] | images | rmi IMAGE... | push NAME[:TAG]\n"
+              "       pybuild history [--no-trunc] [--json] IMAGE | inspect IMAGE\n"
               "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball "
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
@@ -78,12 +81,24 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
                         help="compress the layers in the tarball (default none, as docker save "
                              "writes; zstd needs Docker 23.0 or newer to load)")
-    parser.add_argument("--progress", choices=("auto", "plain", "quiet", "json"), default="auto",
-                        help="build log style (default auto: plain lines on stderr); json: one "
-                             "JSON object per event and line on stderr")
+    parser.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
+                        default="auto",
+                        help="build log style on stderr (default auto: tty at a terminal unless "
+                             "NO_COLOR or TERM=dumb, else plain); tty: a live view of the steps; "
+                             "plain: BuildKit's plain lines; json: one JSON object per event "
+                             "and line")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only the image ID (same as --progress=quiet)")
     parser.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    parser.add_argument("--metadata-file", metavar="FILE",
+                        help="write what the build made to FILE as JSON (image and config "
+                             "digests, tags, layers, steps, pushes), as buildx does")
+    parser.add_argument("--trace", metavar="FILE",
+                        help="write the build's timeline to FILE in Chrome's trace-event format "
+                             "(open it in Perfetto or chrome://tracing), also when it fails")
+    parser.add_argument("--load", action="store_true",
+                        help="load the image into Docker with `docker load` (the -o tarball, or "
+                             "streamed without one)")
     parser.add_argument("--platform", metavar="PLATFORM",
                         help="target platform; only the host's is supported")
     parser.add_argument("--network", choices=("default", "host", "none"), default="default",
@@ -137,7 +152,7 @@ def _build_command(argv: list[str]) -> int:
     from builder.api import BuildRequest, build
     from builder.errors import NotSupported, UsageError
     from builder.limits import parse_limits
-    from builder.progress import JsonSink, PlainSink, QuietSink
+    from builder.progress import human_size, sink_for
     from grammar.errors import DockerfileError
     from layers.compression import Compression
     from layers.errors import LayerError
@@ -167,7 +182,20 @@ def _build_command(argv: list[str]) -> int:
         return _usage(str(error))
     if options.push and not options.tag:
         return _usage("--push needs at least one -t NAME[:TAG] to push to")
-    output = options.output or (None if options.push else "image.tar")
+    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return _usage(f"{option} {path}: its directory does not exist")
+    docker = None
+    if options.load:
+        if options.output == "-":
+            return _usage("--load cannot load a tarball written to stdout (-o -)")
+        from builder.dockerload import docker_command
+        docker = docker_command()
+        if docker is None:
+            _failed("--load needs the docker command (none at /usr/bin/docker or on PATH)",
+                    options.progress)
+            return EXIT_FAILURE
+    output = options.output or (None if options.push or options.load else "image.tar")
     caches = {"--cache-from": (), "--cache-to": ()}
     if options.cache_from or options.cache_to:
         from builder.cachespec import parse_cache_spec
@@ -195,10 +223,13 @@ def _build_command(argv: list[str]) -> int:
         insecure_registries=frozenset(options.insecure_registry),
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
-        isolation=options.isolation,
+        isolation=options.isolation, docker_load=docker,
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
-    sink = QuietSink() if quiet else JsonSink() if options.progress == "json" else PlainSink()
+    sinks = [sink_for("quiet" if quiet else options.progress)]
+    if options.trace:
+        from builder.trace import TraceSink
+        sinks.append(TraceSink(options.trace))
     terminated = []
 
     def on_sigterm(number, frame):
@@ -208,7 +239,10 @@ def _build_command(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        result = build(request, sink)
+        result = build(request, *sinks)
+        if options.metadata_file:
+            from builder.metadatafile import write_metadata
+            write_metadata(options.metadata_file, result)
     except DockerfileError as error:
         _failed(error.render(), options.progress)
         return EXIT_USAGE if isinstance(error, NotSupported) else EXIT_FAILURE
@@ -232,8 +266,9 @@ def _build_command(argv: list[str]) -> int:
         print(json.dumps({"event": "BuildFinished", **dataclasses.asdict(result)}), file=sys.stderr)
     else:
         names = ", ".join(result.tags) or "untagged"
-        print(f"built {result.image_id} ({names}) -> {output or 'pushed'}: {result.steps_run} steps "
-              f"run, {result.steps_cached} cached, {_size(result.size)}, {result.seconds:.1f}s",
+        where = output or ("docker" if options.load else "pushed")
+        print(f"built {result.image_id} ({names}) -> {where}: {result.steps_run} steps "
+              f"run, {result.steps_cached} cached, {human_size(result.size)}, {result.seconds:.1f}s",
               file=sys.stderr)
     return 0
 
@@ -245,14 +280,6 @@ def _failed(message: str, progress: str) -> None:
         print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
     else:
         print(f"ERROR: {message}", file=sys.stderr)
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
-        count /= 1000
-    return f"{count}"
 
 
 def _usage(message: str) -> int:
@@ -282,7 +309,7 @@ def _parse_command(argv: list[str]) -> int:
     try:
         dockerfile = parse(text, name)
     except DockerfileError as error:
-        print(f"ERROR: {error.render()}", file=sys.stderr)
+        print(f"ERROR: {error.in_source(text, name).render()}", file=sys.stderr)
         return EXIT_FAILURE
     json.dump(to_data(dockerfile), sys.stdout, indent=2, ensure_ascii=False)
     print()

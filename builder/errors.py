@@ -16,7 +16,7 @@ class BuildError(DockerfileError):
     def at(cls, instruction: Instruction, message: str, source_line: str | None = None,
            hint: str | None = None) -> "BuildError":
         return cls(message, file=instruction.span.file, line=instruction.span.line,
-                   source_line=source_line, hint=hint)
+                   end_line=instruction.span.end_line, source_line=source_line, hint=hint)
 
 
 class NotSupported(BuildError):

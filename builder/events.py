@@ -57,6 +57,17 @@ class StepLayer:
 
 
 @dataclass(frozen=True)
+class StepProgress:
+    """A transfer of a step (a pull, an export) so far: `done` of `total` bytes (None when the
+    total is unknown)."""
+
+    number: int
+    done: int
+    total: int | None
+    at: float
+
+
+@dataclass(frozen=True)
 class StepDone:
     number: int
     at: float
@@ -83,12 +94,13 @@ class BuildWarning:
     at: float
 
 
-Event = (StepStarted | StepCached | StepMissed | StepInfo | StepOutput | StepLayer | StepDone
-         | StepFailed | Note | BuildWarning)
+Event = (StepStarted | StepCached | StepMissed | StepInfo | StepOutput | StepLayer | StepProgress
+         | StepDone | StepFailed | Note | BuildWarning)
 
 
 class Sink(Protocol):
-    """Something that shows or keeps the events: called in order, from the build's thread."""
+    """Something that shows or keeps the events: called in order, one at a time (from the build's
+    thread, except StepProgress, which may come from a transfer's worker thread)."""
 
     def emit(self, event: Event) -> None: ...
 

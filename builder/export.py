@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+from collections.abc import Callable
 
+from builder.atomicfile import replacing
 from layers.archive import ArchiveImage, LayerBlob, write_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression, compress_file
@@ -39,19 +40,11 @@ def compressed_layer(store: BlobStore, diff_id: str, compression: Compression) -
     return LayerBlob(final, digest.digest, digest.size, compression.media_type)
 
 
-def write_output(destination: str, image: ArchiveImage) -> str:
-    """Write the archive; returns the manifest digest."""
+def write_output(destination: str, image: ArchiveImage,
+                 progress: Callable[[int, int], None] | None = None) -> str:
+    """Write the archive; returns the manifest digest. `progress` as for `write_archive`."""
     if destination == "-":
-        return write_archive(sys.stdout.buffer, image)
-    directory = os.path.dirname(os.path.abspath(destination))
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination)}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = write_archive(out, image)
-        os.chmod(temp, 0o644)
-        os.replace(temp, destination)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return digest
+        return write_archive(sys.stdout.buffer, image, progress)
+    with replacing(destination) as out:
+        return write_archive(out, image, progress)
 

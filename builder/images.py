@@ -1,5 +1,6 @@
-"""`pybuild load`, `pybuild images`, `pybuild rmi`, `pybuild push`: the local image store from the
-command line, shaped like the docker commands of the same names.
+"""`pybuild load`, `pybuild images`, `pybuild rmi`, `pybuild push`, `pybuild history`, `pybuild
+inspect`: the local image store from the command line, shaped like the docker commands of the same
+names (what history and inspect show is builder/history.py).
 
 Each verb is a function of its argument list returning the exit status: 0 success, 1 failure
 (an `ERROR:` line on stderr, never a traceback), 2 usage error (argparse exits), 130 interrupted.
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from layers.archive_reader import read_archive
 from layers.errors import LayerError
@@ -77,7 +79,7 @@ def images_command(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     store = _store(options)
     rows = [(_repository(image), image.ref.tag if image.ref else "<none>", image.image_id[7:19],
-             _human_size(_size(store, image))) for image in store.list()]
+             human_size(_size(store, image))) for image in store.list()]
     if options.quiet:
         for image_id in dict.fromkeys(row[2] for row in rows):
             print(image_id)
@@ -133,6 +135,63 @@ def push_command(argv: list[str]) -> int:
     return 0
 
 
+@_verb
+def history_command(argv: list[str]) -> int:
+    parser = _image_parser("history", "Show how an image of the local image store was made, "
+                           "newest step first, with each layer's size also drawn as a bar.")
+    parser.add_argument("--no-trunc", action="store_true", help="do not shorten CREATED BY")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of the entries, newest first")
+    options = parser.parse_args(argv)
+    from builder.history import history_rows, print_history
+    store = _store(options)
+    rows = history_rows(_find(store, options.image), lambda diff_id: _layer_size(store, diff_id))
+    if options.json:
+        print(json.dumps([asdict(row) for row in rows], indent=2, ensure_ascii=False))
+    else:
+        print_history(rows, options.no_trunc)
+    return 0
+
+
+@_verb
+def inspect_command(argv: list[str]) -> int:
+    parser = _image_parser("inspect", "Print an image of the local image store as JSON, as "
+                           "`docker image inspect` does: its config with its ID, tags, size and "
+                           "layers.")
+    options = parser.parse_args(argv)
+    from builder.history import inspect_document
+    store = _store(options)
+    image = _find(store, options.image)
+    tags = [other.ref.familiar() for other in store.list()
+            if other.ref and other.manifest_digest == image.manifest_digest]
+    print(json.dumps([inspect_document(image, tags, _size(store, image))], indent=4,
+                     ensure_ascii=False))
+    return 0
+
+
+def _find(store: ImageStore, text: str) -> StoredImage:
+    """The image `text` names: NAME[:TAG], NAME@DIGEST, or an image ID or a unique prefix of one."""
+    try:
+        image = store.get(parse_reference(text))
+    except ValueError:
+        image = None
+    image = image or _by_id(store, text)
+    if image is None:
+        raise LayerError(f"no such image: {text}")
+    return image
+
+
+def _by_id(store: ImageStore, text: str) -> StoredImage | None:
+    """The image whose ID is `text` or starts with it; a prefix of several is an error."""
+    match = _IMAGE_ID.fullmatch(text)
+    if match is None:
+        return None
+    found = {i.manifest_digest: i for i in store.list() if i.image_id[7:].startswith(match[1])}
+    if len(found) > 1:
+        raise LayerError(f"{text} is ambiguous: it starts {len(found)} image IDs")
+    return next(iter(found.values()), None)
+
+
 def _remove(store: ImageStore, text: str) -> bool:
     """Remove by tag, else by image ID (or a unique prefix of one); False if nothing matched."""
     try:
@@ -146,15 +205,9 @@ def _remove(store: ImageStore, text: str) -> bool:
             if store.get(replace(ref, digest=removed.manifest_digest)) is None:
                 print(f"Deleted: {removed.image_id}")
             return True
-    match = _IMAGE_ID.fullmatch(text)
-    if match is None:
+    image = _by_id(store, text)
+    if image is None:
         return False
-    found = {i.manifest_digest: i for i in store.list() if i.image_id[7:].startswith(match[1])}
-    if len(found) > 1:
-        raise LayerError(f"{text} is ambiguous: it starts {len(found)} image IDs")
-    if not found:
-        return False
-    image = next(iter(found.values()))
     for tag in store.delete(image.manifest_digest):
         print(f"Untagged: {tag.familiar()}")
     print(f"Deleted: {image.image_id}")
@@ -165,6 +218,14 @@ def _parser(verb: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"pybuild {verb}", description=description)
     parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
                         "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
+    return parser
+
+
+def _image_parser(verb: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a verb about one image, named as `_find` takes it."""
+    parser = _parser(verb, description)
+    parser.add_argument("image", metavar="IMAGE",
+                        help="NAME[:TAG], NAME@DIGEST, or an image ID (or a unique prefix of one)")
     return parser
 
 
@@ -181,10 +242,14 @@ def _repository(image: StoredImage) -> str:
 
 def _size(store: ImageStore, image: StoredImage) -> int:
     """What the image occupies unpacked: its layer tars (stored uncompressed) added up."""
-    return sum(os.path.getsize(store.blobs.path(d)) for d in image.diff_ids)
+    return sum(_layer_size(store, d) for d in image.diff_ids)
 
 
-def _human_size(size: float) -> str:
+def _layer_size(store: ImageStore, diff_id: str) -> int:
+    return os.path.getsize(store.blobs.path(diff_id))
+
+
+def human_size(size: float) -> str:
     """Docker's units.HumanSize: decimal units, three significant digits (`4.26MB`)."""
     unit = 0
     while size >= 1000 and unit < len(_UNITS) - 1:

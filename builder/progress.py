@@ -7,13 +7,20 @@ Everything goes to stderr, so `-o -` can stream the tarball on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TextIO
 
 from builder.events import (BuildWarning, Event, Note, Sink, StepCached, StepDone, StepFailed,
-                            StepInfo, StepLayer, StepMissed, StepOutput, StepStarted)
+                            StepInfo, StepLayer, StepMissed, StepOutput, StepProgress, StepStarted)
+
+# The fastest a transfer's progress reaches the sinks: a view redraws a few times a second, and
+# a JSON follower wants a handful of lines, not one per chunk.
+PROGRESS_INTERVAL = 0.1
 
 
 class Log:
@@ -26,6 +33,8 @@ class Log:
         self.warnings: list[str] = []
         self._open: dict[int, float] = {}
         self._partial: dict[int, bytes] = {}
+        self._reported: dict[int, float] = {}
+        self._transfers = threading.Lock()
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -74,6 +83,17 @@ class Log:
             self._emit(StepOutput(number, line.decode(errors="replace"), at))
         if rest:
             self._partial[number] = rest
+
+    def progress(self, number: int, done: int, total: int | None) -> None:
+        """A transfer's bytes so far. Transfers call this for every chunk, from their worker
+        threads: the sinks get at most one report per PROGRESS_INTERVAL, and the last one."""
+        with self._transfers:
+            at = self._now()
+            last = self._reported.get(number)
+            if done != total and last is not None and at - last < PROGRESS_INTERVAL:
+                return
+            self._reported[number] = at
+            self._emit(StepProgress(number, done, total, at))
 
     def note(self, text: str) -> None:
         self._emit(Note(text, self._now()))
@@ -160,3 +180,29 @@ class JsonSink:
 
     def close(self) -> None:
         pass
+
+
+def terminal_view_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """`--progress auto`: the live view only for a person at a terminal that can show it; CI logs,
+    pipes, NO_COLOR and TERM=dumb get plain lines."""
+    return stream.isatty() and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+
+
+def sink_for(progress: str, stream: TextIO | None = None) -> Sink:
+    """The sink of a `--progress` value: auto, tty, plain, quiet or json."""
+    stream = stream or sys.stderr
+    if progress == "auto":
+        progress = "tty" if terminal_view_wanted(stream) else "plain"
+    if progress == "tty":
+        from builder.progress_tty import TtySink  # imports rich: only for a terminal
+        return TtySink(stream)
+    return {"plain": PlainSink, "quiet": QuietSink, "json": JsonSink}[progress](stream)
+
+
+def human_size(count: float) -> str:
+    """A byte count as the log shows it: `512B`, `12.3MB` (powers of 1000, as docker does)."""
+    for unit in ("B", "kB", "MB"):
+        if count < 1000:
+            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1000
+    return f"{count:.1f}GB"

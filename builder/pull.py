@@ -9,6 +9,8 @@ the build goes on with it and says so.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from builder.errors import BuildError
 from layers.imagestore import ImageStore, StoredImage
@@ -18,19 +20,20 @@ from layers.registry.errors import RegistryError
 from layers.registry.pull import pull_layers, resolve
 from layers.registry.transport import Session
 
+if TYPE_CHECKING:
+    from builder.progress import Log
+
 
 class Puller:
     """The registry side of FROM for one build: the references resolved so far."""
 
     def __init__(self, store: ImageStore, sessions: Callable[[Reference], Session],
-                 platform: Platform, always: bool, warn: Callable[[str], None],
-                 note: Callable[[str], None]) -> None:
+                 platform: Platform, always: bool, log: Log) -> None:
         self.store = store
         self.sessions = sessions
         self.platform = platform
         self.always = always
-        self.warn = warn
-        self.note = note
+        self.log = log
         self.resolved: dict[Reference, StoredImage] = {}
 
     def image(self, ref: Reference) -> StoredImage | None:
@@ -49,7 +52,7 @@ class Puller:
                 if error.status == 404:
                     return None
                 raise BuildError(f"cannot pull {ref.familiar()}: {error}") from None
-            self.warn(f"cannot pull {ref.familiar()} ({error}); using the copy in the local "
+            self.log.warn(f"cannot pull {ref.familiar()} ({error}); using the copy in the local "
                       f"image store, {local.manifest_digest}")
             image = local
         self.resolved[ref] = image
@@ -58,9 +61,18 @@ class Puller:
     def _pull(self, ref: Reference) -> StoredImage:
         session = self.sessions(ref)
         found = resolve(session, ref, self.platform)
-        self.note(f"pulling {ref.familiar()}: {found.manifest_digest} for {self.platform}, "
-                  f"{len(found.layers)} layers, {sum(d.size for d in found.layers) / 1e6:.1f}MB")
-        pull_layers(session, ref, found, self.store.blobs)
+        # A step of its own, so the log times it and --trace shows it on the pulls track.
+        number = self.log.step(f"pulling {ref.familiar()}")
+        self.log.info(number, f"{found.manifest_digest} for {self.platform}, "
+                              f"{len(found.layers)} layers, "
+                              f"{sum(d.size for d in found.layers) / 1e6:.1f}MB")
+        try:
+            pull_layers(session, ref, found, self.store.blobs,
+                        progress=partial(self.log.progress, number))
+        except RegistryError as error:
+            self.log.failed(number, str(error))
+            raise
+        self.log.done(number)
         digests = [found.manifest_digest] + ([found.index_digest] if found.index_digest else [])
         self.store.put(found.config, refs=[] if ref.digest else [ref], digests=digests)
         image = self.store.get(ref)

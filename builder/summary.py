@@ -35,8 +35,8 @@ class StepRecorder:
         match event:
             case StepStarted(number, title, at):
                 self.steps[number] = StepSummary(number, title, at)
-            case StepCached(number):
-                self._update(number, cached=True)
+            case StepCached(number, at) if number in self.steps:
+                self._update(number, cached=True, seconds=at - self.steps[number].started)
             case StepMissed(number, reason):
                 self._update(number, reason=reason)
             case StepLayer(number, diff_id, size):

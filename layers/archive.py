@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -41,8 +42,10 @@ def manifest_of(image: ArchiveImage) -> bytes:
     return manifest_bytes(config, [Descriptor(l.media_type, l.digest, l.size) for l in image.layers])
 
 
-def write_archive(out: BinaryIO, image: ArchiveImage) -> str:
-    """Write the archive to `out` (a file or pipe with a fileno); returns the manifest digest."""
+def write_archive(out: BinaryIO, image: ArchiveImage,
+                  progress: Callable[[int, int], None] | None = None) -> str:
+    """Write the archive to `out` (a file or pipe with a fileno); returns the manifest digest.
+    `progress` hears the layer bytes written so far and their total, after every chunk."""
     manifest = manifest_of(image)
     manifest_digest = sha256_digest(manifest)
     config_digest = sha256_digest(image.config)
@@ -54,15 +57,13 @@ def write_archive(out: BinaryIO, image: ArchiveImage) -> str:
     docker_manifest = [{"Config": _blob_name(config_digest),
                         "RepoTags": [tag.familiar() for tag in image.tags],
                         "Layers": [_blob_name(layer.digest) for layer in image.layers]}]
-    writer = _ArchiveWriter(out)
+    layers = {layer.digest: layer for layer in image.layers}  # each blob once
+    writer = _ArchiveWriter(out, sum(layer.size for layer in layers.values()), progress)
     writer.directory("blobs/")
     writer.directory("blobs/sha256/")
     writer.data(_blob_name(config_digest), image.config)
-    written = set()
-    for layer in image.layers:
-        if layer.digest not in written:
-            writer.file(_blob_name(layer.digest), layer.path, layer.size)
-            written.add(layer.digest)
+    for layer in layers.values():
+        writer.file(_blob_name(layer.digest), layer.path, layer.size)
     writer.data(_blob_name(manifest_digest), manifest)
     writer.data("index.json", index_bytes(descriptors))
     writer.data("manifest.json", dumps(docker_manifest))
@@ -85,9 +86,13 @@ def _blob_name(digest: str) -> str:
 class _ArchiveWriter:
     """A few large entries: headers from tarfile (cheap at this count), bodies by sendfile."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, total: int,
+                 progress: Callable[[int, int], None] | None) -> None:
         self.out = out
         self.fd = out.fileno()
+        self.total = total
+        self.progress = progress
+        self.sent = 0
 
     def _header(self, name: str, size: int, kind: bytes, mode: int) -> None:
         info = tarfile.TarInfo(name)
@@ -111,6 +116,9 @@ class _ArchiveWriter:
                 if sent == 0:
                     raise OSError(f"{path} ended after {offset} of {size} bytes")
                 offset += sent
+                self.sent += sent
+                if self.progress is not None:
+                    self.progress(self.sent, self.total)
         self.out.write(bytes(-size % 512))
 
     def finish(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.images import _human_size, images_command, load_command, rmi_command
+from builder.images import human_size, images_command, load_command, rmi_command
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import sha256_digest
@@ -56,7 +56,7 @@ def test_load_then_images_then_rmi(tmp_path: Path, cache: Path, sample, capsys) 
     rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
     assert [row[:3] for row in rows] == [["app", "1", short_id],
                                          ["registry.example:5000/team/app", "2", short_id]]
-    assert rows[0][3] == _human_size(sum(Path(source.path(d)).stat().st_size
+    assert rows[0][3] == human_size(sum(Path(source.path(d)).stat().st_size
                                          for d in json.loads(config)["rootfs"]["diff_ids"]))
     assert lines[0].index("TAG") == lines[1].index("1"), "columns are aligned"
 
@@ -127,7 +127,7 @@ def test_load_reads_a_compressed_archive_from_stdin(tmp_path: Path, cache: Path,
 
 
 def test_human_sizes_read_like_dockers() -> None:
-    assert [_human_size(n) for n in (0, 999, 1000, 4_260_000, 123_456_789, 5 * 10**12)] == \
+    assert [human_size(n) for n in (0, 999, 1000, 4_260_000, 123_456_789, 5 * 10**12)] == \
         ["0B", "999B", "1kB", "4.26MB", "123MB", "5TB"]
 
 

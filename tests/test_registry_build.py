@@ -18,6 +18,7 @@ from layers.registry.push import push_manifest
 from tests.registry_support import Registry, registry, session  # noqa: F401  (a fixture)
 from tests.support import busybox_base, docker, docker_available, pybuild, require
 from tests.test_cache import steps
+from tests.test_trace import tracks
 
 APP = """\
 FROM {base}
@@ -57,9 +58,13 @@ def build(tmp_path: Path, cache: str, *args: str):
 def test_from_a_registry_push_the_result_and_docker_runs_it(project) -> None:
     registry, base, context, tmp_path = project
     app = f"{registry.address}/app-{uuid.uuid4().hex[:8]}:1"
-    log = build(tmp_path, "runner", "--push", "-t", app, str(context))
+    trace = tmp_path / "trace.json"
+    log = build(tmp_path, "runner", "--push", "-t", app, "--trace", str(trace), str(context))
     assert f"pushing {app}" in log
     assert not (tmp_path / "image.tar").exists()  # --push alone writes no tarball
+    timeline = tracks(trace)
+    assert [e["name"] for e in timeline["pulls"]] == [f"pulling {base}"]
+    assert [e["name"] for e in timeline["pushes"]] == [f"pushing {app}"]
 
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{app}"],
                                capture_output=True, text=True)

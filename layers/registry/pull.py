@@ -16,6 +16,8 @@ import hashlib
 import io
 import json
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Sequence
 
@@ -118,10 +120,13 @@ def fetch_blob(session: Session, ref: Reference, digest: str, dest: BinaryIO, *,
 
 
 def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: BlobStore, *,
-                workers: int = 4) -> tuple[str, ...]:
+                workers: int = 4,
+                progress: Callable[[int, int], None] | None = None) -> tuple[str, ...]:
     """Store the layers of `resolved`, uncompressed, under their diff IDs; returns the diff IDs.
     A layer whose diff ID the store already has is not downloaded. Each layer downloaded is
-    remembered as a compressed variant of its diff ID (see `variants`)."""
+    remembered as a compressed variant of its diff ID (see `variants`). `progress` hears the
+    bytes read so far and the bytes to read, after every read of every download (from the
+    downloads' threads)."""
     with about("pull", ref):
         try:
             diff_ids = parse_config(resolved.config).diff_ids
@@ -133,27 +138,29 @@ def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: Blo
                                 f"{len(diff_ids)} diff IDs")
         missing = {diff_id: layer for layer, diff_id in zip(resolved.layers, diff_ids)
                    if not blobs.has(diff_id)}
-        run_all(lambda item: _pull_layer(session, ref, item[1], item[0], blobs),
+        on_read = (_Transferred(sum(layer.size for layer in missing.values()), progress).add
+                   if progress else None)
+        run_all(lambda item: _pull_layer(session, ref, item[1], item[0], blobs, on_read),
                 missing.items(), workers)
         return diff_ids
 
 
 def _pull_layer(session: Session, ref: Reference, layer: Descriptor, diff_id: str,
-                blobs: BlobStore) -> None:
+                blobs: BlobStore, on_read: Callable[[int], None] | None) -> None:
     with session.open(_blob_path(ref, layer.digest), scope=pull_scope(ref)) as stream:
-        store_layer(stream, layer, diff_id, blobs, f"{ref.registry}/{ref.repository}")
+        store_layer(stream, layer, diff_id, blobs, f"{ref.registry}/{ref.repository}", on_read)
 
 
 def store_layer(stream: BinaryIO, blob: Descriptor, diff_id: str, blobs: BlobStore,
-                source: str) -> None:
+                source: str, on_read: Callable[[int], None] | None = None) -> None:
     """Store the layer `stream` reads compressed (as `blob` describes it) under `diff_id`,
     checking both digests in the one pass, and remember the pair as a variant found at
-    `source` (a repository, `registry/name`)."""
+    `source` (a repository, `registry/name`). `on_read` hears the size of every read."""
     where = f"layer {blob.digest}"
     if layer_compression(blob.media_type) is None:
         raise RegistryError(f"{where}: {blob.media_type!r} is not a layer media type")
     with blobs.temp() as (out, temp_path):
-        verified = _Verified(stream, blob.digest, blob.size)
+        verified = _Verified(stream, blob.digest, blob.size, on_read)
         uncompressed = hashlib.sha256()
         try:
             for chunk in decompressed(io.BufferedReader(verified, CHUNK), where):
@@ -177,10 +184,12 @@ class _Verified(io.RawIOBase):
     """A blob passed through and hashed on the way, so checking its digest costs no second
     read. `check` reads what the consumer left (trailing padding) before comparing."""
 
-    def __init__(self, stream: BinaryIO, digest: str, size: int | None) -> None:
+    def __init__(self, stream: BinaryIO, digest: str, size: int | None,
+                 on_read: Callable[[int], None] | None = None) -> None:
         self._stream = stream
         self._digest = digest
         self._expected_size = size
+        self._on_read = on_read
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -191,6 +200,8 @@ class _Verified(io.RawIOBase):
         count = self._stream.readinto(buffer)
         self._hash.update(memoryview(buffer)[:count])
         self.size += count
+        if self._on_read is not None:
+            self._on_read(count)
         return count
 
     def check(self) -> None:
@@ -203,6 +214,22 @@ class _Verified(io.RawIOBase):
         if self._expected_size is not None and self.size != self._expected_size:
             raise RegistryError(f"blob {self._digest}: {self.size} bytes, but its descriptor "
                                 f"says {self._expected_size}")
+
+
+class _Transferred:
+    """The bytes a pull's downloads have read together; they read in threads, so the sum is
+    guarded, and reported under the guard so that the reports never go backwards."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None]) -> None:
+        self.total = total
+        self.report = report
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            self.report(self.done, self.total)
 
 
 def _choose(index: dict[str, Any], platform: Platform) -> Descriptor:

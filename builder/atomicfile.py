@@ -1,0 +1,31 @@
+"""Files a build leaves for others to read (the tarball, `--trace`, `--metadata-file`): written to
+a temp name beside the target and renamed, so a reader, or a failed build, never sees half a
+file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+
+@contextmanager
+def replacing(path: str) -> Iterator[BinaryIO]:
+    """A file for `path`'s new content, which becomes `path` when the block ends without error
+    (and is removed when it raises)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    with replacing(path) as out:
+        out.write(data)

@@ -1,0 +1,43 @@
+"""grammar.lint: Dockerfile text -> the warnings BuildKit's build checks give for it."""
+from __future__ import annotations
+
+import pytest
+
+from grammar.lint import lint
+from grammar.parser import parse
+
+CMD_SIGNALS = ("JSON arguments recommended for CMD to prevent unintended behavior related to OS "
+               "signals")
+ENTRYPOINT_SIGNALS = CMD_SIGNALS.replace("CMD", "ENTRYPOINT")
+MAINTAINER = "Maintainer instruction is deprecated in favor of using label"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("FROM scratch\nCMD [\"run\"]\n", []),
+    ("FROM scratch\nMAINTAINER me <me@example.com>\n", [
+        "Dockerfile:2: MaintainerDeprecated: " + MAINTAINER]),
+    ("FROM scratch\nCMD run --fast\n", ["Dockerfile:2: JSONArgsRecommended: " + CMD_SIGNALS]),
+    ("FROM scratch\nENTRYPOINT run\n", [
+        "Dockerfile:2: JSONArgsRecommended: " + ENTRYPOINT_SIGNALS]),
+    # An explicit SHELL says the shell form is meant, in this stage and those FROM it.
+    ("FROM scratch AS base\nSHELL [\"/bin/bash\", \"-c\"]\nCMD run\nFROM base\nCMD run\n"
+     "FROM scratch\nCMD run\n", ["Dockerfile:7: JSONArgsRecommended: " + CMD_SIGNALS]),
+    ("FROM scratch as base\n", [
+        "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"]),
+    ("from scratch AS base\n", [
+        "Dockerfile:1: FromAsCasing: 'AS' and 'from' keywords' casing do not match"]),
+    ("from scratch as base\nFROM scratch AS other\nFrom scratch as mixed\n", []),
+    ("FROM scratch AS Builder\n", [
+        "Dockerfile:1: StageNameCasing: Stage name 'Builder' should be lowercase"]),
+    ("ARG VERSION=1\nFROM alpine:$VERSION\nFROM --platform=$BUILDPLATFORM alpine:${VERSION}\n",
+     []),
+    ("ARG VERSION=1\nFROM alpine:${VERSON}\nARG LATER\nFROM alpine:$LATER\n", [
+        "Dockerfile:2: UndefinedArgInFrom: FROM argument 'VERSON' is not declared "
+        "(did you mean VERSION?)",
+        "Dockerfile:4: UndefinedArgInFrom: FROM argument 'LATER' is not declared"]),
+    ("# check=skip=JSONArgsRecommended,FromAsCasing\nFROM scratch as a\nCMD run\nMAINTAINER x\n",
+     ["Dockerfile:4: MaintainerDeprecated: " + MAINTAINER]),
+    ("# check=skip=all\nFROM scratch as a\nCMD run\nMAINTAINER x\n", []),
+])
+def test_lint(text: str, expected: list[str]) -> None:
+    assert [finding.render("Dockerfile") for finding in lint(parse(text))] == expected

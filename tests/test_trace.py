@@ -1,0 +1,111 @@
+"""`--trace FILE`: a Chrome trace-event timeline with a track per stage and per kind of transfer,
+whose slices nest in time; written for a failed build too."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import pybuild
+
+DOCKERFILE = """\
+FROM scratch AS base
+COPY a.txt /a.txt
+FROM scratch AS other
+COPY b.txt /b.txt
+FROM base
+COPY --from=other /b.txt /c.txt
+ENV X=1
+COPY a.txt /d.txt
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "a.txt").write_text("a\n" * 1000)
+    (context / "b.txt").write_text("b\n")
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    return context
+
+
+def tracks(path: Path) -> dict[str, list[dict]]:
+    """The trace's slices by track name, after checking the format and that the slices of each
+    track nest (disjoint or contained) and lie within the whole build's slice."""
+    document = json.loads(path.read_text())
+    assert document["displayTimeUnit"] == "ms"
+    events = document["traceEvents"]
+    assert [e["args"]["name"] for e in events
+            if e["ph"] == "M" and e["name"] == "process_name"] == ["pybuild"]
+    names = {e["tid"]: e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    slices = [e for e in events if e["ph"] == "X"]
+    (build,) = [e for e in slices if e["name"] == "build"]
+    for event in slices:
+        assert {"ts", "dur", "pid", "tid", "name", "cat", "args"} <= event.keys()
+        assert event["dur"] >= 0 and event["tid"] in names
+        assert build["ts"] <= event["ts"]
+        assert event["ts"] + event["dur"] <= build["ts"] + build["dur"]
+    for tid in names:
+        open_ends: list[int] = []
+        for event in sorted((e for e in slices if e["tid"] == tid),
+                            key=lambda e: (e["ts"], -e["dur"])):
+            while open_ends and open_ends[-1] <= event["ts"]:
+                open_ends.pop()
+            assert not open_ends or event["ts"] + event["dur"] <= open_ends[-1], event
+            open_ends.append(event["ts"] + event["dur"])
+    return {name: [e for e in slices if e["tid"] == tid] for tid, name in names.items()}
+
+
+def test_a_track_per_stage_and_per_transfer(project: Path, tmp_path: Path) -> None:
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    shared = tmp_path / "shared-cache"
+    trace = tmp_path / "trace.json"
+    result = pybuild("--trace", str(trace), "-o", str(tmp_path / "out.tar"),
+                     "--cache-to", f"type=local,dest={shared}", str(project), env=env)
+    assert result.returncode == 0, result.stderr
+    first = tracks(trace)
+    # In the order they start: the target's FROM builds `base`; its COPY --from, `other`.
+    assert list(first) == ["build", "stage stage-2", "stage base", "stage other", "exports",
+                           "cache export"]
+    assert [e["name"] for e in first["stage other"]] == ["[other] FROM scratch",
+                                                        "[other 1/1] COPY b.txt /b.txt"]
+    copies = [e for e in first["stage stage-2"] if "COPY" in e["name"]]
+    assert [e["args"]["reason"] for e in copies] == ["no earlier build"] * 2
+    assert all(e["args"]["layer"].startswith("sha256:") and e["args"]["layer_size"] > 0
+               for e in copies)
+    assert [e["name"] for e in first["exports"]] == [f"exporting to {tmp_path / 'out.tar'}"]
+    assert first["build"][0]["args"] == {"steps": 9}
+    assert not list(tmp_path.glob(".trace.json.*")), "no temp file is left behind"
+
+    again = pybuild("--trace", str(trace), "-o", str(tmp_path / "out.tar"), "--cache-from",
+                    f"type=local,src={shared}", str(project),
+                    env={"PYBUILD_CACHE_DIR": str(tmp_path / "empty-cache")})
+    assert again.returncode == 0, again.stderr
+    second = tracks(trace)
+    assert "cache import" in second and "cache export" not in second
+    reused = [e for e in second["stage stage-2"] if "COPY" in e["name"]]
+    assert [e["args"].get("cached") for e in reused] == [True, True]
+    assert all("reason" not in e["args"] for e in reused)
+
+
+def test_a_failed_build_still_writes_its_trace(project: Path, tmp_path: Path) -> None:
+    (project / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\nCOPY missing.txt /\n")
+    trace = tmp_path / "trace.json"
+    result = pybuild("--trace", str(trace), "-o", str(tmp_path / "out.tar"), str(project),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 1
+    timeline = tracks(trace)
+    failed = timeline["stage stage-0"][-1]
+    assert failed["name"] == "[stage-0 2/2] COPY missing.txt /"
+    assert "missing.txt" in failed["args"]["error"]
+    assert timeline["build"][0]["args"]["error"] == failed["args"]["error"]
+    assert not (tmp_path / "out.tar").exists()
+
+
+def test_a_trace_in_a_missing_directory_is_a_usage_error(project: Path, tmp_path: Path) -> None:
+    result = pybuild("--trace", str(tmp_path / "nowhere" / "trace.json"), str(project),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2 and "--trace" in result.stderr
