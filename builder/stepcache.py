@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 
 from builder.cacheindex import CacheIndex, FileMemo, StepRecord
@@ -141,20 +142,22 @@ class StepCache:
 
     def output_holds(self, path: str, identity: str) -> bool:
         """Whether the tarball at `path` is the one this cache wrote there for `identity` (and
-        nobody touched it since): then it need not be written again."""
+        nobody touched it since): then it need not be written again. Only a regular file can
+        hold it (a FIFO's reader or /dev/null always gets the whole archive)."""
         if path == "-":
             return False
         try:
             st = os.stat(path)
         except OSError:
             return False
-        return self.index.output(os.path.abspath(path)) == (identity, st.st_size, st.st_mtime_ns,
-                                                            st.st_ino)
+        return stat.S_ISREG(st.st_mode) and self.index.output(os.path.abspath(path)) == (
+            identity, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def remember_output(self, path: str, identity: str) -> None:
         if path != "-":
             st = os.stat(path)
-            self.index.remember_output(os.path.abspath(path), identity, st)
+            if stat.S_ISREG(st.st_mode):
+                self.index.remember_output(os.path.abspath(path), identity, st)
 
     def source_manifests(self, records: tuple[CacheRecord, ...]) -> dict[str, list]:
         """The source lists of the COPY steps among `records`, by digest, for an export."""

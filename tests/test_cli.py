@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,24 @@ def test_dockerfile_from_stdin(tmp_path: Path, cache: dict) -> None:
     assert result.returncode == 0, result.stderr
     with tarfile.open(out) as archive:
         assert "manifest.json" in archive.getnames()
+
+
+def test_an_output_that_is_not_a_regular_file_is_written_to_not_replaced(tmp_path) -> None:
+    """`-o /dev/null` must leave the device in place (a rename over it would replace it with a
+    file, for everyone), and a FIFO's reader gets the whole archive, every time."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        assert pybuild("-q", "-o", os.devnull, str(context), env=env).returncode == 0
+        assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for _ in range(2):
+        received = []
+        reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+        reader.start()
+        assert pybuild("-q", "-o", str(fifo), str(context), env=env).returncode == 0
+        reader.join(30)
+        assert b"manifest.json" in received[0] and stat.S_ISFIFO(os.stat(fifo).st_mode)
