@@ -7,19 +7,23 @@ testdata/images/busybox/make.py and loaded into both Docker and pybuild's store.
 pybuild follows the newer one) or `pybuild-differs` (a deliberate difference, listed in the
 README) are left to tests/test_differences.py, which asserts pybuild's side of them.
 
-The corpus runs once per isolation strategy a root machine has (`namespaces`, and `chroot`, what
-unprivileged containers get): every strategy must make Docker's images. (`rootless` needs a
-user without privileges; tests/test_isolation.py shows it makes the namespaces images.)
+The corpus runs once per isolation strategy: `namespaces`, `chroot` (what unprivileged
+containers get) and `rootless`, as a user the test creates with subordinate ids
+(tests/rootless_user.py; tests/rootless_candidate.py runs pybuild as that user): every strategy
+must make Docker's images.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.rootless_user import rootless_user
 from tests.support import ROOT, SHARED, docker, docker_available, pybuild, require
 
 CASES = ROOT / "testdata" / "conformance"
@@ -27,13 +31,19 @@ HARNESS = SHARED / "tools" / "difftest.py"
 BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
 BASE_IMAGE = "busybox:test"
 SKIPPED_TAGS = ("version-specific", "pybuild-differs")
-STRATEGIES = ("namespaces", "chroot")
+STRATEGIES = ("namespaces", "chroot", "rootless")
 # Where chroot, having no mount namespace, cannot do what Docker does (README, "How RUN runs"):
 # what the harness must then say.
 CHROOT_DIFFERS = {
     "128-error-run-write-etc-hosts": "candidate succeeded but docker fails",  # a writable copy
     "132-run-user-supplementary-groups": "candidate build failed",  # no /proc to read
 }
+# Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace.
+ROOTLESS_DIFFERS = {
+    "119-run-mknod-devices": "candidate build failed",
+    "166-copy-from-run-stage-special-files": "candidate build failed",
+}
+DIFFERS = {"chroot": CHROOT_DIFFERS, "rootless": ROOTLESS_DIFFERS}
 
 
 def _case_names() -> list[str]:
@@ -50,15 +60,29 @@ def conformance_report(request, tmp_path_factory) -> dict:
     require(HARNESS.exists(), f"the differential harness {HARNESS}")
     require(docker_available(), "a running Docker engine")
     work = tmp_path_factory.mktemp(f"difftest-{request.param}")
-    report = work / "report.json"
     cache = work / "cache"
     base = work / "busybox.tar"
     subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
     docker("load", "-i", str(base))
-    loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
-    assert loaded.returncode == 0, loaded.stderr
-    candidate = (f"{sys.executable} -m builder.cli --isolation {request.param} -f {{dockerfile}} "
-                 "-t {tag} -o {out} {buildargs} {target} {context}")
+    with contextlib.ExitStack() as stack:
+        if request.param == "rootless":
+            user = stack.enter_context(rootless_user(base))
+            user.grant(ranges=True)
+            cache = user.home / "cache"
+            loaded = user.pybuild(cache, "load", "-i", str(user.work / "base.tar"))
+            candidate = (f"{sys.executable} {ROOT / 'tests' / 'rootless_candidate.py'} "
+                         f"{user.name} {user.work} {user.python} {cache} ")
+        else:
+            loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
+            candidate = f"{sys.executable} -m builder.cli --isolation {request.param} "
+        assert loaded.returncode == 0, loaded.stderr
+        cases = _run_harness(work, cache, candidate + "-f {dockerfile} -t {tag} -o {out} "
+                                                      "{buildargs} {target} {context}")
+    return {"strategy": request.param, "cases": cases}
+
+
+def _run_harness(work: Path, cache: Path, candidate: str) -> dict:
+    report = work / "report.json"
     command = [sys.executable, str(HARNESS), "--cases", str(CASES), "--probe-base", BASE_IMAGE,
                "--strict-lines",
                "--report", str(report), "--work-root", str(work / "stage"), "--candidate", candidate]
@@ -69,15 +93,15 @@ def conformance_report(request, tmp_path_factory) -> dict:
     process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if not report.exists():
         pytest.fail(f"difftest produced no report:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}")
-    cases = {case["case"]: case for case in json.loads(report.read_text())["cases"]}
-    return {"strategy": request.param, "cases": cases}
+    return {case["case"]: case for case in json.loads(report.read_text())["cases"]}
 
 
 @pytest.mark.parametrize("case", _case_names())
 def test_matches_docker(case: str, conformance_report: dict) -> None:
     result = conformance_report["cases"].get(case)
     assert result is not None, f"{case} was not run"
-    if conformance_report["strategy"] == "chroot" and case in CHROOT_DIFFERS:
-        assert result["status"] == "FAIL" and CHROOT_DIFFERS[case] in result["differences"][0]
+    known = DIFFERS.get(conformance_report["strategy"], {})
+    if case in known:
+        assert result["status"] == "FAIL" and known[case] in result["differences"][0]
         return
     assert result["status"] == "PASS", "\n".join(result["differences"]) or result["status"]
