@@ -14,6 +14,26 @@ import sys
 from builder import __version__
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+_EPILOG = """\
+examples:
+  pybuild -t app:1 .                          build ./Dockerfile into ./image.tar
+  pybuild -t app:1 --load .                   ... and hand it to docker load
+  pybuild -t registry.example/app:1 --push \\
+      --cache-from registry.example/app:cache \\
+      --cache-to type=registry,ref=registry.example/app:cache .
+  pybuild -f - -o - . < Dockerfile | docker load
+  pybuild history app:1                       how an image of the local store was made
+
+environment:
+  SOURCE_DATE_EPOCH   clamp file times and the config's `created` time: reproducible images
+  PYBUILD_CACHE_DIR   the cache root (blobs, snapshots, the step index, the local image store)
+  DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
+  NO_COLOR            no colour, and no live view with --progress auto
+
+exit status:
+  0 success; 1 the build failed (the message names the Dockerfile line, no output is left
+  behind); 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
+  143 terminated. The README has the full reference: what matches Docker, and the known limits."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,90 +61,96 @@ def _build_parser() -> argparse.ArgumentParser:
               "       pybuild load [-i ARCHIVE] | images | rmi IMAGE... | push NAME[:TAG]\n"
               "       pybuild history [--no-trunc] [--json] IMAGE | inspect IMAGE\n"
               "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
-        description="Build a container image from a Dockerfile, without a daemon, into a tarball "
-                    "that `docker load` accepts (a docker-save archive that is also an OCI layout).",
-        epilog="Exit status: 0 success, 1 build failure, 2 usage error or a Dockerfile feature "
-               "pybuild does not support yet, 130 interrupted, 143 terminated.")
-    parser.add_argument("context", metavar="CONTEXT", help="the build context directory")
-    parser.add_argument("-f", "--file", metavar="FILE",
+        description="Build a container image from a Dockerfile, without a daemon, into a tarball\n"
+                    "that `docker load` accepts (a docker-save archive that is also an OCI layout),\n"
+                    "or push it to a registry.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    group = parser.add_argument_group("what to build")
+    group.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    group.add_argument("-f", "--file", metavar="FILE",
                         help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
-    parser.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
-                        help="name the image (repeatable); `docker load` applies every tag")
-    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+    group.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
+                        "it needs")
+    group.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
                         help="set a build-time variable (repeatable); KEY alone takes the value "
                              "from the environment")
-    parser.add_argument("--build-context", action="append", default=[], metavar="NAME=SOURCE",
+    group.add_argument("--build-context", action="append", default=[], metavar="NAME=SOURCE",
                         help="make FROM NAME (and COPY --from=NAME) use SOURCE: "
                              "docker-image://REF, oci-layout://DIR[:TAG], docker-archive:PATH, "
                              "oci-archive:PATH (repeatable)")
-    parser.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
-                        "it needs")
-    parser.add_argument("-o", "--output", metavar="PATH",
+    group.add_argument("--platform", metavar="PLATFORM",
+                        help="target platform; only the host's is supported")
+    group = parser.add_argument_group("the image and where it goes")
+    group.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                        help="name the image (repeatable); `docker load` applies every tag")
+    group.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="add a label to the image (repeatable)")
+    group.add_argument("-o", "--output", metavar="PATH",
                         help="where to write the image tarball (default ./image.tar, none with "
                              "--push; - for stdout)")
-    parser.add_argument("--push", action="store_true",
+    group.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
+                        help="compress the layers in the tarball (default none, as docker save "
+                             "writes; zstd needs Docker 23.0 or newer to load)")
+    group.add_argument("--load", action="store_true",
+                        help="load the image into Docker with `docker load` (the -o tarball, or "
+                             "streamed without one)")
+    group.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    group.add_argument("--metadata-file", metavar="FILE",
+                        help="write what the build made to FILE as JSON (image and config "
+                             "digests, tags, layers, steps, pushes), as buildx does")
+    group = parser.add_argument_group("registries and shared caches")
+    group.add_argument("--push", action="store_true",
                         help="push every -t to its registry (layers gzip unless --compression "
                              "zstd)")
-    parser.add_argument("--pull", action="store_true",
+    group.add_argument("--pull", action="store_true",
                         help="resolve every FROM image in its registry again, even one the local "
                              "store has")
-    add_registry_options(parser)
-    parser.add_argument("--cache-from", action="append", default=[], metavar="SOURCE",
+    add_registry_options(group)
+    group.add_argument("--cache-from", action="append", default=[], metavar="SOURCE",
                         help="import a build cache: type=registry,ref=REF (or REF), "
                              "type=local,src=DIR[,tag=TAG] (repeatable)")
-    parser.add_argument("--cache-to", action="append", default=[], metavar="DEST",
+    group.add_argument("--cache-to", action="append", default=[], metavar="DEST",
                         help="export this build's cache: type=registry,ref=REF or "
                              "type=local,dest=DIR[,tag=TAG], with compression=gzip|zstd, "
                              "ignore-error=true (repeatable)")
-    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                        help="add a label to the image (repeatable)")
-    parser.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
-                        help="compress the layers in the tarball (default none, as docker save "
-                             "writes; zstd needs Docker 23.0 or newer to load)")
-    parser.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
+    group = parser.add_argument_group("how RUN runs")
+    group.add_argument("--network", choices=("default", "host", "none"), default="default",
+                        help="network for RUN: host (shares the host's network; the default, so "
+                             "package installs work) or none (only loopback)")
+    group.add_argument("--isolation", choices=("auto", "namespaces", "rootless", "chroot"),
+                        default="auto",
+                        help="how RUN is isolated (default auto: namespaces as root, rootless "
+                             "(a user namespace) otherwise, chroot where unshare is forbidden, "
+                             "as in an unprivileged container)")
+    group.add_argument("-m", "--memory", metavar="SIZE",
+                        help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
+                             "1g; at least 6m); no swap beyond it")
+    group.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
+    group = parser.add_argument_group("the local build cache")
+    group.add_argument("--no-cache", action="store_true",
+                        help="reuse no earlier result: run every step (results are still stored "
+                             "for later builds)")
+    group.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                        help="run every step of this stage without reusing results (repeatable)")
+    group.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
+                        "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
+    group = parser.add_argument_group("the build log")
+    group.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
                         default="auto",
                         help="build log style on stderr (default auto: tty at a terminal unless "
                              "NO_COLOR or TERM=dumb, else plain); tty: a live view of the steps; "
                              "plain: BuildKit's plain lines; json: one JSON object per event "
                              "and line")
-    parser.add_argument("-q", "--quiet", action="store_true",
+    group.add_argument("-q", "--quiet", action="store_true",
                         help="print only the image ID (same as --progress=quiet)")
-    parser.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
-    parser.add_argument("--metadata-file", metavar="FILE",
-                        help="write what the build made to FILE as JSON (image and config "
-                             "digests, tags, layers, steps, pushes), as buildx does")
-    parser.add_argument("--trace", metavar="FILE",
+    group.add_argument("--trace", metavar="FILE",
                         help="write the build's timeline to FILE in Chrome's trace-event format "
                              "(open it in Perfetto or chrome://tracing), also when it fails")
-    parser.add_argument("--load", action="store_true",
-                        help="load the image into Docker with `docker load` (the -o tarball, or "
-                             "streamed without one)")
-    parser.add_argument("--platform", metavar="PLATFORM",
-                        help="target platform; only the host's is supported")
-    parser.add_argument("--network", choices=("default", "host", "none"), default="default",
-                        help="network for RUN: host (shares the host's network; the default, so "
-                             "package installs work) or none (only loopback)")
-    parser.add_argument("--isolation", choices=("auto", "namespaces", "rootless", "chroot"),
-                        default="auto",
-                        help="how RUN is isolated (default auto: namespaces as root, rootless "
-                             "(a user namespace) otherwise, chroot where unshare is forbidden, "
-                             "as in an unprivileged container)")
-    parser.add_argument("-m", "--memory", metavar="SIZE",
-                        help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
-                             "1g; at least 6m); no swap beyond it")
-    parser.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="reuse no earlier result: run every step (results are still stored "
-                             "for later builds)")
-    parser.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
-                        help="run every step of this stage without reusing results (repeatable)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
-                        "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     return parser
 
 
-def add_registry_options(parser: argparse.ArgumentParser) -> None:
+def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                         help="speak plain http to this registry (repeatable; localhost and "
                              "127.0.0.1 always are)")
