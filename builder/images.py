@@ -23,17 +23,23 @@ from layers.errors import LayerError
 from layers.imagestore import ImageStore, StoredImage
 from layers.reference import parse_reference
 
-EXIT_FAILURE, EXIT_INTERRUPTED = 1, 130
+EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 
 def _verb(command: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-    """A verb's failures as one `ERROR:` line and an exit status, never a traceback."""
+    """A verb's failures as one `ERROR:` line and an exit status, never a traceback. A reader
+    that stops early (`pybuild history IMAGE | head`) ends it quietly, as SIGPIPE would (141)."""
     @functools.wraps(command)
     def run(argv: list[str]) -> int:
         try:
-            return command(argv)
+            status = command(argv)
+            sys.stdout.flush()
+            return status
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing to flush
+            return EXIT_BROKEN_PIPE
         except (LayerError, OSError) as error:
             return _fail(error)
         except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -132,3 +134,15 @@ def test_bars_are_drawn_in_colour_on_a_terminal(monkeypatch) -> None:
     stream = Terminal()
     print_history(rows, False, stream)
     assert "#" * BAR_WIDTH in stream.getvalue() and "\x1b[" not in stream.getvalue()
+
+
+def test_a_reader_that_stops_early_ends_the_verb_quietly(built, monkeypatch, capsys) -> None:
+    """`pybuild inspect IMAGE | head`: no `ERROR: Broken pipe`, and SIGPIPE's status."""
+    cache, _, _ = built
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        status = inspect_command(["--cache-dir", str(cache), "history:1"])
+        monkeypatch.undo()
+    assert status == 141 and capsys.readouterr().err == ""
