@@ -200,6 +200,10 @@ class Build:
             state = state.with_config(labels=tuple(labels.items()))
         image = self._stamped(state.image)
         self._warn_unconsumed()
+        if self.request.compression is Compression.ZSTD and (self.request.output
+                                                              or self.request.docker_load):
+            self.log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
+                          "Docker 20.10 refuses them)")
         config = image.to_bytes()
         image_id = sha256_digest(config)
         self._fetch(image.diff_ids)

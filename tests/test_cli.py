@@ -76,6 +76,16 @@ def test_zstd_tarball_is_a_valid_oci_archive(tmp_path: Path, cache: dict) -> Non
     assert copy.returncode == 0, copy.stderr
 
 
+def test_a_zstd_tarball_warns_that_older_docker_cannot_load_it(tmp_path: Path, cache: dict) -> None:
+    warning = ("WARNING: zstd layers need Docker 23.0 or newer to load (docker load of Docker "
+               "20.10 refuses them)\n")
+    for compression in ("zstd", "gzip"):
+        result = pybuild("--progress", "plain", "-o", str(tmp_path / f"{compression}.tar"),
+                         "--compression", compression, str(HELLO), env=cache)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count(warning) == (compression == "zstd"), result.stderr
+
+
 def test_skopeo_reads_the_oci_view(tmp_path: Path, cache: dict) -> None:
     require(shutil.which("skopeo") is not None, "skopeo")
     out = tmp_path / "image.tar"
