@@ -6,6 +6,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,47 @@ def test_nothing_outside_the_root_is_visible_or_writable(base, tmp_path):
     _, output, _ = run(base, tmp_path, f"ls {marker} 2>&1; echo x > /host-write && ls /")
     assert "No such file" in output
     assert not (Path("/") / "host-write").exists()
+
+
+def test_the_command_is_root_of_its_own_user_namespace_only(base, tmp_path):
+    """Root inside, ids mapped to themselves, and no power over what the sandbox's namespaces
+    guard: no device nodes (no raw host disk), no mounts, no hostname, no host-wide /proc knobs."""
+    status, output, upper = run(base, tmp_path, "cat /proc/self/uid_map /proc/self/gid_map;"
+                                " chown 1000:1000 /tmp/x 2>/dev/null || touch /tmp/x && chown 1000:1000 /tmp/x;"
+                                " mknod /tmp/disk b 7 0 2>&1; mount -t tmpfs none /tmp 2>&1;"
+                                " hostname other 2>&1; echo 3 > /proc/sys/vm/drop_caches 2>&1;"
+                                " grep -c ' /proc/sys ' /proc/mounts; hostname")
+    assert status == 0, output
+    lines = output.splitlines()
+    assert [line.split() for line in lines[:2]] == [["0", "0", "4294967295"]] * 2
+    assert "mknod: /tmp/disk: Operation not permitted" in lines
+    assert "mount: permission denied (are you root?)" in lines
+    assert "hostname: sethostname: Operation not permitted" in lines
+    assert any("Read-only file system" in line for line in lines)  # /proc/sys
+    assert lines[-2:] == ["1", "pybuild"]
+    assert not (upper / "tmp" / "disk").exists()
+    assert (os.lstat(upper / "tmp" / "x").st_uid, os.lstat(upper / "tmp" / "x").st_gid) == (1000, 1000)
+
+
+def test_output_streams_while_the_command_runs(base, tmp_path):
+    arrivals: list[float] = []
+    scratch = tmp_path / "scratch"
+    (scratch / "upper").mkdir(parents=True)
+    (scratch / "work").mkdir()
+    spec = RunSpec(lowerdirs=(str(base),), upperdir=str(scratch / "upper"),
+                   workdir=str(scratch / "work"), scratch=str(scratch),
+                   argv=("/bin/sh", "-c", "echo first; sleep 1; echo second"), env=("PATH=/bin",))
+    status = NamespaceSandbox().run(spec, lambda chunk: arrivals.append(time.monotonic()))
+    assert status == 0 and len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] > 0.5  # the first line came before the command slept
+
+
+def test_pid_1_reaps_orphans(base, tmp_path):
+    """An orphan that exits is reaped by the sandbox's pid 1: no zombie is left while the command
+    runs on."""
+    status, output, _ = run(base, tmp_path, "(sleep 0.2 &); sleep 1;"
+                            " cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z")
+    assert output.strip() == "0"
 
 
 def test_etc_hosts_is_read_only_and_dev_writes_vanish(base, tmp_path):

@@ -9,9 +9,12 @@ with its parent (PR_SET_PDEATHSIG), so killing the keeper tears the whole sandbo
 mounts vanish with the last process of the mount namespace. Only the command joins the RUN's
 cgroup (cgroups.py), just before it execs.
 
-As root, no user namespace is made: an identity map of every id would change nothing, while an
-overlay mounted inside a user namespace must use `user.*` xattrs, which the root snapshots (with
-`trusted.overlay.opaque`) do not have. A rootless build is in its user namespace as a whole.
+The sandbox's pid 1 mounts the root with the privileges pybuild has (as root, the overlay keeps
+its marks in `trusted.*` xattrs, as the snapshots have them; a rootless build is in its user
+namespace as a whole, see userns.py). The command then enters a user namespace of its own with
+the same ids, each mapped to itself (userns.enter_nested): it is root there, over nothing the
+kernel guards (mounts, device nodes, modules, the host's network), as in a rootless container.
+/proc files a root of the host could still write (sysrq-trigger, sysctls) are read-only.
 """
 from __future__ import annotations
 
@@ -93,6 +96,7 @@ class NamespaceSandbox:
                                os.path.join(spec.scratch, "stubs"), self.overlay, self.rootless)
             rootfs.populate(root, etc_files)
             rootfs.enter(root)
+            rootfs.protect_proc()
             linux.sethostname(spec.hostname)
             if spec.network == "none":
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -102,9 +106,19 @@ class NamespaceSandbox:
                 os.makedirs(spec.cwd, 0o755)
         except BaseException as error:
             process.fail(write, f"cannot set up the root: {error}")
+        ready_read, ready_write = os.pipe()
+        mapped_read, mapped_write = os.pipe()
         command = os.fork()
         if command == 0:
-            process.exec_command(spec, write, joins, setgroups)
+            os.close(ready_read)
+            os.close(mapped_write)
+            process.exec_command(spec, write, joins, setgroups,
+                                 lambda: userns.enter_nested(ready_write, mapped_read))
+        os.close(ready_write)
+        os.close(mapped_read)
+        failure = userns.map_nested(command, ready_read, mapped_write)
+        if failure is not None:
+            process.fail(write, failure)
         os.close(write)
         status = 0
         while True:

@@ -136,17 +136,20 @@ def fail(write: int, message: str) -> NoReturn:
     os._exit(_STATUS_SETUP_FAILED)
 
 
-def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...],
-                 setgroups: bool = True) -> NoReturn:
+def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: bool = True,
+                 isolate: Callable[[], None] | None = None) -> NoReturn:
     """In the command's process, inside its root: stdin from /dev/null, output to `write`, into
-    the RUN's cgroup, become the RUN's user, exec. `setgroups` is False in a user namespace that
-    forbids it (a single-id map): the command keeps the groups it has."""
+    the RUN's cgroup, `isolate()` (a user namespace of its own), become the RUN's user, exec.
+    `setgroups` is False in a user namespace that forbids it (a single-id map): the command
+    keeps the groups it has."""
     try:
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(write, 1)
         os.dup2(write, 2)
         cgroups.join(joins)
+        if isolate is not None:
+            isolate()
         if setgroups:
             os.setgroups(list(spec.groups))
         os.setgid(spec.gid)

@@ -22,6 +22,11 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "
 _KEPT_FLAGS = ((os.ST_NOSUID, linux.MS_NOSUID), (os.ST_NODEV, linux.MS_NODEV),
                (os.ST_NOEXEC, linux.MS_NOEXEC), (os.ST_NOATIME, linux.MS_NOATIME),
                (os.ST_NODIRATIME, linux.MS_NODIRATIME), (os.ST_RELATIME, linux.MS_RELATIME))
+# What Docker makes read-only or hides in /proc: the command is root of the host's ids (mapped to
+# themselves), and these files check no capability, only that the writer is root.
+_PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+_PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "sched_debug", "scsi",
+                "timer_list", "timer_stats")
 _DIR_STUBS = ("proc", "sys", "dev")
 _FILE_STUBS = ("etc/resolv.conf", "etc/hosts", "etc/hostname")
 
@@ -140,6 +145,22 @@ def populate(root: str, etc_files: dict[str, str]) -> None:
             continue
         linux.mount(source, target, None, linux.MS_BIND)
         _read_only(target)
+
+
+def protect_proc() -> None:
+    """Inside the root: make /proc's system-wide knobs read-only and hide what leaks the host."""
+    for name in _PROC_READ_ONLY:
+        path = os.path.join("/proc", name)
+        if os.path.exists(path):
+            linux.mount(path, path, None, linux.MS_BIND)
+            _read_only(path)
+    for name in _PROC_MASKED:
+        path = os.path.join("/proc", name)
+        if os.path.isdir(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+                        | linux.MS_NOEXEC, "size=0")
+        elif os.path.exists(path):
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
 
 
 def _read_only(target: str) -> None:

@@ -148,6 +148,38 @@ def _map_ids(go: int, report: int, arguments: list[list[str]]) -> None:
     os._exit(0)
 
 
+def enter_nested(ready: int, mapped: int) -> None:
+    """In a RUN's command: become root of a user namespace of its own, whose ids are those of the
+    sandbox (its parent writes the map: `map_nested`). The command then holds capabilities only
+    over what that namespace owns, which is nothing: the mount, pid, uts, ipc and network
+    namespaces belong to the sandbox's. So it cannot mount, make device nodes, load modules or
+    configure the host's network, while `chown 1000` still gives 1000."""
+    linux.unshare(linux.CLONE_NEWUSER)
+    os.write(ready, b"u")
+    if os.read(mapped, 1) != b"y":
+        raise OSError("the sandbox could not map the ids of the command's user namespace")
+    os.close(ready)
+    os.close(mapped)
+
+
+def map_nested(child: int, ready: int, mapped: int) -> str | None:
+    """In the sandbox's pid 1: once `child` has unshared (enter_nested), give its user namespace
+    every id this one has, each to itself. Returns why that failed, or None."""
+    try:
+        if os.read(ready, 1) != b"u":
+            return None  # the child ended before; it says why
+        for kind in ("uid", "gid"):
+            lines = "".join(f"{inner} {inner} {count}\n" for inner, _, count in _map(kind))
+            _write(f"/proc/{child}/{kind}_map", lines)
+        os.write(mapped, b"y")
+        return None
+    except OSError as error:
+        return f"cannot map the command's user namespace: {process.describe(error)}"
+    finally:
+        os.close(ready)
+        os.close(mapped)
+
+
 def refused() -> str:
     """Why this process cannot make a user namespace (tried in a throwaway child)."""
     uid = os.getuid()
