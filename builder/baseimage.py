@@ -1,5 +1,6 @@
-"""Where FROM's image comes from: a `--build-context` named like the image, else the local image
-store. Registry pulls come later; until then the not-found error lists where pybuild looked.
+"""Where FROM's image (and COPY --from's, when it names no stage) comes from: a `--build-context`
+named like the image, else the local image store, else its registry (builder/pull.py, through
+the `find` the build passes); the not-found error lists where pybuild looked.
 
 `--build-context NAME=SOURCE` follows buildx's forms, plus skopeo's archive transports:
 
@@ -7,7 +8,8 @@ store. Registry pulls come later; until then the not-found error lists where pyb
     NAME=oci-layout://DIR[:TAG|@DIGEST]  an OCI layout directory; TAG is its ref.name annotation
     NAME=docker-archive:PATH[:REF]       a `docker save` tarball; REF one of its RepoTags
     NAME=oci-archive:PATH[:TAG]          an OCI layout as a tarball
-    NAME=DIR                             a local directory (for COPY --from; not a base image)
+    NAME=DIR                             a local directory (for COPY --from; not a base image);
+                                         its own .dockerignore applies, not the main context's
 
 In the layout and archive forms the path ends at the first `:`, as buildx and skopeo split them.
 A context named `alpine` stands for `FROM alpine` and `FROM alpine:latest` alike, as in BuildKit:
@@ -72,6 +74,23 @@ class BaseImage:
         return self.config.diff_ids
 
 
+@dataclass(frozen=True)
+class Use:
+    """Which instruction asks for an image, as messages say it: `FROM x` or `COPY --from=x`,
+    what is missing, and what else the name could have named."""
+
+    instruction: str
+    missing: str
+    names: str
+
+    @staticmethod
+    def of(name: str, copy: bool) -> "Use":
+        if copy:
+            return Use(f"COPY --from={name}", f"image {name!r} of COPY --from",
+                       "stage or --build-context")
+        return Use(f"FROM {name}", f"base image {name!r}", "--build-context")
+
+
 def parse_build_context(text: str) -> tuple[str, ContextSource]:
     """`NAME=SOURCE` -> (NAME, source); paths are made absolute. Raises ValueError."""
     name, _, value = text.partition("=")
@@ -105,24 +124,38 @@ def _absolute(path: str, value: str) -> str:
 
 
 def resolve_base(name: str, store: ImageStore, contexts: Mapping[str, ContextSource],
-                 find: Callable[[Reference], StoredImage | None] | None = None) -> BaseImage:
-    """The image `FROM name` means. `find` looks a reference up in the store and, where it may,
-    in its registry (builder/pull.py); without it, only the store is asked. Raises BuildError
-    (without a place: the caller adds the FROM line) or LayerError (a damaged archive or store)."""
-    for context_name, source in contexts.items():
-        if _key(context_name) == _key(name):
-            via = f"--build-context {context_name}={source.text}"
-            if isinstance(source, StoreSource):
-                return _from_store(name, source.reference, store, via, contexts, find)
-            if isinstance(source, ArchiveSource):
-                return _from_archive(source, store, via)
-            raise BuildError(f"FROM {name}: {via} is a directory; a directory can be used with "
-                             "COPY --from, not as a base image")
+                 find: Callable[[Reference], StoredImage | None] | None = None, *,
+                 copy: bool = False) -> BaseImage:
+    """The image `FROM name` means (with `copy`, the image `COPY --from=name` means, which the
+    messages then say). `find` looks a reference up in the store and, where it may, in its
+    registry (builder/pull.py); without it, only the store is asked. Raises BuildError (without
+    a place: the caller adds the line) or LayerError (a damaged archive or store)."""
+    use = Use.of(name, copy)
+    named = named_context(name, contexts)
+    if named is not None:
+        context_name, source = named
+        via = f"--build-context {context_name}={source.text}"
+        if isinstance(source, StoreSource):
+            return _from_store(name, source.reference, store, via, contexts, find, use)
+        if isinstance(source, ArchiveSource):
+            return _from_archive(source, store, via)
+        raise BuildError(f"{use.instruction}: {via} is a directory; a directory can be used with "
+                         "COPY --from, not as a base image")
     try:
         ref = parse_reference(name)
     except ValueError as error:
-        raise BuildError(f"FROM {name}: {error}") from None
-    return _from_store(name, ref, store, None, contexts, find)
+        raise BuildError(f"{use.instruction}: {error}") from None
+    return _from_store(name, ref, store, None, contexts, find, use)
+
+
+def named_context(name: str, contexts: Mapping[str, ContextSource]
+                  ) -> tuple[str, ContextSource] | None:
+    """The `--build-context` that `name` (of FROM or COPY --from) names, with its own name."""
+    wanted = _key(name)
+    for context_name, source in contexts.items():
+        if _key(context_name) == wanted:
+            return context_name, source
+    return None
 
 
 def _key(name: str) -> str:
@@ -135,7 +168,7 @@ def _key(name: str) -> str:
 
 def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
                 contexts: Mapping[str, ContextSource],
-                find: Callable[[Reference], StoredImage | None] | None) -> BaseImage:
+                find: Callable[[Reference], StoredImage | None] | None, use: Use) -> BaseImage:
     """`ref` from the local store or its registry; `via` is the build context that led there,
     if one did."""
     where = f"the local image store ({store.dir})"
@@ -145,7 +178,7 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
             problem = f"{via} names {ref.familiar()}, which {where} does not have"
         else:
             given = ", ".join(sorted(contexts)) or "none were given"
-            problem = (f"no --build-context is named {name} ({given}), and {where} has no "
+            problem = (f"no {use.names} is named {name} ({given}), and {where} has no "
                        f"{ref.familiar()}")
         others = sorted(i.ref.familiar() for i in store.list()
                         if i.ref is not None and i.ref.familiar_name() == ref.familiar_name())
@@ -153,12 +186,12 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
             problem += f" (it has {', '.join(others)})"
         if find is not None:
             problem += f", and the registry {ref.registry} has no such image"
-        raise BuildError(f"base image {name!r} not found: {problem}; add it with `pybuild load "
+        raise BuildError(f"{use.missing} not found: {problem}; add it with `pybuild load "
                          "-i ARCHIVE`, or name an archive with --build-context")
     missing = [d for d in image.diff_ids if not store.blobs.has(d)]
     if missing:
-        raise BuildError(f"FROM {name}: layer {missing[0]} of {ref.familiar()} is missing from "
-                         f"{store.blobs.dir}; load the image again")
+        raise BuildError(f"{use.instruction}: layer {missing[0]} of {ref.familiar()} is missing "
+                         f"from {store.blobs.dir}; load the image again")
     return BaseImage(image.config, image.image_id, via or f"{where}: {ref.familiar()}")
 
 

@@ -48,7 +48,7 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
-    from builder.baseimage import ContextSource
+    from builder.baseimage import BaseImage, ContextSource, DirectorySource
     from builder.cachespec import CacheSpec
     from builder.pull import Puller
     from builder.remotelayers import RemoteLayers
@@ -120,6 +120,17 @@ class BuildResult:
     steps: tuple[StepSummary, ...] = ()
 
 
+@dataclass(frozen=True)
+class CopyFrom:
+    """What COPY --from=NAME reads, resolved: an earlier stage, an image (of a build context, the
+    local store or a registry), or a directory build context."""
+
+    name: str
+    stage: Stage | None = None
+    image: BaseImage | None = None
+    directory: DirectorySource | None = None
+
+
 def build(request: BuildRequest, log: Log) -> BuildResult:
     """Run a whole build. Raises DockerfileError (BuildError included) or LayerError. A rootless
     build moves the calling process into a user namespace first, for good."""
@@ -168,7 +179,8 @@ class Build:
         self.plan: Plan | None = None
         self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
                                frozenset(request.no_cache_filter))
-        self._file_memos = None
+        self._file_memos: dict[str, dict[str, tuple]] = {}
+        self._directory_trees: dict[str, ContextTree] = {}
         self.reused_created: list[str] = []
         self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
         self.remote: RemoteLayers | None = None
@@ -479,15 +491,19 @@ class Build:
             folded = ((f"step {len(state.pending)}", instruction.original),) + _arg_inputs(instruction, after)
             after = after.with_history(History(instruction.original, self.created, empty_layer=True))
             return replace(after, pending=state.pending + folded)
-        from_stage = self._source_stage(state, instruction, stage)
+        source = self._copy_from(state, instruction, stage)
         number = self.log.step(f"{title} {instruction.original}", stage.label)
-        env = self._step_env(stage)
+        if source is not None and source.image is not None:
+            self.log.info(number, f"from {source.image.origin}")
+        env = self._step_env(source)
         selection, scan, signature = None, None, None
         items: list[tuple[str, str]] = [("instruction", instruction.original)]
         slot = f"{self.slot_prefix}|{stage.label}|{position}"
-        if from_stage is not None:
-            # Selected only on a miss: reading the stage's files may mean fetching its layers.
-            items.append((f"from stage {from_stage[0]}", self.stage(from_stage[1]).chain_key()))
+        keyed = source is not None and source.directory is None
+        if keyed:
+            # A stage's key or an image's ID stands for its files, which are selected only on a
+            # miss: reading them may mean fetching or unpacking layers.
+            items.append(self._from_input(source))
         elif isinstance(instruction, ins.Copy):
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
             # Sources whose lstats are as at an earlier build have that build's manifest: a hit
@@ -500,7 +516,8 @@ class Build:
                 hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
                 if hit is not None:
                     return self._reuse(number, hit, state, key)
-            scan = scan_sources(selection, self._memos())
+            scan = scan_sources(selection, self._memos(
+                source.directory.path if source is not None else self.request.context))
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
         speculate = scan is not None and scan.unknown and not (
@@ -515,7 +532,7 @@ class Build:
             if hit is not None:
                 return self._reuse(number, hit, state, key)
             self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
-        if from_stage is not None:
+        if keyed:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
             from builder.run import run
@@ -544,26 +561,68 @@ class Build:
         self.cache.record(key, state.key, slot, inputs, diff_id, after.to_json())
         return after
 
-    def _source_stage(self, state: StageState, instruction: ins.Instruction,
-                      stage: Stage) -> tuple[str, Stage] | None:
-        """The stage a COPY --from names (as written, expanded), built before the COPY's own log
-        line so the log reads in order; None for any other step."""
+    def _copy_from(self, state: StageState, instruction: ins.Instruction,
+                   stage: Stage) -> CopyFrom | None:
+        """What a COPY --from names (as written, expanded), resolved before the COPY's own log
+        line so the log reads in order (an earlier stage is built, an image perhaps pulled);
+        None for any other step. As in BuildKit, a --build-context of that name wins over a
+        stage of that name; then an earlier stage (AS name or index); then an image, found as
+        FROM finds one."""
         if not isinstance(instruction, ins.Copy) or isinstance(instruction, ins.Add) \
                 or not instruction.from_:
             return None
-        ref = self._located(instruction, lambda: state.expand(instruction.from_))
-        source = self.plan.find(ref, stage.index)
-        if source is None:
+        name = self._located(instruction, lambda: state.expand(instruction.from_))
+        contexts = self.request.build_contexts
+        if contexts:
+            from builder.baseimage import DirectorySource, named_context
+            named = named_context(name, contexts)
+            if named is not None and isinstance(named[1], DirectorySource):
+                return CopyFrom(name, directory=named[1])
+        else:
+            named = None
+        if named is None:
+            source = self.plan.find(name, stage.index)
+            if source is not None:
+                self.stage(source)
+                return CopyFrom(name, stage=source)
+            self._refuse_stage_reference(name, instruction, stage)
+        from builder.baseimage import resolve_base
+        try:
+            image = self._located(instruction, lambda: resolve_base(
+                name, self.images, contexts, self._find_image, copy=True))
+        except BuildError as error:
             names = [s.name for s in self.plan.stages[:stage.index] if s.name]
-            meant = suggest(ref, names, case_sensitive=False)
-            if meant is not None:
-                raise NotSupported.at(
-                    instruction, f"COPY --from={ref}: no stage of that name is defined before "
-                    "this one, and copying from images is not supported yet",
-                    self._line(instruction), hint=f"did you mean the stage {meant}?")
-            return None
-        self.stage(source)
-        return ref, source
+            meant = suggest(name, names, case_sensitive=False) if named is None else None
+            if meant is None:
+                raise
+            raise BuildError.at(instruction, error.message, self._line(instruction),
+                                hint=f"did you mean the stage {meant}?") from None
+        return CopyFrom(name, image=image)
+
+    def _refuse_stage_reference(self, name: str, instruction: ins.Instruction,
+                                stage: Stage) -> None:
+        """A --from that names no earlier stage but looks like one is not taken for an image:
+        an index (Docker: `invalid stage index`), the stage itself, or a later stage."""
+        named = self.plan.find(name, len(self.plan.stages))
+        if named is not None and named.index == stage.index:
+            raise BuildError.at(instruction, f"COPY --from={name}: a stage cannot copy from "
+                                "itself", self._line(instruction))
+        if named is not None:
+            raise NotSupported.at(instruction, f"COPY --from={name}: the stage {named.label} is "
+                                  "defined after this one; copying from a later stage is not "
+                                  "supported yet", self._line(instruction),
+                                  hint="move that stage above this one")
+        if name.isdigit():
+            raise BuildError.at(instruction, f"COPY --from={name}: invalid stage index: only "
+                                f"{stage.index} stage{'s are' if stage.index != 1 else ' is'} "
+                                "defined before this one", self._line(instruction))
+
+    def _from_input(self, source: CopyFrom) -> tuple[str, str]:
+        """The cache input that stands for the files of a stage or an image COPY --from reads:
+        the stage's key, or the image's ID (its config's digest, which names its layers)."""
+        if source.stage is not None:
+            return f"from stage {source.name}", self.stage(source.stage).chain_key()
+        return f"from image {source.name}", source.image.image_id
 
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
@@ -586,14 +645,16 @@ class Build:
         self.cache.remember_scan(signature, manifest)
         return manifest
 
-    def _memos(self):
-        if self._file_memos is None:
-            self._file_memos = self.cache.file_memos(self.request.context.rstrip("/") + "/")
-        return self._file_memos
+    def _memos(self, root: str):
+        """The content digests remembered for the files under `root` (the context's, or a
+        directory build context's), read in one query per build."""
+        if root not in self._file_memos:
+            self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
+        return self._file_memos[root]
 
-    def _step_env(self, stage: Stage) -> StepEnv:
+    def _step_env(self, source: CopyFrom | None) -> StepEnv:
         return StepEnv(context=self._context(), image_view=self._view,
-                       stage_tree=lambda ref: self._stage_tree(ref, stage),
+                       from_tree=lambda: self._from_tree(source),
                        commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
@@ -634,11 +695,29 @@ class Build:
     def _view(self, state: StageState) -> UnionView:
         return UnionView(self._layers(state))
 
-    def _stage_tree(self, ref: str, current: Stage) -> Tree | None:
-        stage = self.plan.find(ref, current.index)
-        if stage is None:
+    def _from_tree(self, source: CopyFrom | None) -> Tree | None:
+        """The files COPY --from reads: a stage's or an image's snapshots (unpacked here, on a
+        miss), or a directory build context with its own .dockerignore."""
+        if source is None:
             return None
-        return StageTree(self._view(self.stage(stage)))
+        if source.stage is not None:
+            return StageTree(self._view(self.stage(source.stage)))
+        if source.image is not None:
+            layers = self.snapshots.ensure(source.image.diff_ids, self.blobs.path)
+            return StageTree(UnionView(layers), f"the image {source.name}")
+        return self._directory_tree(source)
+
+    def _directory_tree(self, source: CopyFrom) -> ContextTree:
+        directory = source.directory
+        tree = self._directory_trees.get(directory.path)
+        if tree is None:
+            if not os.path.isdir(directory.path):
+                raise BuildError(f"COPY --from={source.name}: the build context "
+                                 f"{directory.text} is not a directory")
+            tree = ContextTree(directory.path, load_ignore(directory.path, "-"),
+                               f"the build context {source.name}")
+            self._directory_trees[directory.path] = tree
+        return tree
 
     def _commit_layer(self, write) -> str:
         """Write a layer tar into the blob store (named by its diff ID) and return the diff ID."""

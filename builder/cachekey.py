@@ -44,7 +44,7 @@ def miss_reason(now: Inputs, before: Inputs | None, same_parent: bool,
                 return f"{name} {_short(old[name])} -> {_short(value)}"
             if name.startswith("step "):
                 return f"{_short(old[name])} -> {_short(value)}"
-            if name.startswith("base "):
+            if name.startswith(("base ", "from image ")):
                 return f"{name} now {value}"
             if name == "instruction":
                 return "instruction changed"

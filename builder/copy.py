@@ -40,10 +40,13 @@ class CopySpec:
 
 @dataclass(frozen=True)
 class TreeSource:
-    """A resolved path of the context or of another stage."""
+    """A resolved path of the context or of another stage. `name` is the path as the source
+    named it when that was a symlink, followed to `found`: a file copied into a directory is
+    named after the link, as in Docker, not after its target."""
 
     tree: Tree
     found: Found
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
                     out[rel] = planned
                     _remember_inode(inodes, rel, number, found.st)
         elif isinstance(source, TreeSource):
-            rel = _join(dest, posixpath.basename(source.found.rel)) if into_dir else dest
+            named = source.name or source.found.rel
+            rel = _join(dest, posixpath.basename(named)) if into_dir else dest
             planned = _tree_entry(rel, source.found, spec)
             if planned is not None:
                 out[rel] = planned

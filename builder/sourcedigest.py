@@ -3,9 +3,10 @@
 Only what ends up in the layer enters it: paths, types, sizes, link targets, content digests,
 and the mode unless --chmod replaces it (context files are always owned by root in the layer, so
 their owners never enter; mtimes are left out, as BuildKit does, so a fresh checkout hits). Files
-of another stage are covered by that stage's key. Content digests are remembered per file by
-(size, mtime, ctime, inode, mode): an unchanged context is stat-ed, not read, while any real
-change (even with the mtime put back) changes the ctime and is read again.
+of another stage or an image are covered by that stage's key or that image's ID; those of a
+directory build context (COPY --from=NAME) are read like the context's. Content digests are
+remembered per file by (size, mtime, ctime, inode, mode): an unchanged context is stat-ed, not
+read, while any real change (even with the mtime put back) changes the ctime and is read again.
 """
 from __future__ import annotations
 
@@ -65,12 +66,14 @@ def scan(selection: CopySelection, memos: dict[str, tuple]) -> SourceScan:
         if isinstance(source, DataSource):
             result.rows.append([f"<<{source.name}", "data", None, len(source.data), "",
                                 hashlib.sha256(source.data).hexdigest()])
-        elif selection.from_stage is not None:
-            result.rows.append([source.found.rel, "stage", None, 0, "", ""])
+        elif not source.tree.confined:  # a stage's or an image's: its key covers its files
+            result.rows.append([source.name or source.found.rel, "stage", None, 0, "", ""])
         else:
             found = source.found
             entries = source.tree.walk(found.rel) if S_ISDIR(found.st.st_mode) else ()
-            _add_rows(result, (found, *entries), keep_mode, memos)
+            # A followed symlink's row has the link's path: a file lands under that name.
+            named = found._replace(rel=source.name) if source.name else found
+            _add_rows(result, (named, *entries), keep_mode, memos)
     return result
 
 
@@ -88,6 +91,8 @@ def signature(selection: CopySelection) -> str | None:
         found = source.found
         entries = source.tree.walk(found.rel) if S_ISDIR(found.st.st_mode) else ()
         parts.append(source.tree.root)
+        if source.name:  # a followed symlink: the file lands under the link's name
+            parts.append(source.name)
         parts.append([(rel, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                       for rel, _, st in (found, *entries)])
     return hashlib.sha256(marshal.dumps(parts, 2)).hexdigest()

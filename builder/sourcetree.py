@@ -21,6 +21,9 @@ _MAX_LINKS = 40
 
 
 class Tree(Protocol):
+    confined: bool  # sources may not leave it (a context directory), and are owned by root
+    label: str  # how messages name it: "the build context", "the stage", "the image alpine"
+
     def find(self, rel: str) -> tuple[str, os.stat_result] | None: ...
 
     def listdir(self, rel: str) -> list[str]: ...
@@ -52,9 +55,10 @@ class ContextTree:
 
     confined = True
 
-    def __init__(self, root: str, matcher: IgnoreMatcher) -> None:
+    def __init__(self, root: str, matcher: IgnoreMatcher, label: str = "the build context") -> None:
         self.root = root
         self.matcher = matcher
+        self.label = label  # how messages name it
         self._walks: dict[str, tuple[Found, ...]] = {}
 
     def find(self, rel: str) -> tuple[str, os.stat_result] | None:
@@ -93,8 +97,9 @@ class StageTree:
 
     confined = False
 
-    def __init__(self, view: UnionView) -> None:
+    def __init__(self, view: UnionView, label: str = "the stage") -> None:
         self.view = view
+        self.label = label
 
     def find(self, rel: str) -> tuple[str, os.stat_result] | None:
         return self.view.find(rel)

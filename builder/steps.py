@@ -31,7 +31,7 @@ class StepEnv:
 
     context: Tree
     image_view: Callable[[StageState], UnionView]
-    stage_tree: Callable[[str], Tree | None]
+    from_tree: Callable[[], Tree | None]  # what COPY --from names: a stage, an image or a dir
     commit_layer: Callable[[Callable], str]
     now: int
     temp_dir: str
@@ -44,23 +44,26 @@ class CopySelection:
 
     sources: tuple[TreeSource | DataSource, ...]
     spec: CopySpec
-    from_stage: str | None
+    from_stage: str | None  # the name COPY --from gave (a stage, an image or a build context)
     extract: bool
 
 
 def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopySelection:
     """Resolve a COPY or ADD: sources (globs, symlinks followed inside their tree), destination,
-    owner and mode. `from_stage` is the stage's AS name or index for COPY --from."""
+    owner and mode. `from_stage` is the name COPY --from gives: a stage's AS name or index, an
+    image, or a build context. A tree that is a directory (the context, or a directory build
+    context) confines its sources and gives them to root; a stage's or an image's files keep
+    their owners."""
     is_add = isinstance(instruction, ins.Add)
     _refuse_unsupported(instruction)
     tree, from_stage = env.context, None
     if not is_add and instruction.from_:
         from_stage = state.expand(instruction.from_)
-        stage_tree = env.stage_tree(from_stage)
-        if stage_tree is None:
-            raise NotSupported(f"COPY --from={from_stage}: no stage of that name or index is "
-                               "defined before this one, and copying from images is not supported yet")
-        tree = stage_tree
+        from_tree = env.from_tree()
+        if from_tree is None:
+            raise DockerfileError(f"COPY --from={from_stage}: no stage, image or build context "
+                                  "of that name")
+        tree = from_tree
     owner = _owner(state, instruction.chown, lambda: env.image_view(state))
     chmod = _chmod(state.expand(instruction.chmod) if instruction.chmod is not None else None)
     dest = state.expand(instruction.dest)
@@ -79,10 +82,9 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
         source = state.expand(word)
         if is_add and _REMOTE.match(source):
             raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
-        for found in _select(tree, source, confined=from_stage is None):
-            sources.append(TreeSource(tree, found))
+        sources.extend(_select(tree, source))
     spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
-                    keep_owner=from_stage is not None, now=env.now)
+                    keep_owner=not tree.confined, now=env.now)
     return CopySelection(tuple(sources), spec, from_stage, is_add)
 
 
@@ -169,23 +171,30 @@ def _chmod(text: str | None) -> int | None:
     return int(text, 8) & 0o777
 
 
-def _select(tree: Tree, source: str, *, confined: bool) -> list:
+def _select(tree: Tree, source: str) -> list[TreeSource]:
     """The entries a source names: a glob's matches (none is fine, as in Docker), or exactly one
-    path, symlinks followed inside the tree."""
+    path. Symlinks are followed inside the tree, a glob's matches too (as BuildKit does), and a
+    followed link keeps its own name."""
+    confined = tree.confined
     if confined and (source.startswith("/") or posixpath.normpath(source).split("/")[0] == ".."):
-        raise DockerfileError(f"source {source!r} is outside the build context",
+        raise DockerfileError(f"source {source!r} is outside {tree.label}",
                               hint="sources are paths inside the context directory")
     rel = posixpath.normpath("/" + source).lstrip("/")
+    selected = []
     try:
-        if has_glob(rel):
-            return glob(tree, rel)
-        found = resolve(tree, rel, confined=confined)
+        for named in glob(tree, rel) if has_glob(rel) else (None,):
+            path = rel if named is None else named.rel
+            found = named if named is not None and not stat.S_ISLNK(named.st.st_mode) \
+                else resolve(tree, path, confined=confined)
+            if found is None:
+                raise DockerfileError(f"{source!r}: not found in {tree.label}" if named is None
+                                      else f"{path!r} (matched by {source!r}) is a symlink to "
+                                           f"nothing in {tree.label}")
+            selected.append(TreeSource(tree, found, path if found.rel != path else ""))
     except OutsideTree as error:
-        raise DockerfileError(f"source {source!r} is a symlink out of the build context ({error})") from None
-    if found is None:
-        raise DockerfileError(f"{source!r}: not found in the build context" if confined
-                              else f"{source!r}: not found in the stage")
-    return [found]
+        raise DockerfileError(f"source {source!r} is a symlink out of {tree.label} "
+                              f"({error})") from None
+    return selected
 
 
 def _open_archive(path: str, temp_dir: str, stack: contextlib.ExitStack) -> tarfile.TarFile | None:
