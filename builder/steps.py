@@ -85,7 +85,8 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
         sources.extend(_select(tree, source))
     spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
                     keep_owner=not tree.confined, now=env.now)
-    return CopySelection(tuple(sources), spec, from_stage, is_add)
+    extract = is_add and instruction.unpack is not False  # ADD --unpack=false copies archives
+    return CopySelection(tuple(sources), spec, from_stage, extract)
 
 
 def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
