@@ -38,9 +38,11 @@ def probe() -> tuple[bool, str]:
         return False, f"not running as root (uid {os.geteuid()})"
     failure = process.attempt(("unshare", lambda: linux.unshare(_FLAGS)),
                               ("mount", lambda: linux.mount(None, "/", None,
-                                                            linux.MS_REC | linux.MS_PRIVATE)))
+                                                            linux.MS_REC | linux.MS_PRIVATE)),
+                              ("unshare(CLONE_NEWUSER)",
+                               lambda: linux.unshare(linux.CLONE_NEWUSER)))
     if failure is None:
-        return True, "mount, pid, uts, ipc and net namespaces are available"
+        return True, "mount, pid, uts, ipc, net and user namespaces are available"
     if failure.startswith("unshare") and "(EPERM)" in failure and not userns.inside():
         failure += (", as in a container with Docker's default seccomp profile (it allows "
                     "unshare only with CAP_SYS_ADMIN)")
