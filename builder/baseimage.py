@@ -21,12 +21,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from builder.errors import BuildError
-from layers.archive_reader import ArchiveEntry, ImageArchive
 from layers.image import ImageConfig, is_digest, parse_config
 from layers.imagestore import ImageStore, StoredImage
 from layers.reference import Reference, parse_reference
+
+if TYPE_CHECKING:
+    from layers.archive_reader import ArchiveEntry
 
 _REMOTE_SCHEMES = ("http://", "https://", "git://", "git@", "ssh://", "target:")
 
@@ -197,6 +200,7 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
 
 def _from_archive(source: ArchiveSource, store: ImageStore, via: str) -> BaseImage:
     try:
+        from layers.archive_reader import ImageArchive  # only archive build contexts need it
         with ImageArchive(source.path, store.blobs) as archive:
             entry = _select(archive.entries, source, via)
             archive.import_layers([entry])

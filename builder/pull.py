@@ -16,12 +16,10 @@ from builder.errors import BuildError
 from layers.imagestore import ImageStore, StoredImage
 from layers.platform import Platform
 from layers.reference import Reference
-from layers.registry.errors import RegistryError
-from layers.registry.pull import pull_layers, resolve
-from layers.registry.transport import Session
 
 if TYPE_CHECKING:
     from builder.progress import Log
+    from layers.registry.transport import Session
 
 
 class Puller:
@@ -45,6 +43,7 @@ class Puller:
         local = self.store.get(ref)
         if local is not None and not (self.always and not ref.digest):
             return local
+        from layers.registry.errors import RegistryError  # a store hit needs no registry code
         try:
             image = self._pull(ref)
         except RegistryError as error:
@@ -59,6 +58,8 @@ class Puller:
         return image
 
     def _pull(self, ref: Reference) -> StoredImage:
+        from layers.registry.errors import RegistryError
+        from layers.registry.pull import pull_layers, resolve
         session = self.sessions(ref)
         found = resolve(session, ref, self.platform)
         # A step of its own, so the log times it and --trace shows it on the pulls track.
