@@ -61,10 +61,23 @@ class Site:
     heredocs: tuple[ins.Heredoc, ...] = ()
 
     def error(self, message: str, at: At | None = None, hint: str | None = None) -> DockerfileError:
-        """An error on this instruction, pointing at `at` when given, else at its first line."""
-        line, column = at if at else (self.span.line, None)
+        """An error on this instruction, pointing at `at` when given, else at its keyword."""
+        line, column = at if at else self.keyword_at()
         return DockerfileError(message, file=self.span.file, line=line, column=column,
                                source_line=self.lines[line - 1], hint=hint)
+
+    def keyword_at(self) -> At:
+        first = self.lines[self.span.line - 1]
+        return self.span.line, len(first) - len(first.lstrip(SPACES)) + 1
+
+    def flag_at(self, name: str) -> At:
+        """Where `--name` is written in this instruction (its keyword when it cannot be found)."""
+        pattern = re.compile(rf"(?<![\w-])--{re.escape(name)}(?![\w-])", re.IGNORECASE)
+        for number in range(self.span.line, self.span.end_line + 1):
+            found = pattern.search(self.lines[number - 1])
+            if found:
+                return number, found.start() + 1
+        return self.keyword_at()
 
 
 Flags = dict[str, "str | bool | list[str]"]
@@ -184,10 +197,10 @@ def build_run(site: Site, flags: Flags, args: str) -> ins.Run:
         raise site.error("RUN requires at least one argument")
     network, security = flags.get("network"), flags.get("security")
     if network is not None and network not in _NETWORKS:
-        raise site.error(f"invalid network mode {quoted(str(network))}",
+        raise site.error(f"invalid network mode {quoted(str(network))}", site.flag_at("network"),
                          hint="one of " + ", ".join(_NETWORKS))
     if security is not None and security not in _SECURITY:
-        raise site.error(f"security {quoted(str(security))} is not valid",
+        raise site.error(f"security {quoted(str(security))} is not valid", site.flag_at("security"),
                          hint="one of " + ", ".join(_SECURITY))
     return ins.Run(site.span, site.original, command(site, args), heredocs=site.heredocs,
                    mounts=tuple(flags.get("mount", ())), devices=tuple(flags.get("device", ())),
@@ -306,16 +319,19 @@ def build_healthcheck(site: Site, flags: Flags, args: str) -> ins.Healthcheck:
         try:
             value = parse_duration(text) if text else 0
         except ValueError as error:
-            raise site.error(f"HEALTHCHECK --{name}: {error}") from None
+            raise site.error(f"HEALTHCHECK --{name}: {error}", site.flag_at(name)) from None
         if value < 1_000_000 and value != 0:
-            raise site.error(f"HEALTHCHECK --{name} cannot be less than 1ms ({text})")
+            raise site.error(f"HEALTHCHECK --{name} cannot be less than 1ms ({text})",
+                             site.flag_at(name))
         durations[name.replace("-", "_")] = value
     text = str(flags.get("retries", ""))
     if text and not (_GO_INT.fullmatch(text) and -2**31 <= int(text) < 2**31):
-        raise site.error(f"HEALTHCHECK --retries: not a 32-bit integer: {quoted(text)}")
+        raise site.error(f"HEALTHCHECK --retries: not a 32-bit integer: {quoted(text)}",
+                         site.flag_at("retries"))
     retries = int(text) if text else 0
     if retries < 0:
-        raise site.error(f"HEALTHCHECK --retries cannot be negative ({retries})")
+        raise site.error(f"HEALTHCHECK --retries cannot be negative ({retries})",
+                         site.flag_at("retries"))
     return ins.Healthcheck(site.span, site.original, test, retries=retries, **durations)
 
 

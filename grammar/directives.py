@@ -23,10 +23,11 @@ def read_directives(lines: list[str], file: str) -> Directives:
         key, value = match.group(1).lower(), match.group(2)
         if key in seen:
             raise DockerfileError(f"only one {key} parser directive can be used", file=file,
-                                  line=number, source_line=raw)
+                                  line=number, column=raw.index("#") + 1, source_line=raw)
         if key == "escape" and value not in ("\\", "`"):
             raise DockerfileError(f"invalid escape token '{value}' does not match ` or \\",
-                                  file=file, line=number, source_line=raw)
+                                  file=file, line=number, column=raw.index("#") + 1,
+                                  source_line=raw)
         seen[key] = value
     return Directives(escape=seen.get("escape", "\\"), syntax=seen.get("syntax"),
                       check=seen.get("check"))

@@ -61,7 +61,8 @@ def lift_heredocs(raw: list[str], escape: str, file: str) -> tuple[list[str], di
                 i += 1
                 if i >= len(lines):
                     raise DockerfileError(f"unterminated heredoc {marker.name!r}", file=file,
-                                          line=start + 1, source_line=lines[start])
+                                          line=start + 1, column=_column(lines[start], marker.name),
+                                          source_line=lines[start])
                 out[i] = ""
                 if (lines[i].lstrip("\t") if marker.chomp else lines[i]) == marker.name:
                     break
@@ -72,6 +73,12 @@ def lift_heredocs(raw: list[str], escape: str, file: str) -> tuple[list[str], di
             found[start + 1] = Lifted(tuple(heredocs), i + 1)
         i += 1
     return out, found
+
+
+def _column(line: str, name: str) -> int | None:
+    """The 1-based column of the `<<` that opens heredoc `name` on `line`, if it is there."""
+    found = re.search(rf"<<-?[\"']?{re.escape(name)}", line)
+    return found.start() + 1 if found else None
 
 
 def parse_marker(word: str) -> Marker | None:
