@@ -102,3 +102,50 @@ def test_many_layers_stack(tmp_path, busybox_tar):
         assert len(manifest["Layers"]) == 72
         with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][-1])) as top:
             assert top.extractfile("count").read() == b"70\n"
+
+
+def _last_layer(image: Path) -> dict[str, bytes]:
+    """The regular files of the image's top layer, by path."""
+    with tarfile.open(image) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][-1])) as top:
+            return {member.name: top.extractfile(member).read() for member in top if member.isfile()}
+
+
+def test_onbuild_triggers_of_a_stored_base_image_run_after_its_from(tmp_path, busybox_tar):
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    parent.mkdir()
+    child.mkdir()
+    (parent / "Dockerfile").write_text("FROM busybox:test\n"
+                                       "ONBUILD RUN echo \"trigger in $(cat /stage)\" > /triggered\n")
+    result = pybuild("-t", "onbuild-parent:1", "-o", str(tmp_path / "parent.tar"), str(parent), env=env)
+    assert result.returncode == 0, result.stderr
+    (child / "Dockerfile").write_text("FROM onbuild-parent:1\nRUN echo child > /stage\n")
+    result = pybuild("-o", str(tmp_path / "child.tar"), str(child), env=env)
+    assert result.returncode == 0, result.stderr
+    # The trigger ran right after FROM, before the child's own RUN wrote /stage.
+    with tarfile.open(tmp_path / "child.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+    assert len(manifest["Layers"]) == 3
+    assert _last_layer(tmp_path / "child.tar") == {"stage": b"child\n"}
+    assert "cat: can't open '/stage'" in result.stderr
+
+
+def test_base_snapshots_are_unpacked_once_and_shared(tmp_path, busybox_tar):
+    """Two builds on one base use the same snapshot directory: it is unpacked by the first."""
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
+    snapshots = tmp_path / "cache" / "snapshots"
+    for number in (1, 2):
+        context = tmp_path / f"context{number}"
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM busybox:test\nRUN echo {number} > /n\n")
+        result = pybuild("-o", str(tmp_path / f"{number}.tar"), str(context), env=env)
+        assert result.returncode == 0, result.stderr
+        if number == 1:
+            first = {entry.name: entry.stat().st_ino for entry in snapshots.iterdir()}
+    second = {entry.name: entry.stat().st_ino for entry in snapshots.iterdir()}
+    assert len(second) == len(first) + 1  # the second build added its RUN's snapshot only
+    assert {name: second[name] for name in first} == first  # the base's was not made again
