@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -92,6 +93,19 @@ def test_the_cache_travels_through_the_registry(project) -> None:
                    str(tmp_path / "two.iid"), "--cache-from", cache_ref, str(context))
     assert steps(second) == ["CACHED", "CACHED"]
     assert (tmp_path / "one.iid").read_text() == (tmp_path / "two.iid").read_text()
+
+
+def test_an_unreachable_registry_and_an_empty_store_name_both(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "Dockerfile").write_text(f"FROM 127.0.0.1:{port}/nosuch:1\n")
+    result = pybuild("-o", str(tmp_path / "image.tar"), str(tmp_path),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 1
+    assert f"cannot pull 127.0.0.1:{port}/nosuch:1" in result.stderr
+    assert f"the local image store ({tmp_path / 'cache' / 'images'}) has no copy" in result.stderr
+    assert not (tmp_path / "image.tar").exists()
 
 
 def test_pull_falls_back_to_the_store_when_the_registry_is_gone(project) -> None:
