@@ -90,7 +90,7 @@ def overlay_refused(scratch: str, userxattr: bool) -> str | None:
         return process.attempt(
             ("unshare", lambda: linux.unshare(linux.CLONE_NEWNS)),
             ("mount", lambda: linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)),
-            ("mount overlay", lambda: linux.mount("overlay", paths["root"], "overlay", 0, options)))
+            ("mount overlay", lambda: _mount_overlay(paths["root"], options)))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -115,9 +115,14 @@ def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: s
     lower = ":".join(["s"] + [str(n) for n in reversed(range(len(lowerdirs)))])
     options = (f"lowerdir={lower},upperdir={upperdir},workdir={workdir}"
                + (",userxattr" if userxattr else ""))
+    _mount_overlay(root, options)
+
+
+def _mount_overlay(root: str, options: str) -> None:
+    """Mount an overlay `volatile`: without it, its unmount syncs the whole filesystem of the
+    upper dir, which takes seconds when a build has just written gigabytes there (pybuild never
+    needs that sync: DESIGN.md principle 9). Kernels before 5.10 do not know the option."""
     try:
-        # volatile: no sync of the upper dir when the sandbox ends (pybuild never needs one:
-        # DESIGN.md principle 9); kernels before 5.10 do not know it.
         linux.mount("overlay", root, "overlay", 0, options + ",volatile")
     except OSError:
         linux.mount("overlay", root, "overlay", 0, options)
