@@ -27,6 +27,7 @@ from tests.registry_support import (  # noqa: F401 (fixtures)
     Proxy,
     Registry,
     SampleImage,
+    free_port,
     make_image,
     proxy,
     registry,
@@ -346,6 +347,29 @@ def test_a_registry_that_stays_unavailable_fails_with_its_error(registry, proxy)
     assert str(error.value) == (f"pull {proxy.address}/{ref.repository}:1: "
                                 "503 UNAVAILABLE injected")
     assert len(proxy.requests("GET", "/manifests/")) == 3
+
+
+def test_a_registry_nothing_listens_on_fails_at_once():
+    lines: list[str] = []
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(RegistryError) as error:
+        resolve(session(address, lines), Reference(address, "app", "1"), AMD64)
+    assert "Connection refused" in str(error.value)
+    assert lines == []  # no retries: nothing has ever answered there
+
+
+def test_a_registry_that_answered_is_retried_when_it_refuses(registry):
+    lines: list[str] = []
+    client = session(registry.address, lines, retries=2)
+    with pytest.raises(RegistryError) as error:
+        resolve(client, Reference(registry.address, unique_repository(), "1"), AMD64)
+    assert error.value.status == 404
+    registry.process.terminate()
+    registry.process.wait()
+    with pytest.raises(RegistryError) as error:
+        resolve(client, Reference(registry.address, unique_repository(), "1"), AMD64)
+    assert "Connection refused" in str(error.value)
+    assert sum("retrying" in line for line in lines) == 2
 
 
 @pytest.mark.parametrize("registry_name,insecure,base_url", [

@@ -7,8 +7,8 @@ of this registry so far when none does (so a push after a pull escalates the one
 than juggling several), and on a 401 learns the challenge and tries once more.
 
 What is retried, with exponential backoff: 429 (after its Retry-After, capped), 500/502/503/504,
-and connections that drop or time out, but a request with a body only when the body can be
-rewound. A blob body that drops halfway is picked up where it stopped (`Range: bytes=N-`), so a
+and connections that drop or time out (refused ones only once the registry has answered: before
+that, nothing listens there), but a request with a body only when the body can be rewound. A blob body that drops halfway is picked up where it stopped (`Range: bytes=N-`), so a
 reader never sees the seam. Redirects are followed; Authorization never goes to another host.
 """
 from __future__ import annotations
@@ -111,6 +111,7 @@ class Session:
         self._log = log or (lambda line: None)
         self._retries, self._backoff, self._max_delay = retries, backoff, max_delay
         self._timeout = timeout
+        self._reached = False  # whether the registry ever answered this session
         self._tls = ssl.create_default_context()
         self._pool_lock = threading.Lock()
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
@@ -233,12 +234,16 @@ class Session:
             try:
                 response, opened = self._follow(method, url, headers, body, stream)
             except _DROPPED as error:
-                if last:
+                # A registry that never answered and refuses connections is not there (a wrong
+                # host or port): say so now rather than after a minute of retries.
+                never = isinstance(error, ConnectionRefusedError) and not self._reached
+                if last or never:
                     raise RegistryError(f"{method} {url}: {_reason(error)}") from None
                 self._pause(attempt, None, f"{method} {url}: {_reason(error)}")
             except OSError as error:
                 raise RegistryError(f"{method} {url}: {error}") from None
             else:
+                self._reached = True
                 if response.status not in _RETRIED_STATUSES or last:
                     return response, opened
                 self._pause(attempt, response.header("Retry-After"),
