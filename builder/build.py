@@ -96,6 +96,7 @@ class BuildRequest:
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
+    entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
     docker_load: str | None = None  # the docker CLI to load the image into (--load)
 
 
@@ -662,6 +663,7 @@ class Build:
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=self._layers,
                       commit_upper=self._commit_upper, network=self.request.network,
+                      insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn)
 

@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="how RUN is isolated (default auto: namespaces as root, rootless "
                              "(a user namespace) otherwise, chroot where unshare is forbidden, "
                              "as in an unprivileged container)")
+    group.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                        choices=("security.insecure", "network.host"),
+                        help="grant an entitlement: security.insecure lets RUN "
+                             "--security=insecure run without the command's user namespace (it "
+                             "may then make device nodes and mount); network.host is accepted "
+                             "for buildx's sake (RUN has the host's network anyway); repeatable")
     group.add_argument("-m", "--memory", metavar="SIZE",
                         help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
                              "1g; at least 6m); no swap beyond it")
@@ -250,6 +256,7 @@ def _build_command(argv: list[str]) -> int:
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         isolation=options.isolation, docker_load=docker,
+        entitlements=frozenset(options.allow),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     sinks = [sink_for("quiet" if quiet else options.progress)]

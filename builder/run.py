@@ -32,6 +32,7 @@ class RunEnv:
     scratch_dir: str
     commit_upper: Callable[[StageState, str], str]
     network: str
+    insecure_allowed: bool
     output: Callable[[bytes], None]
     limits: Limits
     warn: Callable[[str], None]
@@ -73,8 +74,10 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     so when the OOM killer ended it under --memory."""
     if instruction.mounts:
         raise NotSupported(f"RUN --mount={instruction.mounts[0]} is not supported yet")
-    if instruction.security not in (None, "sandbox"):
-        raise NotSupported(f"RUN --security={instruction.security} is not supported")
+    insecure = instruction.security == "insecure"
+    if insecure and not env.insecure_allowed:
+        raise BuildError("RUN --security=insecure needs the security.insecure entitlement: "
+                         "--allow security.insecure")
     network = instruction.network or env.network
     if network == "default":
         network = env.network
@@ -107,7 +110,8 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                            scratch=scratch, argv=argv(state, instruction),
                            env=tuple(f"{k}={v}" for k, v in variables.items()),
                            cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
-                           groups=user.groups, network=network, cgroup=group)
+                           groups=user.groups, network=network, cgroup=group,
+                           insecure=insecure)
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
         if status != 0:

@@ -149,3 +149,33 @@ def test_base_snapshots_are_unpacked_once_and_shared(tmp_path, busybox_tar):
     second = {entry.name: entry.stat().st_ino for entry in snapshots.iterdir()}
     assert len(second) == len(first) + 1  # the second build added its RUN's snapshot only
     assert {name: second[name] for name in first} == first  # the base's was not made again
+
+
+def test_security_insecure_needs_the_entitlement_and_then_may_make_devices(tmp_path, busybox_tar):
+    """RUN --security=insecure keeps the sandbox's privileges (no user namespace of its own), so
+    mknod works as under Docker's root daemon; only with --allow security.insecure, as buildx."""
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(busybox_tar), env=env).returncode == 0
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM busybox:test\nRUN --security=insecure mknod /null-copy c 1 3\n"
+        "RUN mknod /refused c 1 3\n")
+    out = tmp_path / "image.tar"
+    refused = pybuild("-o", str(out), str(context), env=env)
+    assert refused.returncode == 1
+    assert "Dockerfile:2" in refused.stderr
+    assert "RUN --security=insecure needs the security.insecure entitlement" in refused.stderr
+    allowed = pybuild("--allow", "security.insecure", "-o", str(out), str(context), env=env)
+    assert allowed.returncode == 1  # the second RUN, not insecure, may not
+    assert "mknod: /refused: Operation not permitted" in allowed.stderr
+    assert "Dockerfile:3" in allowed.stderr
+    (context / "Dockerfile").write_text(
+        "FROM busybox:test\nRUN --security=insecure mknod /null-copy c 1 3\n")
+    allowed = pybuild("--allow", "security.insecure", "-o", str(out), str(context), env=env)
+    assert allowed.returncode == 0, allowed.stderr
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+        with tarfile.open(fileobj=archive.extractfile(manifest["Layers"][-1])) as top:
+            node = top.getmember("null-copy")
+    assert node.ischr() and (node.devmajor, node.devminor) == (1, 3)

@@ -22,7 +22,9 @@ class RunSpec:
     scratch); every change lands in `upperdir` (empty beforehand), overlayfs's `workdir` lies on
     the same filesystem, and `scratch` is a private directory for the sandbox's own files.
     `argv` is already shell-wrapped; `env` is exactly the process environment. The command joins
-    `cgroup` (its limits, from `cgroups.applied`) before it execs."""
+    `cgroup` (its limits, from `cgroups.applied`) before it execs. `insecure` (RUN
+    --security=insecure) leaves the command with the sandbox's own privileges: no user namespace
+    of its own, /proc as mounted."""
 
     lowerdirs: tuple[str, ...]
     upperdir: str
@@ -37,6 +39,7 @@ class RunSpec:
     network: str = "host"
     hostname: str = "pybuild"
     cgroup: Group = Group()
+    insecure: bool = False
 
 
 class Sandbox(Protocol):
