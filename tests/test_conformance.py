@@ -66,6 +66,7 @@ def conformance_report(request, tmp_path_factory) -> dict:
     subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
     docker("load", "-i", str(base))
     with contextlib.ExitStack() as stack:
+        stack.callback(docker, "rmi", BASE_IMAGE, check=False)  # the harness is done with it
         if request.param == "rootless":
             user = stack.enter_context(rootless_user(base))
             user.grant(ranges=True)

@@ -277,7 +277,7 @@ def test_names_that_are_no_image(context, cache) -> None:
             assert "(did you mean the stage builder?)" in failed.stderr
 
 
-def test_matches_docker(tmp_path, busybox_tar) -> None:
+def test_matches_docker(request, tmp_path, busybox_tar) -> None:
     """The same Dockerfiles built by Docker (which copies from the busybox:test it has loaded,
     offline) and by pybuild: configs and exported filesystems compared entry by entry by the
     conformance harness. A symlink named as a source, or matched by a wildcard, is followed and
@@ -286,6 +286,7 @@ def test_matches_docker(tmp_path, busybox_tar) -> None:
     require(harness.exists(), f"the differential harness {harness}")
     require(docker_available(), "a running Docker engine")
     docker("load", "-i", str(busybox_tar))
+    request.addfinalizer(lambda: docker("rmi", "busybox:test", check=False))
     cache = tmp_path / "cache"
     assert pybuild("load", "-i", str(busybox_tar), env={"PYBUILD_CACHE_DIR": str(cache)}
                    ).returncode == 0
