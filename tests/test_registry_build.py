@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from layers.platform import host_platform
 from layers.reference import parse_reference
 from layers.registry.mediatypes import DOCKER_MANIFEST
 from layers.registry.push import push_manifest
-from tests.registry_support import Registry, registry, session  # noqa: F401  (a fixture)
+from tests.registry_support import Registry, free_port, registry, session  # noqa: F401  (a fixture)
 from tests.support import busybox_base, docker, docker_available, pybuild, require
 from tests.test_cache import steps
 from tests.test_trace import tracks
@@ -96,9 +95,7 @@ def test_the_cache_travels_through_the_registry(project) -> None:
 
 
 def test_an_unreachable_registry_and_an_empty_store_name_both(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     (tmp_path / "Dockerfile").write_text(f"FROM 127.0.0.1:{port}/nosuch:1\n")
     result = pybuild("-o", str(tmp_path / "image.tar"), str(tmp_path),
                      env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
