@@ -95,7 +95,8 @@ class NamespaceSandbox:
             root = os.path.join(spec.scratch, "root")
             os.makedirs(root, exist_ok=True)
             rootfs.mount_image(root, spec.lowerdirs, spec.upperdir, spec.workdir,
-                               os.path.join(spec.scratch, "stubs"), self.overlay, self.rootless)
+                               os.path.join(spec.scratch, "stubs"), self.overlay, self.rootless,
+                               nodev=not spec.insecure)
             rootfs.populate(root, etc_files)
             rootfs.enter(root)
             if not spec.insecure:

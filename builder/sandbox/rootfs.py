@@ -96,13 +96,22 @@ def overlay_refused(scratch: str, userxattr: bool) -> str | None:
 
 
 def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: str,
-                stub_layer: str, overlay: bool, userxattr: bool = False) -> None:
+                stub_layer: str, overlay: bool, userxattr: bool = False,
+                nodev: bool = True) -> None:
     """Overlay of the stub layer over the snapshots (top first, as overlayfs wants) with the
     upper dir; or, for the walk-diff fallback, a bind mount of the root materialized in
     `upperdir`, where inplace.py has made the mount points. In a user namespace
-    overlayfs keeps its opaque marks in `user.overlay.*` xattrs (`userxattr`)."""
+    overlayfs keeps its opaque marks in `user.overlay.*` xattrs (`userxattr`).
+
+    The root is `nodev`: device nodes of the image (base layers, ADD archives, the snapshots of
+    earlier RUNs) are shown as they are but cannot be opened, as Docker's device cgroup denies
+    them. The sandbox's own /dev is a mount of its own and keeps working. Only RUN
+    --security=insecure, which has every privilege anyway, gets usable nodes (not `nodev`), as
+    under Docker's privileged mode."""
     if not overlay:
         linux.mount(upperdir, root, None, linux.MS_BIND | linux.MS_REC)
+        if nodev:
+            _remount(root, linux.MS_NODEV)
         return
     # Short relative names keep the mount options under the kernel's one-page limit whatever
     # the number of layers (full snapshot paths would stop at about 40).
@@ -115,17 +124,17 @@ def mount_image(root: str, lowerdirs: tuple[str, ...], upperdir: str, workdir: s
     lower = ":".join(["s"] + [str(n) for n in reversed(range(len(lowerdirs)))])
     options = (f"lowerdir={lower},upperdir={upperdir},workdir={workdir}"
                + (",userxattr" if userxattr else ""))
-    _mount_overlay(root, options)
+    _mount_overlay(root, options, linux.MS_NODEV if nodev else 0)
 
 
-def _mount_overlay(root: str, options: str) -> None:
+def _mount_overlay(root: str, options: str, flags: int = 0) -> None:
     """Mount an overlay `volatile`: without it, its unmount syncs the whole filesystem of the
     upper dir, which takes seconds when a build has just written gigabytes there (pybuild never
     needs that sync: DESIGN.md principle 9). Kernels before 5.10 do not know the option."""
     try:
-        linux.mount("overlay", root, "overlay", 0, options + ",volatile")
+        linux.mount("overlay", root, "overlay", flags, options + ",volatile")
     except OSError:
-        linux.mount("overlay", root, "overlay", 0, options)
+        linux.mount("overlay", root, "overlay", flags, options)
 
 
 def populate(root: str, etc_files: dict[str, str]) -> None:
@@ -169,10 +178,16 @@ def protect_proc() -> None:
 
 
 def _read_only(target: str) -> None:
-    """Make the bind mount at `target` read-only. The flags it has from its source are kept: in a
-    user namespace they are locked, and a remount that drops one is refused."""
+    """Make the bind mount at `target` read-only."""
+    _remount(target, linux.MS_RDONLY)
+
+
+def _remount(target: str, added: int) -> None:
+    """Add the mount flags `added` to the bind mount at `target`. The flags it has from its
+    source are kept: in a user namespace they are locked, and a remount that drops one is
+    refused."""
     flags = os.statvfs(target).f_flag
-    kept = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+    kept = linux.MS_BIND | linux.MS_REMOUNT | added
     for has, flag in _KEPT_FLAGS:
         if flags & has:
             kept |= flag
