@@ -98,7 +98,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
         os.mkdir(upper)
         os.mkdir(work)
-        inodes = materialize(view, upper) if not sandbox.overlay else {}
+        inodes = materialize(view, upper, sandbox.nodev) if not sandbox.overlay else {}
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
         def output(chunk: bytes) -> None:

@@ -5,6 +5,14 @@
 overlay-format upper directory (new and changed entries as themselves, deletions as 0/0 character
 devices), so the rest of the pipeline (layer tar, snapshot) is the same as with overlayfs. It costs
 a walk of the whole root, which is why it is only the fallback (DESIGN.md principle 3).
+
+Where the root cannot be mounted `nodev` (the chroot strategy), the image's device nodes must not
+be real in it: `materialize(..., devices=False)` puts an inert placeholder there instead, a unix
+socket inode with the node's owner, mode and times. It cannot be opened (ENXIO), so reads and
+writes fail as they do on a node Docker's device cgroup denies, and nothing can be written into
+it (an empty regular file would take writes, and root reads it). The diff reads it back as the
+node it stands for: untouched, it is no change; chmod, chown or touch on it give the node with
+the new attributes, as overlayfs's copy-up of the node would; removed or replaced, it is that.
 """
 from __future__ import annotations
 
@@ -23,23 +31,25 @@ _GET_GENERATION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
 Identity = tuple[int, int | None]
 
 
-def materialize(view: UnionView, root: str) -> dict[str, Identity]:
+def materialize(view: UnionView, root: str, devices: bool = True) -> dict[str, Identity]:
     """Copy everything visible in `view` into the existing empty directory `root`, keeping type,
-    mode, owner, times, device numbers and capabilities. Files hardlinked in the image are copied
+    mode, owner, times, device numbers and capabilities; without `devices`, a device node becomes
+    a placeholder (see above). Files hardlinked in the image are copied
     apart, as overlayfs's copy-up parts them when one is written; so every regular file starts
     with one link, and one with more afterwards was linked by the command (overlayfs would have
     copied it up: the diff takes it). Returns the identity of every directory copied, so the diff
     can tell a directory deleted and made again (overlayfs would mark it opaque) from one whose
-    entries were deleted one by one."""
+    entries were deleted one by one, and of every placeholder."""
     inodes: dict[str, Identity] = {}
-    _copy_dir(view, "", root, inodes)
+    _copy_dir(view, "", root, inodes, devices)
     found = view.find("")
     if found is not None:
         _attributes(found[0], root, found[1])
     return inodes
 
 
-def _copy_dir(view: UnionView, rel: str, root: str, inodes: dict[str, Identity]) -> None:
+def _copy_dir(view: UnionView, rel: str, root: str, inodes: dict[str, Identity],
+              devices: bool) -> None:
     for name in view.listdir(rel):
         child = f"{rel}/{name}" if rel else name
         found = view.find(child)
@@ -50,12 +60,17 @@ def _copy_dir(view: UnionView, rel: str, root: str, inodes: dict[str, Identity])
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(target)
             inodes[child] = _identity(target, os.lstat(target))
-            _copy_dir(view, child, root, inodes)
+            _copy_dir(view, child, root, inodes, devices)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(source, target, follow_symlinks=False)
         elif stat.S_ISSOCK(st.st_mode):
+            continue
+        elif _is_device(st) and not devices:
+            os.mknod(target, stat.S_IFSOCK | 0o600)
+            _attributes(source, target, st)
+            inodes[child] = _identity(target, os.lstat(target))
             continue
         else:
             os.mknod(target, st.st_mode, st.st_rdev)
@@ -102,10 +117,23 @@ def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> boo
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_nlink == 1
 
 
-def _identity(directory: str, st: os.stat_result) -> Identity:
+def _is_device(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+
+
+def _placeholder_of(st: os.stat_result, path: str, child: str, before: os.stat_result | None,
+                    inodes: dict[str, Identity]) -> bool:
+    """Whether `path` is still the placeholder `materialize` made for the device node `before`."""
+    return (before is not None and _is_device(before) and stat.S_ISSOCK(st.st_mode)
+            and child in inodes and inodes[child] == _identity(path, st))
+
+
+def _identity(path: str, st: os.stat_result) -> Identity:
     """Inode number and generation: ext4 gives a directory deleted and made again its old inode
-    number at once, but a new generation."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    number at once, but a new generation. A socket cannot be opened: its number alone."""
+    if stat.S_ISSOCK(st.st_mode):
+        return st.st_ino, None
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         size = struct.calcsize("l")
         generation = struct.unpack("l", fcntl.ioctl(fd, _GET_GENERATION, bytes(size)))[0]
@@ -141,6 +169,17 @@ def _diff_dir(root: str, view: UnionView, upper: str, rel: str,
                 _ensure_parent(root, upper, child)
                 if remade:
                     mark_opaque(os.path.join(upper, child))
+                changed = True
+            continue
+        if _placeholder_of(st, path, child, before and before[1], inodes):
+            device = before[1]
+            if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns) != (
+                    stat.S_IMODE(device.st_mode), device.st_uid, device.st_gid,
+                    device.st_mtime_ns):
+                _ensure_parent(root, upper, rel)
+                target = os.path.join(upper, child)
+                os.mknod(target, stat.S_IFMT(device.st_mode) | 0o600, device.st_rdev)
+                _attributes(path, target, st)
                 changed = True
             continue
         if replaced or not _same(st, before[1], path, before[0]):

@@ -44,10 +44,13 @@ class RunSpec:
 
 class Sandbox(Protocol):
     """`overlay` says whether the root is an overlay (changes land in `upperdir`) or the caller's
-    materialized root in `upperdir`, changed in place (the walk-diff fallback)."""
+    materialized root in `upperdir`, changed in place (the walk-diff fallback). `nodev` says
+    whether the root is mounted nodev: where it cannot be (chroot), a materialized root must not
+    hold the image's device nodes, only inert placeholders (layers/walkdiff.py)."""
 
     name: str
     overlay: bool
+    nodev: bool
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         """Run to completion, streaming stdout and stderr (together) to `output`; returns the

@@ -50,6 +50,7 @@ def probe(scratch: str) -> str | None:
 class ChrootSandbox:
     name = "chroot"
     overlay = False
+    nodev = False
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
         if spec.network == "none":

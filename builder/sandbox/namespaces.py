@@ -50,6 +50,8 @@ def probe() -> tuple[bool, str]:
 
 
 class NamespaceSandbox:
+    nodev = True
+
     def __init__(self, overlay: bool = True, rootless: bool = False) -> None:
         self.overlay = overlay
         self.rootless = rootless
