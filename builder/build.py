@@ -22,6 +22,7 @@ from builder.plan import Plan, Stage, plan
 from builder.progress import Log
 from builder.sourcetree import ContextTree, StageTree, Tree
 from builder.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.cachedir import secure_cache_dir
 from builder.cachekey import Inputs, step_key
 from builder.sourcedigest import SourceScan, hash_files, manifest as source_manifest
 from builder.sourcedigest import signature as source_signature
@@ -164,6 +165,7 @@ class Build:
         self.log = log
         self.recorder = StepRecorder()
         log.sinks.append(self.recorder)
+        secure_cache_dir(request.cache_dir)
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)

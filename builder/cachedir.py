@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 
 def default_cache_dir() -> str:
@@ -10,3 +11,31 @@ def default_cache_dir() -> str:
         return os.environ["PYBUILD_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "pybuild")
+
+
+def secure_cache_dir(path: str) -> str:
+    """Make the cache root `path` (and the parents it lacks). As root (outside a user namespace)
+    it and the parents made here are 0700, and an existing root made earlier with another mode
+    is made 0700 again: the snapshots and RUN's scratch directories under it hold the real device
+    nodes of images (base layers, ADD archives, RUN mknod), which must not be usable by other
+    users of the host. RUN cannot use them either: its root is mounted nodev (README, "How RUN
+    runs"). A build without root makes no device nodes, and its cache keeps the modes it has."""
+    private = os.geteuid() == 0
+    if private:
+        from builder.sandbox import userns
+        private = not userns.inside()
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.lexists(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700 if private else 0o777)
+        except FileExistsError:
+            pass  # made meanwhile by a concurrent build
+        if private:
+            os.chmod(directory, 0o700)
+    if private and os.path.isdir(path) and stat.S_IMODE(os.stat(path).st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -236,10 +236,8 @@ def _image_parser(verb: str, description: str) -> argparse.ArgumentParser:
 
 
 def _store(options: argparse.Namespace) -> ImageStore:
-    if options.cache_dir:
-        return ImageStore(os.path.abspath(options.cache_dir))
-    from builder.cachedir import default_cache_dir
-    return ImageStore(default_cache_dir())
+    from builder.cachedir import default_cache_dir, secure_cache_dir
+    return ImageStore(secure_cache_dir(os.path.abspath(options.cache_dir or default_cache_dir())))
 
 
 def _repository(image: StoredImage) -> str:

@@ -157,12 +157,12 @@ def _rootless_namespace() -> None:
 
 
 def du_command(argv: list[str]) -> int:
-    from builder.cachedir import default_cache_dir
+    from builder.cachedir import default_cache_dir, secure_cache_dir
     parser = argparse.ArgumentParser(prog="pybuild du", description="Show what the cache holds.")
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
     _rootless_namespace()
-    found = usage(options.cache_dir or default_cache_dir())
+    found = usage(secure_cache_dir(options.cache_dir or default_cache_dir()))
     print(f"cache entries  {found.steps}")
     print(f"blobs          {found.blobs} ({_human(found.blob_bytes)})")
     print(f"snapshots      {found.snapshots} ({_human(found.snapshot_bytes)})")
@@ -171,7 +171,7 @@ def du_command(argv: list[str]) -> int:
 
 
 def prune_command(argv: list[str]) -> int:
-    from builder.cachedir import default_cache_dir
+    from builder.cachedir import default_cache_dir, secure_cache_dir
     parser = argparse.ArgumentParser(
         prog="pybuild prune", description="Remove build cache entries, least recently used first, "
         "never one a running build uses; then the blobs and snapshots nothing refers to. Without "
@@ -197,7 +197,7 @@ def prune_command(argv: list[str]) -> int:
     if not options.all and keep is None and older is None:
         older = 7 * 86400
     _rootless_namespace()
-    removed, freed = prune(options.cache_dir or default_cache_dir(), everything=options.all,
-                           keep_bytes=keep, older_than=older)
+    cache_dir = secure_cache_dir(options.cache_dir or default_cache_dir())
+    removed, freed = prune(cache_dir, everything=options.all, keep_bytes=keep, older_than=older)
     print(f"removed {removed} cache entries, freed {_human(freed)}")
     return 0
