@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 
 from builder.sourcetree import Tree, resolve
@@ -20,8 +21,11 @@ class UnknownUser(LookupError):
 
 
 def _read(tree: Tree, path: str) -> list[list[str]]:
+    """The entries of the image's passwd or group file. pybuild reads it on the host, as root:
+    anything but a regular file (a device node of the image, which could be the host's disk or
+    a tty) counts as missing and is never opened."""
     found = resolve(tree, path, confined=False)
-    if found is None:
+    if found is None or not stat.S_ISREG(found.st.st_mode):
         return []
     with open(found.host, encoding="utf-8", errors="replace") as handle:
         return [line.rstrip("\n").split(":") for line in handle if line.strip() and not line.startswith("#")]
