@@ -3,7 +3,8 @@ container with the default seccomp profile and capabilities, as CI runners start
 only what Docker grants by default: CAP_SYS_CHROOT, CAP_MKNOD, CAP_SETUID/CAP_SETGID.
 
 The image is materialized in a plain directory (the walk-diff path: `overlay` is False), the
-command is chrooted into it, and a walk diff finds what it changed. There is no pid, mount, uts,
+command is chrooted into it, and a walk diff finds what it changed. Nothing can be mounted
+`nodev`, so the image's device nodes are inert placeholders there (layers/walkdiff.py). There is no pid, mount, uts,
 ipc or network namespace: the RUN shares the network, the hostname and the process table of the
 machine (it sees no processes only because no /proc is mounted), and a root RUN could leave the
 chroot. It isolates a build's files, not a hostile command. The command leads a process group
