@@ -70,13 +70,16 @@ class User:
                                "builder.cli", *args], cwd=self.work, capture_output=True,
                               text=True, timeout=300)
 
-    def build(self, dockerfile: str) -> tuple[subprocess.CompletedProcess, str]:
-        """A build with a cache of its own; returns the process and the image ID."""
+    def build(self, dockerfile: str, files: dict[str, bytes] | None = None
+              ) -> tuple[subprocess.CompletedProcess, str]:
+        """A build with a cache of its own, of a context holding `dockerfile` and `files`;
+        returns the process and the image ID."""
         build = uuid.uuid4().hex[:6]
         context = self.work / f"context-{build}"
         context.mkdir()
-        (context / "Dockerfile").write_text(dockerfile)
-        os.chmod(context / "Dockerfile", 0o644)
+        for name, content in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
+            (context / name).write_bytes(content)
+            os.chmod(context / name, 0o644)
         os.chmod(context, 0o755)
         cache = self.home / f"cache-{build}"
         loaded = self.pybuild(cache, "load", "-i", str(self.work / "base.tar"))
