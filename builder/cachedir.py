@@ -14,16 +14,14 @@ def default_cache_dir() -> str:
 
 
 def secure_cache_dir(path: str) -> str:
-    """Make the cache root `path` (and the parents it lacks). As root (outside a user namespace)
-    it and the parents made here are 0700, and an existing root made earlier with another mode
-    is made 0700 again: the snapshots and RUN's scratch directories under it hold the real device
-    nodes of images (base layers, ADD archives, RUN mknod), which must not be usable by other
-    users of the host. RUN cannot use them either: its root is mounted nodev (README, "How RUN
-    runs"). A build without root makes no device nodes, and its cache keeps the modes it has."""
+    """Make the cache root `path` (and the parents it lacks). As root it and the parents made
+    here are 0700, and an existing root made earlier with another mode is made 0700 again: the
+    snapshots and RUN's scratch directories under it hold the real device nodes of images (base
+    layers, ADD archives, RUN mknod), which must not be usable by other users of the host. RUN
+    cannot use them either: its root is mounted nodev (README, "How RUN runs"). Without root no
+    device node can be made, and the cache keeps its modes; a rootless build, root of its user
+    namespace, makes its own cache private too, where it owns it."""
     private = os.geteuid() == 0
-    if private:
-        from builder.sandbox import userns
-        private = not userns.inside()
     missing = []
     head = os.path.abspath(path)
     while not os.path.lexists(head):
@@ -34,8 +32,11 @@ def secure_cache_dir(path: str) -> str:
             os.mkdir(directory, 0o700 if private else 0o777)
         except FileExistsError:
             pass  # made meanwhile by a concurrent build
-        if private:
-            os.chmod(directory, 0o700)
-    if private and os.path.isdir(path) and stat.S_IMODE(os.stat(path).st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    if private and os.path.isdir(path):
+        for directory in [*missing, path]:
+            if stat.S_IMODE(os.stat(directory).st_mode) != 0o700:
+                try:
+                    os.chmod(directory, 0o700)
+                except PermissionError:
+                    pass  # a user namespace's root over a directory it does not own
     return path
