@@ -4,6 +4,13 @@ A stack of snapshots is directly an overlay `lowerdir` (for RUN) and a UnionView
 and name lookups). They are made only when something needs a layer's files, shared by every build
 on the cache root, and written to a temp name then renamed, so a crash never leaves half a
 snapshot under a real name.
+
+Device nodes of a layer (a base image's, an ADD archive's) are real nodes here when the process
+may make them (root), not an encoding only the layer writer understands: RUN, COPY --from and the
+walk diff then see them as Docker shows them, with nothing to translate. They must therefore be
+unusable by anyone else: the builder keeps the cache root 0700 (builder/cachedir.py) and mounts
+RUN's root nodev (builder/sandbox/rootfs.py), and chroot's copy of the image has placeholders
+(layers/walkdiff.py). Without root they are left out (apply_layer warns); the layer keeps them.
 """
 from __future__ import annotations
 
