@@ -44,6 +44,7 @@ class User:
         subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", self.name],
                        check=True, capture_output=True)
         shutil.chown(self.home, self.name, self.name)
+        self.output: Path | None = None
         self.python = next((p for p in (sys.executable, f"/usr/bin/python3.{sys.version_info[1]}")
                             if self.runs(p)), None)
 
@@ -71,7 +72,8 @@ class User:
                               text=True, timeout=300)
 
     def build(self, dockerfile: str) -> tuple[subprocess.CompletedProcess, str]:
-        """A build with a cache of its own; returns the process and the image ID."""
+        """A build with a cache of its own; returns the process and the image ID (the tarball
+        is `self.output`)."""
         build = uuid.uuid4().hex[:6]
         context = self.work / f"context-{build}"
         context.mkdir()
@@ -82,8 +84,8 @@ class User:
         loaded = self.pybuild(cache, "load", "-i", str(self.work / "base.tar"))
         assert loaded.returncode == 0, loaded.stderr
         iid = self.home / f"{build}.iid"
-        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.home / f"{build}.tar"),
-                              str(context))
+        self.output = self.home / f"{build}.tar"
+        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.output), str(context))
         return result, iid.read_text() if result.returncode == 0 else ""
 
     def remove(self) -> None:
