@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from layers.registry.transport import Session
     from builder.run import RunEnv
     from builder.sandbox import Sandbox
+    from builder.sandbox.confine import Confinement
 
 # Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
 # cached rebuild): builder.baseimage (FROM an image), builder.run and builder.sandbox (RUN),
@@ -99,6 +100,7 @@ class BuildRequest:
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
     entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
     docker_load: str | None = None  # the docker CLI to load the image into (--load)
+    seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ class Build:
         self._puller: Puller | None = None
         self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
         self._chosen_sandbox: Sandbox | None = None
+        self._confinement: Confinement | None = None
         self.dockerfile: ins.Dockerfile | None = None
 
     def run(self) -> BuildResult:
@@ -667,7 +670,8 @@ class Build:
                       commit_upper=self._commit_upper, network=self.request.network,
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
-                      limits=self.request.limits, warn=self.log.warn)
+                      limits=self.request.limits, warn=self.log.warn,
+                      confinement=self._confined)
 
     def _sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""
@@ -679,6 +683,16 @@ class Build:
             if choice.warning:
                 self.log.warn(choice.warning)
         return self._chosen_sandbox
+
+    def _confined(self) -> Confinement:
+        """Docker's capabilities and seccomp profile for RUN, compiled once per build; the log
+        warns once about what cannot be had here."""
+        if self._confinement is None:
+            from builder.sandbox.confine import prepare
+            self._confinement, warnings = prepare(self.request.seccomp)
+            for warning in warnings:
+                self.log.warn(warning)
+        return self._confinement
 
     def _commit_upper(self, state: StageState, upper: str) -> str:
         """The layer of a RUN from its overlay upper dir; the upper dir becomes its snapshot."""

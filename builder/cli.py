@@ -128,6 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
                              "--security=insecure run without the command's user namespace (it "
                              "may then make device nodes and mount); network.host is accepted "
                              "for buildx's sake (RUN has the host's network anyway); repeatable")
+    group.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                        help="seccomp=unconfined: RUN without Docker's default seccomp profile "
+                             "(it has the profile by default)")
     group.add_argument("-m", "--memory", metavar="SIZE",
                         help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
                              "1g; at least 6m); no swap beyond it")
@@ -212,6 +215,10 @@ def _build_command(argv: list[str]) -> int:
         limits = parse_limits(options.memory, options.cpus)
     except ValueError as error:
         return _usage(str(error))
+    for option in options.security_opt:
+        if option.replace(":", "=", 1) not in ("seccomp=unconfined", "seccomp=default"):
+            return _usage(f"--security-opt {option}: only seccomp=unconfined (and "
+                          "seccomp=default) are supported")
     if options.push and not options.tag:
         return _usage("--push needs at least one -t NAME[:TAG] to push to")
     for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file)):
@@ -257,6 +264,8 @@ def _build_command(argv: list[str]) -> int:
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         isolation=options.isolation, docker_load=docker,
         entitlements=frozenset(options.allow),
+        seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
+                        for option in options.security_opt),
         source_date_epoch=int(source_date_epoch) if source_date_epoch else None)
     quiet = options.quiet or options.progress == "quiet"
     sinks = [sink_for("quiet" if quiet else options.progress)]

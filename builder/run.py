@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from builder.errors import BuildError, NotSupported
 from builder.limits import Limits, memory_text
@@ -19,6 +19,9 @@ from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from layers.union import UnionView
 from layers.walkdiff import diff_to_upper, materialize
+
+if TYPE_CHECKING:
+    from builder.sandbox.confine import Confinement
 
 _TAIL_LINES = 12
 
@@ -36,6 +39,7 @@ class RunEnv:
     output: Callable[[bytes], None]
     limits: Limits
     warn: Callable[[str], None]
+    confinement: Callable[[], Confinement | None]
 
 
 def argv(state: StageState, instruction: ins.Run) -> tuple[str, ...]:
@@ -111,7 +115,8 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                            env=tuple(f"{k}={v}" for k, v in variables.items()),
                            cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
                            groups=user.groups, network=network, cgroup=group,
-                           insecure=insecure)
+                           insecure=insecure,
+                           confinement=None if insecure else env.confinement())
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
         if status != 0:

@@ -44,6 +44,7 @@ class User:
         subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", self.name],
                        check=True, capture_output=True)
         shutil.chown(self.home, self.name, self.name)
+        self.output: Path | None = None
         self.python = next((p for p in (sys.executable, f"/usr/bin/python3.{sys.version_info[1]}")
                             if self.runs(p)), None)
 
@@ -73,7 +74,7 @@ class User:
     def build(self, dockerfile: str, files: dict[str, bytes] | None = None
               ) -> tuple[subprocess.CompletedProcess, str]:
         """A build with a cache of its own, of a context holding `dockerfile` and `files`;
-        returns the process and the image ID."""
+        returns the process and the image ID (the tarball is `self.output`)."""
         build = uuid.uuid4().hex[:6]
         context = self.work / f"context-{build}"
         context.mkdir()
@@ -85,8 +86,8 @@ class User:
         loaded = self.pybuild(cache, "load", "-i", str(self.work / "base.tar"))
         assert loaded.returncode == 0, loaded.stderr
         iid = self.home / f"{build}.iid"
-        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.home / f"{build}.tar"),
-                              str(context))
+        self.output = self.home / f"{build}.tar"
+        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.output), str(context))
         return result, iid.read_text() if result.returncode == 0 else ""
 
     def remove(self) -> None:

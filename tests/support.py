@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,21 @@ def busybox_base(directory: Path) -> Path:
     return archive
 
 
+def image_file(tarball: Path, path: str) -> bytes:
+    """The content of the file at `path` in the image of a docker-save `tarball` (top layer
+    wins)."""
+    found = None
+    with tarfile.open(tarball) as archive:
+        for layer in json.load(archive.extractfile("manifest.json"))[0]["Layers"]:
+            with tarfile.open(fileobj=archive.extractfile(layer)) as entries:
+                for info in entries:
+                    if info.name.lstrip("./") == path.lstrip("/") and info.isfile():
+                        found = entries.extractfile(info).read()
+    if found is None:
+        raise AssertionError(f"{tarball} has no file {path}")
+    return found
+
+
 def docker_available() -> bool:
     try:
         return subprocess.run([DOCKER, "info"], capture_output=True, timeout=30).returncode == 0
@@ -73,6 +89,23 @@ def docker(*args: str, input: bytes | None = None, check: bool = True,
     if check and process.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {process.stderr.decode()}")
     return process
+
+
+def docker_build(work: Path, images: DockerImages, dockerfile: str, path: str) -> str:
+    """The file at `path` in what `docker build --network none` makes of `dockerfile` (whose
+    FROM busybox:test is a busybox image of the test's own, removed afterwards), as text."""
+    work.mkdir(parents=True, exist_ok=True)
+    tag = images.name("pybuild-busybox")
+    archive = work / "docker-base.tar"
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(archive),
+                    "--tag", tag], check=True)
+    docker("load", "-i", str(archive))
+    context = work / "docker-context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile.replace("busybox:test", tag))
+    docker("build", "--network", "none", "-o", f"type=local,dest={work / 'docker-out'}",
+           str(context))
+    return (work / "docker-out" / path).read_text()
 
 
 class DockerImages:

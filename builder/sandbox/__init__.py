@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from builder.sandbox.cgroups import Group
+
+if TYPE_CHECKING:
+    from builder.sandbox.confine import Confinement
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,9 @@ class RunSpec:
     `argv` is already shell-wrapped; `env` is exactly the process environment. The command joins
     `cgroup` (its limits, from `cgroups.applied`) before it execs. `insecure` (RUN
     --security=insecure) leaves the command with the sandbox's own privileges: no user namespace
-    of its own, /proc as mounted."""
+    of its own, /proc as mounted. `confinement` (Docker's default capabilities and seccomp
+    profile, confine.py) is applied in the command's process just before exec; None leaves the
+    command what the sandbox gives it."""
 
     lowerdirs: tuple[str, ...]
     upperdir: str
@@ -40,6 +45,7 @@ class RunSpec:
     hostname: str = "pybuild"
     cgroup: Group = Group()
     insecure: bool = False
+    confinement: Confinement | None = None
 
 
 class Sandbox(Protocol):

@@ -40,7 +40,13 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
-def _check(result: int, what: str) -> None:
+def libc() -> ctypes.CDLL:
+    """The C library, for modules that declare further calls (capabilities, seccomp)."""
+    return _libc
+
+
+def check(result: int, what: str) -> None:
+    """Raise OSError with errno when a libc call failed (returned non-zero)."""
     if result != 0:
         error = ctypes.get_errno()
         raise OSError(error, f"{what}: {os.strerror(error)}")
@@ -51,36 +57,36 @@ def _bytes(value: str | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    check(_libc.unshare(flags), "unshare")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
-    _check(_libc.mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data)),
+    check(_libc.mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data)),
            f"mount {fstype or source or ''} on {target}")
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_bytes(target), flags), f"umount {target}")
+    check(_libc.umount2(_bytes(target), flags), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(f"pivot_root: unknown system call number on {platform.machine()}")
-    _check(_libc.syscall(number, _bytes(new_root), _bytes(put_old)), "pivot_root")
+    check(_libc.syscall(number, _bytes(new_root), _bytes(put_old)), "pivot_root")
 
 
 def sethostname(name: str) -> None:
     data = name.encode()
-    _check(_libc.sethostname(data, len(data)), "sethostname")
+    check(_libc.sethostname(data, len(data)), "sethostname")
 
 
 def die_with_parent(signal_number: int) -> None:
     """Ask the kernel to send `signal_number` to this process when its parent dies."""
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    check(_libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def become_subreaper() -> None:
     """Adopt the orphans of this process's descendants (instead of init), so they can be reaped."""
-    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+    check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")

@@ -139,7 +139,8 @@ def fail(write: int, message: str) -> NoReturn:
 def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: bool = True,
                  isolate: Callable[[], None] | None = None) -> NoReturn:
     """In the command's process, inside its root: stdin from /dev/null, output to `write`, into
-    the RUN's cgroup, `isolate()` (a user namespace of its own), become the RUN's user, exec.
+    the RUN's cgroup, `isolate()` (a user namespace of its own), Docker's capabilities and
+    seccomp filter (`spec.confinement`), become the RUN's user, exec.
     `setgroups` is False in a user namespace that forbids it (a single-id map): the command
     keeps the groups it has."""
     try:
@@ -150,6 +151,8 @@ def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: b
         cgroups.join(joins)
         if isolate is not None:
             isolate()
+        if spec.confinement is not None:
+            spec.confinement.apply()
         if setgroups:
             os.setgroups(list(spec.groups))
         os.setgid(spec.gid)

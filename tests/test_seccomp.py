@@ -1,0 +1,95 @@
+"""RUN runs under Docker's default seccomp profile: what the profile refuses fails with EPERM
+(ENOSYS for clone3, as Docker has it), what it allows works, exactly as in `docker build`; and
+`--security-opt seccomp=unconfined` lifts the filter. Tiny programs made by tests/syscalls.py
+make the raw system calls, so the test needs no compiler and no C library in the image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.rootless_user import rootless_user
+from tests.support import busybox_base, docker_build, image_file, pybuild, require
+from tests.syscalls import Call, dockerfile_lines, supported
+
+CLONE_NEWUSER = 0x10000000
+ADDR_NO_RANDOMIZE = 0x0040000
+KEY_SPEC_PROCESS_KEYRING = -2
+# (call, its exit status under Docker's profile, and without a filter); x86-64 numbers. Without
+# a filter the calls fail only for their null arguments (EFAULT 14, EINVAL 22) or succeed (0).
+CALLS = [
+    (Call("unshare", 272, (CLONE_NEWUSER,)), 1, 0),
+    (Call("mount", 165), 1, 14),
+    (Call("keyctl", 250, (0, KEY_SPEC_PROCESS_KEYRING, 1)), 1, 0),
+    (Call("add_key", 248), 1, 14),
+    (Call("perf_event_open", 298, (0, 0, -1)), 1, 14),
+    (Call("setns", 308), 1, 22),
+    (Call("personality", 135, (ADDR_NO_RANDOMIZE,)), 1, 0),   # an argument rule
+    (Call("clone3", 435), 38, 22),                           # ENOSYS, so libc falls back
+    (Call("chroot", 161), 14, 14),                           # allowed with CAP_SYS_CHROOT
+    (Call("getpid", 39), 0, 0),
+]
+DOCKERFILE = ("FROM busybox:test\n" + dockerfile_lines([call for call, _, _ in CALLS]) + """\
+RUN for c in /calls/*; do "$c"; echo "${c##*/} $?"; done > /calls.txt \\
+ && grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status >> /calls.txt
+FROM scratch
+COPY --from=0 /calls.txt /
+""")
+
+
+def expected(column: int, seccomp: int) -> str:
+    lines = sorted(f"{call.name} {row[column]}" for call, *row in CALLS)
+    return "\n".join(lines + ["NoNewPrivs:\t0", f"Seccomp:\t{seccomp}"]) + "\n"
+
+
+CONFINED, UNCONFINED = expected(0, 2), expected(1, 0)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    require(supported(), "an x86-64 machine (the test's programs are x86-64 code)")
+    return busybox_base(tmp_path_factory.mktemp("base"))
+
+
+def build(tmp_path: Path, base: Path, *options: str) -> tuple[str, str]:
+    """The /calls.txt a pybuild build writes, and its log."""
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(base), env=env).returncode == 0
+    out = tmp_path / "image.tar"
+    result = pybuild("-o", str(out), *options, str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    return image_file(out, "/calls.txt").decode(), result.stderr
+
+
+def test_run_cannot_call_what_dockers_profile_forbids(tmp_path, base):
+    calls, log = build(tmp_path, base, "--isolation", "namespaces")
+    assert calls == CONFINED
+    assert "seccomp" not in log
+
+
+def test_unconfined_lifts_the_filter(tmp_path, base):
+    calls, _ = build(tmp_path, base, "--isolation", "namespaces",
+                     "--security-opt", "seccomp=unconfined")
+    assert calls == UNCONFINED
+
+
+def test_docker_build_gives_the_same(tmp_path, base, images):
+    assert docker_build(tmp_path, images, DOCKERFILE, "calls.txt") == CONFINED
+
+
+def test_rootless_has_the_filter_too(base):
+    with rootless_user(base) as user:
+        user.grant(ranges=True)
+        result, _ = user.build(DOCKERFILE)
+        assert result.returncode == 0, result.stderr
+        assert image_file(user.output, "/calls.txt").decode() == CONFINED
+
+
+@pytest.mark.parametrize("option", ["seccomp=/etc/profile.json", "apparmor=unconfined"])
+def test_other_security_options_are_usage_errors(tmp_path, option):
+    result = pybuild("--security-opt", option, "-o", str(tmp_path / "x.tar"), str(tmp_path))
+    assert result.returncode == 2
+    assert f"--security-opt {option}: only seccomp=unconfined" in result.stderr
