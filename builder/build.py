@@ -93,6 +93,7 @@ class BuildRequest:
     pull: bool = False
     push: bool = False
     insecure_registries: frozenset[str] = frozenset()
+    registry_timeout: float = 120.0  # seconds a registry request may take, retries included
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
@@ -254,7 +255,8 @@ class Build:
 
     def _session(self, ref: Reference) -> Session:
         from layers.registry import session_for
-        return session_for(ref, insecure_registries=self.request.insecure_registries)
+        return session_for(ref, insecure_registries=self.request.insecure_registries,
+                           warn=self.log.alert, timeout=self.request.registry_timeout)
 
     def _find_image(self, ref: Reference) -> StoredImage | None:
         """FROM's lookup: the local store, then the registry (builder/pull.py)."""

@@ -28,6 +28,7 @@ environment:
   SOURCE_DATE_EPOCH   clamp file times and the config's `created` time: reproducible images
   PYBUILD_CACHE_DIR   the cache root (blobs, snapshots, the step index, the local image store)
   DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
+  PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds)
   NO_COLOR            no colour, and no live view with --progress auto
 
 exit status:
@@ -160,6 +161,21 @@ def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                         help="speak plain http to this registry (repeatable; localhost and "
                              "127.0.0.1 always are)")
+    parser.add_argument("--registry-timeout", type=_positive_seconds, metavar="SECONDS",
+                        default=os.environ.get("PYBUILD_REGISTRY_TIMEOUT", "120"),
+                        help="give up on a registry request after SECONDS, its retries "
+                             "included; a read waits at most a quarter of it, 30 s at most "
+                             "(default $PYBUILD_REGISTRY_TIMEOUT, else 120)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _build_args(values: list[str]) -> dict[str, str | None]:
@@ -253,6 +269,7 @@ def _build_command(argv: list[str]) -> int:
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
         pull=options.pull, push=options.push,
         insecure_registries=frozenset(options.insecure_registry),
+        registry_timeout=options.registry_timeout,
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         isolation=options.isolation, docker_load=docker,
