@@ -37,8 +37,25 @@ exit status:
   143 terminated. The README has the full reference: what matches Docker, and the known limits."""
 
 
+# Options that mean the same to every verb taking them, each with a value: they may come before
+# the verb too (`pybuild --cache-dir X load`), as `docker --config X build` takes them.
+_GLOBAL_OPTIONS = frozenset({"--cache-dir", "--insecure-registry", "--registry-timeout"})
+_VERBS = frozenset({"build", "parse", "du", "prune", "load", "images", "rmi", "push", "history",
+                    "inspect"})
+
+
+def _verb_first(argv: list[str]) -> list[str]:
+    """`--cache-dir X load -i a.tar` as `load --cache-dir X -i a.tar`; anything else as it is."""
+    index = 0
+    while index < len(argv) and argv[index].partition("=")[0] in _GLOBAL_OPTIONS:
+        index += 1 if "=" in argv[index] else 2
+    if 0 < index < len(argv) and argv[index] in _VERBS:
+        return [argv[index], *argv[:index], *argv[index + 1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _verb_first(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parse"]:
         return _parse_command(argv[1:])
     if argv[:1] in (["du"], ["prune"]):
