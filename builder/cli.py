@@ -150,6 +150,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
                              "1g; at least 6m); no swap beyond it")
     group.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
+    group.add_argument("--pids-limit", metavar="N",
+                        help="most processes (threads included) each RUN may have at once "
+                             "(default 4096; 0 or -1: no limit)")
     group = parser.add_argument_group("the local build cache")
     group.add_argument("--no-cache", action="store_true",
                         help="reuse no earlier result: run every step (results are still stored "
@@ -242,7 +245,7 @@ def _build_command(argv: list[str]) -> int:
         except ValueError as error:
             return _usage(str(error))
     try:
-        limits = parse_limits(options.memory, options.cpus)
+        limits = parse_limits(options.memory, options.cpus, options.pids_limit)
     except ValueError as error:
         return _usage(str(error))
     if options.push and not options.tag:

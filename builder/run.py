@@ -114,10 +114,14 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                            insecure=insecure)
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
+            starved = status != 0 and cgroups.pids_exhausted(group)
         if status != 0:
             shown = "\n".join(f"  > {line}" for line in tail)
             what = (f"killed: out of memory (--memory {memory_text(env.limits.memory_bytes)})"
                     if killed else f"exited with status {status}")
+            if starved:
+                what += (f" (it reached --pids-limit {env.limits.pids}: no more processes could "
+                         "start)")
             raise BuildError(f"RUN {what}" + (f"; last output:\n{shown}" if shown else ""))
         if not sandbox.overlay:
             changes = os.path.join(scratch, "changes")
