@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from builder import metadata
 from builder.context import load_ignore
-from builder.errors import BuildError, NotSupported
+from builder.errors import BuildError, NotSupported, describe_os_error
 from builder.export import layer_blobs, write_output
 from builder.limits import Limits
 from builder.plan import Plan, Stage, plan
@@ -418,6 +418,11 @@ class Build:
         except LayerError as error:
             raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
                                 self.dockerfile.source_line(instruction.span.line)) from None
+        except OSError as error:
+            message, hint = describe_os_error(error)
+            raise BuildError.at(instruction, f"{instruction.keyword}: {message}",
+                                self.dockerfile.source_line(instruction.span.line),
+                                hint=hint) from None
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -519,16 +524,17 @@ class Build:
                 hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
                 if hit is not None:
                     return self._reuse(number, hit, state, key)
-            scan = scan_sources(selection, self._memos(
-                source.directory.path if source is not None else self.request.context))
+            scan = self._located(instruction, lambda: scan_sources(selection, self._memos(
+                source.directory.path if source is not None else self.request.context)))
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
         speculate = scan is not None and scan.unknown and not (
             selection.extract or scan.cheap_to_hash_first())
         if not speculate:
             if scan is not None:
-                items.append(("sources", self._learn_sources(
-                    scan, hash_files(found for _, found in scan.unknown), signature)))
+                digests = self._located(instruction, lambda: hash_files(
+                    found for _, found in scan.unknown))
+                items.append(("sources", self._learn_sources(scan, digests, signature)))
             inputs = Inputs(state.pending + tuple(items))
             key = step_key(state.key, inputs)
             hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)

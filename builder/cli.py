@@ -250,9 +250,20 @@ def _build_command(argv: list[str]) -> int:
         return _usage(str(error))
     if options.push and not options.tag:
         return _usage("--push needs at least one -t NAME[:TAG] to push to")
-    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file)):
+    # Files written after the build are checked before it, not after minutes of work.
+    output = options.output or (None if options.push or options.load else "image.tar")
+    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file),
+                         ("-o", None if output == "-" else output),
+                         ("--iidfile", options.iidfile)):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return _usage(f"{option} {path}: its directory does not exist")
+        if path and os.path.isdir(path):
+            inside = f" (-o {os.path.join(path, 'image.tar')})" if option == "-o" else ""
+            return _usage(f"{option} {path}: is a directory; name the file in it{inside}")
+    cache_dir = options.cache_dir or os.environ.get("PYBUILD_CACHE_DIR")
+    if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        where = "--cache-dir" if options.cache_dir else "PYBUILD_CACHE_DIR"
+        return _usage(f"{where} {cache_dir}: not a directory")
     docker = None
     if options.load:
         if options.output == "-":
@@ -263,7 +274,6 @@ def _build_command(argv: list[str]) -> int:
             _failed("--load needs the docker command (none at /usr/bin/docker or on PATH)",
                     options.progress)
             return EXIT_FAILURE
-    output = options.output or (None if options.push or options.load else "image.tar")
     caches = {"--cache-from": (), "--cache-to": ()}
     if options.cache_from or options.cache_to:
         from builder.cachespec import parse_cache_spec

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 # Docker's floor: below it a container cannot even start its runtime.
 MIN_MEMORY = 6 * 1024 * 1024
+# The kernel's page counters are signed 64-bit byte counts.
+MAX_MEMORY = (1 << 63) - 1
 # The kernel's smallest CFS quota is 1 ms of a 100 ms period.
 MIN_CPUS = 0.01
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -46,6 +48,9 @@ def parse_memory(text: str) -> int:
         raise ValueError(f"--memory {text}: not a size (bytes, or a number with b, k, m or g: "
                          "512m, 1g)")
     count = int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+    if count > MAX_MEMORY:
+        raise ValueError(f"--memory {text}: too large; a cgroup holds at most {MAX_MEMORY} bytes "
+                         "(8 EiB)")
     if count < MIN_MEMORY:
         raise ValueError(f"--memory {text}: the minimum is 6m (6 MiB), as Docker's")
     return count

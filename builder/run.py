@@ -92,6 +92,10 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     variables = state.variables()
     variables.setdefault("PATH", DEFAULT_PATH)
     variables.setdefault("HOME", user.home)
+    command = argv(state, instruction)
+    if any("\0" in text for text in (*command, *variables.values())):
+        raise BuildError("RUN: the command or its environment holds a NUL byte (\\0), which no "
+                         "command line can carry")
     sandbox = env.sandbox()
     scratch = tempfile.mkdtemp(dir=env.scratch_dir, prefix="run-")
     try:
@@ -107,7 +111,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
 
         with cgroups.applied(env.limits, env.warn) as group:
             spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work,
-                           scratch=scratch, argv=argv(state, instruction),
+                           scratch=scratch, argv=command,
                            env=tuple(f"{k}={v}" for k, v in variables.items()),
                            cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
                            groups=user.groups, network=network, cgroup=group,
