@@ -419,6 +419,8 @@ class Build:
             raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
                                 self.dockerfile.source_line(instruction.span.line)) from None
         except OSError as error:
+            if error.errno is None:  # pybuild's own words already (a sandbox that cannot work)
+                raise
             message, hint = describe_os_error(error)
             raise BuildError.at(instruction, f"{instruction.keyword}: {message}",
                                 self.dockerfile.source_line(instruction.span.line),
