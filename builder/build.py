@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from builder import metadata
 from builder.context import load_ignore
-from builder.errors import BuildError, NotSupported
+from builder.errors import BuildError, NotSupported, describe_os_error
 from builder.export import layer_blobs, write_output
 from builder.limits import Limits
 from builder.plan import Plan, Stage, plan
@@ -95,6 +95,7 @@ class BuildRequest:
     pull: bool = False
     push: bool = False
     insecure_registries: frozenset[str] = frozenset()
+    registry_timeout: float = 120.0  # seconds a registry request may take, retries included
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
@@ -259,7 +260,8 @@ class Build:
 
     def _session(self, ref: Reference) -> Session:
         from layers.registry import session_for
-        return session_for(ref, insecure_registries=self.request.insecure_registries)
+        return session_for(ref, insecure_registries=self.request.insecure_registries,
+                           warn=self.log.alert, timeout=self.request.registry_timeout)
 
     def _find_image(self, ref: Reference) -> StoredImage | None:
         """FROM's lookup: the local store, then the registry (builder/pull.py)."""
@@ -421,6 +423,13 @@ class Build:
         except LayerError as error:
             raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
                                 self.dockerfile.source_line(instruction.span.line)) from None
+        except OSError as error:
+            if error.errno is None:  # pybuild's own words already (a sandbox that cannot work)
+                raise
+            message, hint = describe_os_error(error)
+            raise BuildError.at(instruction, f"{instruction.keyword}: {message}",
+                                self.dockerfile.source_line(instruction.span.line),
+                                hint=hint) from None
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -522,16 +531,17 @@ class Build:
                 hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
                 if hit is not None:
                     return self._reuse(number, hit, state, key)
-            scan = scan_sources(selection, self._memos(
-                source.directory.path if source is not None else self.request.context))
+            scan = self._located(instruction, lambda: scan_sources(selection, self._memos(
+                source.directory.path if source is not None else self.request.context)))
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
         speculate = scan is not None and scan.unknown and not (
             selection.extract or scan.cheap_to_hash_first())
         if not speculate:
             if scan is not None:
-                items.append(("sources", self._learn_sources(
-                    scan, hash_files(found for _, found in scan.unknown), signature)))
+                digests = self._located(instruction, lambda: hash_files(
+                    found for _, found in scan.unknown))
+                items.append(("sources", self._learn_sources(scan, digests, signature)))
             inputs = Inputs(state.pending + tuple(items))
             key = step_key(state.key, inputs)
             hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)

@@ -28,6 +28,7 @@ environment:
   SOURCE_DATE_EPOCH   clamp file times and the config's `created` time: reproducible images
   PYBUILD_CACHE_DIR   the cache root (blobs, snapshots, the step index, the local image store)
   DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
+  PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds)
   NO_COLOR            no colour, and no live view with --progress auto
 
 exit status:
@@ -36,8 +37,25 @@ exit status:
   143 terminated. The README has the full reference: what matches Docker, and the known limits."""
 
 
+# Options that mean the same to every verb taking them, each with a value: they may come before
+# the verb too (`pybuild --cache-dir X load`), as `docker --config X build` takes them.
+_GLOBAL_OPTIONS = frozenset({"--cache-dir", "--insecure-registry", "--registry-timeout"})
+_VERBS = frozenset({"build", "parse", "du", "prune", "load", "images", "rmi", "push", "history",
+                    "inspect"})
+
+
+def _verb_first(argv: list[str]) -> list[str]:
+    """`--cache-dir X load -i a.tar` as `load --cache-dir X -i a.tar`; anything else as it is."""
+    index = 0
+    while index < len(argv) and argv[index].partition("=")[0] in _GLOBAL_OPTIONS:
+        index += 1 if "=" in argv[index] else 2
+    if 0 < index < len(argv) and argv[index] in _VERBS:
+        return [argv[index], *argv[:index], *argv[index + 1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _verb_first(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parse"]:
         return _parse_command(argv[1:])
     if argv[:1] in (["du"], ["prune"]):
@@ -135,6 +153,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
                              "1g; at least 6m); no swap beyond it")
     group.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
+    group.add_argument("--pids-limit", metavar="N",
+                        help="most processes (threads included) each RUN may have at once "
+                             "(default 4096; 0 or -1: no limit)")
     group = parser.add_argument_group("the local build cache")
     group.add_argument("--no-cache", action="store_true",
                         help="reuse no earlier result: run every step (results are still stored "
@@ -163,6 +184,21 @@ def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                         help="speak plain http to this registry (repeatable; localhost and "
                              "127.0.0.1 always are)")
+    parser.add_argument("--registry-timeout", type=_positive_seconds, metavar="SECONDS",
+                        default=os.environ.get("PYBUILD_REGISTRY_TIMEOUT", "120"),
+                        help="give up on a registry request after SECONDS, its retries "
+                             "included; a read waits at most a quarter of it, 30 s at most "
+                             "(default $PYBUILD_REGISTRY_TIMEOUT, else 120)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _build_args(values: list[str]) -> dict[str, str | None]:
@@ -212,7 +248,7 @@ def _build_command(argv: list[str]) -> int:
         except ValueError as error:
             return _usage(str(error))
     try:
-        limits = parse_limits(options.memory, options.cpus)
+        limits = parse_limits(options.memory, options.cpus, options.pids_limit)
     except ValueError as error:
         return _usage(str(error))
     for option in options.security_opt:
@@ -221,9 +257,20 @@ def _build_command(argv: list[str]) -> int:
                           "seccomp=default) are supported")
     if options.push and not options.tag:
         return _usage("--push needs at least one -t NAME[:TAG] to push to")
-    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file)):
+    # Files written after the build are checked before it, not after minutes of work.
+    output = options.output or (None if options.push or options.load else "image.tar")
+    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file),
+                         ("-o", None if output == "-" else output),
+                         ("--iidfile", options.iidfile)):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return _usage(f"{option} {path}: its directory does not exist")
+        if path and os.path.isdir(path):
+            inside = f" (-o {os.path.join(path, 'image.tar')})" if option == "-o" else ""
+            return _usage(f"{option} {path}: is a directory; name the file in it{inside}")
+    cache_dir = options.cache_dir or os.environ.get("PYBUILD_CACHE_DIR")
+    if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        where = "--cache-dir" if options.cache_dir else "PYBUILD_CACHE_DIR"
+        return _usage(f"{where} {cache_dir}: not a directory")
     docker = None
     if options.load:
         if options.output == "-":
@@ -234,7 +281,6 @@ def _build_command(argv: list[str]) -> int:
             _failed("--load needs the docker command (none at /usr/bin/docker or on PATH)",
                     options.progress)
             return EXIT_FAILURE
-    output = options.output or (None if options.push or options.load else "image.tar")
     caches = {"--cache-from": (), "--cache-to": ()}
     if options.cache_from or options.cache_to:
         from builder.cachespec import parse_cache_spec
@@ -260,6 +306,7 @@ def _build_command(argv: list[str]) -> int:
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
         pull=options.pull, push=options.push,
         insecure_registries=frozenset(options.insecure_registry),
+        registry_timeout=options.registry_timeout,
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
         no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
         isolation=options.isolation, docker_load=docker,

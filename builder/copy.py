@@ -66,6 +66,7 @@ class ArchiveSource:
 
 Source = Union[TreeSource, DataSource, ArchiveSource]
 _ROOT = Owner(0, 0)
+_UNCOPIED = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket"}
 
 
 def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[str, tuple[Entry, Body]]:
@@ -87,9 +88,12 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
             named = source.name or source.found.rel
             rel = _join(dest, posixpath.basename(named)) if into_dir else dest
             planned = _tree_entry(rel, source.found, spec)
-            if planned is not None:
-                out[rel] = planned
-                _remember_inode(inodes, rel, number, source.found.st)
+            if planned is None:
+                raise LayerError(f"{named}: a {_UNCOPIED[stat.S_IFMT(source.found.st.st_mode)]} "
+                                 "cannot be copied (only files, directories and symlinks; one "
+                                 "inside a copied directory is left out)")
+            out[rel] = planned
+            _remember_inode(inodes, rel, number, source.found.st)
         elif isinstance(source, DataSource):
             rel = _join(dest, source.name) if into_dir else dest
             owner = spec.owner or _ROOT
@@ -238,6 +242,10 @@ def _archive_entries(archive: tarfile.TarFile, dest: str
             groups[rel] = groups.setdefault(target, ("archive", target))
             entries[rel] = (replace(entries[target][0], path=rel), entries[target][1])
             continue
+        if kind is Kind.CHAR and member.devmajor == member.devminor == 0:
+            raise LayerError(f"{member.name}: a character device 0:0, which overlay filesystems "
+                             "(and so Docker's) take for a deletion marker: an image cannot hold "
+                             "one")
         xattrs = tuple(sorted((k[len("SCHILY.xattr."):], v.encode("utf-8", "surrogateescape"))
                               for k, v in member.pax_headers.items()
                               if k == "SCHILY.xattr.security.capability"))

@@ -135,7 +135,9 @@ def push_command(argv: list[str]) -> int:
     from builder.push import push
     from layers.compression import Compression
     from layers.registry import session_for
-    session = session_for(ref, insecure_registries=frozenset(options.insecure_registry))
+    session = session_for(ref, insecure_registries=frozenset(options.insecure_registry),
+                          warn=lambda line: print(f"WARNING: {line}", file=sys.stderr),
+                          timeout=options.registry_timeout)
     digest = push(ref, image.config_bytes, store.blobs, Compression(options.compression), session)
     print(f"{ref.familiar()}: digest: {digest}")
     return 0

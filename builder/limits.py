@@ -1,5 +1,5 @@
-"""Resource limits for every RUN (`--memory`, `--cpus`), in `docker build`'s syntax and bounds, so a
-command line written for Docker means the same here."""
+"""Resource limits for every RUN (`--memory`, `--cpus`, `--pids-limit`), in `docker build`'s (and
+`docker run`'s) syntax and bounds, so a command line written for Docker means the same here."""
 from __future__ import annotations
 
 import os
@@ -8,25 +8,37 @@ from dataclasses import dataclass
 
 # Docker's floor: below it a container cannot even start its runtime.
 MIN_MEMORY = 6 * 1024 * 1024
+# The kernel's page counters are signed 64-bit byte counts.
+MAX_MEMORY = (1 << 63) - 1
 # The kernel's smallest CFS quota is 1 ms of a 100 ms period.
 MIN_CPUS = 0.01
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) ?(?:([kmgtp])i?)?b?", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d*\.?\d+")
+# The processes and threads a RUN may have at once, unless --pids-limit says otherwise: twice
+# podman's default (2048), far above what a parallel compile or a test suite starts, and an
+# eighth of the kernel's default pid_max (32768), so a fork bomb in a RUN leaves the machine's
+# other builds and services the pids they need.
+DEFAULT_PIDS = 4096
 
 
 @dataclass(frozen=True)
 class Limits:
-    """None means unlimited."""
+    """None means unlimited. `pids_asked`: --pids-limit was given, so a machine that cannot apply
+    it gets a warning (the default limit is applied where it can be, silently skipped where not:
+    a rootless build cannot make cgroups)."""
 
     memory_bytes: int | None = None
     cpus: float | None = None
+    pids: int | None = DEFAULT_PIDS
+    pids_asked: bool = False
 
 
-def parse_limits(memory: str | None, cpus: str | None) -> Limits:
+def parse_limits(memory: str | None, cpus: str | None, pids: str | None = None) -> Limits:
     """The limits the options give; ValueError names the option and what it accepts."""
     return Limits(None if memory is None else parse_memory(memory),
-                  None if cpus is None else parse_cpus(cpus))
+                  None if cpus is None else parse_cpus(cpus),
+                  DEFAULT_PIDS if pids is None else parse_pids(pids), pids is not None)
 
 
 def parse_memory(text: str) -> int:
@@ -36,9 +48,25 @@ def parse_memory(text: str) -> int:
         raise ValueError(f"--memory {text}: not a size (bytes, or a number with b, k, m or g: "
                          "512m, 1g)")
     count = int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+    if count > MAX_MEMORY:
+        raise ValueError(f"--memory {text}: too large; a cgroup holds at most {MAX_MEMORY} bytes "
+                         "(8 EiB)")
     if count < MIN_MEMORY:
         raise ValueError(f"--memory {text}: the minimum is 6m (6 MiB), as Docker's")
     return count
+
+
+def parse_pids(text: str) -> int | None:
+    """A number of processes (threads count too), or 0 or -1 for no limit, as `docker run
+    --pids-limit` takes it."""
+    if not re.fullmatch(r"-?\d+", text.strip()):
+        raise ValueError(f"--pids-limit {text}: not a whole number of processes (0 or -1 for "
+                         "no limit)")
+    value = int(text)
+    if value < -1:
+        raise ValueError(f"--pids-limit {text}: must be a positive number, or 0 or -1 for no "
+                         "limit")
+    return value if value > 0 else None
 
 
 def parse_cpus(text: str) -> float:

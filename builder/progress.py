@@ -98,6 +98,12 @@ class Log:
     def note(self, text: str) -> None:
         self._emit(Note(text, self._now()))
 
+    def alert(self, text: str) -> None:
+        """A warning shown at once and not repeated at the end (a registry retry), from any
+        thread."""
+        with self._transfers:
+            self._emit(Note(f"WARNING: {text}", self._now()))
+
     def warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)

@@ -50,10 +50,10 @@ class Puller:
             if local is None:
                 if error.status == 404:
                     return None
-                raise BuildError(f"cannot pull {ref.familiar()}: {error}; the local image store "
-                                 f"({self.store.dir}) has no copy either") from None
-            self.log.warn(f"cannot pull {ref.familiar()} ({error}); using the copy in the local "
-                      f"image store, {local.manifest_digest}")
+                raise BuildError(f"cannot pull {ref.familiar()}: {error.message}; the local "
+                                 f"image store ({self.store.dir}) has no copy either") from None
+            self.log.warn(f"cannot pull {ref.familiar()} ({error.message}); using the copy in "
+                          f"the local image store, {local.manifest_digest}")
             image = local
         self.resolved[ref] = image
         return image

@@ -96,6 +96,10 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     variables = state.variables()
     variables.setdefault("PATH", DEFAULT_PATH)
     variables.setdefault("HOME", user.home)
+    command = argv(state, instruction)
+    if any("\0" in text for text in (*command, *variables.values())):
+        raise BuildError("RUN: the command or its environment holds a NUL byte (\\0), which no "
+                         "command line can carry")
     sandbox = env.sandbox()
     scratch = tempfile.mkdtemp(dir=env.scratch_dir, prefix="run-")
     try:
@@ -111,7 +115,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
 
         with cgroups.applied(env.limits, env.warn) as group:
             spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work,
-                           scratch=scratch, argv=argv(state, instruction),
+                           scratch=scratch, argv=command,
                            env=tuple(f"{k}={v}" for k, v in variables.items()),
                            cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
                            groups=user.groups, network=network, cgroup=group,
@@ -119,10 +123,14 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                            confinement=None if insecure else env.confinement())
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
+            starved = status != 0 and cgroups.pids_exhausted(group)
         if status != 0:
             shown = "\n".join(f"  > {line}" for line in tail)
             what = (f"killed: out of memory (--memory {memory_text(env.limits.memory_bytes)})"
                     if killed else f"exited with status {status}")
+            if starved:
+                what += (f" (it reached --pids-limit {env.limits.pids}: no more processes could "
+                         "start)")
             raise BuildError(f"RUN {what}" + (f"; last output:\n{shown}" if shown else ""))
         if not sandbox.overlay:
             changes = os.path.join(scratch, "changes")

@@ -163,8 +163,8 @@ _sessions: list[Session] = []
 def session(address: str, lines: list[str] | None = None, **options) -> Session:
     """A session with fast retries, logging into `lines`; closed when a registry stops."""
     options.setdefault("credentials", None)
-    client = Session(address, insecure=False, log=None if lines is None else lines.append,
-                     backoff=0.01, **options)
+    hear = None if lines is None else lines.append
+    client = Session(address, insecure=False, log=hear, warn=hear, backoff=0.01, **options)
     _sessions.append(client)
     return client
 

@@ -139,3 +139,23 @@ def test_an_output_that_is_not_a_regular_file_is_written_to_not_replaced(tmp_pat
         assert pybuild("-q", "-o", str(fifo), str(context), env=env).returncode == 0
         reader.join(30)
         assert b"manifest.json" in received[0] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_options_every_verb_shares_may_come_before_the_verb(tmp_path) -> None:
+    """`pybuild --cache-dir X load`, as `docker --config X build`: before or after the verb."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    archive = str(tmp_path / "app.tar")
+    for args in (["--cache-dir", first, "build", "-q", "-t", "app:1", "-o", archive, str(context)],
+                 ["--cache-dir", second, "load", "-q", "-i", archive],
+                 ["--registry-timeout", "5", f"--cache-dir={second}", "push", "--help"]):
+        result = pybuild(*args, env={"PYBUILD_CACHE_DIR": str(tmp_path / "unused")})
+        assert result.returncode == 0, (args, result.stderr)
+    for cache in (first, second):
+        listed = pybuild("--cache-dir", cache, "images", "-q")
+        assert listed.returncode == 0 and len(listed.stdout.split()) == 1, listed.stderr
+    assert not (tmp_path / "unused").exists()
+    wrong = pybuild("--cache-dir", first, "parse", "-f", str(context / "Dockerfile"))
+    assert wrong.returncode == 2 and "unrecognized arguments: --cache-dir" in wrong.stderr

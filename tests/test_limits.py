@@ -1,4 +1,4 @@
-"""--memory and --cpus: what the options accept, and each RUN's cgroup on the real kernel: the
+"""--memory, --cpus and --pids-limit: what the options accept, and each RUN's cgroup on the real kernel: the
 limits hold while it runs, an OOM kill fails the build and says so, no group outlives its RUN,
 and a machine where no group can be made gets a warning."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.limits import Limits, memory_text, parse_cpus, parse_memory
+from builder.limits import DEFAULT_PIDS, Limits, memory_text, parse_cpus, parse_memory, parse_pids
 from builder.sandbox import cgroups
 from builder.sandbox.namespaces import probe
 from tests.support import ROOT, pybuild, require
@@ -65,9 +65,16 @@ def test_bad_cpu_counts(text, message):
         parse_cpus(text)
 
 
+@pytest.mark.parametrize("text, count", [("50", 50), ("4096", 4096), ("0", None), ("-1", None)])
+def test_pids_limits(text, count):
+    assert parse_pids(text) == count
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--memory", "1k", "the minimum is 6m"), ("--memory", "x", "not a size"),
     ("--cpus", "0", "must be at least 0.01"), ("--cpus", "-1", "must be at least 0.01"),
+    ("--pids-limit", "-2", "must be a positive number, or 0 or -1"),
+    ("--pids-limit", "1.5", "not a whole number"), ("--pids-limit", "many", "not a whole number"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, option, value, message):
     result = pybuild(option, value, str(tmp_path))
@@ -81,9 +88,9 @@ def cache(tmp_path_factory) -> dict[str, str]:
     usable, reason = probe()
     require(usable, f"the namespaces sandbox ({reason})")
     warnings: list[str] = []
-    with cgroups.applied(Limits(64 * MiB, 0.5), warnings.append):
+    with cgroups.applied(Limits(64 * MiB, 0.5, 64, pids_asked=True), warnings.append):
         pass
-    require(not warnings, f"cgroups with memory and cpu limits ({'; '.join(warnings)})")
+    require(not warnings, f"cgroups with memory, cpu and pids limits ({'; '.join(warnings)})")
     base = tmp_path_factory.mktemp("limits")
     subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"),
                     str(base / "busybox.tar"), "--tag", "busybox:test"], check=True)
@@ -106,7 +113,7 @@ def run_groups(log: str) -> dict[str, list[str]]:
     places: dict[str, list[str]] = {}
     for names, path in re.findall(r"^#\d+ \d+\.\d{3} \d+:([^:\n]*):(\S*/pybuild/run-\S+)$", log,
                                   re.M):
-        for controller in names.split(",") if names else ("memory", "cpu"):
+        for controller in names.split(",") if names else ("memory", "cpu", "pids"):
             name = os.path.basename(path)
             hierarchy = found[controller]
             places[controller] = [os.path.join(base, cgroups.PARENT, name)
@@ -124,13 +131,15 @@ def test_a_run_past_its_memory_is_killed_and_the_build_says_so(cache, tmp_path):
     assert not any(os.path.exists(p) for paths in places.values() for p in paths)
 
 
-@pytest.mark.parametrize("options", [(), ("--memory", "1g", "--cpus", "1")])
-def test_the_same_run_passes_with_room(cache, tmp_path, options):
+@pytest.mark.parametrize("options, controllers", [
+    ((), ["pids"]), (("--pids-limit", "0"), []),
+    (("--memory", "1g", "--cpus", "1"), ["cpu", "memory", "pids"])])
+def test_the_same_run_passes_with_room(cache, tmp_path, options, controllers):
     result = pybuild(*options, "--no-cache", "-o", str(tmp_path / "image.tar"),
                      str(context(tmp_path, f"{SHOW_GROUPS} && {ALLOCATE}")), env=cache)
     assert result.returncode == 0, result.stderr
     places = run_groups(result.stderr)
-    assert sorted(places) == (["cpu", "memory"] if options else [])
+    assert sorted(places) == controllers
     assert not any(os.path.exists(p) for paths in places.values() for p in paths)
 
 
@@ -150,6 +159,8 @@ def test_limits_hold_while_the_run_runs_and_its_groups_go_with_it(cache, tmp_pat
         places = run_groups(log)
         memory = next(p for p in places["memory"] if os.path.isdir(p))
         cpu = next(p for p in places["cpu"] if os.path.isdir(p))
+        pids = next(p for p in places["pids"] if os.path.isdir(p))
+        assert Path(pids, "pids.max").read_text().strip() == str(DEFAULT_PIDS)
         if os.path.exists(os.path.join(cpu, "cpu.max")):
             assert Path(cpu, "cpu.max").read_text().split() == ["50000", "100000"]
             assert Path(memory, "memory.max").read_text().strip() == str(48 * MiB)
@@ -161,8 +172,23 @@ def test_limits_hold_while_the_run_runs_and_its_groups_go_with_it(cache, tmp_pat
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=60)
     assert process.returncode == 143, log + rest
-    assert not os.path.exists(memory) and not os.path.exists(cpu)
+    assert not any(map(os.path.exists, (memory, cpu, pids)))
     assert subprocess.run(["pgrep", "-f", "sleep 3041"], capture_output=True).returncode == 1
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_leaves_nothing_behind(cache, tmp_path):
+    """300 sleeps in the background under --pids-limit 50: the shell cannot fork past it."""
+    result = pybuild("--no-cache", "--pids-limit", "50", "-o", str(tmp_path / "image.tar"),
+                     str(context(tmp_path, f"{SHOW_GROUPS} && "
+                                           "for i in $(seq 300); do sleep 3042 & done; wait")),
+                     env=cache, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "(it reached --pids-limit 50: no more processes could start)" in result.stderr
+    assert "can't fork" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "image.tar").exists()
+    places = run_groups(result.stderr)
+    assert "pids" in places and not any(map(os.path.exists, places["pids"]))
+    assert subprocess.run(["pgrep", "-f", "sleep 3042"], capture_output=True).returncode == 1
 
 
 def test_where_no_group_can_be_made_the_build_goes_on_with_a_warning(cache, tmp_path):

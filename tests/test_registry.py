@@ -333,7 +333,8 @@ def test_503_twice_then_success(registry, proxy, tmp_path):
     ref = Reference(proxy.address, unique_repository(), "1")
     digest = push_image(client, ref, image.config, image.layers)
     assert len(proxy.requests("PUT", "/manifests/")) == 3
-    assert sum("503; retrying" in line for line in lines) == 2
+    assert sum(line.startswith("retrying PUT ") and line.endswith(": 503")
+               for line in lines) == 2
     assert resolve(client, ref, AMD64).manifest_digest == digest
 
 

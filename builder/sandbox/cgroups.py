@@ -1,5 +1,5 @@
-"""A cgroup for each RUN, carrying `--memory` and `--cpus`: cgroup v2 (one unified hierarchy) or v1
-(a hierarchy per controller), wherever this machine mounts them.
+"""A cgroup for each RUN, carrying `--memory`, `--cpus` and `--pids-limit`: cgroup v2 (one unified
+hierarchy) or v1 (a hierarchy per controller), wherever this machine mounts them.
 
 The group is made under a `pybuild` parent in this process's own cgroup, so limits set on pybuild
 still bound its RUNs, else under the hierarchy's root (v2 hands no controller to the children of
@@ -22,7 +22,7 @@ from builder.limits import Limits
 
 PERIOD_US = 100_000
 PARENT = "pybuild"
-_FLAGS = {"memory": "--memory", "cpu": "--cpus"}
+_FLAGS = {"memory": "--memory", "cpu": "--cpus", "pids": "--pids-limit"}
 # Absent where swap is not accounted; the limit holds without them.
 _OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}
 
@@ -40,6 +40,7 @@ class Group:
 
     directories: tuple[str, ...] = ()
     memory: str | None = None
+    pids: str | None = None
 
 
 def hierarchies() -> dict[str, Hierarchy]:
@@ -81,7 +82,8 @@ def applied(limits: Limits, warn: Callable[[str], None]) -> Iterator[Group]:
 
 def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Group:
     wanted = [controller for controller, value in (("memory", limits.memory_bytes),
-                                                   ("cpu", limits.cpus)) if value is not None]
+                                                   ("cpu", limits.cpus), ("pids", limits.pids))
+              if value is not None]
     if not wanted:
         return Group()
     try:
@@ -92,10 +94,13 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Gro
     directories: dict[str, str] = {}
     joined: dict[str, str] = {}
     for controller in wanted:
+        # The default --pids-limit is a safety net, not a request: skipped quietly where it
+        # cannot be applied.
+        say = warn if controller != "pids" or limits.pids_asked else lambda text: None
         hierarchy = found.get(controller)
         if hierarchy is None:
-            warn(f"{_FLAGS[controller]} is not applied: no cgroup hierarchy here has the "
-                 f"{controller} controller")
+            say(f"{_FLAGS[controller]} is not applied: no cgroup hierarchy here has the "
+                f"{controller} controller")
             continue
         try:
             if hierarchy.mount not in directories:
@@ -106,11 +111,11 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Gro
                 if file not in _OPTIONAL or os.path.exists(os.path.join(directory, file)):
                     _write(os.path.join(directory, file), value)
         except OSError as error:
-            warn(f"{_FLAGS[controller]} is not applied: cannot set up a cgroup "
-                 f"({error.strerror}: {error.filename})")
+            say(f"{_FLAGS[controller]} is not applied: cannot set up a cgroup "
+                f"({error.strerror}: {error.filename})")
             continue
         joined[controller] = directory
-    return Group(tuple(dict.fromkeys(joined.values())), joined.get("memory"))
+    return Group(tuple(dict.fromkeys(joined.values())), joined.get("memory"), joined.get("pids"))
 
 
 def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[str]) -> str:
@@ -149,6 +154,8 @@ def _settings(controller: str, limits: Limits, unified: bool) -> dict[str, str]:
         if unified:
             return {"memory.max": size, "memory.swap.max": "0"}
         return {"memory.limit_in_bytes": size, "memory.memsw.limit_in_bytes": size}
+    if controller == "pids":
+        return {"pids.max": str(limits.pids)}
     quota = str(round(limits.cpus * PERIOD_US))
     if unified:
         return {"cpu.max": f"{quota} {PERIOD_US}"}
@@ -157,8 +164,11 @@ def _settings(controller: str, limits: Limits, unified: bool) -> dict[str, str]:
 
 def join_descriptors(group: Group) -> tuple[int, ...]:
     """Descriptors through which a process joins the group, opened before the sandbox's root hides
-    /sys/fs/cgroup (and closed by exec)."""
-    return tuple(os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    /sys/fs/cgroup (and closed by exec). The joiner is a fresh fork, one thread: on v1 it moves by
+    `tasks`, 0.06 ms here against 3 to 6 ms for `cgroup.procs` (which waits for an RCU grace
+    period to move a whole thread group); v2 has only `cgroup.procs`."""
+    return tuple(os.open(os.path.join(d, "tasks" if os.path.exists(os.path.join(d, "tasks"))
+                                      else "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
                  for d in group.directories)
 
 
@@ -180,6 +190,16 @@ def out_of_memory(group: Group, status: int) -> bool:
     # v1 before Linux 4.13 counts no kills: a SIGKILL after the limit was reached is one.
     return status == 128 + signal.SIGKILL and (
         record.get("under_oom", 0) > 0 or int(_read(group.memory, "memory.failcnt")) > 0)
+
+
+def pids_exhausted(group: Group) -> bool:
+    """Whether a fork or clone in the group failed at its pids limit."""
+    if group.pids is None:
+        return False
+    try:
+        return _counters(os.path.join(group.pids, "pids.events")).get("max", 0) > 0
+    except FileNotFoundError:  # before Linux 4.8
+        return False
 
 
 def _remove(directory: str, warn: Callable[[str], None]) -> None:

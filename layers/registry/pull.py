@@ -31,10 +31,14 @@ from layers.reference import Reference
 from layers.registry.errors import RegistryError, about
 from layers.registry.mediatypes import DOCKER_SCHEMA1, INDEXES, MANIFESTS, layer_compression
 from layers.registry.parallel import run_all
-from layers.registry.transport import Response, Session
+from layers.registry.transport import BodyLimit, Response, Session
 from layers.registry.variants import Variant, remember
 
 ACCEPT = (*INDEXES, *MANIFESTS)
+# distribution's own limit for manifests and indexes; configs list a history entry per layer,
+# so they get twice that. A registry sending more is refused before it fills memory.
+MANIFEST_LIMIT = BodyLimit(4 << 20, "manifests and indexes")
+CONFIG_LIMIT = BodyLimit(8 << 20, "image configs")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def get_manifest(session: Session, ref: Reference,
     with about("pull", ref):
         response = session.request(
             "GET", f"/v2/{ref.repository}/manifests/{ref.digest or ref.tag or 'latest'}",
-            scope=pull_scope(ref), headers={"Accept": ", ".join(accept)})
+            scope=pull_scope(ref), headers={"Accept": ", ".join(accept)}, limit=MANIFEST_LIMIT)
         digest = sha256_digest(response.body)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"the registry sent a manifest that hashes to {digest}")
@@ -102,18 +106,29 @@ def resolve(session: Session, ref: Reference, platform: Platform) -> Resolved:
         layers = manifest.get("layers")
         if not isinstance(layers, list):
             raise RegistryError(f"manifest {digest} has no list of layers")
-        buffer = io.BytesIO()
-        fetch_blob(session, ref, config.digest, buffer, size=config.size)
-        return Resolved(digest, body, media_type, buffer.getvalue(), config.digest,
+        return Resolved(digest, body, media_type,
+                        fetch_config(session, ref, config.digest, config.size), config.digest,
                         tuple(_descriptor(layer) for layer in layers), index_digest)
 
 
+def fetch_config(session: Session, ref: Reference, digest: str, size: int | None) -> bytes:
+    """An image config, verified, and no larger than CONFIG_LIMIT: one whose descriptor says
+    more is refused before it is asked for."""
+    with about("pull", ref):
+        if size is not None and size > CONFIG_LIMIT.size:
+            raise CONFIG_LIMIT.exceeded(f"config {digest}: {size} bytes")
+        buffer = io.BytesIO()
+        fetch_blob(session, ref, digest, buffer, size=size, limit=CONFIG_LIMIT)
+        return buffer.getvalue()
+
+
 def fetch_blob(session: Session, ref: Reference, digest: str, dest: BinaryIO, *,
-               size: int | None = None) -> int:
+               size: int | None = None, limit: BodyLimit | None = None) -> int:
     """Copy a blob to `dest`, verifying its digest (and `size`, when given); returns its size.
-    On a RegistryError, `dest` holds unverified bytes: discard them."""
+    Reading stops one byte past `size` or `limit`. On a RegistryError, `dest` holds unverified
+    bytes: discard them."""
     with about("pull", ref), session.open(_blob_path(ref, digest), scope=pull_scope(ref)) as body:
-        blob = _Verified(body, digest, size)
+        blob = _Verified(body, digest, size, limit=limit)
         shutil.copyfileobj(blob, dest, CHUNK)
         blob.check()
         return blob.size
@@ -182,13 +197,16 @@ def store_layer(stream: BinaryIO, blob: Descriptor, diff_id: str, blobs: BlobSto
 
 class _Verified(io.RawIOBase):
     """A blob passed through and hashed on the way, so checking its digest costs no second
-    read. `check` reads what the consumer left (trailing padding) before comparing."""
+    read. `check` reads what the consumer left (trailing padding) before comparing. A blob
+    longer than its size (or `limit`, without one) fails as soon as the excess is read."""
 
     def __init__(self, stream: BinaryIO, digest: str, size: int | None,
-                 on_read: Callable[[int], None] | None = None) -> None:
+                 on_read: Callable[[int], None] | None = None,
+                 limit: BodyLimit | None = None) -> None:
         self._stream = stream
         self._digest = digest
         self._expected_size = size
+        self._limit = limit if size is None else None
         self._on_read = on_read
         self._hash = hashlib.sha256()
         self.size = 0
@@ -197,9 +215,17 @@ class _Verified(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:
+        bound = self._expected_size if self._limit is None else self._limit.size
+        if bound is not None:
+            buffer = memoryview(buffer)[:bound - self.size + 1]
         count = self._stream.readinto(buffer)
         self._hash.update(memoryview(buffer)[:count])
         self.size += count
+        if self._limit is not None and self.size > self._limit.size:
+            raise self._limit.exceeded(f"blob {self._digest}")
+        if self._expected_size is not None and self.size > self._expected_size:
+            raise RegistryError(f"blob {self._digest}: more than the {self._expected_size} "
+                                f"bytes its descriptor says")
         if self._on_read is not None:
             self._on_read(count)
         return count

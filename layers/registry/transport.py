@@ -8,8 +8,13 @@ than juggling several), and on a 401 learns the challenge and tries once more.
 
 What is retried, with exponential backoff: 429 (after its Retry-After, capped), 500/502/503/504,
 and connections that drop or time out (refused ones only once the registry has answered: before
-that, nothing listens there), but a request with a body only when the body can be rewound. A blob body that drops halfway is picked up where it stopped (`Range: bytes=N-`), so a
-reader never sees the seam. Redirects are followed; Authorization never goes to another host.
+that, nothing listens there), but a request with a body only when the body can be rewound. A
+request and its retries together take at most the session's `timeout`, and a read waits at most
+a quarter of it (30 s at most), so a registry that accepts connections and never answers fails
+the request in bounded time; each retry is told to `warn` as it is decided. A blob body that
+drops halfway is picked up where it stopped (`Range: bytes=N-`), so a reader never sees the
+seam. Redirects are followed; Authorization never goes to another host. A body read whole (not
+streamed) is read no further than its `BodyLimit`, so a hostile registry cannot fill memory.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import email.utils
 import http.client
 import io
 import itertools
+import socket
 import ssl
 import threading
 import time
@@ -40,8 +46,26 @@ _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _DROPPED = (ConnectionError, TimeoutError, http.client.HTTPException)
 _BLOCK = 1 << 20
 _TOKEN_MARGIN = 10  # seconds: a token this close to expiry is not sent
+_MAX_READ_WAIT = 30.0  # seconds a read may wait for the next bytes, at most
+DEFAULT_TIMEOUT = 120.0  # seconds a request may take, its retries included
 _CLIENT_ID = "pybuild"
 _USER_AGENT = "pybuild"
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """The most a response body read whole may hold, and what it is, for the message."""
+
+    size: int
+    of: str
+
+    def exceeded(self, subject: str) -> RegistryError:
+        return RegistryError(f"{subject}: larger than {self.size >> 20} MiB, the limit for "
+                             f"{self.of}")
+
+
+# Error bodies, upload answers and tokens are small; nothing a registry sends whole is bigger.
+RESPONSE_LIMIT = BodyLimit(4 << 20, "a registry response")
 
 
 @dataclass(frozen=True)
@@ -102,15 +126,19 @@ class Session:
     """Requests to one registry host, safe to share between threads."""
 
     def __init__(self, registry: str, *, insecure: bool, credentials: Credentials | None,
-                 log: Callable[[str], None] | None = None, retries: int = 5,
-                 backoff: float = 0.5, max_delay: float = 30.0, timeout: float = 60.0) -> None:
+                 log: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None, retries: int = 5,
+                 backoff: float = 0.5, max_delay: float = 30.0,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.registry = registry
         scheme = "http" if insecure or _is_local(registry) else "https"
         self.base_url = f"{scheme}://{DOCKER_HUB_API if registry == 'docker.io' else registry}"
         self._credentials = credentials
         self._log = log or (lambda line: None)
+        self._warn = warn or (lambda line: None)
         self._retries, self._backoff, self._max_delay = retries, backoff, max_delay
         self._timeout = timeout
+        self._read_wait = min(_MAX_READ_WAIT, timeout / 4)
         self._reached = False  # whether the registry ever answered this session
         self._tls = ssl.create_default_context()
         self._pool_lock = threading.Lock()
@@ -125,12 +153,15 @@ class Session:
     def request(self, method: str, target: str, *, scope: str,
                 headers: Mapping[str, str] | None = None,
                 body: bytes | BinaryIO | None = None,
-                expect: Collection[int] = (200,)) -> Response:
+                expect: Collection[int] = (200,),
+                limit: BodyLimit = RESPONSE_LIMIT) -> Response:
         """Send `method` to `target` (a path on the registry, or a URL it gave, such as an
         upload Location), with a token for `scope` (`repository:app:pull,push`; several are
         separated by spaces). A status outside `expect` raises RegistryError with the
-        registry's error codes. A file body must be seekable or come with a Content-Length."""
-        response, _ = self._authorized(method, target, scope, dict(headers or {}), body, False)
+        registry's error codes, and a body larger than `limit` raises one too. A file body
+        must be seekable or come with a Content-Length."""
+        response, _ = self._authorized(method, target, scope, dict(headers or {}), body, False,
+                                       limit)
         return self._checked(response, expect)
 
     def open(self, target: str, *, scope: str) -> BinaryIO:
@@ -149,13 +180,13 @@ class Session:
     # -- authentication -------------------------------------------------------------------
 
     def _authorized(self, method: str, target: str, scope: str, headers: dict[str, str],
-                    content: bytes | BinaryIO | None,
-                    stream: bool) -> tuple[Response, _Stream | None]:
+                    content: bytes | BinaryIO | None, stream: bool,
+                    limit: BodyLimit = RESPONSE_LIMIT) -> tuple[Response, _Stream | None]:
         url = urljoin(self.base_url + "/", target)
         body = _body(content, headers)
         wanted = parse_scopes(scope)
         auth = self._authorization(wanted, fresh=False)
-        response, opened = self._exchange(method, url, {**headers, **auth}, body, stream)
+        response, opened = self._exchange(method, url, {**headers, **auth}, body, stream, limit)
         challenge = parse_challenge(response.header("WWW-Authenticate") or "")
         if response.status != 401 or challenge is None or not body.rewindable \
                 or (challenge.scheme == "basic" and not _has_password(self._credentials)):
@@ -165,7 +196,7 @@ class Session:
             self._asked |= challenge.scopes
         body.rewind()
         auth = self._authorization(wanted, fresh=True)
-        return self._exchange(method, url, {**headers, **auth}, body, stream)
+        return self._exchange(method, url, {**headers, **auth}, body, stream, limit)
 
     def _authorization(self, wanted: Scopes, fresh: bool) -> dict[str, str]:
         """The Authorization header for a request needing `wanted`, fetching a token if the
@@ -228,41 +259,56 @@ class Session:
     # -- retries and redirects ------------------------------------------------------------
 
     def _exchange(self, method: str, url: str, headers: dict[str, str], body: _Body,
-                  stream: bool) -> tuple[Response, _Stream | None]:
+                  stream: bool,
+                  limit: BodyLimit = RESPONSE_LIMIT) -> tuple[Response, _Stream | None]:
+        deadline = time.monotonic() + self._timeout
+        what = f"{method} {url}"
         for attempt in itertools.count():
             last = attempt >= self._retries or not body.rewindable
             try:
-                response, opened = self._follow(method, url, headers, body, stream)
+                response, opened = self._follow(method, url, headers, body, stream, limit,
+                                                deadline)
             except _DROPPED as error:
                 # A registry that never answered and refuses connections is not there (a wrong
                 # host or port): say so now rather than after a minute of retries.
                 never = isinstance(error, ConnectionRefusedError) and not self._reached
+                reason = _reason(error)
                 if last or never:
-                    raise RegistryError(f"{method} {url}: {_reason(error)}") from None
-                self._pause(attempt, None, f"{method} {url}: {_reason(error)}")
+                    raise RegistryError(f"{what}: {reason}") from None
+                if not self._pause(attempt, None, what, reason, deadline):
+                    raise RegistryError(f"{what}: {reason} (tried {attempt + 1} times; another "
+                                        f"try would pass the registry timeout, "
+                                        f"{self._timeout:g}s)") from None
             except OSError as error:
-                raise RegistryError(f"{method} {url}: {error}") from None
+                raise RegistryError(f"{what}: {error}") from None
             else:
                 self._reached = True
-                if response.status not in _RETRIED_STATUSES or last:
+                if response.status not in _RETRIED_STATUSES or last or not self._pause(
+                        attempt, response.header("Retry-After"), what, str(response.status),
+                        deadline):
                     return response, opened
-                self._pause(attempt, response.header("Retry-After"),
-                            f"{method} {url}: {response.status}")
             body.rewind()
 
-    def _pause(self, attempt: int, retry_after: str | None, why: str) -> None:
+    def _pause(self, attempt: int, retry_after: str | None, what: str, reason: str,
+               deadline: float) -> bool:
+        """Wait before try `attempt + 2`, saying so; False, without waiting, when the wait would
+        end past `deadline`."""
         delay = _seconds(retry_after)
         if delay is None:
             delay = self._backoff * 2 ** attempt
         delay = min(delay, self._max_delay)
-        self._log(f"{why}; retrying in {delay:.2f} s")
+        if time.monotonic() + delay >= deadline:
+            return False
+        self._warn(f"retrying {what} in {delay:.2g}s ({attempt + 1}/{self._retries}): {reason}")
         time.sleep(delay)
+        return True
 
     def _follow(self, method: str, url: str, headers: dict[str, str], body: _Body,
-                stream: bool) -> tuple[Response, _Stream | None]:
+                stream: bool, limit: BodyLimit,
+                deadline: float) -> tuple[Response, _Stream | None]:
         origin = urlsplit(url).netloc
         for _ in range(_MAX_REDIRECTS):
-            response, opened = self._send(method, url, headers, body, stream)
+            response, opened = self._send(method, url, headers, body, stream, limit, deadline)
             if response.status not in _REDIRECTS or not response.header("Location"):
                 return response, opened
             url = response.location()
@@ -276,39 +322,58 @@ class Session:
     # -- connections ----------------------------------------------------------------------
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: _Body,
-              stream: bool) -> tuple[Response, _Stream | None]:
-        """One exchange on a pooled connection. A streamed 200/206 keeps its connection until
-        its body is read (see `_finish`); any other body is read here."""
+              stream: bool, limit: BodyLimit,
+              deadline: float) -> tuple[Response, _Stream | None]:
+        """One exchange on a pooled connection, answered before `deadline`. A streamed 200/206
+        keeps its connection until its body is read (see `_finish`); any other body is read
+        here, up to `limit`."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": _USER_AGENT, **headers}
         if body.content is not None or method in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(body.length)
+        wait = min(self._read_wait, deadline - time.monotonic())
+        if wait <= 0:
+            raise TimeoutError(f"no answer within {self._timeout:g}s")
         connection = self._connection(key)
         try:
             reused = connection.sock is not None
             try:
-                connection.request(method, target, body=body.content, headers=headers)
-                raw = connection.getresponse()
+                raw, sock = self._ask(connection, method, target, body, headers, wait)
             except ConnectionError:
                 # A kept-alive connection the server has since closed: once more, on a new one.
                 if not reused or not body.rewindable:
                     raise
                 connection.close()
                 body.rewind()
-                connection.request(method, target, body=body.content, headers=headers)
-                raw = connection.getresponse()
+                raw, sock = self._ask(connection, method, target, body, headers, wait)
+            except TimeoutError:
+                raise TimeoutError(f"timed out after {wait:.2g}s") from None
             self._log(f"{method} {parts.scheme}://{parts.netloc}{parts.path} {raw.status}")
             if stream and raw.status in (200, 206):
+                sock.settimeout(self._read_wait)  # the answer came: now each read has its wait
                 opened = _Stream(raw, connection, key)
                 return Response(raw.status, raw.headers, b"", url), opened
-            data = raw.read()
+            data = _read_within(raw, limit, f"{method} {url}")
         except BaseException:
             connection.close()
             raise
         self._release(key, connection)
         return Response(raw.status, raw.headers, data, url), None
+
+    @staticmethod
+    def _ask(connection: http.client.HTTPConnection, method: str, target: str, body: _Body,
+             headers: dict[str, str], wait: float) -> tuple[http.client.HTTPResponse,
+                                                         socket.socket]:
+        """Send a request and read the head of its answer, each read waiting at most `wait`;
+        returns the socket too, which the response keeps reading after a `Connection: close`."""
+        connection.timeout = wait
+        if connection.sock is not None:
+            connection.sock.settimeout(wait)
+        connection.request(method, target, body=body.content, headers=headers)
+        sock = connection.sock
+        return connection.getresponse(), sock
 
     def _finish(self, opened: _Stream, complete: bool) -> None:
         """Hand back a streamed response's connection: to the pool when its body was read to
@@ -325,9 +390,9 @@ class Session:
                 return idle.pop()
         scheme, netloc = key
         if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self._timeout,
+            return http.client.HTTPSConnection(netloc, timeout=self._read_wait,
                                                context=self._tls, blocksize=_BLOCK)
-        return http.client.HTTPConnection(netloc, timeout=self._timeout, blocksize=_BLOCK)
+        return http.client.HTTPConnection(netloc, timeout=self._read_wait, blocksize=_BLOCK)
 
     def _release(self, key: tuple[str, str], connection: http.client.HTTPConnection) -> None:
         """Return a connection whose response was read to the end; a closed one reconnects
@@ -377,10 +442,12 @@ class _ResumingBody(io.RawIOBase):
                 self._session._finish(self._opened, complete=False)
                 self._opened = None
                 self._failures += 1
-                reason = f"GET {self._target}: {_reason(error)} after {self._offset} bytes"
-                if self._failures > self._session._retries:
-                    raise RegistryError(reason) from None
-                self._session._pause(self._failures - 1, None, reason)
+                what = f"GET {self._target}"
+                reason = f"{_reason(error)} after {self._offset} bytes"
+                if self._failures > self._session._retries or not self._session._pause(
+                        self._failures - 1, None, what, reason,
+                        time.monotonic() + self._session._timeout):
+                    raise RegistryError(f"{what}: {reason}") from None
                 self._opened = self._open()
                 continue
             if count == 0 and len(buffer):
@@ -415,6 +482,18 @@ def _basic(credentials: Credentials) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
 
 
+def _read_within(raw: http.client.HTTPResponse, limit: BodyLimit, subject: str) -> bytes:
+    """The body, read no further than one byte past `limit` (a Content-Length past it fails
+    before any of it is read)."""
+    length = raw.getheader("Content-Length") or ""
+    if length.isdigit() and int(length) > limit.size:
+        raise limit.exceeded(f"{subject}: {int(length)} bytes")
+    data = raw.read(limit.size + 1)
+    if len(data) > limit.size:
+        raise limit.exceeded(subject)
+    return data
+
+
 def _seconds(retry_after: str | None) -> float | None:
     """Retry-After as seconds from now: a number, or an HTTP date."""
     if not retry_after:
@@ -432,4 +511,6 @@ def _seconds(retry_after: str | None) -> float | None:
 def _reason(error: BaseException) -> str:
     """The class of a dropped connection's error with its message, which is often empty
     (RemoteDisconnected, a bare TimeoutError)."""
+    if isinstance(error, TimeoutError) and str(error):
+        return str(error)
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
