@@ -20,8 +20,7 @@ import pytest
 from tests.support import ROOT, require
 
 PACKAGES = ("grammar", "layers", "builder")
-DATA_FILES = (".lark", ".json")  # files the code opens next to its modules (grammar/parser.py,
-# builder/sandbox/seccomp.py)
+DATA_FILES = (".lark",)  # files the code opens next to its modules (grammar/parser.py)
 
 
 def _backend_available() -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.sandbox import capabilities, seccomp, seccomp_profile
 from tests.rootless_user import rootless_user
 from tests.support import busybox_base, docker_build, image_file, pybuild, require
 from tests.syscalls import Call, dockerfile_lines, supported
@@ -93,3 +94,46 @@ def test_other_security_options_are_usage_errors(tmp_path, option):
     result = pybuild("--security-opt", option, "-o", str(tmp_path / "x.tar"), str(tmp_path))
     assert result.returncode == 2
     assert f"--security-opt {option}: only seccomp=unconfined" in result.stderr
+
+
+def _calls(mask: int, kernel: tuple[int, ...] = (6, 1)) -> dict[str, set]:
+    """x86-64's rules for a process with `mask`: name -> its (action, argument conditions)."""
+    found: dict[str, set] = {}
+    for rule in seccomp.rules("x86_64", mask, kernel):
+        found.setdefault(rule.name, set()).add((rule.action, rule.args))
+    return found
+
+
+ALLOW, ENOSYS = 0x7FFF0000, 0x00050000 | 38
+SYS_ADMIN = capabilities.DOCKER_MASK | 1 << capabilities.NUMBERS["CAP_SYS_ADMIN"]
+
+
+@pytest.mark.parametrize("mask, name, expected", [
+    (capabilities.DOCKER_MASK, "chroot", {(ALLOW, ())}),
+    (capabilities.DOCKER_MASK, "mount", None),
+    (capabilities.DOCKER_MASK, "ptrace", {(ALLOW, ())}),
+    (capabilities.DOCKER_MASK, "arch_prctl", {(ALLOW, ())}),
+    (capabilities.DOCKER_MASK, "s390_runtime_instr", None),
+    (capabilities.DOCKER_MASK, "clone", {(ALLOW, ((0, 7, 0x7E020000, 0),))}),
+    (capabilities.DOCKER_MASK, "clone3", {(ENOSYS, ())}),
+    (SYS_ADMIN, "clone", {(ALLOW, ())}),
+    (SYS_ADMIN, "clone3", {(ALLOW, ())}),
+    (SYS_ADMIN, "mount", {(ALLOW, ())}),
+    (0, "chroot", None),
+])
+def test_rules_follow_the_capabilities(mask, name, expected):
+    assert _calls(mask).get(name) == expected
+
+
+def test_ptrace_only_from_linux_4_8():
+    assert "ptrace" not in _calls(capabilities.DOCKER_MASK, (4, 7))
+
+
+def test_the_tables_name_only_known_machines_and_capabilities():
+    machines = set(seccomp_profile.ON_MACHINE) | {
+        machine for checked in seccomp_profile.CHECKED for machine in checked.machines}
+    assert machines <= set(seccomp._ARCHES)
+    needed = (set(seccomp_profile.WITH_CAPABILITY) | set(seccomp_profile.ENOSYS_UNLESS.values())
+              | {checked.unless for checked in seccomp_profile.CHECKED if checked.unless})
+    assert needed <= set(capabilities.NUMBERS)
+    assert list(seccomp_profile.EVERYONE) == sorted(set(seccomp_profile.EVERYONE))

@@ -9,6 +9,7 @@ the command's process applies it just before exec, which costs a few dozen prctl
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 
 from builder.sandbox import linux
@@ -50,6 +51,10 @@ class _Data(ctypes.Structure):
 _libc = linux.libc()
 _libc.capget.argtypes = [ctypes.POINTER(_Header), ctypes.POINTER(_Data * 2)]
 _libc.capset.argtypes = [ctypes.POINTER(_Header), ctypes.POINTER(_Data * 2)]
+# Made here, not in the command's process, where each new object costs copied pages.
+_HEADER, _DATA = _Header(), (_Data * 2)()
+_HEADER_REF, _DATA_REF = ctypes.byref(_HEADER), ctypes.byref(_DATA)
+_KEEP = (DOCKER_MASK & 0xFFFFFFFF, DOCKER_MASK >> 32)
 
 
 def last_cap() -> int:
@@ -80,10 +85,11 @@ class DockerCapabilities:
         """Drop the bounding and ambient sets to Docker's: those of the bounding set that are
         still there (a new user namespace fills it; a Docker container has Docker's already),
         which needs CAP_SETPCAP. The effective set is untouched, so what needs more comes next."""
-        for cap in self.drops:
-            if _libc.prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 1:
-                linux.check(_libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0),
-                            "prctl(PR_CAPBSET_DROP)")
+        for cap in self.drops:  # dropping a dropped one succeeds: one call per capability
+            if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                error = ctypes.get_errno()
+                if _libc.prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 1:
+                    raise OSError(error, f"prctl(PR_CAPBSET_DROP): {os.strerror(error)}")
         linux.check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
                     "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
 
@@ -91,11 +97,10 @@ class DockerCapabilities:
     def restrict() -> None:
         """Effective and permitted sets to Docker's default (what of it this process has), no
         inheritable ones. Taking a uid other than 0 afterwards empties them, as under Docker."""
-        header, data = _Header(_VERSION_3, 0), (_Data * 2)()
-        linux.check(_libc.capget(ctypes.byref(header), ctypes.byref(data)), "capget")
-        for half, word in enumerate(data):
-            keep = DOCKER_MASK >> (32 * half) & 0xFFFFFFFF
+        _HEADER.version, _HEADER.pid = _VERSION_3, 0
+        linux.check(_libc.capget(_HEADER_REF, _DATA_REF), "capget")
+        for word, keep in zip(_DATA, _KEEP):
             word.effective &= keep
             word.permitted &= keep
             word.inheritable = 0
-        linux.check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+        linux.check(_libc.capset(_HEADER_REF, _DATA_REF), "capset")

@@ -1,13 +1,14 @@
 """Docker's default seccomp profile for a RUN's command.
 
-The profile is data: `seccomp_default.json` is moby's profiles/seccomp/default.json (moby/moby
-vendor/github.com/moby/profiles/seccomp, Apache-2.0), read as Docker reads it: a rule applies
-when the machine's architecture, kernel and the command's capabilities (Docker's default set,
-capabilities.py) meet its `includes`/`excludes`. libseccomp (libseccomp.so.2, which apt itself
-depends on) turns it into a BPF program once per build; the command's process installs that
-program with one prctl just before exec. As runc does, a system call newer than any the profile
-names fails with ENOSYS rather than EPERM, so a C library falls back to an older call instead of
-failing.
+The rules are those of Docker's default profile, kept in pybuild's own tables
+(`seccomp_profile.py`). They were checked against moby's profiles/seccomp/default.json (the
+version that lists Linux 6.13's *xattrat calls), the reference to compare with when Docker
+changes its profile: for x86-64, Docker's capabilities and this kernel they make the same rules
+(name, action, arguments) as Docker makes of that file. libseccomp (libseccomp.so.2, which apt
+itself depends on) turns them into a BPF program once per build; the command's process installs
+that program with one prctl just before exec. As runc does, a system call newer than any the
+rules name fails with ENOSYS rather than EPERM, so a C library falls back to an older call
+instead of failing.
 
 The filter is installed without no_new_privs (NoNewPrivs stays 0, as under Docker), which the
 kernel allows only with CAP_SYS_ADMIN: the command has it in its own user namespace
@@ -17,32 +18,29 @@ does not, and the container's own filter is all there is.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import platform
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
-from builder.sandbox import capabilities, linux
-
-PROFILE = Path(__file__).with_name("seccomp_default.json")
+from builder.sandbox import capabilities, linux, seccomp_profile as profile
 
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
-_SCMP_ACT_KILL = 0x00000000
 _SECCOMP_RET_ERRNO = 0x00050000
+_EPERM = 1
 _ENOSYS = 38
-_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
-        "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
-# platform.machine() -> (Go's name, as the profile's `arches` say; libseccomp's; AUDIT_ARCH_*)
-_ARCHES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64", 0xC000003E),
-           "aarch64": ("arm64", "SCMP_ARCH_AARCH64", 0xC00000B7),
-           "ppc64le": ("ppc64le", "SCMP_ARCH_PPC64LE", 0xC0000015),
-           "s390x": ("s390x", "SCMP_ARCH_S390X", 0x80000016),
-           "riscv64": ("riscv64", "SCMP_ARCH_RISCV64", 0xC00000F3)}
+_SCMP_FLTATR_CTL_OPTIMIZE = 8
+_OPTIMIZE_BINARY_TREE = 2
+_OPS = {"<": 2, "==": 4, ">": 6, "&==": 7}  # libseccomp's SCMP_CMP_LT, _EQ, _GT, _MASKED_EQ
+# platform.machine() -> (libseccomp's names of the other ABIs its kernel runs, AUDIT_ARCH_*)
+_ARCHES = {"x86_64": (("x86", "x32"), 0xC000003E),
+           "aarch64": (("arm",), 0xC00000B7),
+           "ppc64le": ((), 0xC0000015),
+           "s390x": (("s390",), 0x80000016),
+           "riscv64": ((), 0xC00000F3)}
 _X32_SYSCALL_BIT = 0x40000000
 
 
@@ -69,44 +67,24 @@ class Rule:
     args: tuple[tuple[int, int, int, int], ...] = ()
 
 
-def rules(profile: dict, machine: str, capability_mask: int, kernel: tuple[int, ...]) \
-        -> tuple[int, list[str], list[Rule]]:
-    """The profile as it applies here: its default action, the sub-architectures of `machine`,
-    and the rules whose conditions `machine`, `capability_mask` and `kernel` meet."""
-    arch, scmp_arch, _ = _ARCHES[machine]
-    sub_arches = next((entry.get("subArchitectures", []) for entry in profile.get("archMap", [])
-                       if entry["architecture"] == scmp_arch), [])
-    errno_default = profile.get("defaultErrnoRet", 1)
-    default = _action(profile["defaultAction"], errno_default)
+def rules(machine: str, capability_mask: int, kernel: tuple[int, ...]) -> list[Rule]:
+    """The allowed (and ENOSYS) calls for a process with `capability_mask` on `machine` running
+    `kernel`; every other call fails with EPERM."""
     has = {name for name, number in capabilities.NUMBERS.items() if capability_mask & (1 << number)}
-    found = []
-    for entry in profile["syscalls"]:
-        includes, excludes = entry.get("includes", {}), entry.get("excludes", {})
-        if includes.get("arches") and arch not in includes["arches"]:
-            continue
-        if arch in excludes.get("arches", ()):
-            continue
-        if includes.get("caps") and not set(includes["caps"]) <= has:
-            continue
-        if set(excludes.get("caps", ())) & has:
-            continue
-        if "minKernel" in includes and kernel < _version(includes["minKernel"]):
-            continue
-        action = _action(entry["action"], entry.get("errnoRet", 1))
-        args = tuple((arg["index"], _OPS[arg["op"]], arg["value"], arg.get("valueTwo", 0))
-                     for arg in entry.get("args") or ())
-        found.extend(Rule(name, action, args) for name in entry["names"])
-    return default, sub_arches, found
-
-
-def _action(name: str, errno: int) -> int:
-    if name == "SCMP_ACT_ALLOW":
-        return _SCMP_ACT_ALLOW
-    if name == "SCMP_ACT_ERRNO":
-        return _SCMP_ACT_ERRNO | (errno & 0xFFFF)
-    if name in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD"):
-        return _SCMP_ACT_KILL
-    raise Unavailable(f"seccomp profile action {name} is not supported")
+    allowed = list(profile.EVERYONE) + list(profile.ON_MACHINE.get(machine, ()))
+    allowed += [name for since, names in profile.SINCE_KERNEL.items() if kernel >= since
+                for name in names]
+    allowed += [name for cap in sorted(has) for name in profile.WITH_CAPABILITY.get(cap, ())]
+    found = [Rule(name, _SCMP_ACT_ALLOW) for name in allowed]
+    found += [Rule(checked.name, _SCMP_ACT_ALLOW,
+                   tuple((arg.index, _OPS[arg.op], arg.value, arg.expected)
+                         for arg in checked.args))
+              for checked in profile.CHECKED
+              if (not checked.machines or machine in checked.machines)
+              and checked.unless not in has]
+    found += [Rule(name, _SCMP_ACT_ERRNO | _ENOSYS)
+              for name, unless in profile.ENOSYS_UNLESS.items() if unless not in has]
+    return found
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -138,11 +116,10 @@ def docker_default() -> Filter:
     machine = platform.machine()
     if machine not in _ARCHES:
         raise Unavailable(f"no seccomp profile for the {machine} architecture")
-    profile = json.loads(PROFILE.read_text())
-    default, sub_arches, found = rules(profile, machine, capabilities.DOCKER_MASK,
-                                       _version(os.uname().release))
-    program, highest = _compile(default, sub_arches, found)
-    return Filter(_enosys_prologue(_ARCHES[machine][2], highest) + program)
+    sub_arches, audit_arch = _ARCHES[machine]
+    found = rules(machine, capabilities.DOCKER_MASK, _version(os.uname().release))
+    program, highest = _compile(sub_arches, found)
+    return Filter(_enosys_prologue(audit_arch, highest) + program)
 
 
 def _library() -> ctypes.CDLL:
@@ -156,6 +133,7 @@ def _library() -> ctypes.CDLL:
     library.seccomp_arch_resolve_name.restype = ctypes.c_uint32
     library.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
     library.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    library.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     library.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                                ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
@@ -163,18 +141,20 @@ def _library() -> ctypes.CDLL:
     return library
 
 
-def _compile(default: int, sub_arches: list[str], found: list[Rule]) -> tuple[bytes, int]:
+def _compile(sub_arches: tuple[str, ...], found: list[Rule]) -> tuple[bytes, int]:
     """The BPF program libseccomp makes of the rules, and the highest native system call number
     they name. Names this libseccomp does not know are left out (they are refused), as runc
-    does."""
+    does. From libseccomp 2.5 the calls are sorted into a binary tree rather than a list: a
+    longer program, but installing it takes the kernel half the time, as the kernel runs it for
+    every system call number to find those always allowed."""
     library = _library()
-    context = library.seccomp_init(default)
+    context = library.seccomp_init(_SCMP_ACT_ERRNO | _EPERM)
     if not context:
         raise Unavailable("seccomp_init failed")
     try:
+        library.seccomp_attr_set(context, _SCMP_FLTATR_CTL_OPTIMIZE, _OPTIMIZE_BINARY_TREE)
         for name in sub_arches:
-            token = library.seccomp_arch_resolve_name(name.removeprefix("SCMP_ARCH_").lower()
-                                                      .encode())
+            token = library.seccomp_arch_resolve_name(name.encode())
             result = library.seccomp_arch_add(context, token) if token else 0
             if result not in (0, -17):  # -EEXIST: the native one
                 raise Unavailable(f"seccomp_arch_add {name}: {os.strerror(-result)}")
