@@ -43,6 +43,7 @@ from layers.imagestore import ImageStore
 from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
+from layers.scratch import private_dir, sweep
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import LayerWriter
 from layers.union import UnionView
@@ -167,8 +168,8 @@ class Build:
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)
-        self.temp_dir = os.path.join(request.cache_dir, "tmp")
-        os.makedirs(self.temp_dir, exist_ok=True)
+        self.temp_dir = private_dir(request.cache_dir)
+        sweep(request.cache_dir, background=True)  # what builds killed earlier left
         self.states: dict[int, StageState] = {}
         self.consumed: set[str] = set()
         epoch = request.source_date_epoch
