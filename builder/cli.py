@@ -308,6 +308,8 @@ def _build_command(argv: list[str]) -> int:
 
 def _failed(message: str, progress: str) -> None:
     """The last words of a failed build: an `ERROR:` line, or a BuildFailed event in JSON."""
+    from builder.progress import shown
+    message = shown(message)
     if progress == "json":
         import json
         print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
