@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from builder import metadata
@@ -168,7 +168,6 @@ class Build:
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)
-        self.temp_dir = private_dir(request.cache_dir)
         sweep(request.cache_dir, background=True)  # what builds killed earlier left
         self.states: dict[int, StageState] = {}
         self.consumed: set[str] = set()
@@ -654,10 +653,17 @@ class Build:
             self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
         return self._file_memos[root]
 
+    @cached_property
+    def temp_dir(self) -> str:
+        """This build's temp space (layers/scratch.py), made on first use: a no-op rebuild
+        makes none."""
+        return private_dir(self.request.cache_dir)
+
     def _step_env(self, source: CopyFrom | None) -> StepEnv:
         return StepEnv(context=self._context(), image_view=self._view,
                        from_tree=lambda: self._from_tree(source),
-                       commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
+                       commit_layer=self._commit_layer, now=self.now,
+                       temp_dir=lambda: self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
         from builder.run import RunEnv

@@ -5,7 +5,7 @@ being written, an ADD archive) writes them in a directory of its own, `tmp/<pid>
 it holds an flock on for as long as it lives. The kernel drops that lock when the process dies,
 however it dies (SIGKILL included), so a directory whose lock can be taken belongs to no live
 process: a later build or `pybuild prune` removes it, and a live build's directory is never
-touched (no pid-file guess, no age threshold, no pid reuse to get wrong).
+touched (no pid file, so no reused pid to mistake for a live build).
 
 A directory being made is named `.new-*` until it is locked, then renamed; a dead one is renamed
 to `.gone-*` under its lock before it is deleted, so a deletion interrupted halfway is resumed.
@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 _NEW, _GONE = ".new-", ".gone-"
 _NEW_GRACE_SECONDS = 60  # a `.new-` directory is locked and renamed microseconds after mkdir
 _OWN: dict[str, tuple[str, int]] = {}  # cache root -> (our directory, its locked descriptor)
+_MAKING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -40,27 +41,35 @@ def private_dir(root: str) -> str:
     when the process exits. It is on the cache's filesystem, so its files can be renamed into
     the stores."""
     key = os.path.abspath(root)
-    if key in _OWN and not os.path.isdir(_OWN[key][0]):  # the cache was removed under us
+    with _MAKING:
+        return _OWN[key][0] if key in _OWN and os.path.isdir(_OWN[key][0]) else _make(key)
+
+
+def _make(key: str) -> str:
+    """Make, lock and name the directory (under `.new-` until locked, so no sweep takes it)."""
+    if key in _OWN:  # the cache was removed under us
         os.close(_OWN.pop(key)[1])
-    if key not in _OWN:
-        parent = os.path.join(key, "tmp")
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=parent, prefix=_NEW)
-        descriptor = _open(staging)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        final = os.path.join(parent, f"{os.getpid()}-{os.path.basename(staging)[len(_NEW):]}")
-        os.rename(staging, final)
-        if not _OWN:
-            atexit.register(_release_all, os.getpid())
-        _OWN[key] = (final, descriptor)
-    return _OWN[key][0]
+    parent = os.path.join(key, "tmp")
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=_NEW)
+    descriptor = _open(staging)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    final = os.path.join(parent, f"{os.getpid()}-{os.path.basename(staging)[len(_NEW):]}")
+    os.rename(staging, final)
+    if not _OWN:
+        atexit.register(_release_all, os.getpid())
+    _OWN[key] = (final, descriptor)
+    return final
 
 
 def _release_all(owner: int) -> None:
     if os.getpid() != owner:  # a forked child that ran atexit handlers owns nothing here
         return
     for path, descriptor in _OWN.values():
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(path)  # what a build leaves when every step cleaned up after itself
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
         os.close(descriptor)
     _OWN.clear()
 
@@ -78,7 +87,7 @@ def sweep(root: str, background: bool = False) -> Leftovers:
                 gone = os.path.join(os.path.dirname(path), _GONE + name)
                 try:
                     os.rename(path, gone)
-                except FileNotFoundError:  # another sweep removed it between our open and lock
+                except OSError:  # another sweep removed it between our open and lock
                     doomed.pop()
                     os.close(descriptor)
                     continue
@@ -134,11 +143,9 @@ def _dead(root: str):
             continue
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
+        except OSError:  # a live process holds it (or locks do not work here: leave it)
             os.close(descriptor)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                continue  # a live process holds it
-            raise
+            continue
         yield entry.path, descriptor
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from layers import scratch
-from tests.support import ROOT, busybox_base, pybuild
+from tests.support import ROOT, busybox_base, pybuild, require
 
 
 def wait_for(condition, what: str, timeout: float = 30):
@@ -97,7 +97,7 @@ def test_prune_removes_the_temp_files_of_killed_builds(cache, tmp_path):
 
 
 def test_a_live_build_keeps_its_temp_files_through_another_build_and_prune(cache, tmp_path):
-    live = start(cache, context(tmp_path, "live", "echo kept > /kept && sleep 4"),
+    live = start(cache, context(tmp_path, "live", "echo kept > /kept && sleep 15"),
                  tmp_path / "live.tar")
     upper = wait_for(lambda: [d for d in run_dirs(cache) if (d / "kept").exists()],
                      "the live RUN to start")[0]
@@ -107,6 +107,7 @@ def test_a_live_build_keeps_its_temp_files_through_another_build_and_prune(cache
     for args in (["prune"], ["prune", "--all"]):
         assert pybuild(*args, env={"PYBUILD_CACHE_DIR": str(cache)}).returncode == 0
     assert dead_temp(cache) == (0, "0B")
+    assert live.poll() is None, "the live build ended before the others were done"
     assert (upper / "kept").read_text() == "kept\n"
     _, stderr = live.communicate(timeout=120)
     assert live.returncode == 0, stderr.decode()
@@ -146,3 +147,55 @@ def test_the_lock_not_the_name_or_age_decides_what_is_dead(tmp_path):
     os.utime(root / "tmp" / ".new-abc", (old, old))
     assert scratch.sweep(str(root)) == scratch.Leftovers(2, 1000)
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_a_group_a_killed_build_left_goes_with_the_next_build_that_makes_one(tmp_path):
+    """A SIGKILLed pybuild cannot remove its RUN's cgroup; the next build with a limit does, once
+    the group's pid is gone and it is older than a build could take to join it."""
+    from builder.limits import Limits
+    from builder.sandbox import cgroups
+    warnings: list[str] = []
+    with cgroups.applied(Limits(64 << 20, None), warnings.append) as group:
+        require(not warnings and group.memory, f"a writable memory cgroup ({warnings})")
+        parent = os.path.dirname(group.memory)
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text())  # no process ever has this pid
+    stale, young = (os.path.join(parent, f"run-{dead}-{suffix}") for suffix in ("0ld", "y0ung"))
+    for path in (stale, young):
+        os.mkdir(path)
+    try:
+        old = time.time() - cgroups.STALE_SECONDS - 5
+        os.utime(stale, (old, old))
+        with cgroups.applied(Limits(64 << 20, None), warnings.append):
+            pass
+        assert not os.path.exists(stale) and os.path.isdir(young)
+    finally:
+        for path in (stale, young):
+            if os.path.isdir(path):
+                os.rmdir(path)
+
+
+WRITER = """
+import sys, time
+from builder.atomicfile import replacing
+with replacing(sys.argv[1]) as out:
+    out.write(b"x" * (1 << 20))
+    out.flush()
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_an_output_killed_while_written_leaves_nothing_beside_it(tmp_path):
+    """The tarball (and --trace, --metadata-file, an exported cache's files) is written to a file
+    without a name until it is complete: SIGKILL leaves no `.image.tar.XXXX` behind."""
+    (tmp_path / "image.tar").write_bytes(b"the previous image")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "image.tar")],
+                              cwd=ROOT, stdout=subprocess.PIPE,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert writer.stdout.readline() == b"ready\n"
+    assert sorted(os.listdir(tmp_path)) == ["image.tar"]
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    writer.stdout.close()
+    assert sorted(os.listdir(tmp_path)) == ["image.tar"]
+    assert (tmp_path / "image.tar").read_bytes() == b"the previous image"
