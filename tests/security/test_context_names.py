@@ -132,3 +132,15 @@ def test_a_run_sees_the_names_and_its_own_reach_its_layer(tmp_path):
     build(context, cache, "-o", str(out))
     assert entry_names(layers_of(out)[-1]) == [b"app/", b"app/run-\xe9"]
     assert "#3 CACHED" in build(context, cache, "-o", str(out)).stderr
+
+
+def test_a_latin_1_dockerfile_names_such_files_and_parse_prints_valid_json(context, tmp_path):
+    (context / "Dockerfile").write_bytes(b"FROM scratch\nCOPY caf\xe9.txt /d\xe9st/\n")
+    out = tmp_path / "image.tar"
+    build(context, tmp_path / "cache", "-o", str(out))
+    assert entry_names(layers_of(out)[-1]) == [b"d\xe9st/", b"d\xe9st/caf\xe9.txt"]
+    parsed = pybuild("parse", "-f", str(context / "Dockerfile"),
+                     env={"PYTHONIOENCODING": "utf-8:strict"})
+    assert parsed.returncode == 0, parsed.stderr
+    copy = json.loads(parsed.stdout)["instructions"][1]
+    assert os.fsencode(copy["original"]) == b"COPY caf\xe9.txt /d\xe9st/"
