@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.progress import shown
 from tests.support import DockerImages, busybox_base, docker, docker_available, pybuild, require
 
 # Names as bytes: Latin-1 é, bytes that are never UTF-8 in a directory name, and a real UTF-8 é
@@ -144,3 +145,15 @@ def test_a_latin_1_dockerfile_names_such_files_and_parse_prints_valid_json(conte
     assert parsed.returncode == 0, parsed.stderr
     copy = json.loads(parsed.stdout)["instructions"][1]
     assert os.fsencode(copy["original"]) == b"COPY caf\xe9.txt /d\xe9st/"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("src/app.py changed", "src/app.py changed"),
+    ("caf\u00e9.txt", "caf\u00e9.txt"),  # UTF-8 is shown as it is
+    (os.fsdecode(b"caf\xe9.txt"), "caf\\xe9.txt"),  # a byte that is not UTF-8 as \xNN
+    (os.fsdecode(b"d\xff\xfe/\xc3\xa9"), "d\\xff\\xfe/\u00e9"),
+    ("\ud800 from a JSON escape", "\\ud800 from a JSON escape"),  # no name makes this one
+])
+def test_the_log_shows_any_name_as_text_every_stream_can_write(text, expected):
+    assert shown(text) == expected
+    assert shown(text).encode("utf-8")  # strict: what any UTF-8 stream writes
