@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from builder import metadata
@@ -44,6 +44,7 @@ from layers.imagestore import ImageStore
 from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
+from layers.scratch import private_dir, sweep
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import LayerWriter
 from layers.union import UnionView
@@ -172,8 +173,7 @@ class Build:
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
         self.snapshots = SnapshotStore(request.cache_dir)
-        self.temp_dir = os.path.join(request.cache_dir, "tmp")
-        os.makedirs(self.temp_dir, exist_ok=True)
+        sweep(request.cache_dir, background=True)  # what builds killed earlier left
         self.states: dict[int, StageState] = {}
         self.consumed: set[str] = set()
         epoch = request.source_date_epoch
@@ -668,10 +668,17 @@ class Build:
             self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
         return self._file_memos[root]
 
+    @cached_property
+    def temp_dir(self) -> str:
+        """This build's temp space (layers/scratch.py), made on first use: a no-op rebuild
+        makes none."""
+        return private_dir(self.request.cache_dir)
+
     def _step_env(self, source: CopyFrom | None) -> StepEnv:
         return StepEnv(context=self._context(), image_view=self._view,
                        from_tree=lambda: self._from_tree(source),
-                       commit_layer=self._commit_layer, now=self.now, temp_dir=self.temp_dir)
+                       commit_layer=self._commit_layer, now=self.now,
+                       temp_dir=lambda: self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
         from builder.run import RunEnv

@@ -144,19 +144,31 @@ class CacheIndex:
     # -- per-file digests of build contexts --------------------------------------------------
 
     def file_memos(self, prefix: str) -> dict[str, tuple]:
-        """Every remembered file under `prefix`, in one query: host path -> the fields of a
-        FileMemo, as a plain tuple."""
+        """Every remembered file under `prefix` (which ends with "/"), in one query: host path ->
+        the fields of a FileMemo, as a plain tuple. Paths that are not UTF-8 are BLOBs (see
+        `remember_files`), which SQLite sorts after every TEXT: a second range finds them."""
+        raw = os.fsencode(prefix)
+        text = (prefix, prefix + "\uffff") if _is_text(prefix) else ("\uffff", "\uffff")
         rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, mode, digest "
-                               "FROM files WHERE path >= ? AND path < ?",
-                               (prefix, prefix + "\uffff"))
-        return {row[0]: row[1:] for row in rows}
+                               "FROM files WHERE path >= ? AND path < ? OR path >= ? AND path < ?",
+                               (*text, raw, raw[:-1] + bytes([raw[-1] + 1])))
+        return {(os.fsdecode(row[0]) if isinstance(row[0], bytes) else row[0]): row[1:]
+                for row in rows}
 
     def remember_files(self, memos: Iterable[tuple[str, tuple]]) -> None:
-        """Remember (host path, FileMemo or a tuple of its fields) pairs."""
+        """Remember (host path, FileMemo or a tuple of its fields) pairs. A path whose bytes are
+        not UTF-8 (Python holds them as lone surrogates, which SQLite's TEXT cannot) is stored
+        as a BLOB of those bytes."""
         rows = [(path, *memo) for path, memo in memos]
         if rows:
             with self._transaction():
-                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                try:
+                    self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                        rows)
+                except UnicodeEncodeError:
+                    self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                        [(path if _is_text(path) else os.fsencode(path), *rest)
+                                         for path, *rest in rows])
 
     # -- source manifests (what a COPY read), for "src/app.py changed" ---------------------
 
@@ -218,6 +230,15 @@ def _record(row) -> StepRecord:
     key, parent, slot, inputs, diff_id, state, _created, last_used = row
     return StepRecord(key, parent, slot, Inputs(tuple(tuple(i) for i in json.loads(inputs))),
                       diff_id, json.loads(state), last_used)
+
+
+def _is_text(path: str) -> bool:
+    """Whether SQLite can hold `path` as TEXT (UTF-8): not a name of bytes that are not UTF-8."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -12,12 +12,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, ContextManager, Iterator
 
+from builder.atomicfile import replacing, write_atomically
 from builder.cachespec import CacheSpec
 from builder.export import compressed_layer
 from builder.remotelayers import RemoteLayer
@@ -185,8 +185,8 @@ def _write_directory(spec: CacheSpec, layers: list[tuple[CacheLayer, Opener]], c
         entries = []
     entries = [e for e in entries if e.get("annotations", {}).get(_REF_NAME) != spec.tag]
     entries.append(Descriptor(OCI_MANIFEST, digest, len(manifest), ((_REF_NAME, spec.tag),)).to_json())
-    _replace(index_path, dumps({"schemaVersion": 2, "manifests": entries}))
-    _replace(os.path.join(directory, "oci-layout"), _LAYOUT)
+    write_atomically(index_path, dumps({"schemaVersion": 2, "manifests": entries}))
+    write_atomically(os.path.join(directory, "oci-layout"), _LAYOUT)
     return digest
 
 
@@ -197,18 +197,5 @@ def _absent(directory: str, digest: str) -> Iterator[BinaryIO | None]:
     if os.path.exists(final):
         yield None
         return
-    fd, temp = tempfile.mkstemp(dir=os.path.dirname(final), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(temp, final)
-    except BaseException:
-        os.unlink(temp)
-        raise
-
-
-def _replace(path: str, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(temp, path)
+    with replacing(final) as out:
+        yield out

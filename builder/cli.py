@@ -364,6 +364,8 @@ def _build_command(argv: list[str]) -> int:
 
 def _failed(message: str, progress: str) -> None:
     """The last words of a failed build: an `ERROR:` line, or a BuildFailed event in JSON."""
+    from builder.progress import shown
+    message = shown(message)
     if progress == "json":
         import json
         print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
@@ -382,11 +384,10 @@ def _parse_command(argv: list[str]) -> int:
     parser.add_argument("-f", "--file", default="Dockerfile", metavar="FILE",
                         help="the Dockerfile (default ./Dockerfile; - reads stdin)")
     options = parser.parse_args(argv)
-    import json
-
     from grammar.dump import to_data
     from grammar.errors import DockerfileError
     from grammar.parser import parse
+    from layers.image import dumps
     try:
         if options.file == "-":
             text, name = sys.stdin.read(), "Dockerfile"
@@ -400,8 +401,7 @@ def _parse_command(argv: list[str]) -> int:
     except DockerfileError as error:
         print(f"ERROR: {error.in_source(text, name).render()}", file=sys.stderr)
         return EXIT_FAILURE
-    json.dump(to_data(dockerfile), sys.stdout, indent=2, ensure_ascii=False)
-    print()
+    print(dumps(to_data(dockerfile), indent=2).decode())
     return 0
 
 

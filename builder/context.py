@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import TypeVar
 
 from builder.dockerignore import IgnoreMatcher, parse_dockerignore
+from layers.byteorder import sorted_entries
 
 T = TypeVar("T")
-_NAME = attrgetter("name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +69,11 @@ def entries(root: str, matcher: IgnoreMatcher, below: str,
     return out
 
 
-def _sorted(it: Iterator[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
-    """Directory entries in byte order of their names. For names without surrogate escapes,
-    code point order is UTF-8 byte order, so ASCII names sort as they are."""
-    found = sorted(it, key=_NAME)
-    if not "".join(map(_NAME, found)).isascii():
-        found.sort(key=lambda e: os.fsencode(e.name))
-    return found
 
 
 def _walk_all(path: str, prefix: str, make: Callable, out: list) -> None:
     with os.scandir(path) as it:
-        found = _sorted(it)
+        found = sorted_entries(it)
     for entry in found:
         rel = prefix + entry.name
         out.append(make(rel, entry.path, entry.stat(follow_symlinks=False)))
@@ -95,7 +87,7 @@ def _walk_dir(path: str, prefix: str, state: tuple[bool, ...] | None, matcher: I
     only once something below them is."""
     try:
         with os.scandir(path) as it:
-            found = _sorted(it)
+            found = sorted_entries(it)
     except PermissionError:
         if pending and pending[-1][1].path == path:
             return  # fsutil tolerates unreadable excluded directories

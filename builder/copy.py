@@ -19,6 +19,7 @@ from typing import Callable, Union
 
 from builder.sourcetree import Found, Tree
 from builder.users import Owner
+from layers.byteorder import tar_sorted
 from layers.errors import LayerError
 from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
 from layers.union import UnionView
@@ -117,7 +118,7 @@ def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter,
     host files named in `hash_files` are hashed while written; returns their sha256 objects,
     complete once the writer is finished."""
     hashes: dict[str, hashlib._Hash] = {}
-    for path in sorted(entries, key=_tar_order):
+    for path in tar_sorted(entries):
         entry, body = entries[path]
         if isinstance(body, str) and body in hash_files:
             hashes[body] = hashlib.sha256()
@@ -125,13 +126,6 @@ def write_layer(entries: dict[str, tuple[Entry, Body]], writer: LayerWriter,
         else:
             writer.add(entry, body() if callable(body) else body)  # type: ignore[arg-type]
     return hashes
-
-
-def _tar_order(path: str) -> str:
-    """Sort key for tar order, by path components (`a/b` before `a-b`, parents first): the path
-    with each `/` as NUL, which sorts below any character a path holds. Eight times faster than
-    comparing split lists, which showed in a COPY of many files."""
-    return path.replace("/", "\0")
 
 
 def _join(base: str, rel: str) -> str:
@@ -183,7 +177,7 @@ def _link_hardlinks(out: dict[str, tuple[Entry, Body]], inodes: dict[str, object
     carries the content, the others link to it with the same header (Docker applies a link
     entry's header to the shared inode)."""
     first: dict[object, str] = {}
-    for path in sorted(inodes, key=_tar_order):
+    for path in tar_sorted(inodes):
         entry, body = out[path]
         if entry.kind is not Kind.FILE:
             continue

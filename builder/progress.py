@@ -23,6 +23,17 @@ from builder.events import (BuildWarning, Event, Note, Sink, StepCached, StepDon
 PROGRESS_INTERVAL = 0.1
 
 
+def shown(text: str) -> str:
+    """Text as a log shows it: the bytes of a file name that are not UTF-8 (lone surrogates in
+    Python, which no UTF-8 stream or JSON reader takes) as `\\xNN`, as `ls -b` shows them."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name makes (from a \\u escape in JSON)
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
 class Log:
     """Numbered steps, their output split into lines, warnings kept for the end."""
 
@@ -47,7 +58,7 @@ class Log:
         self.count += 1
         at = self._now()
         self._open[self.count] = at
-        self._emit(StepStarted(self.count, title, at, stage))
+        self._emit(StepStarted(self.count, shown(title), at, stage))
         return self.count
 
     def done(self, number: int) -> None:
@@ -58,7 +69,7 @@ class Log:
     def failed(self, number: int, error: str) -> None:
         self._flush(number)
         at = self._now()
-        self._emit(StepFailed(number, error, at, at - self._open.pop(number, at)))
+        self._emit(StepFailed(number, shown(error), at, at - self._open.pop(number, at)))
 
     def cached(self, number: int) -> None:
         """A step whose result was reused, as BuildKit's plain log says it."""
@@ -66,10 +77,10 @@ class Log:
         self._emit(StepCached(number, self._now()))
 
     def missed(self, number: int, reason: str) -> None:
-        self._emit(StepMissed(number, reason, self._now()))
+        self._emit(StepMissed(number, shown(reason), self._now()))
 
     def info(self, number: int, text: str) -> None:
-        self._emit(StepInfo(number, text, self._now()))
+        self._emit(StepInfo(number, shown(text), self._now()))
 
     def layer(self, number: int, diff_id: str, size: int) -> None:
         self._emit(StepLayer(number, diff_id, size, self._now()))
@@ -96,7 +107,7 @@ class Log:
             self._emit(StepProgress(number, done, total, at))
 
     def note(self, text: str) -> None:
-        self._emit(Note(text, self._now()))
+        self._emit(Note(shown(text), self._now()))
 
     def alert(self, text: str) -> None:
         """A warning shown at once and not repeated at the end (a registry retry), from any
@@ -105,6 +116,7 @@ class Log:
             self._emit(Note(f"WARNING: {text}", self._now()))
 
     def warn(self, text: str) -> None:
+        text = shown(text)
         if text not in self.warnings:
             self.warnings.append(text)
             self._emit(BuildWarning(text, self._now()))

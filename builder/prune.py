@@ -2,7 +2,8 @@
 
 Pruning removes step results least recently used first, never one a running build has used (its
 lease says since when), then deletes the blobs and snapshots nothing left refers to: no remaining
-step result and no image of the local store (images go with `pybuild rmi`).
+step result and no image of the local store (images go with `pybuild rmi`), and the temp files of
+builds that died (killed, or a crashed machine) before removing them (layers/scratch.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from builder.cacheindex import CacheIndex
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
+from layers.scratch import leftovers, sweep, tree_size
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -30,6 +32,8 @@ class Usage:
     blob_bytes: int
     snapshots: int
     snapshot_bytes: int
+    dead_temp: int  # temp directories of dead builds
+    dead_temp_bytes: int
 
 
 def usage(cache_dir: str) -> Usage:
@@ -43,15 +47,17 @@ def usage(cache_dir: str) -> Usage:
     blob_bytes = sum(os.path.getsize(os.path.join(blobs_dir, n)) for n in blob_names)
     snapshots_dir = os.path.join(cache_dir, "snapshots")
     snapshots = [n for n in os.listdir(snapshots_dir)] if os.path.isdir(snapshots_dir) else []
+    dead = leftovers(cache_dir)
     return Usage(steps, len(blob_names), blob_bytes, len(snapshots),
-                 sum(_tree_size(os.path.join(snapshots_dir, n)) for n in snapshots))
+                 sum(tree_size(os.path.join(snapshots_dir, n)) for n in snapshots),
+                 dead.count, dead.size)
 
 
 def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = None,
           older_than: float | None = None) -> tuple[int, int]:
     """Remove step results (all; beyond a size budget, least recently used first; or unused for
-    `older_than` seconds), then unreferenced blobs and snapshots. Returns (results removed,
-    bytes freed)."""
+    `older_than` seconds), then unreferenced blobs and snapshots, and the temp files of dead
+    builds. Returns (results removed, bytes freed)."""
     index = CacheIndex(cache_dir)
     try:
         records = index.steps()
@@ -76,7 +82,7 @@ def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = 
         kept = [r for r in records if r.key not in doomed]
     finally:
         index.close()
-    freed = _collect(cache_dir, kept)
+    freed = _collect(cache_dir, kept) + sweep(cache_dir).size
     return len(doomed), freed
 
 
@@ -104,7 +110,7 @@ def _collect(cache_dir: str, kept) -> int:
     for name in os.listdir(snapshots_dir) if os.path.isdir(snapshots_dir) else ():
         if name.replace("-", ":", 1) not in chains and not name.startswith("."):
             path = os.path.join(snapshots_dir, name)
-            freed += _tree_size(path)
+            freed += tree_size(path)
             shutil.rmtree(path, ignore_errors=True)
     return freed
 
@@ -113,17 +119,6 @@ def _blob_sizes(cache_dir: str) -> dict[str, int]:
     blobs_dir = os.path.join(cache_dir, "blobs", "sha256")
     return {f"sha256:{n}": os.path.getsize(os.path.join(blobs_dir, n))
             for n in os.listdir(blobs_dir)} if os.path.isdir(blobs_dir) else {}
-
-
-def _tree_size(path: str) -> int:
-    total = 0
-    for directory, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def parse_size(text: str) -> int:
@@ -166,7 +161,9 @@ def du_command(argv: list[str]) -> int:
     print(f"cache entries  {found.steps}")
     print(f"blobs          {found.blobs} ({_human(found.blob_bytes)})")
     print(f"snapshots      {found.snapshots} ({_human(found.snapshot_bytes)})")
-    print(f"total          {_human(found.blob_bytes + found.snapshot_bytes)}")
+    print(f"temporary files of dead builds  {found.dead_temp} ({_human(found.dead_temp_bytes)})")
+    print(f"total          "
+          f"{_human(found.blob_bytes + found.snapshot_bytes + found.dead_temp_bytes)}")
     return 0
 
 
@@ -174,8 +171,8 @@ def prune_command(argv: list[str]) -> int:
     from builder.cachedir import default_cache_dir, secure_cache_dir
     parser = argparse.ArgumentParser(
         prog="pybuild prune", description="Remove build cache entries, least recently used first, "
-        "never one a running build uses; then the blobs and snapshots nothing refers to. Without "
-        "options, entries unused for 7 days go.")
+        "never one a running build uses; then the blobs and snapshots nothing refers to, and the "
+        "temporary files of builds that died. Without options, entries unused for 7 days go.")
     parser.add_argument("--all", action="store_true", help="remove every cache entry")
     parser.add_argument("--keep-storage", metavar="SIZE",
                         help="remove least recently used entries until the blobs fit in SIZE")

@@ -34,7 +34,7 @@ class StepEnv:
     from_tree: Callable[[], Tree | None]  # what COPY --from names: a stage, an image or a dir
     commit_layer: Callable[[Callable], str]
     now: int
-    temp_dir: str
+    temp_dir: Callable[[], str]  # made on first use
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
             archive = None
             if selection.extract and isinstance(source, TreeSource) \
                     and stat.S_ISREG(source.found.st.st_mode):
-                archive = _open_archive(source.found.host, env.temp_dir, stack)
+                archive = _open_archive(source.found.host, env.temp_dir(), stack)
             sources.append(ArchiveSource(archive) if archive else source)
         entries = plan_layer(sources, selection.spec, env.image_view(state))
         hashes: dict = {}

@@ -1,7 +1,8 @@
 """Content-addressed blob store: `blobs/sha256/<hex>` under the cache root.
 
-A blob is written to a temporary file in the same directory and renamed into place, so a reader
-never sees a partial blob and a crashed writer leaves only a temp file behind. No fsync on the hot
+A blob is written to a temporary file in the process's own temp directory on the same filesystem
+(layers/scratch.py) and renamed into place, so a reader never sees a partial blob and a crashed
+writer leaves only a temp file, which the next build or prune removes. No fsync on the hot
 path: content addressing makes a torn blob detectable (its digest no longer matches its name).
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import BinaryIO, Iterator
 from contextlib import contextmanager
 
 from layers.errors import LayerError
+from layers.scratch import private_dir
 
 
 class BlobStore:
     """The blob directory of one cache root."""
 
     def __init__(self, root: str) -> None:
+        self.root = root
         self.dir = os.path.join(root, "blobs", "sha256")
         os.makedirs(self.dir, exist_ok=True)
 
@@ -49,8 +52,8 @@ class BlobStore:
 
     @contextmanager
     def temp(self) -> Iterator[tuple[BinaryIO, str]]:
-        """A temp file beside the blobs, removed unless committed."""
-        fd, temp_path = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        """A temp file on the blobs' filesystem, removed unless committed."""
+        fd, temp_path = tempfile.mkstemp(dir=private_dir(self.root), prefix="blob-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 yield handle, temp_path

@@ -28,9 +28,17 @@ def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
     return chain
 
 
-def dumps(value: Any) -> bytes:
-    """The one serialisation of every JSON document pybuild writes."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def dumps(value: Any, indent: int | None = None) -> bytes:
+    """The one serialisation of every JSON document pybuild writes (compact unless indented). A
+    file name whose bytes are not UTF-8 (Python holds them as lone surrogates) cannot be UTF-8
+    text: such a document is written with \\u escapes, which `json.loads` reads back to the
+    very same name."""
+    separators = (",", ": ") if indent else (",", ":")
+    text = json.dumps(value, separators=separators, indent=indent, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=separators, indent=indent).encode()
 
 
 @dataclass(frozen=True)

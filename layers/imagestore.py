@@ -36,6 +36,7 @@ from layers.compression import Compression
 from layers.errors import LayerError
 from layers.image import ImageConfig, parse_config, sha256_digest
 from layers.reference import Reference, parse_reference
+from layers.scratch import private_dir
 
 _VERSION = 1
 
@@ -173,7 +174,7 @@ class ImageStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._read()
             yield index
-            fd, temp_path = tempfile.mkstemp(dir=self.dir, prefix=".index-")
+            fd, temp_path = tempfile.mkstemp(dir=private_dir(self.blobs.root), prefix="index-")
             try:
                 with os.fdopen(fd, "w") as handle:
                     json.dump(index, handle, indent=1, sort_keys=True)

@@ -11,6 +11,7 @@ import os
 import stat
 from typing import Iterator
 
+from layers.byteorder import sorted_entries
 from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
 from layers.union import UnionView, is_opaque, is_whiteout
 
@@ -47,10 +48,10 @@ def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
 
 
 def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(rel, host path, lstat) below `root`/`rel`, sorted by name, parents before children."""
+    """(rel, host path, lstat) below `root`/`rel`, names in byte order, parents first."""
     directory = os.path.join(root, rel) if rel else root
     with os.scandir(directory) as it:
-        entries = sorted(it, key=lambda e: e.name)
+        entries = sorted_entries(it)
     for item in entries:
         child = f"{rel}/{item.name}" if rel else item.name
         st = item.stat(follow_symlinks=False)

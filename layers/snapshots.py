@@ -2,8 +2,8 @@
 
 A stack of snapshots is directly an overlay `lowerdir` (for RUN) and a UnionView (for COPY --from
 and name lookups). They are made only when something needs a layer's files, shared by every build
-on the cache root, and written to a temp name then renamed, so a crash never leaves half a
-snapshot under a real name.
+on the cache root, and written in the process's temp directory (layers/scratch.py) then renamed,
+so a crash never leaves half a snapshot under a real name, and the next build removes the half.
 
 Device nodes of a layer (a base image's, an ADD archive's) are real nodes here when the process
 may make them (root), not an encoding only the layer writer understands: RUN, COPY --from and the
@@ -19,11 +19,13 @@ import shutil
 import tempfile
 
 from layers.image import chain_ids
+from layers.scratch import private_dir
 from layers.unpack import apply_layer
 
 
 class SnapshotStore:
     def __init__(self, root: str) -> None:
+        self.root = root
         self.dir = os.path.join(root, "snapshots")
         os.makedirs(self.dir, exist_ok=True)
 
@@ -37,7 +39,7 @@ class SnapshotStore:
         for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids)):
             final = self.path(chain_id)
             if not os.path.isdir(final):
-                temp = tempfile.mkdtemp(dir=self.dir, prefix=".tmp-")
+                temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
                 try:
                     with open(blob_path(diff_id), "rb") as layer:
                         apply_layer(layer, temp, whiteouts="overlay")

@@ -6,7 +6,8 @@ still bound its RUNs, else under the hierarchy's root (v2 hands no controller to
 a group that holds processes). The command joins it just before it execs: its descendants are
 all inside, and the sandbox's own processes, forks of pybuild that count pybuild's whole
 resident size, stay out of the OOM killer's choice. A limit that cannot be applied is a warning,
-never a silent no-op; the group is removed when the RUN ends, however it ends.
+never a silent no-op; the group is removed when the RUN ends, however it ends, and one a killed
+pybuild left is removed by the next build that makes a group.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from builder.limits import Limits
 
 PERIOD_US = 100_000
 PARENT = "pybuild"
+STALE_SECONDS = 60
 _FLAGS = {"memory": "--memory", "cpu": "--cpus", "pids": "--pids-limit"}
 # Absent where swap is not accounted; the limit holds without them.
 _OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}
@@ -127,6 +129,7 @@ def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[st
             if hierarchy.unified:
                 _delegate(base, controllers)
             os.makedirs(parent, exist_ok=True)
+            _remove_stale(parent)
             if hierarchy.unified:
                 _delegate(parent, controllers)
             directory = os.path.join(parent, name)
@@ -137,6 +140,26 @@ def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[st
         made.append(directory)
         return directory
     raise failure
+
+
+def _remove_stale(parent: str) -> None:
+    """Remove the groups RUNs of dead pybuilds left under `parent` (a SIGKILL ends pybuild before
+    it can): `run-<pid>-<random>` whose pid is gone, made over STALE_SECONDS ago (a live build
+    in another pid namespace, whose pid this one cannot see, has just made it or is in it).
+    rmdir removes only an empty group; a reused pid only keeps a stale one a while longer."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        kind, _, rest = name.partition("-")
+        pid = rest.partition("-")[0]
+        if kind != "run" or not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        path = os.path.join(parent, name)
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_mtime < time.time() - STALE_SECONDS:
+                os.rmdir(path)
 
 
 def _delegate(directory: str, controllers: list[str]) -> None:

@@ -3,7 +3,7 @@ registry can name (HEAD, or mount from its source repository) the blob the regis
 instead of compressing and uploading it again.
 
 Layers are stored uncompressed, by diff ID; a pull records each verified pairing beside the blob
-store, one small JSON file per pair, written to a temp name and renamed (no file is ever edited,
+store, one small JSON file per pair, written to a temp file (layers/scratch.py) and renamed (no file is ever edited,
 so concurrent pulls cannot lose each other's records):
 
     <cache root>/compressed/sha256/<diff ID hex>/<blob digest hex>.json
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from layers.blobstore import BlobStore
 from layers.image import dumps
+from layers.scratch import private_dir
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,13 @@ class Variant:
 
 
 def _directory(blobs: BlobStore, diff_id: str) -> str:
-    root = os.path.dirname(os.path.dirname(blobs.dir))  # blobs.dir is <root>/blobs/sha256
-    return os.path.join(root, "compressed", "sha256", os.path.basename(blobs.path(diff_id)))
+    return os.path.join(blobs.root, "compressed", "sha256", os.path.basename(blobs.path(diff_id)))
 
 
 def remember(blobs: BlobStore, diff_id: str, variant: Variant) -> None:
     directory = _directory(blobs, diff_id)
     os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, temp = tempfile.mkstemp(dir=private_dir(blobs.root), prefix="variant-")
     with os.fdopen(fd, "wb") as handle:
         handle.write(dumps({"digest": variant.digest, "size": variant.size,
                             "mediaType": variant.media_type, "source": variant.source}))
