@@ -1,0 +1,199 @@
+"""Hostile layer tars, end to end through the CLI: as a layer of a base image (`pybuild load -i`,
+then a build that unpacks it for a RUN) and as an archive that `ADD x.tar /d/` extracts.
+
+Every attack aims at a canary directory beside the cache. The outcome is either refusal (a clear
+error, naming the Dockerfile line for ADD, no traceback) or containment (the entry lands inside
+the image, where a RUN finds it), and the canary is untouched either way. The unit cases of the
+unpacker itself (each entry kind against `layers.unpack.apply_layer`) are in tests/test_unpack.py.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tests.support import busybox_base, pybuild, require
+from tests.test_unpack import snapshot, tar_of
+
+REG, DIR, SYM, LNK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+UP = "../" * 40  # more than any cache path is deep
+CANARY = "CANARY"  # replaced by the canary directory's absolute path
+
+
+def refused(pattern: str) -> tuple[str, str]:
+    return ("refused", pattern)
+
+
+def contained(probe: str, output: str) -> tuple[str, str, str]:
+    """Built; `probe`, run in the image, prints `output`."""
+    return ("contained", probe, output)
+
+
+LONG_COMPONENT = "x" * 300
+LONG_PATH = "/".join(["p" * 200] * 25) + "/f"  # 5,026 bytes: beyond PATH_MAX
+PAX_NAME = "/".join(["q" * 120] * 3) + "/pax"  # too long for ustar: a PAX header
+
+# (id, members, outcome as a base layer, outcome as an ADD archive into /d/)
+ATTACKS = [
+    ("dotdot", [(UP + "CANARY/pwned", REG, b"out")],
+     refused("leads outside the root"), refused("climbs out of the destination")),
+    ("absolute", [("CANARY/abs", REG, b"abs")],
+     contained("cat CANARY/abs", "abs"), contained("cat /d/CANARY/abs", "abs")),
+    ("symlink-then-write", [("evil", SYM, "CANARY"), ("evil/pwned", REG, b"in")],
+     contained("cat CANARY/pwned", "in"), contained("cat /d/evil/pwned CANARY/pwned", "inin")),
+    ("symlink-dotdot-then-write", [("evil", SYM, UP + "CANARY"), ("evil/pwned", REG, b"in")],
+     contained("cat CANARY/pwned", "in"), contained("cat CANARY/pwned", "in")),
+    ("hardlink-absolute", [("h", LNK, "CANARY/keep")],
+     refused("hardlink target .* is not in the root"),
+     refused("hardlink to .*, which is not an earlier file")),
+    ("hardlink-dotdot", [("h", LNK, UP + "CANARY/keep")],
+     refused("leads outside the root"), refused("climbs out of the destination")),
+    ("hardlink-through-symlink", [("evil", SYM, "CANARY"), ("h", LNK, "evil/keep")],
+     refused("is not in the root"), refused("which is not an earlier file")),
+    ("component-over-255", [("d/" + LONG_COMPONENT, REG, b"long")],
+     refused("File name too long"), refused("File name too long")),
+    ("path-over-4096", [(LONG_PATH, REG, b"deep")],
+     refused("File name too long"), refused("File name too long")),
+    ("pax-long-name", [(PAX_NAME, REG, b"pax")],
+     contained(f"cat /{PAX_NAME}", "pax"), contained(f"cat /d/{PAX_NAME}", "pax")),
+    ("duplicates", [("f", REG, b"first"), ("f", REG, b"second"), ("g", DIR), ("g", REG, b"file"),
+                    ("s", SYM, "CANARY"), ("s", REG, b"not-through")],
+     contained("cat f g s", "secondfilenot-through"),
+     contained("cat /d/f /d/g /d/s", "secondfilenot-through")),
+    ("whiteout-dotdot", [(UP + "CANARY/.wh.keep", REG)],
+     refused("leads outside the root"), refused("climbs out of the destination")),
+    ("whiteout-through-symlink", [("evil", SYM, "CANARY"), ("evil/.wh.keep", REG)],
+     contained("readlink evil", "CANARY"), refused("names starting with '.wh.' are whiteouts")),
+    ("opaque-through-symlink", [("evil", SYM, "CANARY"), ("evil/.wh..wh..opq", REG)],
+     contained("readlink evil", "CANARY"), refused("names starting with '.wh.' are whiteouts")),
+]
+
+
+def _members(members: list[tuple], canary: Path) -> io.BytesIO:
+    return tar_of(*(tuple(v.replace(CANARY, str(canary)) if isinstance(v, str) else v
+                          for v in member) for member in members))
+
+
+def _clean_failure(result, pattern: str) -> None:
+    assert result.returncode != 0, result.stderr
+    assert re.search(pattern, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, \
+        result.stderr
+
+
+class BaseArchive:
+    """Writes docker-save archives of busybox:test plus layers of our choosing, one image per
+    tag: the hostile layer on top of a base a RUN can use."""
+
+    def __init__(self, busybox_tar: Path) -> None:
+        with tarfile.open(busybox_tar) as archive:
+            item = json.load(archive.extractfile("manifest.json"))[0]
+            self.config = json.load(archive.extractfile(item["Config"]))
+            self.base_layer = archive.extractfile(item["Layers"][0]).read()
+
+    def write(self, path: Path, images: dict[str, tuple[bytes, str | None]]) -> None:
+        """`images`: tag -> (layer file as stored, its diff ID or None to compute it)."""
+        files = {"base/layer.tar": self.base_layer}
+        base_diff = "sha256:" + hashlib.sha256(self.base_layer).hexdigest()
+        manifest = []
+        for number, (tag, (layer, diff_id)) in enumerate(images.items()):
+            diff_id = diff_id or "sha256:" + hashlib.sha256(
+                zlib.decompress(layer, 31) if layer[:2] == b"\x1f\x8b" else layer).hexdigest()
+            config = dict(self.config, rootfs={"type": "layers", "diff_ids": [base_diff, diff_id]},
+                          history=[{"created": "1970-01-01T00:00:00Z"}] * 2)
+            config_bytes = json.dumps(config).encode()
+            config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+            files[config_name] = config_bytes
+            files[f"layer{number}/layer.tar"] = layer
+            manifest.append({"Config": config_name, "RepoTags": [tag],
+                             "Layers": ["base/layer.tar", f"layer{number}/layer.tar"]})
+        files["manifest.json"] = json.dumps(manifest).encode()
+        with tarfile.open(path, "w") as out:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """One cache (busybox:test and every hostile base image loaded once) and one canary
+    directory for the module; each test checks the canary after it."""
+    top = tmp_path_factory.mktemp("hostile-layers")
+    busybox_tar = busybox_base(top)
+    canary = top / "canary"
+    canary.mkdir()
+    (canary / "keep").write_bytes(b"precious")
+    env = {"PYBUILD_CACHE_DIR": str(top / "cache")}
+    bases = BaseArchive(busybox_tar)
+    bases.write(top / "attacks.tar", {f"hostile-{name}:test": (_members(members, canary).getvalue(),
+                                                               None)
+                                      for name, members, _, _ in ATTACKS})
+    for archive in (busybox_tar, top / "attacks.tar"):
+        loaded = pybuild("load", "-i", str(archive), env=env)
+        assert loaded.returncode == 0, loaded.stderr
+    return top, canary, env, bases
+
+
+@pytest.fixture
+def hostile(place, tmp_path):
+    top, canary, env, bases = place
+    before = snapshot(canary)
+    yield canary, env, bases, tmp_path
+    assert snapshot(canary) == before
+    assert sorted(p.name for p in top.iterdir()) == ["attacks.tar", "busybox.tar", "cache",
+                                                     "canary"]
+
+
+def _build(tmp_path: Path, env: dict, dockerfile: str, files: dict[str, bytes] = {}):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    for name, data in files.items():
+        (context / name).write_bytes(data)
+    return pybuild("--progress", "plain", "-o", str(tmp_path / "out.tar"), str(context), env=env,
+                   cwd=tmp_path)
+
+
+def _check(result, outcome: tuple, canary: Path) -> None:
+    if outcome[0] == "refused":
+        _clean_failure(result, outcome[1])
+        return
+    _, probe, output = outcome
+    assert result.returncode == 0, result.stderr
+    printed = re.search(r"^#\d+ \S+ ==>(.*)<==$", result.stderr, re.M)
+    assert printed and printed.group(1) == output.replace("CANARY", str(canary)), result.stderr
+
+
+def _probe(outcome: tuple, canary: Path) -> str:
+    if outcome[0] == "refused":
+        return "true"
+    return f"echo \"==>$({outcome[1].replace('CANARY', str(canary))})<==\""
+
+
+@pytest.mark.parametrize("name, members, as_base, as_add", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_a_hostile_base_layer(hostile, name, members, as_base, as_add):
+    canary, env, _, tmp_path = hostile
+    result = _build(tmp_path, env, f"FROM hostile-{name}:test\nRUN {_probe(as_base, canary)}\n")
+    _check(result, as_base, canary)
+
+
+@pytest.mark.parametrize("name, members, as_base, as_add", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_a_hostile_add_archive(hostile, name, members, as_base, as_add):
+    canary, env, _, tmp_path = hostile
+    archive = _members(members, canary).getvalue()
+    result = _build(tmp_path, env, "FROM busybox:test\nADD x.tar /d/\n"
+                                   f"RUN {_probe(as_add, canary)}\n", {"x.tar": archive})
+    _check(result, as_add, canary)
+    if as_add[0] == "refused" and "File name too long" not in as_add[1]:
+        assert "Dockerfile:2" in result.stderr, result.stderr
