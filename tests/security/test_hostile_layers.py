@@ -197,3 +197,52 @@ def test_a_hostile_add_archive(hostile, name, members, as_base, as_add):
     _check(result, as_add, canary)
     if as_add[0] == "refused" and "File name too long" not in as_add[1]:
         assert "Dockerfile:2" in result.stderr, result.stderr
+
+
+# -- layers refused as they are read: bad digests, damaged and bomb-like compression -------------
+
+def _random_tar() -> bytes:
+    return tar_of(("f", REG, os.urandom(200_000))).getvalue()
+
+
+def _leftovers(cache: Path) -> list[str]:
+    """Temp files a failed load or build left in the cache."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                  if p.name.startswith((".tmp-", ".add-")))
+
+
+def test_a_base_layer_whose_diff_id_does_not_match_is_refused(hostile):
+    _, env, bases, tmp_path = hostile
+    bases.write(tmp_path / "bad.tar", {"hostile-digest:test": (_random_tar(), "sha256:" + "0" * 64)})
+    _clean_failure(pybuild("load", "-i", str(tmp_path / "bad.tar"), env=env),
+                   "has diff ID sha256:[0-9a-f]{64}, but the image config lists sha256:0{64}")
+    assert "hostile-digest" not in pybuild("images", env=env).stdout.decode()
+    assert _leftovers(Path(env["PYBUILD_CACHE_DIR"])) == []
+
+
+def test_a_truncated_gzip_base_layer_is_refused(hostile):
+    _, env, bases, tmp_path = hostile
+    layer = _random_tar()
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    bases.write(tmp_path / "cut.tar", {"hostile-cut:test": (gzip.compress(layer)[:100_000], diff_id)})
+    _clean_failure(pybuild("load", "-i", str(tmp_path / "cut.tar"), env=env),
+                   "layer0/layer.tar: cannot be decompressed")
+    assert _leftovers(Path(env["PYBUILD_CACHE_DIR"])) == []
+
+
+def test_a_truncated_gzip_add_archive_fails_naming_the_line(hostile):
+    _, env, _, tmp_path = hostile
+    result = _build(tmp_path, env, "FROM busybox:test\nADD x.tar.gz /d/\n",
+                    {"x.tar.gz": gzip.compress(_random_tar())[:100_000]})
+    _clean_failure(result, "Dockerfile:2: .*x.tar.gz")
+    assert _leftovers(Path(env["PYBUILD_CACHE_DIR"])) == []
+
+
+def test_a_file_that_only_looks_compressed_is_added_as_it_is(hostile):
+    """Docker judges an archive by whether its start decompresses to a tar header."""
+    _, env, _, tmp_path = hostile
+    fake = b"\x1f\x8b" + os.urandom(1000)
+    result = _build(tmp_path, env, "FROM busybox:test\nADD x.gz /d/\n"
+                                   "RUN echo \"==>$(sha256sum /d/x.gz | cut -c1-64)<==\"\n",
+                    {"x.gz": fake})
+    _check(result, contained("", hashlib.sha256(fake).hexdigest()), Path())
