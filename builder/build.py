@@ -408,7 +408,8 @@ class Build:
                           + ", ".join(unused))
 
     def _located(self, instruction: ins.Instruction, action):
-        """Run a step; an error without a place gets the instruction's line."""
+        """Run a step; an error without a place (a LayerError, an OSError) gets the instruction's
+        line."""
         try:
             return action()
         except DockerfileError as error:
@@ -416,6 +417,11 @@ class Build:
         except LayerError as error:
             raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
                                 self.dockerfile.source_line(instruction.span.line)) from None
+        except OSError as error:  # a full disk, an unreadable file
+            where = f": {error.filename}" if error.filename else ""
+            raise BuildError.at(instruction, f"{instruction.keyword}: {error.strerror or error}"
+                                f"{where}", self.dockerfile.source_line(instruction.span.line)
+                                ) from None
 
     # -- stages ---------------------------------------------------------------------------
 

@@ -246,3 +246,72 @@ def test_a_file_that_only_looks_compressed_is_added_as_it_is(hostile):
                                    "RUN echo \"==>$(sha256sum /d/x.gz | cut -c1-64)<==\"\n",
                     {"x.gz": fake})
     _check(result, contained("", hashlib.sha256(fake).hexdigest()), Path())
+
+
+# -- bombs: a small gzip that expands a thousandfold ---------------------------------------------
+
+_ZEROS = 16 << 20
+
+
+def _gzip_bomb(chunks: int) -> bytes:
+    """A gzip (about 16 KB per 16 MB) of a tar holding one file of zeros, `chunks` x 16 MB in
+    all. Concatenated gzip members are one stream to every reader."""
+    info = tarfile.TarInfo("zeros")
+    info.size = chunks * _ZEROS - 1024  # the rest is the two zero blocks that end a tar
+    return gzip.compress(info.tobuf(tarfile.PAX_FORMAT)) + gzip.compress(bytes(_ZEROS)) * chunks
+
+
+def _with_peak_memory(*args: str, env: dict, cwd: Path) -> tuple[int, str, int]:
+    """Run the CLI; its status, stderr and peak resident memory in MB."""
+    measure = ("import resource, subprocess, sys; status = subprocess.run(sys.argv[1:]).returncode;"
+               " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+               " sys.exit(status)")
+    process = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "builder.cli",
+                              *args], env=dict(os.environ, **env), cwd=cwd, capture_output=True,
+                             timeout=300)
+    *lines, peak = process.stderr.decode().splitlines()
+    return process.returncode, "\n".join(lines), int(peak) // 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs for the cache: a bomb fills it quickly."""
+    require(os.geteuid() == 0, "root, to mount a tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "pybuild-test", str(disk)],
+                   check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_bomb_base_layer_streams_to_disk_and_fails_cleanly_when_it_is_full(hostile, small_disk):
+    _, _, bases, tmp_path = hostile
+    bases.write(tmp_path / "bomb.tar", {"bomb:test": (_gzip_bomb(4), "sha256:" + "0" * 64)})
+    env = {"PYBUILD_CACHE_DIR": str(small_disk / "cache")}
+    _clean_failure(pybuild("load", "-i", str(tmp_path / "bomb.tar"), env=env),
+                   "No space left on device")
+    assert _leftovers(small_disk / "cache") == []
+
+
+def test_a_bomb_add_archive_streams_to_disk_and_fails_cleanly_when_it_is_full(hostile, small_disk):
+    _, _, _, tmp_path = hostile
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nADD bomb.tar.gz /d/\n")
+    (tmp_path / "context" / "bomb.tar.gz").write_bytes(_gzip_bomb(4))
+    env = {"PYBUILD_CACHE_DIR": str(small_disk / "cache")}
+    _clean_failure(pybuild("-o", str(tmp_path / "out.tar"), str(tmp_path / "context"), env=env),
+                   "Dockerfile:2: ADD: No space left on device")
+    assert _leftovers(small_disk / "cache") == []
+
+
+def test_a_bomb_that_fits_is_added_in_bounded_memory(hostile):
+    _, _, _, tmp_path = hostile
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nADD bomb.tar.gz /d/\n")
+    (tmp_path / "context" / "bomb.tar.gz").write_bytes(_gzip_bomb(8))  # 128 MB
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    status, stderr, peak = _with_peak_memory("-o", str(tmp_path / "out.tar"),
+                                             str(tmp_path / "context"), env=env, cwd=tmp_path)
+    assert status == 0, stderr
+    assert peak < 100, f"{peak} MB"  # 52 MB measured; it would be 160 MB if the file were held
