@@ -415,7 +415,8 @@ class Build:
                           + ", ".join(unused))
 
     def _located(self, instruction: ins.Instruction, action):
-        """Run a step; an error without a place gets the instruction's line."""
+        """Run a step; an error without a place (a LayerError, an OSError) gets the instruction's
+        line."""
         try:
             return action()
         except DockerfileError as error:

@@ -21,7 +21,7 @@ from builder.sourcetree import Found, Tree
 from builder.users import Owner
 from layers.byteorder import tar_sorted
 from layers.errors import LayerError
-from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
+from layers.tarwriter import WHITEOUT_PREFIX, Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
 from layers.union import UnionView
 
 Body = Union[str, bytes, Callable[[], object], None]
@@ -226,6 +226,10 @@ def _archive_entries(archive: tarfile.TarFile, dest: str
         kind = _TAR_KINDS.get(member.type)
         if not name or kind is None:
             continue
+        if any(part.startswith(WHITEOUT_PREFIX) for part in name.split("/")):
+            raise LayerError(f"archive entry {member.name!r}: names starting with "
+                             f"{WHITEOUT_PREFIX!r} are whiteouts in an image layer, which no "
+                             "file can be named (an AUFS-style archive?)")
         rel = _join(dest, name)
         linkname = member.linkname
         if kind is Kind.HARDLINK:

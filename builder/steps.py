@@ -18,7 +18,7 @@ from builder.state import StageState
 from builder.users import Owner, UnknownUser, resolve_owner
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
-from layers.compression import decompressing_reader
+from layers.archive_files import decompressed
 from layers.errors import LayerError
 from layers.union import UnionView
 
@@ -200,18 +200,22 @@ def _select(tree: Tree, source: str) -> list[TreeSource]:
 
 def _open_archive(path: str, temp_dir: str, stack: contextlib.ExitStack) -> tarfile.TarFile | None:
     """ADD extracts a local file that is a tar archive (plain, gzip, bzip2, xz or zstd), judged by
-    content, not by name. The archive is decompressed once to a temp file so the layer can be
+    content, not by name; a file whose start does not decompress to a tar header is copied as it
+    is, as Docker does. The archive is decompressed once to a temp file so the layer can be
     written in its own (sorted) order."""
     with open(path, "rb") as raw:
-        stream = decompressing_reader(raw)
-        head = stream.read(512)
+        chunks = decompressed(raw, os.path.basename(path), first=512)
+        try:
+            head = next(chunks, b"")
+        except LayerError:
+            return None
         if not _is_tar_header(head):
             return None
         fd, temp = tempfile.mkstemp(dir=temp_dir, prefix=".add-")
         stack.callback(os.unlink, temp)
         with os.fdopen(fd, "wb") as out:
             out.write(head)
-            while chunk := stream.read(1 << 20):
+            for chunk in chunks:  # a stream damaged further on is a LayerError naming the file
                 out.write(chunk)
     try:
         return stack.enter_context(tarfile.open(temp))

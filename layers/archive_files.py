@@ -28,13 +28,17 @@ _DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError,
                       zstandard.ZstdError)
 
 
-def decompressed(stream: BinaryIO, where: str) -> Iterator[bytes]:
-    """`stream`'s content, decompressed, in chunks. A damaged stream is a LayerError naming
-    `where`; errors of whoever consumes the chunks (a full disk) pass through untouched."""
+def decompressed(stream: BinaryIO, where: str, first: int = CHUNK) -> Iterator[bytes]:
+    """`stream`'s content, decompressed, in chunks, the first of at most `first` bytes (a caller
+    sniffing the head gets it before damage further on is found). A damaged stream is a
+    LayerError naming `where`; errors of whoever consumes the chunks (a full disk) pass through
+    untouched."""
     try:
         reader = decompressing_reader(stream)
-        while chunk := reader.read(CHUNK):
+        size = first
+        while chunk := reader.read(size):
             yield chunk
+            size = CHUNK
     except _DECOMPRESS_ERRORS as error:
         raise LayerError(f"{where}: cannot be decompressed: {error}") from None
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 
+from layers.errors import LayerError
 from layers.image import chain_ids
 from layers.scratch import private_dir
 from layers.unpack import apply_layer
@@ -42,7 +43,10 @@ class SnapshotStore:
                 temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
                 try:
                     with open(blob_path(diff_id), "rb") as layer:
-                        apply_layer(layer, temp, whiteouts="overlay")
+                        try:
+                            apply_layer(layer, temp, whiteouts="overlay")
+                        except LayerError as error:  # say which layer: a base image's, maybe
+                            raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
                     os.chmod(temp, 0o755)
                     os.rename(temp, final)
                 except BaseException as error:
