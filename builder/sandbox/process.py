@@ -14,7 +14,7 @@ import signal
 import time
 from typing import Callable, NoReturn
 
-from builder.sandbox import RunSpec, cgroups
+from builder.sandbox import RunSpec, cgroups, linux
 
 _STATUS_SETUP_FAILED = 125
 
@@ -138,15 +138,19 @@ def fail(write: int, message: str) -> NoReturn:
 
 def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: bool = True,
                  isolate: Callable[[], None] | None = None) -> NoReturn:
-    """In the command's process, inside its root: stdin from /dev/null, output to `write`, into
-    the RUN's cgroup, `isolate()` (a user namespace of its own), become the RUN's user, exec.
-    `setgroups` is False in a user namespace that forbids it (a single-id map): the command
-    keeps the groups it has."""
+    """In the command's process, inside its root: signals at their defaults, stdin an empty
+    pipe and output to `write` (as BuildKit gives them; no other descriptor survives the exec),
+    into the RUN's cgroup, `isolate()` (a user namespace of its own), become the RUN's user,
+    exec. `setgroups` is False in a user namespace that forbids it (a single-id map): the
+    command keeps the groups it has."""
     try:
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        linux.reset_signals()
+        stdin, closed = os.pipe()
+        os.close(closed)
+        os.dup2(stdin, 0)
         os.dup2(write, 1)
         os.dup2(write, 2)
+        linux.close_on_exec(3)
         cgroups.join(joins)
         if isolate is not None:
             isolate()
