@@ -93,9 +93,11 @@ def become_subreaper() -> None:
 def reset_signals() -> None:
     """Every signal at its default disposition and none blocked, as a container's process starts.
     Python ignores SIGPIPE and SIGXFSZ at start-up, and an ignored signal stays ignored across
-    exec: `yes | head` would never end, and `${PIPESTATUS[0]}` would be 1 instead of 141."""
-    for number in signal.valid_signals():
-        if number not in (signal.SIGKILL, signal.SIGSTOP):
+    exec: `yes | head` would never end, and `${PIPESTATUS[0]}` would be 1 instead of 141.
+    Caught signals are reset by exec itself; Python's table says which are ignored (it reads
+    every disposition at start-up, inherited ones included)."""
+    for number in range(1, signal.NSIG):
+        if signal.getsignal(number) == signal.SIG_IGN:
             signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
