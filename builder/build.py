@@ -472,6 +472,8 @@ class Build:
                     image_name, self.images, self.request.build_contexts, self._find_image))
                 self.log.info(number, f"from {base.origin}")
                 image = replace(base.config, created="")
+                if "PATH" not in image.config.env_dict():  # as BuildKit: `docker import` images
+                    image = replace(image, config=image.config.with_env("PATH", DEFAULT_PATH))
                 state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
                 origin = (f"base image {image_name}", base.image_id)
             else:

@@ -13,7 +13,7 @@ from builder.limits import Limits, memory_text
 from builder.metadata import DEFAULT_SHELL
 from builder.sandbox import RunSpec, Sandbox, cgroups
 from builder.sourcetree import StageTree
-from builder.state import DEFAULT_PATH, StageState
+from builder.state import StageState
 from builder.users import UnknownUser, resolve_run_user
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
@@ -94,7 +94,6 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     except UnknownUser as error:
         raise DockerfileError(str(error)) from None
     variables = state.variables()
-    variables.setdefault("PATH", DEFAULT_PATH)
     variables.setdefault("HOME", user.home)
     command = argv(state, instruction)
     if any("\0" in text for text in (*command, *variables.values())):

@@ -37,6 +37,10 @@ STRATEGIES = ("namespaces", "chroot", "rootless")
 CHROOT_DIFFERS = {
     "128-error-run-write-etc-hosts": "candidate succeeded but docker fails",  # a writable copy
     "132-run-user-supplementary-groups": "candidate build failed",  # no /proc to read
+    "175-run-hostname-and-hosts": "/hostname.txt: content differs",  # no uts namespace
+    "176-run-stdin-empty-pipe": "/stdin-kind.txt: content differs",  # /dev/stdin needs /proc
+    "177-run-dev-mqueue": "/mqueue.txt: content differs",  # nothing mounted, no /proc
+    "179-run-only-std-fds": "candidate build failed",  # no /proc to read
 }
 # Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace
 # (every strategy but chroot runs the command in one).

@@ -74,10 +74,14 @@ def test_pid_namespace_hides_host_processes(base, tmp_path):
     assert int(count) <= 4  # pid 1, the shell, ls and grep: nothing of the host
 
 
-def test_hostname_is_not_the_hosts(base, tmp_path):
-    _, output, _ = run(base, tmp_path, "hostname; cat /etc/hostname")
-    assert output == "pybuild\npybuild\n"
-    assert os.uname().nodename != "pybuild"
+def test_hostname_and_hosts_are_buildkits(base, tmp_path):
+    """BuildKit's hostname and /etc/hosts; /etc/hostname is the image's: a write reaches the layer."""
+    status, output, upper = run(base, tmp_path, "hostname; cat /etc/hosts; echo mine > /etc/hostname")
+    assert status == 0, output
+    assert output == ("buildkitsandbox\n127.0.0.1\tlocalhost buildkitsandbox\n"
+                      "::1\tlocalhost ip6-localhost ip6-loopback\n")
+    assert os.uname().nodename != "buildkitsandbox"
+    assert (upper / "etc" / "hostname").read_text() == "mine\n"
 
 
 def test_network_none_has_only_loopback(base, tmp_path):
@@ -123,7 +127,7 @@ def test_the_command_is_root_of_its_own_user_namespace_only(base, tmp_path):
     assert "mount: permission denied (are you root?)" in lines
     assert "hostname: sethostname: Operation not permitted" in lines
     assert any("Read-only file system" in line for line in lines)  # /proc/sys
-    assert lines[-2:] == ["1", "pybuild"]
+    assert lines[-2:] == ["1", "buildkitsandbox"]
     assert not (upper / "tmp" / "disk").exists()
     assert (os.lstat(upper / "tmp" / "x").st_uid, os.lstat(upper / "tmp" / "x").st_gid) == (1000, 1000)
 

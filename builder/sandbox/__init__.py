@@ -42,7 +42,7 @@ class RunSpec:
     gid: int = 0
     groups: tuple[int, ...] = ()
     network: str = "host"
-    hostname: str = "pybuild"
+    hostname: str = "buildkitsandbox"
     cgroup: Group = Group()
     insecure: bool = False
     confinement: Confinement | None = None

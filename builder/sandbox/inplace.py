@@ -131,8 +131,9 @@ def _make_dev(directory: int, name: str) -> None:
             os.mknod(node, stat.S_IFCHR | 0o666, os.stat(f"/dev/{node}").st_rdev, dir_fd=dev)
             os.chmod(node, 0o666, dir_fd=dev)
         os.mkdir("pts", 0o755, dir_fd=dev)
-        os.mkdir("shm", dir_fd=dev)
-        os.chmod("shm", 0o1777, dir_fd=dev)
+        for name in ("shm", "mqueue"):
+            os.mkdir(name, dir_fd=dev)
+            os.chmod(name, 0o1777, dir_fd=dev)
         for link, target in rootfs.DEV_LINKS:
             os.symlink(target, link, dir_fd=dev)
     finally:

@@ -5,6 +5,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import resource
+import signal
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -28,6 +30,8 @@ MS_STRICTATIME = 0x1000000
 MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+CLOSE_RANGE_CLOEXEC = 0x4
+_CLOSE_RANGE = 436  # the same number on every architecture (asm-generic and x86_64 alike)
 
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
@@ -90,3 +94,29 @@ def die_with_parent(signal_number: int) -> None:
 def become_subreaper() -> None:
     """Adopt the orphans of this process's descendants (instead of init), so they can be reaped."""
     check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reset_signals() -> None:
+    """Every signal at its default disposition and none blocked, as a container's process starts.
+    Python ignores SIGPIPE and SIGXFSZ at start-up, and an ignored signal stays ignored across
+    exec: `yes | head` would never end, and `${PIPESTATUS[0]}` would be 1 instead of 141.
+    Caught signals are reset by exec itself; Python's table says which are ignored (it reads
+    every disposition at start-up, inherited ones included)."""
+    for number in range(1, signal.NSIG):
+        if signal.getsignal(number) == signal.SIG_IGN:
+            signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def close_on_exec(first: int) -> None:
+    """Mark every descriptor from `first` up close-on-exec: the command gets only stdin, stdout
+    and stderr, not what pybuild inherited from its caller (a CI runner's pipes). Without
+    close_range(2) (Linux 5.11 for the flag), each possible descriptor is marked in turn."""
+    if _libc.syscall(_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                     ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) == 0:
+        return
+    for descriptor in range(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0]):
+        try:
+            os.set_inheritable(descriptor, False)
+        except OSError:  # not open
+            pass

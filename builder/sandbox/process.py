@@ -7,6 +7,7 @@ the caller must not run other threads at that moment (pybuild runs steps one at 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import selectors
@@ -14,59 +15,56 @@ import signal
 import time
 from typing import Callable, NoReturn
 
-from builder.sandbox import RunSpec, cgroups
+from builder.sandbox import RunSpec, cgroups, linux
 
 _STATUS_SETUP_FAILED = 125
 
 
 def supervise(start: Callable[[int], NoReturn], output: Callable[[bytes], None]) -> int:
     """Fork a leader that runs `start(write)` (stdout and stderr go to `write`) as the head of a
-    new process group; stream its output to `output` until it exits, then kill what is left of
-    its group. An exception here (Ctrl-C, SIGTERM) kills the group before it propagates."""
+    new session, as a container's process is; stream its output to `output` until it exits,
+    then kill what is left of its process group. An exception here (Ctrl-C, SIGTERM) kills the
+    group before it propagates. The session's process group is orphaned, so SIGTSTP, SIGTTIN
+    and SIGTTOU do not stop its processes (a stopped RUN would never end)."""
     read, write = os.pipe()
     leader = os.fork()
     if leader == 0:
         os.close(read)
         try:
-            os.setpgid(0, 0)
+            os.setsid()
         except BaseException as error:  # never let a forked child run pybuild's code
             fail(write, str(error))
         start(write)
     os.close(write)
+    pidfd = os.pidfd_open(leader)
     try:
-        try:
-            os.setpgid(leader, leader)  # as the child does: no window where a kill misses it
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.ESRCH):  # it has exec'd, or gone
-                raise
-        status = _stream(leader, read, output)
+        status = _stream(leader, pidfd, read, output)
     except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # it may not lead its group yet
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         kill_group(leader)
         raise
     finally:
+        os.close(pidfd)
         os.close(read)
     return exit_code(status)
 
 
-def _stream(leader: int, read: int, output: Callable[[bytes], None]) -> int:
+def _stream(leader: int, pidfd: int, read: int, output: Callable[[bytes], None]) -> int:
     """Copy output until the leader exits; then end its group (processes the command left
     running) and take what they wrote before they died. Returns the leader's wait status."""
-    pidfd = os.pidfd_open(leader)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(read, selectors.EVENT_READ)
-            selector.register(pidfd, selectors.EVENT_READ)
-            exited = False
-            while not exited:
-                for key, _ in selector.select():
-                    if key.fd == pidfd:
-                        exited = True
-                    elif chunk := os.read(read, 65536):
-                        output(chunk)
-                    else:
-                        selector.unregister(read)
-    finally:
-        os.close(pidfd)
+    with selectors.DefaultSelector() as selector:
+        selector.register(read, selectors.EVENT_READ)
+        selector.register(pidfd, selectors.EVENT_READ)
+        exited = False
+        while not exited:
+            for key, _ in selector.select():
+                if key.fd == pidfd:
+                    exited = True
+                elif chunk := os.read(read, 65536):
+                    output(chunk)
+                else:
+                    selector.unregister(read)
     _, status = os.waitpid(leader, 0)
     kill_group(leader)
     os.set_blocking(read, False)
@@ -138,16 +136,19 @@ def fail(write: int, message: str) -> NoReturn:
 
 def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: bool = True,
                  isolate: Callable[[], None] | None = None) -> NoReturn:
-    """In the command's process, inside its root: stdin from /dev/null, output to `write`, into
-    the RUN's cgroup, `isolate()` (a user namespace of its own), Docker's capabilities and
-    seccomp filter (`spec.confinement`), become the RUN's user, exec.
-    `setgroups` is False in a user namespace that forbids it (a single-id map): the command
-    keeps the groups it has."""
+    """In the command's process, inside its root: signals at their defaults, stdin an empty
+    pipe and output to `write` (as BuildKit gives them; no other descriptor survives the exec),
+    into the RUN's cgroup, `isolate()` (a user namespace of its own), Docker's capabilities and
+    seccomp filter (`spec.confinement`), become the RUN's user, exec. `setgroups` is False in a
+    user namespace that forbids it (a single-id map): the command keeps the groups it has."""
     try:
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
+        linux.reset_signals()
+        stdin, closed = os.pipe()
+        os.close(closed)
+        os.dup2(stdin, 0)
         os.dup2(write, 1)
         os.dup2(write, 2)
+        linux.close_on_exec(3)
         cgroups.join(joins)
         if isolate is not None:
             isolate()

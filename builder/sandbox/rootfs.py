@@ -1,5 +1,6 @@
 """The root filesystem a RUN sees: the image (overlay or a plain directory), a fresh /proc and
-/sys, a minimal /dev, the host's resolv.conf and a generated hosts and hostname.
+/sys, a minimal /dev, the host's resolv.conf and a generated hosts, as BuildKit mounts them.
+/etc/hostname is the image's own, as under BuildKit: a RUN may write it into the layer.
 
 The mounting runs inside the sandbox's private mount namespace. Mount points the image lacks
 come from a stub layer stacked over the image (or, for a root changed in place, from
@@ -28,20 +29,17 @@ _PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
 _PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "sched_debug", "scsi",
                 "timer_list", "timer_stats")
 _DIR_STUBS = ("proc", "sys", "dev")
-_FILE_STUBS = ("etc/resolv.conf", "etc/hosts", "etc/hostname")
+_FILE_STUBS = ("etc/resolv.conf", "etc/hosts")
 
 
 def etc_files(scratch: str, hostname: str) -> dict[str, str]:
-    """The host's resolv.conf and a generated hosts and hostname (written to `scratch`), by the
-    path they take in the root."""
+    """The host's resolv.conf and a generated hosts (written to `scratch`) shaped as BuildKit's,
+    by the path they take in the root."""
     hosts = os.path.join(scratch, "hosts")
     with open(hosts, "w") as handle:
-        handle.write(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                     f"127.0.1.1\t{hostname}\n")
-    name = os.path.join(scratch, "hostname")
-    with open(name, "w") as handle:
-        handle.write(hostname + "\n")
-    files = {"etc/hosts": hosts, "etc/hostname": name}
+        handle.write(f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost "
+                     "ip6-loopback\n")
+    files = {"etc/hosts": hosts}
     if os.path.exists("/etc/resolv.conf"):
         files["etc/resolv.conf"] = os.path.realpath("/etc/resolv.conf")
     return files
@@ -197,8 +195,10 @@ def _remount(target: str, added: int) -> None:
 
 
 def _dev(dev: str) -> None:
-    """A tmpfs /dev with the usual nodes bound from the host; writes here never reach the image."""
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=755,size=65536k")
+    """A tmpfs /dev with the usual nodes bound from the host, devpts, shm and mqueue, with
+    Docker's flags (/dev itself is not noexec: a `#!` heredoc runs from /dev/pipes); writes
+    here never reach the image."""
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
     for name in DEVICES:
         target = os.path.join(dev, name)
         with open(target, "w"):
@@ -208,8 +208,11 @@ def _dev(dev: str) -> None:
     linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                 "newinstance,ptmxmode=0666,mode=620")
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
-    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                "mode=1777,size=65536k")
+    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs",
+                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=1777,size=65536k")
+    os.mkdir(os.path.join(dev, "mqueue"), 0o1777)
+    linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
+                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     for name, target in DEV_LINKS:
         os.symlink(target, os.path.join(dev, name))
 

@@ -661,7 +661,7 @@ _PARTS = (
      "<built-in method posix.waitpid>", "sandbox/process.py", "_stream"),
     ("    mount points the image lacks (missing_stubs + make_stub_layer)",
      "sandbox/rootfs.py", "missing_stubs|make_stub_layer", None, None),
-    ("    /etc/hosts, /etc/hostname files (etc_files)", "sandbox/rootfs.py", "etc_files",
+    ("    /etc/hosts file (etc_files)", "sandbox/rootfs.py", "etc_files",
      None, None),
     ("  layer + snapshot (Build._commit_upper)", "builder/build.py", "_commit_upper", None, None),
     ("    layer tar into the blob store (Build._commit_layer)", "builder/build.py",

@@ -1,7 +1,7 @@
 """Make a small busybox base image, offline, as a `docker save`-style tarball.
 
     python3 testdata/images/busybox/make.py OUT.tar [--tag busybox:test ...]
-        [--busybox /bin/busybox] [--mtime 0]
+        [--busybox /bin/busybox] [--mtime 0] [--imported]
 
 Needs only Python 3 (stdlib) and a *statically linked* busybox: on Debian 12,
 `apt-get install busybox-static` (it installs /bin/busybox). Nothing is downloaded.
@@ -27,7 +27,8 @@ and the config: `Env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 --mtime.
 
 --tag may be given several times (default busybox:test); --mtime is the Unix time given to
-every entry and to `created` (default 0, i.e. 1970-01-01T00:00:00Z).
+every entry and to `created` (default 0, i.e. 1970-01-01T00:00:00Z). --imported leaves the
+config empty, as `docker import` makes it: no Env (so no PATH), no Cmd.
 """
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def make_layer(busybox: bytes, applets: list[str], mtime: int) -> bytes:
     return tar_bytes(entries)
 
 
-def make_archive(busybox_path: str, tags: list[str], mtime: int) -> bytes:
+def make_archive(busybox_path: str, tags: list[str], mtime: int, imported: bool = False) -> bytes:
     with open(busybox_path, "rb") as f:
         busybox = f.read()
     arch, static = elf_info(busybox)
@@ -165,7 +166,7 @@ def make_archive(busybox_path: str, tags: list[str], mtime: int) -> bytes:
         "architecture": arch,
         "os": "linux",
         "created": created,
-        "config": {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
+        "config": {} if imported else {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
         "history": [{"created": created, "created_by": "testdata/images/busybox/make.py",
                      "comment": version}],
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="statically linked busybox to put in the image (default /bin/busybox)")
     ap.add_argument("--mtime", type=int, default=0,
                     help="Unix time of every entry and of the config's created (default 0)")
+    ap.add_argument("--imported", action="store_true",
+                    help="an empty config, as `docker import` makes it (no Env, no PATH)")
     args = ap.parse_args(argv)
     tags = args.tag or ["busybox:test"]
     for tag in tags:
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"--tag {tag!r}: want name:tag")
     if not os.path.isfile(args.busybox):
         fail(f"{args.busybox} not found (on Debian: apt-get install busybox-static)")
-    data = make_archive(args.busybox, tags, args.mtime)
+    data = make_archive(args.busybox, tags, args.mtime, args.imported)
     out = os.path.abspath(args.out)
     fd, tmp = tempfile.mkstemp(prefix=".make-busybox-", dir=os.path.dirname(out))
     try:
