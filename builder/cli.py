@@ -223,7 +223,8 @@ def _build_command(argv: list[str]) -> int:
     from builder.api import BuildRequest, build
     from builder.errors import NotSupported, UsageError
     from builder.limits import parse_limits
-    from builder.progress import human_size, sink_for
+    from builder.progress import sink_for
+    from builder.units import human_size
     from grammar.errors import DockerfileError
     from layers.compression import Compression
     from layers.errors import LayerError

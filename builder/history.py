@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from builder.images import human_size
 from builder.progress import terminal_view_wanted
+from builder.units import human_size
 from layers.imagestore import StoredImage
 
 BAR_WIDTH = 20
@@ -59,7 +59,7 @@ def history_lines(rows: list[HistoryRow], now: datetime, no_trunc: bool,
         created_by = " ".join(row.created_by.splitlines())
         if not no_trunc and len(created_by) > _CREATED_BY_WIDTH:
             created_by = created_by[:_CREATED_BY_WIDTH - 1] + "…"
-        table.append((_since(row.created, now), created_by, human_size(row.size),
+        table.append((_since(row.created, now), created_by, human_size(row.size, significant=3),
                       mark * bar_cells(row.size, largest), row.comment))
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     lines = []

@@ -18,13 +18,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
+from builder.units import human_size
 from layers.archive_reader import read_archive
 from layers.errors import LayerError
 from layers.imagestore import ImageStore, StoredImage
 from layers.reference import parse_reference
 
 EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 
@@ -85,7 +85,7 @@ def images_command(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     store = _store(options)
     rows = [(_repository(image), image.ref.tag if image.ref else "<none>", image.image_id[7:19],
-             human_size(_size(store, image))) for image in store.list()]
+             human_size(_size(store, image), significant=3)) for image in store.list()]
     if options.quiet:
         for image_id in dict.fromkeys(row[2] for row in rows):
             print(image_id)
@@ -253,15 +253,6 @@ def _size(store: ImageStore, image: StoredImage) -> int:
 
 def _layer_size(store: ImageStore, diff_id: str) -> int:
     return os.path.getsize(store.blobs.path(diff_id))
-
-
-def human_size(size: float) -> str:
-    """Docker's units.HumanSize: decimal units, three significant digits (`4.26MB`)."""
-    unit = 0
-    while size >= 1000 and unit < len(_UNITS) - 1:
-        size /= 1000
-        unit += 1
-    return f"{size:.3g}{_UNITS[unit]}"
 
 
 def _fail(error: object, status: int = EXIT_FAILURE) -> int:

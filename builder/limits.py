@@ -6,14 +6,14 @@ import os
 import re
 from dataclasses import dataclass
 
+from builder.units import parse_size
+
 # Docker's floor: below it a container cannot even start its runtime.
 MIN_MEMORY = 6 * 1024 * 1024
 # The kernel's page counters are signed 64-bit byte counts.
 MAX_MEMORY = (1 << 63) - 1
 # The kernel's smallest CFS quota is 1 ms of a 100 ms period.
 MIN_CPUS = 0.01
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?(?:([kmgtp])i?)?b?", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 # The processes and threads a RUN may have at once, unless --pids-limit says otherwise: twice
 # podman's default (2048), far above what a parallel compile or a test suite starts, and an
@@ -43,11 +43,11 @@ def parse_limits(memory: str | None, cpus: str | None, pids: str | None = None) 
 
 def parse_memory(text: str) -> int:
     """Bytes from `512m`, `1g`, `1.5g`, `67108864`: units are powers of 1024, as Docker's."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
+    try:
+        count = parse_size(text)
+    except ValueError:
         raise ValueError(f"--memory {text}: not a size (bytes, or a number with b, k, m or g: "
-                         "512m, 1g)")
-    count = int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+                         "512m, 1g)") from None
     if count > MAX_MEMORY:
         raise ValueError(f"--memory {text}: too large; a cgroup holds at most {MAX_MEMORY} bytes "
                          "(8 EiB)")
@@ -84,7 +84,7 @@ def parse_cpus(text: str) -> float:
 
 def memory_text(count: int) -> str:
     """A byte count the way it would be written on the command line (`64m`)."""
-    for unit in ("g", "m", "k"):
-        if count % _UNITS[unit] == 0:
-            return f"{count // _UNITS[unit]}{unit}"
+    for unit, size in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if count % size == 0:
+            return f"{count // size}{unit}"
     return f"{count}b"

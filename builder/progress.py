@@ -215,12 +215,3 @@ def sink_for(progress: str, stream: TextIO | None = None) -> Sink:
         from builder.progress_tty import TtySink  # imports rich: only for a terminal
         return TtySink(stream)
     return {"plain": PlainSink, "quiet": QuietSink, "json": JsonSink}[progress](stream)
-
-
-def human_size(count: float) -> str:
-    """A byte count as the log shows it: `512B`, `12.3MB` (powers of 1000, as docker does)."""
-    for unit in ("B", "kB", "MB"):
-        if count < 1000:
-            return f"{count:.0f}{unit}" if unit == "B" else f"{count:.1f}{unit}"
-        count /= 1000
-    return f"{count:.1f}GB"

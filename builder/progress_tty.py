@@ -25,8 +25,8 @@ from rich.text import Text
 
 from builder.events import (BuildWarning, Event, Note, StepCached, StepDone, StepFailed, StepInfo,
                             StepOutput, StepProgress, StepStarted)
-from builder.progress import human_size
 from builder.summary import StepRecorder, StepSummary
+from builder.units import human_size
 
 TAIL_LINES = 6
 REFRESH_PER_SECOND = 8

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 
 from builder.cacheindex import CacheIndex
+from builder.units import human_size, parse_size
+from grammar.durations import parse_duration
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
 from layers.scratch import leftovers, sweep, tree_size
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-          "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -121,26 +119,15 @@ def _blob_sizes(cache_dir: str) -> dict[str, int]:
             for n in os.listdir(blobs_dir)} if os.path.isdir(blobs_dir) else {}
 
 
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (e.g. 500MB, 2GB, 10GiB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if not match:
+def parse_age(text: str) -> float:
+    """Seconds from a Go duration (`30m`, `1h30m`), or days (`7d`), as `until=` takes them."""
+    try:
+        nanoseconds = parse_duration(text.strip(), days=True)
+    except ValueError:
+        nanoseconds = -1
+    if nanoseconds < 0:
         raise ValueError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
-    return float(match.group(1)) * _DURATION[match.group(2)]
-
-
-def _human(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if count < 1000:
-            return f"{count:.1f}{unit}" if unit != "B" else f"{int(count)}B"
-        count /= 1000
-    return f"{count:.1f}PB"
+    return nanoseconds / 1e9
 
 
 def _rootless_namespace() -> None:
@@ -159,11 +146,11 @@ def du_command(argv: list[str]) -> int:
     _rootless_namespace()
     found = usage(secure_cache_dir(options.cache_dir or default_cache_dir()))
     print(f"cache entries  {found.steps}")
-    print(f"blobs          {found.blobs} ({_human(found.blob_bytes)})")
-    print(f"snapshots      {found.snapshots} ({_human(found.snapshot_bytes)})")
-    print(f"temporary files of dead builds  {found.dead_temp} ({_human(found.dead_temp_bytes)})")
+    print(f"blobs          {found.blobs} ({human_size(found.blob_bytes)})")
+    print(f"snapshots      {found.snapshots} ({human_size(found.snapshot_bytes)})")
+    print(f"temporary files of dead builds  {found.dead_temp} ({human_size(found.dead_temp_bytes)})")
     print(f"total          "
-          f"{_human(found.blob_bytes + found.snapshot_bytes + found.dead_temp_bytes)}")
+          f"{human_size(found.blob_bytes + found.snapshot_bytes + found.dead_temp_bytes)}")
     return 0
 
 
@@ -181,13 +168,13 @@ def prune_command(argv: list[str]) -> int:
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
     try:
-        keep = parse_size(options.keep_storage) if options.keep_storage else None
+        keep = parse_size(options.keep_storage, decimal=True) if options.keep_storage else None
         older = None
         for item in options.filter:
             key, _, value = item.partition("=")
             if key != "until":
                 raise ValueError(f"unknown filter {key!r} (only until=DURATION)")
-            older = parse_duration(value)
+            older = parse_age(value)
     except ValueError as error:
         print(f"pybuild prune: {error}", file=sys.stderr)
         return 2
@@ -196,5 +183,5 @@ def prune_command(argv: list[str]) -> int:
     _rootless_namespace()
     cache_dir = secure_cache_dir(options.cache_dir or default_cache_dir())
     removed, freed = prune(cache_dir, everything=options.all, keep_bytes=keep, older_than=older)
-    print(f"removed {removed} cache entries, freed {_human(freed)}")
+    print(f"removed {removed} cache entries, freed {human_size(freed)}")
     return 0

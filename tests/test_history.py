@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder.history import BAR_WIDTH, _since, bar_cells
-from builder.images import history_command, human_size, inspect_command
+from builder.images import history_command, inspect_command
+from builder.units import human_size
 from tests.support import pybuild
 
 DOCKERFILE = """\
@@ -76,7 +77,7 @@ def test_history_table_draws_sizes_as_proportional_bars(built, capsys) -> None:
     largest = max(row["size"] for row in rows)
     bar_column = table[0].index("COMMENT") - 3 - BAR_WIDTH
     for line, row in zip(table[1:], rows):
-        assert human_size(row["size"]) in line and line.endswith(row["comment"])
+        assert human_size(row["size"], significant=3) in line and line.endswith(row["comment"])
         bar = line[bar_column:bar_column + BAR_WIDTH]
         assert bar.rstrip() == "#" * bar_cells(row["size"], largest)
     assert [line[bar_column:].startswith("#" * BAR_WIDTH) for line in table[1:]] == [

@@ -150,7 +150,7 @@ def test_parse_duration(text: str, nanoseconds: int) -> None:
 
 
 @pytest.mark.parametrize("text", [
-    "", "5", "1h30", "s", ".s", "1x", "1 s", "++1s", "--1s", "1s ", "１s", "9223372036854775808ns",
+    "", "5", "1h30", "s", ".s", "1x", "1 s", "++1s", "--1s", "1s ", "１s", "9223372036854775808ns", "1d",
 ])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError):
