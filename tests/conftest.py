@@ -6,8 +6,14 @@ from tests.support import DockerImages, docker_available, require
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite golden files (testdata/parser*/) from the current output "
-                          "instead of comparing with them")
+                     help="rewrite golden files (testdata/parser*/, testdata/logs/) from the "
+                          "current output instead of comparing with them")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """`pytest --update-golden`: the one way to rewrite golden files; review the diff."""
+    return request.config.getoption("--update-golden")
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@ Dockerfile (built with a.txt beside it, FROM the busybox:test base) and `expecte
 with the parts that change from run to run replaced (times, digests, the temp directory). A
 case with `args` builds once first, then again with those arguments, and snapshots the second.
 
-Regenerate after a deliberate change: UPDATE_GOLDEN=1 python3 -m pytest -q tests/test_log_snapshots.py
+Regenerate after a deliberate change: python3 -m pytest -q tests/test_log_snapshots.py --update-golden
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -33,7 +32,7 @@ def normalise(log: str, work: Path) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
-def test_log(case: str, base: Path, tmp_path: Path) -> None:
+def test_log(case: str, base: Path, tmp_path: Path, update_golden: bool) -> None:
     source = CASES / case
     context = tmp_path / "context"
     context.mkdir()
@@ -48,7 +47,7 @@ def test_log(case: str, base: Path, tmp_path: Path) -> None:
     result = pybuild(*command, *(extra or ()), str(context), env=env)
     got = normalise(result.stderr, tmp_path) + f"exit {result.returncode}\n"
     golden = source / "expected.log"
-    if os.environ.get("UPDATE_GOLDEN"):
+    if update_golden:
         golden.write_text(got)
     assert got == golden.read_text()
     if result.returncode != 0:

@@ -37,11 +37,6 @@ def _check_golden(path: Path, got: str, update: bool) -> None:
     assert got == path.read_bytes().decode("utf-8")
 
 
-@pytest.fixture
-def update_golden(request: pytest.FixtureRequest) -> bool:
-    return request.config.getoption("--update-golden")
-
-
 @pytest.mark.parametrize("case", _cases("parser"), ids=lambda case: case.name)
 def test_parses_like_golden(case: Path, update_golden: bool) -> None:
     data = to_data(parse(_dockerfile(case)))
