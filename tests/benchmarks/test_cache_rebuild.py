@@ -16,8 +16,9 @@ changed, so a no-op rebuild writes nothing, as `DOCKER_BUILDKIT=1 docker build -
 NAME` only updates its store. Goals: (b) under 0.3 s and at most half of BuildKit's; (c) faster
 than BuildKit.
 
-Figures are printed, never asserted; what is asserted is that a no-op rebuild keeps the image ID
-and the tarball, and that both tools made the image they should. BuildKit's work happens in dockerd,
+Figures are printed; the goals that are ratios to BuildKit in the same run are asserted (the
+0.3 s is only shown), and so is that a no-op rebuild keeps the image ID and the tarball, and that
+both tools made the image they should. BuildKit's work happens in dockerd,
 so its rows have no CPU figure. Everything made here (images, the build cache records of these
 builds, the scratch directory) is removed at the end.
 """
@@ -240,8 +241,10 @@ def test_noop_rebuild(bench: Bench) -> None:
     python = best_of(RUNS, Command([sys.executable, "-c", "pass"], env=bench.env))[0]
     bench.table.add("(b) no-op: BuildKit", _wall_only(buildkit))
     bench.table.add("(b) no-op: pybuild -o image.tar (not rewritten)", pybuild,
-                    versus=("BuildKit", _wall_only(buildkit)), goal="< 300 ms and <= 0.5x BuildKit")
+                    versus=("BuildKit", _wall_only(buildkit)), goal="< 300 ms and <= 0.5x BuildKit",
+                    at_most=0.5)
     bench.table.add("    python3 -c pass (start-up floor)", python)
+    bench.table.check()
 
 
 def test_one_file_changed(bench: Bench) -> None:
@@ -252,4 +255,5 @@ def test_one_file_changed(bench: Bench) -> None:
     assert _tarball_layers(bench.output) == LAYERS
     bench.table.add("(c) one file changed: BuildKit", _wall_only(buildkit))
     bench.table.add("(c) one file changed: pybuild -o image.tar", pybuild,
-                    versus=("BuildKit", _wall_only(buildkit)), goal="< 1x BuildKit")
+                    versus=("BuildKit", _wall_only(buildkit)), at_most=1)
+    bench.table.check()

@@ -1,10 +1,10 @@
 """COPY of a large context into a tarball: pybuild against GNU tar (its floor), BuildKit, and
 start-up time. Run on demand: `python3 -m pytest -q tests/benchmarks -m benchmark -s`.
 
-The figures are printed, never asserted (timings depend on the machine and its load); what is
-asserted is that every output is a valid archive of the whole context. Goals (issue 2): a cold
-`pybuild` within 1.5x of `tar -cf`, uncompressed and with zstd, and `pybuild --version` under
-100 ms.
+The figures are printed; what is asserted is that every output is a valid archive of the whole
+context, and the goals that are ratios measured in the same run (issue 2): a cold `pybuild`
+within 1.5x of `tar -cf`, uncompressed and with zstd. `pybuild --version` under 100 ms is only
+shown (absolute times depend on the machine and its load).
 """
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ def test_uncompressed(work: str, python_env: dict[str, str], context: Context,
     assert _layer_entries(pybuild_out) == _context_entries(context)
     _remove(tar_out, pybuild_out)
     table.add("tar -cf", tar_time)
-    table.add("pybuild", pybuild_time, versus=("tar", tar_time), goal="<= 1.5x tar")
+    table.add("pybuild", pybuild_time, versus=("tar", tar_time), at_most=1.5)
+    table.check()
 
 
 def test_zstd(work: str, python_env: dict[str, str], context: Context, table: Table) -> None:
@@ -119,7 +120,8 @@ def test_zstd(work: str, python_env: dict[str, str], context: Context, table: Ta
     _remove(tar_out, pybuild_out)
     table.add("tar -cf - | zstd -T0", tar_time)
     table.add("pybuild --compression zstd", pybuild_time, versus=("tar|zstd", tar_time),
-              goal="<= 1.5x tar|zstd")
+              at_most=1.5)
+    table.check()
 
 
 def test_startup(python_env: dict[str, str], table: Table) -> None:

@@ -17,7 +17,9 @@ into an empty store:
   cache:       a runner with an empty cache importing --cache-from the registry: every step
                reused, only the final image's layers fetched
 
-Figures are printed, never asserted; what is asserted is that each transfer made what it should.
+Figures are printed; what is asserted is that each transfer made what it should, and the goals,
+ratios measured in the same run: pybuild's push faster than skopeo's and Docker's, its pull
+faster than `docker pull`.
 """
 from __future__ import annotations
 
@@ -122,12 +124,14 @@ def test_push(bench: Bench) -> None:
     bench.table.add("push: skopeo copy --dest-compress docker-archive: (gzip)", skopeo)
     bench.table.add("push: docker push", docker)
     bench.table.add("push: pybuild --push (build cached; gzip)", pybuild,
-                    versus=("skopeo", skopeo), goal="< 1x skopeo and docker")
-    bench.table.add("    the same against docker push", pybuild, versus=("docker", docker))
+                    versus=("skopeo", skopeo), at_most=1)
+    bench.table.add("    the same against docker push", pybuild, versus=("docker", docker),
+                    at_most=1)
     bench.table.add("push again: skopeo", skopeo_again)
     bench.table.add("push again: docker push", docker_again)
     bench.table.add("push again: pybuild --push", again, versus=("skopeo", skopeo_again))
     bench.pushed = target
+    bench.table.check()
 
 
 def test_pull(bench: Bench) -> None:
@@ -151,8 +155,9 @@ def test_pull(bench: Bench) -> None:
     bench.table.add("pull: skopeo copy docker:// oci: (no decompression)", skopeo)
     bench.table.add("pull: docker pull (decompress + extract)", docker)
     bench.table.add("pull: pybuild FROM it, empty cache (decompress into the store)", pybuild,
-                    versus=("docker", docker), goal="< 1x docker pull")
+                    versus=("docker", docker), at_most=1)
     bench.table.add("    the same against skopeo", pybuild, versus=("skopeo", skopeo))
+    bench.table.check()
 
 
 def test_cache_import(bench: Bench) -> None:

@@ -136,27 +136,46 @@ def best_of(runs: int, *commands: Command) -> list[Timing]:
 @dataclass
 class Table:
     """The figures, printed once at the end: what ran, its best wall time and its ratio to the
-    reference it is compared with, its best CPU time (and ratio), and the goal."""
+    reference it is compared with, its best CPU time (and ratio), and the goal. Goals that are
+    ratios measured in the same run are checked (`check`); goals in absolute time are only
+    shown, since they depend on the machine and its load."""
 
     title: str
     rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     timings: dict[str, Timing] = field(default_factory=dict)
+    missed: list[str] = field(default_factory=list)
 
     def reference(self, what: str) -> Timing | None:
         """The timing of an earlier row, to compare a later one with."""
         return self.timings.get(what)
 
     def add(self, what: str, timing: Timing, *, versus: tuple[str, Timing] | None = None,
-            goal: str = "") -> None:
+            goal: str = "", at_most: float | None = None, at_least: float | None = None) -> None:
+        """A row. `at_most` / `at_least`: the goal as bounds on the wall-time ratio to `versus`,
+        both measured in this run (so the machine's speed and load cancel out); a row outside
+        them is recorded for `check`, after it is in the table, which is printed either way."""
         self.timings[what] = timing
         ratio = cpu = ""
         if versus:
-            ratio = f"{timing.wall / versus[1].wall:.2f}x {versus[0]}"
+            measured = timing.wall / versus[1].wall
+            ratio = f"{measured:.2f}x {versus[0]}"
+            bounds = " and ".join(f"{sign} {bound:g}x" for sign, bound in
+                                  (("<=", at_most), (">=", at_least)) if bound is not None)
+            goal = goal or (f"{bounds} {versus[0]}" if bounds else "")
+            if measured > (at_most or float("inf")) or measured < (at_least or 0):
+                self.missed.append(f"{what}: {ratio}, goal {bounds} {versus[0]}")
+        elif at_most is not None or at_least is not None:
+            raise ValueError(f"{what}: a ratio goal needs a row to compare with")
         if timing.cpu is not None:
             cpu = _seconds(timing.cpu)
             if versus and versus[1].cpu:
                 cpu += f" ({timing.cpu / versus[1].cpu:.2f}x)"
         self.rows.append((what, _seconds(timing.wall), ratio, cpu, goal))
+
+    def check(self) -> None:
+        """Fail on the ratio goals missed since the last check, naming each with its figure."""
+        missed, self.missed = self.missed, []
+        assert not missed, f"{self.title}: goals missed: " + "; ".join(missed)
 
     def render(self) -> str:
         header = ("", "wall", "ratio", "cpu", "goal")
