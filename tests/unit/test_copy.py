@@ -1,0 +1,121 @@
+"""builder/copy.py:plan_layer: the entries of a COPY's layer from resolved sources, by Docker's
+destination rules, before anything is written."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.copy import CopySpec, DataSource, TreeSource, plan_layer
+from builder.sourcetree import Found, resolve
+from builder.users import Owner
+from layers.errors import LayerError
+from layers.tarwriter import Kind
+from layers.union import UnionView
+from tests.unit.trees import context, write_tree
+
+FILES = {"a.txt": "a", "src/x.py": "x", "src/lib/y.py": "yy", "link": "-> a.txt"}
+
+
+def spec(dest: str, dest_is_dir: bool = False, **changes) -> CopySpec:
+    return CopySpec(**{"dest": dest, "dest_is_dir": dest_is_dir, "owner": None, "chmod": None,
+                       "keep_owner": False, "now": 1000, **changes})
+
+
+def sources(tree, *paths: str) -> list[TreeSource]:
+    return [TreeSource(tree, resolve(tree, p, confined=True)) for p in paths]
+
+
+def paths(entries: dict) -> dict[str, str]:
+    return {path: entry.kind.name for path, (entry, _) in sorted(entries.items())}
+
+
+@pytest.mark.parametrize("names, dest, dest_is_dir, image, expected", [
+    (["a.txt"], "/b.txt", False, {}, {"b.txt": "FILE"}),
+    (["a.txt"], "/out/", True, {}, {"out": "DIR", "out/a.txt": "FILE"}),
+    (["a.txt"], "/out", False, {"out": None}, {"out": "DIR", "out/a.txt": "FILE"}),
+    (["a.txt"], "/deep/er/b", False, {}, {"deep": "DIR", "deep/er": "DIR", "deep/er/b": "FILE"}),
+    (["src"], "/app", False, {}, {"app": "DIR", "app/x.py": "FILE", "app/lib": "DIR",
+                                  "app/lib/y.py": "FILE"}),
+    (["src/lib", "a.txt"], "/app/", True, {}, {"app": "DIR", "app/y.py": "FILE",
+                                              "app/a.txt": "FILE"}),
+    ([""], "/", True, {}, {"a.txt": "FILE", "src": "DIR", "src/x.py": "FILE", "src/lib": "DIR",
+                           "src/lib/y.py": "FILE", "link": "SYMLINK"}),
+])
+def test_destination_rules(tmp_path: Path, names: list[str], dest: str, dest_is_dir: bool,
+                           image: dict, expected: dict) -> None:
+    """A directory source copies its contents; a file lands under its own name in a directory
+    (named with `/` or one in the image), else at the destination; parents are added."""
+    tree = context(tmp_path / "ctx", FILES)
+    view = UnionView([str(write_tree(tmp_path / "image", image))])
+    assert paths(plan_layer(sources(tree, *names), spec(dest, dest_is_dir), view)) == expected
+
+
+def test_files_are_owned_by_root_or_the_chown_owner_with_their_mode_or_chmod(
+        tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", FILES)
+    os.chmod(tmp_path / "ctx" / "a.txt", 0o600)
+    view = UnionView([])
+    plain = plan_layer(sources(tree, "a.txt"), spec("/a"), view)["a"]
+    owned = plan_layer(sources(tree, "a.txt"), spec("/a", owner=Owner(5, 6), chmod=0o755),
+                       view)["a"]
+    assert (plain[0].uid, plain[0].gid, plain[0].mode & 0o777) == (0, 0, 0o600)
+    assert (owned[0].uid, owned[0].gid, owned[0].mode & 0o777) == (5, 6, 0o755)
+    assert plain[1] == str(tmp_path / "ctx" / "a.txt"), "the body is read from the host path"
+    assert plain[0].size == 1
+
+
+def test_created_parents_get_0755_and_the_owner_existing_ones_keep_theirs(
+        tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", FILES)
+    image = write_tree(tmp_path / "image", {"usr": None})
+    os.chmod(image / "usr", 0o750)
+    entries = plan_layer(sources(tree, "a.txt"), spec("/usr/new/a", owner=Owner(7, 7)),
+                         UnionView([str(image)]))
+    created, kept = entries["usr/new"][0], entries["usr"][0]
+    assert (created.mode, created.uid, created.mtime) == (0o755, 7, 1000)
+    assert (kept.mode & 0o777, kept.uid) == (0o750, os.getuid())
+
+
+def test_a_heredoc_is_a_file_of_its_text(tmp_path: Path) -> None:
+    entries = plan_layer([DataSource("run.sh", b"echo hi\n")], spec("/bin/", True,
+                                                                     chmod=0o755), UnionView([]))
+    entry, body = entries["bin/run.sh"]
+    assert (entry.kind, entry.mode, entry.size, body, entry.mtime) == (
+        Kind.FILE, 0o755, 8, b"echo hi\n", 1000)
+
+
+def test_a_later_source_wins(tmp_path: Path) -> None:
+    entries = plan_layer([DataSource("a", b"1"), DataSource("a", b"22")], spec("/d/", True),
+                         UnionView([]))
+    assert entries["d/a"][1] == b"22"
+
+
+def test_hardlinks_within_one_source_stay_links_across_sources_they_do_not(
+        tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", {"d/one": "same", "e/x": "x"})
+    os.link(tmp_path / "ctx" / "d" / "one", tmp_path / "ctx" / "d" / "two")
+    os.link(tmp_path / "ctx" / "d" / "one", tmp_path / "ctx" / "e" / "three")
+    entries = plan_layer(sources(tree, "d", "e"), spec("/out/", True), UnionView([]))
+    assert entries["out/one"][0].kind is Kind.FILE
+    assert (entries["out/two"][0].kind, entries["out/two"][0].linkname) == (Kind.HARDLINK,
+                                                                          "out/one")
+    assert entries["out/three"][0].kind is Kind.FILE
+
+
+def test_a_named_fifo_cannot_be_copied_one_inside_a_directory_is_left_out(
+        tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", {"d/file": "f"})
+    os.mkfifo(tmp_path / "ctx" / "d" / "pipe")
+    assert "out/pipe" not in plan_layer(sources(tree, "d"), spec("/out"), UnionView([]))
+    with pytest.raises(LayerError, match="d/pipe: a named pipe \\(FIFO\\) cannot be copied"):
+        plan_layer(sources(tree, "d/pipe"), spec("/p"), UnionView([]))
+
+
+def test_a_followed_symlink_keeps_its_own_name(tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", FILES)
+    found = resolve(tree, "link", confined=True)
+    assert isinstance(found, Found) and found.rel == "a.txt"
+    entries = plan_layer([TreeSource(tree, found, "link")], spec("/out/", True), UnionView([]))
+    assert paths(entries) == {"out": "DIR", "out/link": "FILE"}

@@ -1,0 +1,107 @@
+"""builder/steps.py:select_copy: what a COPY or ADD will read and where it lands, resolved
+before the cache key is computed and before anything is written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.copy import DataSource, TreeSource
+from builder.errors import NotSupported
+from builder.sourcetree import StageTree
+from builder.state import StageState
+from builder.steps import StepEnv, select_copy
+from builder.users import Owner
+from grammar.errors import DockerfileError
+from grammar.parser import parse
+from layers.image import ContainerConfig, ImageConfig
+from layers.union import UnionView
+from tests.unit.trees import context, write_tree
+
+FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up"}
+STATE = StageState(ImageConfig(config=ContainerConfig(working_dir="/app")),
+                   scope=(("F", "a.txt"), ("D", "dest")))
+
+
+def select(tmp_path: Path, line: str, state: StageState = STATE, from_tree=None):
+    tree = context(tmp_path / "ctx", FILES)
+    env = StepEnv(context=tree, image_view=lambda s: UnionView([]),
+                  from_tree=lambda: from_tree, commit_layer=None, now=42,
+                  temp_dir=lambda: str(tmp_path))
+    instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
+    return select_copy(state, instruction, env)
+
+
+def names(selection) -> list[str]:
+    return [s.name or s.found.rel if isinstance(s, TreeSource) else f"<<{s.name}"
+            for s in selection.sources]
+
+
+@pytest.mark.parametrize("line, sources, dest, dest_is_dir", [
+    ("COPY a.txt /x", ["a.txt"], "/x", False),
+    ("COPY a.txt x/", ["a.txt"], "/app/x", True),
+    ("COPY $F ${D}", ["a.txt"], "/app/dest", False),
+    ("COPY *.txt /d/", ["a.txt", "b.txt"], "/d", True),
+    ("COPY nothing*.c /d/", [], "/d", True),
+    ("COPY src/../a.txt .", ["a.txt"], "/app", True),
+    ("COPY ./src /s", ["src"], "/s", False),
+    ("COPY link /l", ["link"], "/l", False),
+    ("COPY . ..", [""], "/", True),
+    ("COPY a.txt b.txt /d/./", ["a.txt", "b.txt"], "/d", True),
+])
+def test_sources_and_destination(tmp_path: Path, line: str, sources: list[str], dest: str,
+                                 dest_is_dir: bool) -> None:
+    selection = select(tmp_path, line)
+    assert names(selection) == sources
+    assert (selection.spec.dest, selection.spec.dest_is_dir) == (dest, dest_is_dir)
+    assert selection.spec.keep_owner is False and selection.spec.now == 42
+
+
+def test_a_followed_symlink_is_read_from_its_target(tmp_path: Path) -> None:
+    (source,) = select(tmp_path, "COPY link /l").sources
+    assert (source.name, source.found.rel) == ("link", "a.txt")
+
+
+def test_owner_and_mode(tmp_path: Path) -> None:
+    selection = select(tmp_path, "COPY --chown=5:6 --chmod=4755 a.txt /x")
+    assert (selection.spec.owner, selection.spec.chmod) == (Owner(5, 6), 0o755)
+    assert select(tmp_path, "COPY a.txt /x").spec.owner is None
+
+
+def test_a_heredoc_source_is_expanded_unless_quoted(tmp_path: Path) -> None:
+    expanded = select(tmp_path, "COPY <<EOF /f\n$F\nEOF")
+    literal = select(tmp_path, "COPY <<'EOF' /f\n$F\nEOF")
+    assert [s.data for s in expanded.sources] == [b"a.txt\n"]
+    assert [s.data for s in literal.sources] == [b"$F\n"]
+    assert isinstance(expanded.sources[0], DataSource)
+
+
+@pytest.mark.parametrize("line, extract", [
+    ("ADD a.txt /x", True), ("ADD --unpack=false a.txt /x", False), ("COPY a.txt /x", False),
+])
+def test_add_extracts_archives_unless_told_not_to(tmp_path: Path, line: str,
+                                                  extract: bool) -> None:
+    assert select(tmp_path, line).extract is extract
+
+
+def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> None:
+    stage = StageTree(UnionView([str(write_tree(tmp_path / "stage", {"bin/tool": "t"}))]))
+    selection = select(tmp_path, "COPY --from=builder /bin/tool /usr/bin/", from_tree=stage)
+    assert names(selection) == ["bin/tool"] and selection.from_stage == "builder"
+    assert selection.spec.keep_owner is True
+
+
+@pytest.mark.parametrize("line, error, message", [
+    ("COPY missing /x", DockerfileError, "'missing': not found in the build context"),
+    ("COPY /etc/passwd /x", DockerfileError, "source '/etc/passwd' is outside the build context"),
+    ("COPY ../a /x", DockerfileError, "source '../a' is outside the build context"),
+    ("COPY out /x", DockerfileError, "source 'out' is a symlink out of the build context"),
+    ("COPY --chmod=u+x a.txt /x", DockerfileError, "invalid --chmod=u\\+x"),
+    ("COPY --chmod=999 a.txt /x", DockerfileError, "invalid --chmod=999"),
+    ("COPY --from=nope a.txt /x", DockerfileError, "COPY --from=nope: no stage, image"),
+    ("ADD https://example.com/x /x", NotSupported, "remote sources"),
+    ("COPY --parents a.txt /x", NotSupported, "--parents is not supported"),
+])
+def test_refused(tmp_path: Path, line: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        select(tmp_path, line)
