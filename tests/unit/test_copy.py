@@ -2,16 +2,19 @@
 destination rules, before anything is written."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from builder.copy import CopySpec, DataSource, TreeSource, plan_layer
+from builder.copy import ArchiveSource, CopySpec, DataSource, TreeSource, plan_layer, write_layer
 from builder.sourcetree import Found, resolve
 from builder.users import Owner
 from layers.errors import LayerError
-from layers.tarwriter import Kind
+from layers.tarwriter import Kind, LayerWriter
 from layers.union import UnionView
 from tests.unit.trees import context, write_tree
 
@@ -119,3 +122,67 @@ def test_a_followed_symlink_keeps_its_own_name(tmp_path: Path) -> None:
     assert isinstance(found, Found) and found.rel == "a.txt"
     entries = plan_layer([TreeSource(tree, found, "link")], spec("/out/", True), UnionView([]))
     assert paths(entries) == {"out": "DIR", "out/link": "FILE"}
+
+
+def archive(*members: tuple[str, bytes | tarfile.TarInfo]) -> tarfile.TarFile:
+    """An in-memory tar of (name, content) files or ready TarInfo entries."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in members:
+            if isinstance(content, tarfile.TarInfo):
+                tar.addfile(content)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.uid = len(content), 0o640, 9
+                tar.addfile(info, io.BytesIO(content))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer)
+
+
+def info(name: str, kind: bytes, **fields) -> tarfile.TarInfo:
+    made = tarfile.TarInfo(name)
+    made.type = kind
+    for key, value in fields.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_an_archive_is_extracted_under_the_destination_as_it_says() -> None:
+    tar = archive(("./pkg/bin/tool", b"tool"), ("pkg/link", info("pkg/link", tarfile.LNKTYPE,
+                                                                   linkname="pkg/bin/tool")),
+                  ("pkg/sym", info("pkg/sym", tarfile.SYMTYPE, linkname="bin/tool")))
+    entries = plan_layer([ArchiveSource(tar)], spec("/opt"), UnionView([]))
+    assert paths(entries) == {"opt": "DIR", "opt/pkg": "DIR", "opt/pkg/bin": "DIR",
+                              "opt/pkg/bin/tool": "FILE", "opt/pkg/link": "HARDLINK",
+                              "opt/pkg/sym": "SYMLINK"}
+    tool, body = entries["opt/pkg/bin/tool"]
+    assert (tool.mode, tool.uid, tool.size) == (0o640, 9, 4) and body().read() == b"tool"
+    assert entries["opt/pkg/link"][0].linkname == "opt/pkg/bin/tool"
+
+
+@pytest.mark.parametrize("member, message", [
+    (("../escape", b"x"), "climbs out of the destination"),
+    (("a/../../escape", b"x"), "climbs out of the destination"),
+    (("dir/.wh.file", b""), "whiteouts in an image layer"),
+    (("link", info("link", tarfile.LNKTYPE, linkname="nothing")), "not an earlier file"),
+    (("dev", info("dev", tarfile.CHRTYPE, devmajor=0, devminor=0)), "character device 0:0"),
+])
+def test_an_archive_may_not_write_outside_or_what_an_image_cannot_hold(member,
+                                                                       message: str) -> None:
+    with pytest.raises(LayerError, match=message):
+        plan_layer([ArchiveSource(archive(member))], spec("/opt"), UnionView([]))
+
+
+def test_the_layer_is_written_in_tar_order_hashing_the_files_asked_for(tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", FILES)
+    entries = plan_layer(sources(tree, "src", "a.txt"), spec("/app/", True), UnionView([]))
+    out = io.BytesIO()
+    writer = LayerWriter(out)
+    host = str(tmp_path / "ctx" / "a.txt")
+    hashes = write_layer(entries, writer, frozenset({host}))
+    writer.finish()
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        assert [(m.name, m.size) for m in tar.getmembers()] == [
+            ("app", 0), ("app/a.txt", 1), ("app/lib", 0), ("app/lib/y.py", 2), ("app/x.py", 1)]
+    assert hashes[host].hexdigest() == hashlib.sha256(b"a").hexdigest()

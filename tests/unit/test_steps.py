@@ -2,6 +2,9 @@
 before the cache key is computed and before anything is written."""
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -10,11 +13,12 @@ from builder.copy import DataSource, TreeSource
 from builder.errors import NotSupported
 from builder.sourcetree import StageTree
 from builder.state import StageState
-from builder.steps import StepEnv, select_copy
+from builder.steps import StepEnv, select_copy, workdir, write_copy
 from builder.users import Owner
 from grammar.errors import DockerfileError
 from grammar.parser import parse
 from layers.image import ContainerConfig, ImageConfig
+from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 from tests.unit.trees import context, write_tree
 
@@ -105,3 +109,67 @@ def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> No
 def test_refused(tmp_path: Path, line: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         select(tmp_path, line)
+
+
+class Layers:
+    """commit_layer for a StepEnv: each layer written to memory, its member names kept."""
+
+    def __init__(self) -> None:
+        self.members: list[list[str]] = []
+
+    def commit(self, write) -> str:
+        out = io.BytesIO()
+        writer = LayerWriter(out)
+        write(writer)
+        digest = writer.finish().diff_id
+        out.seek(0)
+        with tarfile.open(fileobj=out) as tar:
+            self.members.append(tar.getnames())
+        return digest
+
+
+def env_for(tmp_path: Path, layers: Layers, image: dict) -> StepEnv:
+    view = UnionView([str(write_tree(tmp_path / "image", image))])
+    return StepEnv(context=context(tmp_path / "ctx", FILES), image_view=lambda s: view,
+                   from_tree=lambda: None, commit_layer=layers.commit, now=42,
+                   temp_dir=lambda: str(tmp_path))
+
+
+@pytest.mark.parametrize("line, working_dir, members", [
+    ("WORKDIR /srv/app", "/srv/app", [["srv", "srv/app"]]),
+    ("WORKDIR sub/../x", "/app/x", [["app", "app/x"]]),
+    ("WORKDIR /srv//app/", "/srv//app/", [["srv", "srv/app"]]),
+    ("WORKDIR /etc", "/etc", []),
+    ("WORKDIR $D", "/app/dest", [["app", "app/dest"]]),
+])
+def test_workdir_makes_a_layer_only_for_a_new_directory(tmp_path: Path, line: str,
+                                                        working_dir: str,
+                                                        members: list) -> None:
+    layers = Layers()
+    instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
+    state, diff_id = workdir(STATE, instruction, env_for(tmp_path, layers, {"etc": None}))
+    assert state.image.config.working_dir == working_dir
+    assert layers.members == members and (diff_id is None) == (members == [])
+
+
+def test_write_copy_writes_the_layer_and_the_digests_asked_for(tmp_path: Path) -> None:
+    layers = Layers()
+    env = env_for(tmp_path, layers, {})
+    selection = select(tmp_path, "COPY a.txt src /d/")
+    diff_id, digests = write_copy(STATE, selection, env,
+                                  frozenset({str(tmp_path / "ctx" / "a.txt")}))
+    assert diff_id.startswith("sha256:")
+    assert layers.members == [["d", "d/a.txt", "d/x.py"]]
+    assert digests == {str(tmp_path / "ctx" / "a.txt"): hashlib.sha256(b"a").hexdigest()}
+    assert write_copy(STATE, select(tmp_path, "COPY none*.c /d/"), env) == (None, {})
+
+
+def test_add_extracts_a_local_tar_archive_judged_by_content(tmp_path: Path) -> None:
+    (tmp_path / "ctx").mkdir()
+    with tarfile.open(tmp_path / "ctx" / "bundle.data", "w") as tar:
+        tar.add(__file__, arcname="inside.py")
+    layers = Layers()
+    env = env_for(tmp_path, layers, {})
+    write_copy(STATE, select(tmp_path, "ADD bundle.data /opt/"), env)
+    write_copy(STATE, select(tmp_path, "ADD --unpack=false bundle.data /opt/"), env)
+    assert layers.members == [["opt", "opt/inside.py"], ["opt", "opt/bundle.data"]]
