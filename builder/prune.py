@@ -19,6 +19,7 @@ from builder.cacheindex import CacheIndex
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
 from layers.scratch import leftovers, sweep, tree_size
+from layers.snapshots import chain_of
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -108,7 +109,7 @@ def _collect(cache_dir: str, kept) -> int:
             os.unlink(path)
     snapshots_dir = os.path.join(cache_dir, "snapshots")
     for name in os.listdir(snapshots_dir) if os.path.isdir(snapshots_dir) else ():
-        if name.replace("-", ":", 1) not in chains and not name.startswith("."):
+        if chain_of(name) not in chains and not name.startswith("."):
             path = os.path.join(snapshots_dir, name)
             freed += tree_size(path)
             shutil.rmtree(path, ignore_errors=True)

@@ -164,6 +164,8 @@ def _overlay(scratch: str, userxattr: bool) -> tuple[bool, str]:
     """Whether RUN gets an overlay root or a materialized copy (the walk-diff fallback), and why."""
     if os.environ.get("PYBUILD_NO_OVERLAY") == "1":
         return False, "PYBUILD_NO_OVERLAY=1: the image is copied and diffed"
+    if os.environ.get("PYBUILD_WHITEOUT_FILES") == "1":
+        return False, "PYBUILD_WHITEOUT_FILES=1: the image is copied and diffed"
     from builder.sandbox.rootfs import overlay_refused
     failure = overlay_refused(scratch, userxattr)
     if failure is not None:
