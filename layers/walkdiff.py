@@ -192,9 +192,10 @@ class WorkingRoot:
                 if diff is None:
                     self._scan(None, child, True, True)
                     continue
-                remade = was_dir and (before[5], diff.generations.get(child)) != (
-                    st.st_ino, generation)
-                new = before is None or not was_dir or remade
+                # overlayfs marks opaque a directory made where a lower entry was deleted
+                remade = before is not None and (not was_dir or (
+                    before[5], diff.generations.get(child)) != (st.st_ino, generation))
+                new = before is None or remade
                 own = new or _attributes_of(before) != _attributes_of(record)
                 below = self._scan(diff, child, new, before is None or before[4] != record[4])
                 if below or own:
