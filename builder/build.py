@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from builder.pull import Puller
     from builder.remotelayers import RemoteLayers
     from layers.imagestore import StoredImage
+    from layers.walkdiff import RootPool
     from layers.registry.transport import Session
     from builder.run import RunEnv
     from builder.sandbox import Sandbox
@@ -686,7 +687,8 @@ class Build:
     def _run_env(self, number: int) -> RunEnv:
         from builder.run import RunEnv
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
-                      lowerdirs=self._layers,
+                      lowerdirs=self._layers, view=self.snapshots.view,
+                      roots=lambda: self._roots,
                       commit_upper=self._commit_upper, network=self.request.network,
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
@@ -730,8 +732,14 @@ class Build:
                                              load_ignore(self.request.context, dockerfile))
         return self._context_tree
 
+    @cached_property
+    def _roots(self) -> RootPool:
+        """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
+        from layers.walkdiff import RootPool
+        return RootPool(self.temp_dir)
+
     def _view(self, state: StageState) -> UnionView:
-        return UnionView(self._layers(state))
+        return self.snapshots.view(self._layers(state))
 
     def _from_tree(self, source: CopyFrom | None) -> Tree | None:
         """The files COPY --from reads: a stage's or an image's snapshots (unpacked here, on a
@@ -742,7 +750,7 @@ class Build:
             return StageTree(self._view(self.stage(source.stage)))
         if source.image is not None:
             layers = self.snapshots.ensure(source.image.diff_ids, self.blobs.path)
-            return StageTree(UnionView(layers), f"the image {source.name}")
+            return StageTree(self.snapshots.view(layers), f"the image {source.name}")
         return self._directory_tree(source)
 
     def _directory_tree(self, source: CopyFrom) -> ContextTree:

@@ -20,6 +20,7 @@ from grammar.durations import parse_duration
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
 from layers.scratch import leftovers, sweep, tree_size
+from layers.snapshots import chain_of
 
 
 
@@ -106,7 +107,7 @@ def _collect(cache_dir: str, kept) -> int:
             os.unlink(path)
     snapshots_dir = os.path.join(cache_dir, "snapshots")
     for name in os.listdir(snapshots_dir) if os.path.isdir(snapshots_dir) else ():
-        if name.replace("-", ":", 1) not in chains and not name.startswith("."):
+        if chain_of(name) not in chains and not name.startswith("."):
             path = os.path.join(snapshots_dir, name)
             freed += tree_size(path)
             shutil.rmtree(path, ignore_errors=True)

@@ -18,7 +18,7 @@ from builder.users import UnknownUser, resolve_run_user
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from layers.union import UnionView
-from layers.walkdiff import diff_to_upper, materialize
+from layers.walkdiff import RootPool
 
 if TYPE_CHECKING:
     from builder.sandbox.confine import Confinement
@@ -32,6 +32,8 @@ class RunEnv:
 
     sandbox: Callable[[], Sandbox]
     lowerdirs: Callable[[StageState], list[str]]
+    view: Callable[[list[str]], UnionView]
+    roots: Callable[[], RootPool]
     scratch_dir: str
     commit_upper: Callable[[StageState, str], str]
     network: str
@@ -88,7 +90,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     if network not in ("host", "none"):
         raise NotSupported(f"RUN --network={network} is not supported (use host or none)")
     lowerdirs = env.lowerdirs(state)
-    view = UnionView(lowerdirs)
+    view = env.view(lowerdirs)
     try:
         user = resolve_run_user(state.image.config.user, StageTree(view))
     except UnknownUser as error:
@@ -101,11 +103,15 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                          "command line can carry")
     sandbox = env.sandbox()
     scratch = tempfile.mkdtemp(dir=env.scratch_dir, prefix="run-")
+    root = None  # without overlayfs: the stage's working root, changed in place
     try:
         upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
-        os.mkdir(upper)
         os.mkdir(work)
-        inodes = materialize(view, upper, sandbox.nodev) if not sandbox.overlay else {}
+        if sandbox.overlay:
+            os.mkdir(upper)
+        else:
+            root = env.roots().take(state.image.diff_ids, lowerdirs, view.form, sandbox.nodev)
+            upper = root.path
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
         def output(chunk: bytes) -> None:
@@ -131,14 +137,19 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                 what += (f" (it reached --pids-limit {env.limits.pids}: no more processes could "
                          "start)")
             raise BuildError(f"RUN {what}" + (f"; last output:\n{shown}" if shown else ""))
-        if not sandbox.overlay:
+        if root is not None:
             changes = os.path.join(scratch, "changes")
             os.mkdir(changes)
-            diff_to_upper(upper, view, changes, inodes)
+            root.diff(changes, view)
             upper = changes
-        if not os.listdir(upper):
-            return state, None
-        return state, env.commit_upper(state, upper)
+        diff_id = env.commit_upper(state, upper) if os.listdir(upper) else None
+        if root is not None:
+            root.diff_ids += (diff_id,) if diff_id else ()
+            env.roots().give(root)
+            root = None
+        return state, diff_id
     finally:
+        if root is not None:  # the RUN failed or was interrupted: its root is no image's
+            env.roots().discard(root)
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -2,7 +2,8 @@
 
 After a RUN, everything it changed is in the upper dir, in overlayfs's own format: new and
 copied-up entries as themselves, deletions as 0/0 character devices, deleted-and-recreated
-directories marked opaque by an xattr. Translating that to an OCI layer costs time in proportion to
+directories marked opaque by an xattr (or, in the FILES form of layers/union.py, `.wh.` files
+standing where overlayfs would put its marks: the same layer comes out). Translating that to an OCI layer costs time in proportion to
 what changed, whatever the size of the image below (DESIGN.md principle 3).
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Iterator
 
 from layers.byteorder import sorted_entries
 from layers.tarwriter import Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
-from layers.union import UnionView, is_opaque, is_whiteout
+from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX
+from layers.union import FILES, UnionView, is_opaque, is_whiteout
 
 
 def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
@@ -21,8 +23,9 @@ def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
     written only for paths the lower layers have (overlayfs may leave others behind); sockets
     are skipped, as in every Docker layer."""
     first_path: dict[tuple[int, int], str] = {}
-    for rel, host, st in _walk(upper, ""):
-        if is_whiteout(st):
+    files = lower.form == FILES
+    for rel, host, st, whiteout in _walk(upper, "", files):
+        if whiteout:
             if lower.find(rel) is not None:
                 writer.add_whiteout(rel)
             continue
@@ -30,7 +33,8 @@ def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
             continue
         if stat.S_ISDIR(st.st_mode):
             writer.add(entry_from_stat(rel, st, xattrs=read_xattrs(host)))
-            if is_opaque(host) and lower.find(rel) is not None:
+            opaque = os.path.lexists(f"{host}/{OPAQUE_MARKER}") if files else is_opaque(host)
+            if opaque and lower.find(rel) is not None:
                 writer.add_opaque(rel)
             continue
         if stat.S_ISLNK(st.st_mode):
@@ -47,14 +51,28 @@ def write_upper(upper: str, writer: LayerWriter, lower: UnionView) -> None:
         writer.add(entry, host if entry.kind is Kind.FILE else None)
 
 
-def _walk(root: str, rel: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    """(rel, host path, lstat) below `root`/`rel`, names in byte order, parents first."""
+def _walk(root: str, rel: str, files: bool) -> Iterator[tuple[str, str, os.stat_result, bool]]:
+    """(rel, host path, lstat, whether a whiteout) below `root`/`rel`, names in byte order,
+    parents first; a FILES whiteout `.wh.name` comes as `name`, where a 0/0 device would be."""
     directory = os.path.join(root, rel) if rel else root
     with os.scandir(directory) as it:
-        entries = sorted_entries(it)
-    for item in entries:
+        entries = [(item.name, item) for item in it if not (files and item.name == OPAQUE_MARKER)]
+    if files:
+        entries = [(name[len(WHITEOUT_PREFIX):], item) if name.startswith(WHITEOUT_PREFIX)
+                   else (name, item) for name, item in entries]
+    for item in sorted_entries(_Named(name, entry) for name, entry in entries):
         child = f"{rel}/{item.name}" if rel else item.name
-        st = item.stat(follow_symlinks=False)
-        yield child, item.path, st
+        st = item.entry.stat(follow_symlinks=False)
+        whiteout = item.name != item.entry.name if files else is_whiteout(st)
+        yield child, item.entry.path, st, whiteout
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, child)
+            yield from _walk(root, child, files)
+
+
+class _Named:
+    """A directory entry under the name it stands for (sorted_entries sorts by `.name`)."""
+
+    __slots__ = ("name", "entry")
+
+    def __init__(self, name: str, entry: os.DirEntry[str]) -> None:
+        self.name, self.entry = name, entry

@@ -1,7 +1,11 @@
-"""Snapshots: each layer unpacked once as a directory in overlayfs format, named by chain ID.
+"""Snapshots: each layer unpacked once as a directory, named by chain ID.
 
 A stack of snapshots is directly an overlay `lowerdir` (for RUN) and a UnionView (for COPY --from
-and name lookups). They are made only when something needs a layer's files, shared by every build
+and name lookups). They keep deletions in overlayfs's form where the cache's filesystem can hold
+it (0/0 char devices, opaque xattrs), else as the layer tar's `.wh.` files (layers/union.py): a
+container's overlayfs root, a user without CAP_MKNOD. The form is probed once per store and is
+part of the directory's name (`<chain>` or `<chain>.wh`), so a cache shared between places
+that differ (a volume used on the host and in a container) never reads one form as the other. They are made only when something needs a layer's files, shared by every build
 on the cache root, and written in the process's temp directory (layers/scratch.py) then renamed,
 so a crash never leaves half a snapshot under a real name, and the next build removes the half.
 
@@ -16,12 +20,38 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+from functools import cached_property
 
 from layers.errors import LayerError
 from layers.image import chain_ids
 from layers.scratch import private_dir
+from layers.union import FILES, OVERLAY, UnionView, mark_opaque
 from layers.unpack import apply_layer
+
+FILES_SUFFIX = ".wh"
+
+
+def chain_of(name: str) -> str:
+    """The chain ID a snapshot directory's name stands for, in either form."""
+    return name.removesuffix(FILES_SUFFIX).replace("-", ":", 1)
+
+
+def form_for(directory: str) -> str:
+    """OVERLAY if `directory`'s filesystem can hold a 0/0 char device and an opaque xattr
+    (as this process may set them), else FILES. `PYBUILD_WHITEOUT_FILES=1` forces FILES."""
+    if os.environ.get("PYBUILD_WHITEOUT_FILES") == "1":
+        return FILES
+    probe = tempfile.mkdtemp(dir=directory, prefix=".form-probe-")
+    try:
+        os.mknod(os.path.join(probe, "whiteout"), stat.S_IFCHR, 0)
+        mark_opaque(probe)
+        return OVERLAY
+    except OSError:
+        return FILES
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 class SnapshotStore:
@@ -30,8 +60,17 @@ class SnapshotStore:
         self.dir = os.path.join(root, "snapshots")
         os.makedirs(self.dir, exist_ok=True)
 
+    @cached_property
+    def form(self) -> str:
+        return form_for(self.dir)
+
     def path(self, chain_id: str) -> str:
-        return os.path.join(self.dir, chain_id.replace(":", "-"))
+        suffix = FILES_SUFFIX if self.form == FILES else ""
+        return os.path.join(self.dir, chain_id.replace(":", "-") + suffix)
+
+    def view(self, directories: list[str]) -> UnionView:
+        """The merged view of snapshot directories of this store, lowest first."""
+        return UnionView(directories, self.form)
 
     def ensure(self, diff_ids: tuple[str, ...], blob_path) -> list[str]:
         """The snapshot directories of a layer stack, lowest first, unpacking what is missing.
@@ -44,7 +83,7 @@ class SnapshotStore:
                 try:
                     with open(blob_path(diff_id), "rb") as layer:
                         try:
-                            apply_layer(layer, temp, whiteouts="overlay")
+                            apply_layer(layer, temp, whiteouts=self.form)
                         except LayerError as error:  # say which layer: a base image's, maybe
                             raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
                     os.chmod(temp, 0o755)
@@ -57,7 +96,7 @@ class SnapshotStore:
         return dirs
 
     def adopt(self, chain_id: str, directory: str) -> str:
-        """Make an existing overlay-format directory (a RUN's upper dir) the snapshot of
+        """Make an existing directory in this store's form (a RUN's upper dir) the snapshot of
         `chain_id`, by rename: no copy. If another build got there first, ours is dropped."""
         final = self.path(chain_id)
         try:

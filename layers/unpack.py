@@ -9,7 +9,8 @@ inside the root. `root` must not be changed by anyone else meanwhile.
 Whiteouts are either applied ("apply": `.wh.name` deletes the lower `name`, `.wh..wh..opq` empties
 the directory of lower content) or stored the way overlayfs reads a layer directory ("overlay": a
 0/0 character device, and an opaque xattr: `trusted.overlay.opaque`, or `user.overlay.opaque` for
-an unprivileged mount, whichever this process may set unless told).
+an unprivileged mount, whichever this process may set unless told), or kept as the files the tar
+has ("files", for filesystems that can hold neither; layers/union.py reads both forms).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import BinaryIO, Literal, TypeVar
 
 from layers.errors import LayerError
 from layers.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
-from layers.union import mark_opaque
+from layers.union import FILES, make_opaque, make_whiteout, mark_opaque
 
 _MAX_SYMLINKS = 40  # per entry, as the kernel's MAXSYMLINKS
 _XATTR_PREFIX = "SCHILY.xattr."
@@ -37,7 +38,7 @@ T = TypeVar("T")
 
 
 def apply_layer(tar_stream: BinaryIO, root: str, *,
-                whiteouts: Literal["apply", "overlay"] = "apply",
+                whiteouts: Literal["apply", "overlay", "files"] = "apply",
                 opaque_xattr: str | None = None) -> list[str]:
     """Apply the uncompressed layer tar `tar_stream` (wrap it in `decompressing_reader` first if
     need be) to the existing directory `root`. Returns warnings about what could not be applied
@@ -47,9 +48,9 @@ def apply_layer(tar_stream: BinaryIO, root: str, *,
     A non-directory entry replaces whatever is at its path; a directory entry over a directory only
     updates its attributes. Ownership is set when running as root; modes, mtimes and directory
     attributes last, deepest first, so a 0555 directory can still be filled."""
-    if whiteouts not in ("apply", "overlay"):
-        raise ValueError(f"whiteouts must be 'apply' or 'overlay', not {whiteouts!r}")
-    applier = _Applier(root, whiteouts == "overlay", opaque_xattr)
+    if whiteouts not in ("apply", "overlay", "files"):
+        raise ValueError(f"whiteouts must be 'apply', 'overlay' or 'files', not {whiteouts!r}")
+    applier = _Applier(root, None if whiteouts == "apply" else whiteouts, opaque_xattr)
     try:
         with tarfile.open(fileobj=tar_stream, mode="r|", encoding="utf-8",
                           errors="surrogateescape") as tar:
@@ -76,11 +77,12 @@ class _Applier:
     """The state of one application: resolved directories, what this layer wrote (whiteouts and
     opaque markers only hide lower content), and directory attributes still to set."""
 
-    def __init__(self, root: str, overlay: bool, opaque_xattr: str | None) -> None:
+    def __init__(self, root: str, form: str | None, opaque_xattr: str | None) -> None:
         self.root = os.path.realpath(root)
         if self.root == "/" or not os.path.isdir(self.root):
             raise LayerError(f"{root}: not a directory a layer can be applied to")
-        self.overlay = overlay
+        self.form = form  # how whiteouts are kept; None: applied
+        self.overlay = form is not None
         self.opaque_xattr = opaque_xattr
         self.privileged = os.geteuid() == 0
         self.chown = self.privileged
@@ -215,7 +217,10 @@ class _Applier:
         path = f"{parent}/{hidden}"
         if path in self._written:
             return  # whiteouts hide lower layers only, not this layer's own entries
-        if self.overlay:
+        if self.form == FILES:
+            make_whiteout(path, FILES)
+            self._whited.add(path)
+        elif self.overlay:
             self._create(path, lambda p: os.mknod(p, stat.S_IFCHR, os.makedev(0, 0)))
             self._whited.add(path)
             if self.chown:
@@ -236,7 +241,9 @@ class _Applier:
             self._purge(directory)
 
     def _mark_opaque(self, directory: str) -> None:
-        if self.opaque_xattr is None:
+        if self.form == FILES:
+            make_opaque(directory, FILES)
+        elif self.opaque_xattr is None:
             mark_opaque(directory)
         else:
             os.setxattr(directory, self.opaque_xattr, b"y", follow_symlinks=False)

@@ -1,18 +1,25 @@
-"""The fallback where overlayfs cannot be mounted: a materialized root and a two-tree walk diff.
+"""Where overlayfs cannot be mounted: a working root in a plain directory, and a walk diff.
 
-`materialize` copies an image's merged view into a plain directory for the command to change;
-`diff_to_upper` then compares that directory with the view and writes what changed as an
-overlay-format upper directory (new and changed entries as themselves, deletions as 0/0 character
-devices), so the rest of the pipeline (layer tar, snapshot) is the same as with overlayfs. It costs
-a walk of the whole root, which is why it is only the fallback (DESIGN.md principle 3).
+A `WorkingRoot` is an image copied into a plain directory that RUN commands change in place. It
+lives for a whole stage, not for one RUN: the root a RUN leaves is the root the next one starts
+from, and a layer the build adds without a RUN (a COPY, a cache hit) is applied to it from its
+snapshot, so the image is copied once per stage, not once per RUN. After each RUN a walk compares
+the root with the stat records taken after the previous one and writes what changed as an upper
+directory in the snapshot store's form (layers/union.py: new and changed entries as themselves,
+deletions as whiteouts, a directory deleted and made again marked opaque), exactly as overlayfs
+would have left it, so the layer tar and the snapshot are the same as with overlayfs. The walk
+costs one lstat per entry of the root and copies only what changed.
+
+Files hardlinked in the image are copied apart, as overlayfs's copy-up parts them when one is
+written; links a RUN makes are parted after its diff, for the same reason.
 
 Where the root cannot be mounted `nodev` (the chroot strategy), the image's device nodes must not
-be real in it: `materialize(..., devices=False)` puts an inert placeholder there instead, a unix
-socket inode with the node's owner, mode and times. It cannot be opened (ENXIO), so reads and
-writes fail as they do on a node Docker's device cgroup denies, and nothing can be written into
-it (an empty regular file would take writes, and root reads it). The diff reads it back as the
-node it stands for: untouched, it is no change; chmod, chown or touch on it give the node with
-the new attributes, as overlayfs's copy-up of the node would; removed or replaced, it is that.
+be real in it: with `devices=False` an inert placeholder stands there instead, a unix socket
+inode with the node's owner, mode and times. It cannot be opened (ENXIO), so reads and writes fail
+as they do on a node Docker's device cgroup denies, and nothing can be written into it (an empty
+regular file would take writes, and root reads it). The diff reads it back as the node it stands
+for: untouched, it is no change; chmod, chown or touch on it give the node with the new
+attributes, as overlayfs's copy-up of the node would; removed or replaced, it is that.
 """
 from __future__ import annotations
 
@@ -21,191 +28,338 @@ import os
 import shutil
 import stat
 import struct
+import tempfile
+import threading
 
-from layers.union import UnionView, mark_opaque
+from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX
+from layers.union import FILES, UnionView, is_opaque, is_whiteout, make_opaque, make_whiteout
 
-_KEEP_XATTRS = ("security.capability",)
+_SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 # FS_IOC_GETVERSION, _IOR('v', 1, long) in the common ioctl encoding; elsewhere it fails (ENOTTY)
 # and the inode number alone is the identity.
 _GET_GENERATION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
-Identity = tuple[int, int | None]
+# What the diff compares: type and mode, owner, size, mtime, inode, links, device numbers.
+Record = tuple[int, int, int, int, int, int, int, int]
 
 
-def materialize(view: UnionView, root: str, devices: bool = True) -> dict[str, Identity]:
-    """Copy everything visible in `view` into the existing empty directory `root`, keeping type,
-    mode, owner, times, device numbers and capabilities; without `devices`, a device node becomes
-    a placeholder (see above). Files hardlinked in the image are copied
-    apart, as overlayfs's copy-up parts them when one is written; so every regular file starts
-    with one link, and one with more afterwards was linked by the command (overlayfs would have
-    copied it up: the diff takes it). Returns the identity of every directory copied, so the diff
-    can tell a directory deleted and made again (overlayfs would mark it opaque) from one whose
-    entries were deleted one by one, and of every placeholder."""
-    inodes: dict[str, Identity] = {}
-    _copy_dir(view, "", root, inodes, devices)
-    found = view.find("")
-    if found is not None:
-        _attributes(found[0], root, found[1])
-    return inodes
+def _record(st: os.stat_result) -> Record:
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ino,
+            st.st_nlink, st.st_rdev)
 
 
-def _copy_dir(view: UnionView, rel: str, root: str, inodes: dict[str, Identity],
-              devices: bool) -> None:
-    for name in view.listdir(rel):
-        child = f"{rel}/{name}" if rel else name
-        found = view.find(child)
-        if found is None:
-            continue
-        source, st = found
-        target = os.path.join(root, child)
-        if stat.S_ISDIR(st.st_mode):
-            os.mkdir(target)
-            inodes[child] = _identity(target, os.lstat(target))
-            _copy_dir(view, child, root, inodes, devices)
-        elif stat.S_ISLNK(st.st_mode):
+def _attributes_of(record: Record) -> tuple[int, int, int, int]:
+    """What a directory's or placeholder's change is judged on: mode, owner, mtime (a
+    directory's size follows its entries, differently on each filesystem)."""
+    return record[0], record[1], record[2], record[4]
+
+
+class WorkingRoot:
+    """One directory a stage's RUNs change in place, the layers it holds (`diff_ids`), and the
+    stat records the next diff compares against."""
+
+    def __init__(self, path: str, devices: bool) -> None:
+        self.path = path
+        self.devices = devices
+        self.diff_ids: tuple[str, ...] = ()
+        self._records: dict[str, Record] = {}
+        self._children: dict[str, set[str]] = {}
+        self._generations: dict[str, int | None] = {}
+        self._devices: dict[str, tuple[int, int]] = {}  # placeholder -> (node's mode, rdev)
+
+    def extend(self, snapshots: list[str], form: str, diff_ids: tuple[str, ...]) -> None:
+        """Apply snapshot directories (lowest first, in `form`) on top: the root then holds
+        `diff_ids`."""
+        for snapshot in snapshots:
+            self._apply(snapshot, "", form)
+        if snapshots:
+            _attributes(snapshots[-1], self.path, os.lstat(snapshots[-1]))
+        else:
+            os.chmod(self.path, 0o755)
+        self.diff_ids = diff_ids
+        self._records, self._children, self._generations = {}, {}, {}
+        self._scan(None, "", fresh=True, parent_changed=True)
+
+    def _part(self, linked: list[str]) -> None:
+        """Copy apart the files a RUN hardlinked (its layer has the links): overlayfs would copy
+        up only the one a later RUN writes. The directories keep their times."""
+        first: dict[int, str] = {}
+        for rel in linked:
+            path = os.path.join(self.path, rel)
+            st = os.lstat(path)
+            if first.setdefault(st.st_ino, rel) != rel:
+                parent = os.path.dirname(path)
+                times = os.lstat(parent)
+                fd, temp = tempfile.mkstemp(dir=parent, prefix=".part-")
+                os.close(fd)
+                shutil.copyfile(path, temp)
+                _attributes(path, temp, st)
+                os.rename(temp, path)
+                os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+        for rel in linked:
+            self._records[rel] = _record(os.lstat(os.path.join(self.path, rel)))
+
+    def diff(self, upper: str, lower: UnionView) -> None:
+        """Write into the empty directory `upper`, in `lower`'s form, what the root changed
+        since the records; then take the records again."""
+        old = (self._records, self._children, self._generations)
+        self._records, self._children, self._generations = {}, {}, {}
+        diff = _Diff(upper, lower.form, old)
+        self._scan(diff, "", fresh=False, parent_changed=True)
+        self._part(diff.multiple)
+        # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
+        # parent's, so they get root's back (a parent the command did not change keeps its own).
+        for directory, _, _ in os.walk(upper):
+            if directory != upper:
+                st = os.lstat(os.path.join(self.path, os.path.relpath(directory, upper)))
+                os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    # -- applying a snapshot ---------------------------------------------------------------------
+
+    def _apply(self, source: str, rel: str, form: str) -> None:
+        here = os.path.join(self.path, rel) if rel else self.path
+        files = form == FILES
+        if (os.path.lexists(os.path.join(source, OPAQUE_MARKER)) if files
+                else rel and is_opaque(source)):
+            for name in os.listdir(here):
+                _remove(os.path.join(here, name))
+        with os.scandir(source) as it:
+            entries = sorted(it, key=lambda e: not e.name.startswith(WHITEOUT_PREFIX))
+        for entry in entries:
+            target = os.path.join(here, entry.name)
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if files and entry.name.startswith(WHITEOUT_PREFIX):
+                if entry.name != OPAQUE_MARKER:
+                    _remove(os.path.join(here, entry.name[len(WHITEOUT_PREFIX):]))
+                continue
+            if not files and is_whiteout(st):
+                _remove(target)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if not os.path.isdir(target) or os.path.islink(target):
+                    _remove(target)
+                    os.mkdir(target, 0o700)
+                self._apply(entry.path, child, form)
+                _attributes(entry.path, target, st)
+                continue
+            _remove(target)
+            if self._copy(entry.path, target, st):
+                _attributes(entry.path, target, st)
+
+    def _copy(self, source: str, target: str, st: os.stat_result) -> bool:
+        """Copy one non-directory; whether it is there to take attributes (sockets are not)."""
+        if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(source, target, follow_symlinks=False)
         elif stat.S_ISSOCK(st.st_mode):
-            continue
-        elif _is_device(st) and not devices:
+            return False
+        elif _is_device(st) and not self.devices:
             os.mknod(target, stat.S_IFSOCK | 0o600)
-            _attributes(source, target, st)
-            inodes[child] = _identity(target, os.lstat(target))
-            continue
+            self._devices[os.path.relpath(target, self.path)] = (st.st_mode, st.st_rdev)
+        else:
+            os.mknod(target, st.st_mode, st.st_rdev)
+        return True
+
+    # -- the walk --------------------------------------------------------------------------------
+
+    def _scan(self, diff: _Diff | None, rel: str, fresh: bool, parent_changed: bool) -> bool:
+        """Take the records below `rel` and, with `diff`, record what changed since the old
+        ones (all of it when `fresh`: a directory new, replaced or remade). Returns whether
+        anything below changed."""
+        here = os.path.join(self.path, rel) if rel else self.path
+        with os.scandir(here) as it:
+            entries = list(it)
+        names = {entry.name for entry in entries}
+        self._children[rel] = names
+        changed = False
+        if diff is not None and not fresh:
+            for name in sorted(diff.children.get(rel, set()) - names):
+                diff.whiteout(self.path, f"{rel}/{name}" if rel else name)
+                changed = True
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            record = self._records[child] = _record(st)
+            before = None if diff is None or fresh else diff.records.get(child)
+            if stat.S_ISDIR(st.st_mode):
+                was_dir = before is not None and stat.S_ISDIR(before[0])
+                if was_dir and before[5] == st.st_ino and not parent_changed:
+                    generation = diff.generations.get(child) if diff else None
+                else:
+                    generation = _generation(entry.path)
+                self._generations[child] = generation
+                if diff is None:
+                    self._scan(None, child, True, True)
+                    continue
+                # overlayfs marks opaque a directory made where a lower entry was deleted
+                remade = before is not None and (not was_dir or (
+                    before[5], diff.generations.get(child)) != (st.st_ino, generation))
+                new = before is None or remade
+                own = new or _attributes_of(before) != _attributes_of(record)
+                below = self._scan(diff, child, new, before is None or before[4] != record[4])
+                if below or own:
+                    diff.ensure_parent(self.path, child)
+                    if remade:
+                        make_opaque(os.path.join(diff.upper, child), diff.form)
+                    changed = True
+                continue
+            if diff is None:
+                continue
+            device = self._devices.get(child)
+            if device is not None and before is not None and before[5] == st.st_ino \
+                    and stat.S_ISSOCK(st.st_mode):
+                if _attributes_of(before) != _attributes_of(record):
+                    diff.ensure_parent(self.path, rel)
+                    target = os.path.join(diff.upper, child)
+                    os.mknod(target, stat.S_IFMT(device[0]) | 0o600, device[1])
+                    _attributes(entry.path, target, st)
+                    changed = True
+                continue
+            self._devices.pop(child, None)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                diff.multiple.append(child)
+            if before is None or before != record:
+                diff.copy(self.path, rel, child, st)
+                changed = True
+        return changed
+
+
+class RootPool:
+    """The working roots not in use, for the next RUN to take (exclusively: stages may run
+    at once). At most `keep` are kept; a root whose RUN failed is discarded, never kept."""
+
+    def __init__(self, directory: str, keep: int = 2) -> None:
+        self.directory = directory
+        self.keep = keep
+        self._idle: list[WorkingRoot] = []
+        self._lock = threading.Lock()
+
+    def take(self, diff_ids: tuple[str, ...], snapshots: list[str], form: str,
+             devices: bool) -> WorkingRoot:
+        """A root holding `diff_ids` (their `snapshots`, lowest first): the idle one holding
+        the longest part of them, with the rest applied, or a new one."""
+        with self._lock:
+            fitting = [r for r in self._idle if r.devices == devices
+                       and diff_ids[:len(r.diff_ids)] == r.diff_ids]
+            root = max(fitting, key=lambda r: len(r.diff_ids), default=None)
+            if root is not None:
+                self._idle.remove(root)
+        if root is None:
+            root = WorkingRoot(tempfile.mkdtemp(dir=self.directory, prefix="root-"), devices)
+        elif root.diff_ids == diff_ids:
+            return root
+        try:
+            root.extend(snapshots[len(root.diff_ids):], form, diff_ids)
+        except BaseException:
+            self.discard(root)
+            raise
+        return root
+
+    def give(self, root: WorkingRoot) -> None:
+        with self._lock:
+            self._idle.append(root)
+            surplus, self._idle = self._idle[:-self.keep], self._idle[-self.keep:]
+        for old in surplus:
+            self.discard(old)
+
+    @staticmethod
+    def discard(root: WorkingRoot) -> None:
+        shutil.rmtree(root.path, ignore_errors=True)
+
+
+class _Diff:
+    """One diff's output and the records it compares against."""
+
+    def __init__(self, upper: str, form: str, old) -> None:
+        self.upper, self.form = upper, form
+        self.records, self.children, self.generations = old
+        self.linked: dict[int, str] = {}  # inode -> its first path in upper (links the RUN made)
+        self.multiple: list[str] = []     # files of the root with more than one link
+
+    def whiteout(self, root: str, rel: str) -> None:
+        self.ensure_parent(root, rel.rpartition("/")[0])
+        make_whiteout(os.path.join(self.upper, rel), self.form)
+
+    def copy(self, root: str, rel: str, child: str, st: os.stat_result) -> None:
+        self.ensure_parent(root, rel)
+        source, target = os.path.join(root, child), os.path.join(self.upper, child)
+        if stat.S_ISREG(st.st_mode):
+            first = self.linked.get(st.st_ino) if st.st_nlink > 1 else None
+            if first is not None:
+                os.link(first, target)
+                return
+            shutil.copyfile(source, target, follow_symlinks=False)
+            if st.st_nlink > 1:
+                self.linked[st.st_ino] = target
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), target)
+        elif stat.S_ISSOCK(st.st_mode):
+            return
         else:
             os.mknod(target, st.st_mode, st.st_rdev)
         _attributes(source, target, st)
 
+    def ensure_parent(self, root: str, rel: str) -> None:
+        """Create `rel` in upper (and its parents) with the metadata it has in root."""
+        if not rel:
+            return
+        parts = rel.split("/")
+        for depth in range(1, len(parts) + 1):
+            part = "/".join(parts[:depth])
+            target = os.path.join(self.upper, part)
+            if not os.path.lexists(target):
+                os.mkdir(target)
+                source = os.path.join(root, part)
+                _attributes(source, target, os.lstat(source))
+
 
 def _attributes(source: str, target: str, st: os.stat_result) -> None:
+    """Owner, mode, xattrs (but overlayfs's own), times of `source` on `target`."""
     os.lchown(target, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(target, stat.S_IMODE(st.st_mode))
-        for name in _KEEP_XATTRS:
-            try:
-                os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False),
-                            follow_symlinks=False)
-            except OSError:
-                pass
+        try:
+            names = os.listxattr(source, follow_symlinks=False)
+        except OSError:
+            names = []
+        for name in names:
+            if not name.startswith(_SKIP_XATTRS):
+                try:
+                    os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False),
+                                follow_symlinks=False)
+                except OSError:
+                    pass
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def diff_to_upper(root: str, view: UnionView, upper: str, inodes: dict[str, Identity]) -> None:
-    """Write into the empty directory `upper` what `root` changed relative to `view` (`inodes`
-    from `materialize`). A directory that replaced a lower entry, or was deleted and made again,
-    is marked opaque, exactly as overlayfs would have left it, so both paths give one layer."""
-    _diff_dir(root, view, upper, "", inodes)
-    # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
-    # parent's, so they get root's back (a parent the command did not change keeps its old one).
-    for directory, _, _ in os.walk(upper):
-        if directory != upper:
-            st = os.lstat(os.path.join(root, os.path.relpath(directory, upper)))
-            os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _same(a: os.stat_result, b: os.stat_result, a_path: str, b_path: str) -> bool:
-    if stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode) or a.st_mode != b.st_mode:
-        return False
-    if (a.st_uid, a.st_gid) != (b.st_uid, b.st_gid):
-        return False
-    if stat.S_ISDIR(a.st_mode):
-        return a.st_mtime_ns == b.st_mtime_ns
-    if stat.S_ISLNK(a.st_mode):
-        return os.readlink(a_path) == os.readlink(b_path)
-    if stat.S_ISCHR(a.st_mode) or stat.S_ISBLK(a.st_mode):
-        return a.st_rdev == b.st_rdev
-    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_nlink == 1
 
 
 def _is_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
 
 
-def _placeholder_of(st: os.stat_result, path: str, child: str, before: os.stat_result | None,
-                    inodes: dict[str, Identity]) -> bool:
-    """Whether `path` is still the placeholder `materialize` made for the device node `before`."""
-    return (before is not None and _is_device(before) and stat.S_ISSOCK(st.st_mode)
-            and child in inodes and inodes[child] == _identity(path, st))
+def _remove(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
-def _identity(path: str, st: os.stat_result) -> Identity:
-    """Inode number and generation: ext4 gives a directory deleted and made again its old inode
-    number at once, but a new generation. A socket cannot be opened: its number alone."""
-    if stat.S_ISSOCK(st.st_mode):
-        return st.st_ino, None
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _generation(path: str) -> int | None:
+    """The inode's generation: ext4 gives a directory deleted and made again its old inode
+    number at once, but a new generation; tmpfs and others give none (they do not reuse inode
+    numbers at once)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
     try:
         size = struct.calcsize("l")
-        generation = struct.unpack("l", fcntl.ioctl(fd, _GET_GENERATION, bytes(size)))[0]
-    except OSError:  # tmpfs and others: they do not reuse inode numbers at once
-        generation = None
+        return struct.unpack("l", fcntl.ioctl(fd, _GET_GENERATION, bytes(size)))[0]
+    except OSError:
+        return None
     finally:
         os.close(fd)
-    return st.st_ino, generation
-
-
-def _diff_dir(root: str, view: UnionView, upper: str, rel: str,
-              inodes: dict[str, Identity]) -> bool:
-    """Record changes below `rel`; returns whether anything below it changed."""
-    here = os.path.join(root, rel) if rel else root
-    names = set(os.listdir(here))
-    changed = False
-    for name in sorted(set(view.listdir(rel)) - names):
-        child = f"{rel}/{name}" if rel else name
-        _ensure_parent(root, upper, rel)
-        os.mknod(os.path.join(upper, child), stat.S_IFCHR | 0o000, 0)
-        changed = True
-    for name in sorted(names):
-        child = f"{rel}/{name}" if rel else name
-        path = os.path.join(root, child)
-        st = os.lstat(path)
-        before = view.find(child)
-        replaced = before is None or stat.S_IFMT(before[1].st_mode) != stat.S_IFMT(st.st_mode)
-        if stat.S_ISDIR(st.st_mode):
-            remade = before is not None and (replaced or inodes.get(child) != _identity(path, st))
-            below = _diff_dir(root, UnionView([]) if replaced or remade else view, upper, child,
-                              inodes)
-            if below or replaced or remade or not _same(st, before[1], path, before[0]):
-                _ensure_parent(root, upper, child)
-                if remade:
-                    mark_opaque(os.path.join(upper, child))
-                changed = True
-            continue
-        if _placeholder_of(st, path, child, before and before[1], inodes):
-            device = before[1]
-            if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns) != (
-                    stat.S_IMODE(device.st_mode), device.st_uid, device.st_gid,
-                    device.st_mtime_ns):
-                _ensure_parent(root, upper, rel)
-                target = os.path.join(upper, child)
-                os.mknod(target, stat.S_IFMT(device.st_mode) | 0o600, device.st_rdev)
-                _attributes(path, target, st)
-                changed = True
-            continue
-        if replaced or not _same(st, before[1], path, before[0]):
-            _ensure_parent(root, upper, rel)
-            target = os.path.join(upper, child)
-            if stat.S_ISREG(st.st_mode):
-                os.link(path, target)
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(path), target)
-                _attributes(path, target, st)
-            elif not stat.S_ISSOCK(st.st_mode):
-                os.mknod(target, st.st_mode, st.st_rdev)
-                _attributes(path, target, st)
-            changed = True
-    return changed
-
-
-def _ensure_parent(root: str, upper: str, rel: str) -> None:
-    """Create `rel` in upper (and its parents) with the metadata it has in root."""
-    if not rel:
-        return
-    parts = rel.split("/")
-    for depth in range(1, len(parts) + 1):
-        part = "/".join(parts[:depth])
-        target = os.path.join(upper, part)
-        if not os.path.lexists(target):
-            os.mkdir(target)
-            source = os.path.join(root, part)
-            _attributes(source, target, os.lstat(source))

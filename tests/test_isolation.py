@@ -13,6 +13,7 @@ import tarfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,7 +22,8 @@ from builder.sandbox import RunSpec
 from builder.sandbox.chroot import ChrootSandbox, probe as chroot_probe
 from layers.unpack import apply_layer
 from tests.rootless_user import EPOCH, SUBID_FILES, rootless_user
-from tests.support import ROOT, busybox_base, docker, pybuild, require
+from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available, pybuild,
+                           require)
 
 SINGLE_ID_STEPS = """\
 FROM busybox:test
@@ -223,19 +225,38 @@ def test_subid_files_come_back_exactly(base):
 
 # -- inside an unprivileged Docker container ----------------------------------------------------
 
-def test_in_an_unprivileged_container_auto_picks_chroot(tmp_path, base, reference, images):
-    """`docker run` as CI runners start jobs: default seccomp profile and capabilities, no
-    network. The container's root is the busybox image; pybuild, its Python and the host's
-    libraries come in through read-only bind mounts; the cache is on a volume."""
+DELETIONS = """\
+FROM busybox:test
+RUN mkdir -p /d/sub/deep /keep && echo a > /d/a && echo b > /d/sub/b && echo c > /d/sub/deep/c \\
+ && ln /d/a /d/hard && touch /keep/k && echo f > /d/todir
+RUN rm /etc/group /d/hard && rm -rf /d/sub/deep /bin/ls && echo again > /d/a
+RUN rm -rf /d/sub && mkdir /d/sub && echo new > /d/sub/new && rm /etc/passwd \\
+ && echo back > /etc/passwd && rm /d/todir && mkdir /d/todir
+COPY f /d/f
+RUN rm /d/f && ln -s /keep /d/f && chmod 700 /keep && echo x >> /d/a && ln /d/a /d/a2
+RUN echo y >> /d/a2 && rm -rf /usr && mkdir /usr && ls /d > /d/list
+FROM busybox:test AS other
+RUN rm -rf /home && mkdir /home && echo s > /home/s
+FROM busybox:test
+COPY --from=0 /d /d
+COPY --from=other /home /other
+RUN rm -rf /d/sub /other/s && echo done > /d/done
+"""
+NO_RUN = "FROM busybox:test\nCOPY f /f\nENV A=1\n"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
+    """A Docker image for jobs as CI runners start them (its root is the busybox image;
+    pybuild, its Python and the host's libraries come in through read-only bind mounts), and
+    those mounts."""
+    require(docker_available(), "a Docker engine")
+    images = DockerImages()
     image = images.name("pybuild-isolation-runner")
-    archive = tmp_path / "runner.tar"
+    archive = tmp_path_factory.mktemp("runner") / "runner.tar"
     subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(archive),
                     "--tag", image], check=True)
     docker("load", "-i", str(archive))
-    job = tmp_path / "job"
-    (job / "context").mkdir(parents=True)
-    (job / "context" / "Dockerfile").write_text(DOCKERFILE)
-    shutil.copy(base, job / "base.tar")
     import lark
     import zstandard
     python = os.path.realpath(sys.executable)
@@ -243,16 +264,124 @@ def test_in_an_unprivileged_container_auto_picks_chroot(tmp_path, base, referenc
               str(Path(lark.__file__).parent), str(Path(zstandard.__file__).parent)}
     shared |= {path for path in ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
                if os.path.exists(path)}
-    mounts = [argument for path in sorted(shared) for argument in ("-v", f"{path}:{path}:ro")]
-    script = (f"{python} -m builder.cli load -i /job/base.tar && {python} -m builder.cli "
-              "--isolation auto --iidfile /job/iid -o /job/image.tar /job/context")
+    try:
+        yield image, [argument for path in sorted(shared) for argument in ("-v", f"{path}:{path}:ro")]
+    finally:
+        images.cleanup()
+
+
+def in_container(runner, images, job: Path, script: str, *options: str,
+                 cache: str | None = None, user: str | None = None) -> tuple[int, str]:
+    """Run `script` (with `pybuild` standing for the CLI) in a container with Docker's default
+    seccomp profile and capabilities and no network, `job` mounted as /job, as `user` (else
+    root); the cache where `cache` says, else in the container's own root filesystem
+    (overlayfs). Returns the exit status and the log."""
+    image, mounts = runner
+    python = os.path.realpath(sys.executable)
+    if user is not None:
+        require(_reachable_by_all(python), f"a Python any user can run (not {python})")
+        options += ("--user", user)
     name = f"pybuild-isolation-{uuid.uuid4().hex[:10]}"
     images.containers.append(name)
-    result = docker("run", "--rm", "--name", name, "--network", "none", *mounts,
-                    "-v", f"{job}:/job", "-w", str(ROOT), "-e", f"PYTHONPATH={ROOT}",
-                    "-e", "PYBUILD_CACHE_DIR=/job/cache", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
-                    "-e", "PYTHONDONTWRITEBYTECODE=1", image, "sh", "-c", script, check=False)
-    log = result.stderr.decode(errors="replace")
-    assert result.returncode == 0, log
+    environment = ["-e", f"PYTHONPATH={ROOT}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
+                   "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/root"]
+    if cache:
+        environment += ["-e", f"PYBUILD_CACHE_DIR={cache}"]
+    result = docker("run", "--rm", "--name", name, "--network", "none", *mounts, *options,
+                    "-v", f"{job}:/job", "-w", str(ROOT), *environment, image, "sh", "-c",
+                    script.replace("pybuild ", f"{python} -m builder.cli "), check=False)
+    return result.returncode, result.stderr.decode(errors="replace")
+
+
+def _reachable_by_all(path: str) -> bool:
+    """Whether every directory above `path` lets any user through (a pyenv under /root does
+    not)."""
+    parent = os.path.dirname(path)
+    while parent != "/":
+        if not os.stat(parent).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(parent)
+    return True
+
+
+def job_dir(tmp_path: Path, base: Path, dockerfile: str) -> Path:
+    job = tmp_path / "job"
+    (job / "context").mkdir(parents=True)
+    (job / "context" / "Dockerfile").write_text(dockerfile)
+    (job / "context" / "f").write_text("from the context\n")
+    shutil.copy(base, job / "base.tar")
+    return job
+
+
+LOAD = "pybuild load -i /job/base.tar && "
+
+
+def test_in_an_unprivileged_container_auto_picks_chroot(tmp_path, base, reference, images,
+                                                        runner):
+    """The cache on a volume, as before snapshots could keep whiteouts as files."""
+    job = job_dir(tmp_path, base, DOCKERFILE)
+    status, log = in_container(runner, images, job, LOAD + "pybuild --isolation auto "
+                               "--iidfile /job/iid -o /job/image.tar /job/context",
+                               cache="/job/cache")
+    assert status == 0, log
     assert "sandbox: chroot (namespaces: unshare: Operation not permitted (EPERM)" in log
     assert (job / "iid").read_text() == reference["full"]
+
+
+@pytest.fixture(scope="module")
+def deletions(tmp_path_factory, base) -> str:
+    """The image ID of DELETIONS built under namespaces on the host."""
+    work = tmp_path_factory.mktemp("deletions")
+    (work / "context").mkdir()
+    (work / "context" / "f").write_text("from the context\n")
+    return build(work, base, DELETIONS, "--isolation", "namespaces")[0]
+
+
+def test_cache_on_the_containers_overlayfs_root(tmp_path, base, deletions, images, runner):
+    """`docker run -v $PWD:/job` and nothing else: the cache lands on the container's
+    overlayfs root, which holds no 0/0 devices; deletions, opaque directories, a multi-stage
+    COPY --from give the namespaces image byte for byte, and a cache exported to the job's
+    workspace makes the next job's build all cached, with the same image."""
+    job = job_dir(tmp_path, base, DELETIONS)
+    status, log = in_container(runner, images, job, LOAD + "pybuild --progress plain "
+                               "--iidfile /job/iid -o /job/image.tar "
+                               "--cache-to type=local,dest=/job/buildcache /job/context && "
+                               "ls /root/.cache/pybuild/snapshots")
+    assert status == 0, log
+    assert "sandbox: chroot (" in log
+    assert (job / "iid").read_text() == deletions
+    status, log = in_container(runner, images, job, LOAD + "pybuild --progress plain "
+                               "--iidfile /job/iid2 -o /job/image2.tar "
+                               "--cache-from type=local,src=/job/buildcache /job/context")
+    assert status == 0, log
+    assert ": 0 steps run, 10 cached" in log
+    assert (job / "iid2").read_text() == deletions
+
+
+def test_read_only_root_and_a_tmpfs_workspace(tmp_path, base, deletions, images, runner):
+    job = job_dir(tmp_path, base, DELETIONS)
+    status, log = in_container(runner, images, job, "cp -r /job/context /job/base.tar /ws && "
+                               "pybuild load -i /ws/base.tar && pybuild --iidfile /ws/iid "
+                               "-o /ws/image.tar /ws/context && cp /ws/iid /job/iid",
+                               "--read-only", "--tmpfs", "/ws:rw,exec,dev,size=256m", "-e", "TMPDIR=/ws",
+                               cache="/ws/cache")
+    assert status == 0, log
+    assert (job / "iid").read_text() == deletions
+
+
+def test_as_a_user_other_than_root(tmp_path, base, images, runner):
+    """`docker run --user 1000`: a build without RUN works; one with RUN says what is missing
+    and the ways out."""
+    job = job_dir(tmp_path, base, NO_RUN)
+    os.chmod(job, 0o777)
+    env = "PYBUILD_CACHE_DIR=/tmp/cache "
+    status, log = in_container(runner, images, job, env + LOAD.replace("pybuild", env + "pybuild")
+                               + env + "pybuild -o /job/image.tar /job/context", user="1000")
+    assert status == 0, log
+    (job / "context" / "Dockerfile").write_text(DOCKERFILE)
+    status, log = in_container(runner, images, job, env + "pybuild load -i /job/base.tar && "
+                               + env + "pybuild -o /job/image.tar /job/context", user="1000")
+    assert status == 1, log
+    assert "RUN needs CAP_SYS_CHROOT (chroot) or user namespaces (rootless)" in log
+    assert "--user 0" in log and "seccomp=unconfined" in log
+    assert "Traceback" not in log

@@ -112,7 +112,17 @@ def choose_sandbox(preference: str, scratch: str) -> Choice:
             refusals.append(f"{name}: {error}")
             continue
         return replace(choice, reason="; ".join(refusals + [choice.reason]))
-    raise OSError("no sandbox can run RUN here: " + "; ".join(refusals))
+    raise OSError("no sandbox can run RUN here: " + "; ".join(refusals)
+                  + (_NOT_ROOT_WAYS_OUT if os.geteuid() != 0 else ""))
+
+
+_NOT_ROOT_WAYS_OUT = (
+    ". Not root, and no user namespace to be root in: RUN needs CAP_SYS_CHROOT (chroot) or "
+    "user namespaces (rootless). Either run pybuild as root in the container (`docker run "
+    "--user 0`, `user: root` in GitLab CI, `runAsUser: 0` in Kubernetes: Docker's default "
+    "capabilities are enough, no --privileged), or let it make user namespaces (`docker run "
+    "--security-opt seccomp=unconfined --security-opt apparmor=unconfined`, and subordinate "
+    "ids for the user in /etc/subuid and /etc/subgid). A Dockerfile without RUN builds as is")
 
 
 def _namespaces(scratch: str) -> Choice:
@@ -164,6 +174,8 @@ def _overlay(scratch: str, userxattr: bool) -> tuple[bool, str]:
     """Whether RUN gets an overlay root or a materialized copy (the walk-diff fallback), and why."""
     if os.environ.get("PYBUILD_NO_OVERLAY") == "1":
         return False, "PYBUILD_NO_OVERLAY=1: the image is copied and diffed"
+    if os.environ.get("PYBUILD_WHITEOUT_FILES") == "1":
+        return False, "PYBUILD_WHITEOUT_FILES=1: the image is copied and diffed"
     from builder.sandbox.rootfs import overlay_refused
     failure = overlay_refused(scratch, userxattr)
     if failure is not None:

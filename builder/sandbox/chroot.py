@@ -2,7 +2,7 @@
 container with the default seccomp profile and capabilities, as CI runners start jobs. It needs
 only what Docker grants by default: CAP_SYS_CHROOT, CAP_MKNOD, CAP_SETUID/CAP_SETGID.
 
-The image is materialized in a plain directory (the walk-diff path: `overlay` is False), the
+The stage's working root is a plain directory (layers/walkdiff.py: `overlay` is False), the
 command is chrooted into it, and a walk diff finds what it changed. Nothing can be mounted
 `nodev`, so the image's device nodes are inert placeholders there (layers/walkdiff.py). There is no pid, mount, uts,
 ipc or network namespace: the RUN shares the network, the hostname and the process table of the
@@ -27,7 +27,9 @@ from builder.sandbox import RunSpec, cgroups, inplace, linux, process, rootfs
 
 def probe(scratch: str) -> str | None:
     """Why the chroot strategy cannot work here, or None: chroot(2) itself, and, in `scratch`
-    (the cache's filesystem), the device nodes of /dev and the whiteouts of a layer's changes."""
+    (the cache's filesystem), the device nodes of /dev. Deletions need nothing: where the
+    cache's filesystem cannot hold overlayfs's whiteouts (a container's overlayfs root), the
+    snapshots keep them as files (layers/snapshots.py)."""
     failure = process.attempt(("chroot", lambda: os.chroot("/")))
     if failure is not None:
         return f"{failure} (chroot needs CAP_SYS_CHROOT)"
@@ -37,12 +39,6 @@ def probe(scratch: str) -> str | None:
             os.mknod(os.path.join(base, "null"), stat.S_IFCHR | 0o666, os.stat("/dev/null").st_rdev)
         except OSError as error:
             return f"mknod /dev/null: {process.describe(error)} (making /dev needs CAP_MKNOD)"
-        try:
-            os.mknod(os.path.join(base, "whiteout"), stat.S_IFCHR, 0)
-        except OSError as error:
-            return (f"{scratch} cannot hold the whiteouts of deleted files (mknod: "
-                    f"{process.describe(error)}): it is on overlayfs, a container's root "
-                    "filesystem? Put --cache-dir (PYBUILD_CACHE_DIR) on a volume")
         return None
     finally:
         shutil.rmtree(base, ignore_errors=True)

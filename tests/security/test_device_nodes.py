@@ -27,7 +27,7 @@ from builder.sandbox.chroot import probe as chroot_probe
 from builder.sourcetree import StageTree
 from builder.users import UnknownUser, resolve_run_user
 from layers.union import UnionView
-from layers.walkdiff import diff_to_upper, materialize
+from layers.walkdiff import WorkingRoot
 from tests.rootless_user import EPOCH, rootless_user
 from tests.support import busybox_base, docker, pybuild, require
 
@@ -311,20 +311,21 @@ def snapshot(tmp_path) -> Path:
     ("rm x/null && echo data > x/null", {"x/null": ("file", 0o644, None, (0, 0))}),
 ])
 def test_chroot_placeholders_diff_back_as_the_nodes(snapshot, tmp_path, command, expected):
-    """In a root materialized without device nodes, each is a socket placeholder that cannot be
+    """In a working root without device nodes, each is a socket placeholder that cannot be
     opened; the walk diff reads it back as the node it stands for."""
     view = UnionView([str(snapshot)])
     root, upper = tmp_path / "root", tmp_path / "upper"
     root.mkdir()
     upper.mkdir()
-    inodes = materialize(view, str(root), devices=False)
+    working = WorkingRoot(str(root), devices=False)
+    working.extend([str(snapshot)], view.form, ("sha256:x",))
     assert stat.S_ISSOCK(os.lstat(root / "x/null").st_mode)
     assert stat.S_IMODE(os.lstat(root / "x/blk").st_mode) == 0o640
     with pytest.raises(OSError):
         os.open(root / "x/blk", os.O_RDONLY)
     if command:
         subprocess.run(["sh", "-c", command], cwd=root, check=False, capture_output=True)
-    diff_to_upper(str(root), view, str(upper), inodes)
+    working.diff(str(upper), view)
     found = {}
     for path in upper.rglob("*"):
         st = os.lstat(path)
@@ -342,7 +343,7 @@ def test_the_copy_fallback_keeps_real_nodes(snapshot, tmp_path):
     """The namespaces strategy's copy is mounted nodev: it holds the real nodes."""
     root = tmp_path / "root"
     root.mkdir()
-    materialize(UnionView([str(snapshot)]), str(root))
+    WorkingRoot(str(root), devices=True).extend([str(snapshot)], "overlay", ("sha256:x",))
     assert os.lstat(root / "x/blk").st_rdev == os.makedev(7, 0)
     assert stat.S_ISBLK(os.lstat(root / "x/blk").st_mode)
 
