@@ -7,6 +7,7 @@ library (`load_cases`, `run_corpus`, `Options`) or from the command line:
 `python3 -m tests.conformance --help`.
 """
 from tests.conformance.cases import Case, load_cases
+from tests.conformance import report
 from tests.conformance.runner import Options, Result, Run, run_corpus
 
-__all__ = ["Case", "Options", "Result", "Run", "load_cases", "run_corpus"]
+__all__ = ["Case", "Options", "Result", "Run", "load_cases", "report", "run_corpus"]
