@@ -50,7 +50,8 @@ def candidate(template: str, case: Case, staged: Staged, env: dict[str, str], cw
     loaded: list[str] = []
     try:
         tags = engine.archive_tags(str(out))
-        before = {name for name in tags if engine.exists(name)}
+        # names other than the run's unique tag may already be Docker's: never remove those
+        before = {name for name in tags if not name.endswith(tag) and engine.exists(name)}
         loaded = [name for name in engine.load(str(out), timeout) if name not in before]
         name = next((n for n in tags if n == tag or n.endswith("/" + tag)), tags[0] if tags else None)
         if name is None:

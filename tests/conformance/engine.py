@@ -1,5 +1,6 @@
-"""The real Docker engine as the harness uses it: build, load, and capture an image as data —
-the config fields that matter and the exported root filesystem, entry by entry."""
+"""The real Docker engine as the harness uses it: build (the CLI, for BuildKit), load, and
+capture an image as data — the config fields that matter and the exported root filesystem,
+entry by entry (the Engine API)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,7 @@ import tarfile
 import uuid
 from dataclasses import dataclass
 
+from tests.conformance import api
 from tests.support import DOCKER
 
 CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
@@ -48,15 +50,11 @@ def run(command: list[str], timeout: int = 300, env: dict | None = None,
         return Ran(124, (expired.stdout or b"").decode(errors="replace") + f"\n[timed out after {timeout}s]")
 
 
-def docker(*args: str, timeout: int = 300, env: dict | None = None) -> Ran:
-    return run([DOCKER, *args], timeout=timeout, env=env)
-
-
 def server_version() -> str:
-    ran = docker("version", "--format", "{{.Server.Version}}", timeout=60)
-    if ran.returncode != 0 or not ran.output.strip():
-        raise EngineError(f"no Docker engine answers through {DOCKER}: {ran.output[-300:]}")
-    return ran.output.strip()
+    try:
+        return api.call("GET", "/version", timeout=60)["Version"]
+    except (api.ApiError, OSError, KeyError) as error:
+        raise EngineError(f"no Docker engine answers on {api.socket_path()}: {error}") from None
 
 
 def build(builder: str, dockerfile: str, context: str, tag: str, build_args: dict[str, str],
@@ -79,39 +77,52 @@ def build(builder: str, dockerfile: str, context: str, tag: str, build_args: dic
 
 def load(tarball: str, timeout: int) -> list[str]:
     """`docker load` a tarball; the names it loaded."""
-    ran = docker("load", "-i", tarball, timeout=timeout)
-    if ran.returncode != 0:
-        raise EngineError(f"docker load failed: {ran.output.strip()[-400:]}")
-    loaded = re.findall(r"Loaded image(?: ID)?: (\S+)", ran.output)
+    try:
+        with open(tarball, "rb") as body, api.request(
+                "POST", "/images/load", {"quiet": "1"}, body,
+                {"Content-Type": "application/x-tar"}, timeout) as response:
+            messages = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+    except (api.ApiError, OSError) as error:
+        raise EngineError(f"docker load failed: {error}") from None
+    if errors := [m.get("error") for m in messages if m.get("error")]:
+        raise EngineError(f"docker load failed: {errors[-1]}")
+    output = "".join(m.get("stream", "") for m in messages)
+    loaded = re.findall(r"Loaded image(?: ID)?: (\S+)", output)
     if not loaded:
-        raise EngineError(f"docker load loaded nothing: {ran.output.strip()[-300:]}")
+        raise EngineError(f"docker load loaded nothing: {output.strip()[-300:]}")
     return loaded
 
 
 def exists(name: str) -> bool:
-    return docker("image", "inspect", "--format", "{{.Id}}", name, timeout=60).returncode == 0
+    try:
+        api.call("GET", f"/images/{api.name(name)}/json", timeout=60)
+        return True
+    except api.ApiError:
+        return False
 
 
 def remove(*names: str) -> None:
-    if names:
-        docker("rmi", *names, timeout=120)
+    for name in names:
+        try:
+            api.call("DELETE", f"/images/{api.name(name)}", timeout=120)
+        except api.ApiError:
+            pass  # already gone: nothing of ours is left
 
 
 def capture(name: str) -> dict:
     """The image as data: {"config": {field: value}, "info": {...}, "layers": n, "fs": {path: entry}}."""
-    inspected = docker("image", "inspect", name, timeout=120)
-    if inspected.returncode != 0:
-        raise EngineError(f"docker image inspect {name} failed: {inspected.output[-300:]}")
-    image = json.loads(inspected.output)[0]
-    config = image.get("Config") or {}
-    container = f"conformance-{uuid.uuid4().hex[:12]}"
-    created = docker("create", "--name", container, name, "/conformance-noop", timeout=120)
-    if created.returncode != 0:
-        raise EngineError(f"docker create failed: {created.output[-300:]}")
+    try:
+        image = api.call("GET", f"/images/{api.name(name)}/json", timeout=120)
+        config = image.get("Config") or {}
+        container = api.call("POST", "/containers/create",
+                             {"name": f"conformance-{uuid.uuid4().hex[:12]}"},
+                             {"Image": name, "Cmd": ["/conformance-noop"]}, timeout=120)["Id"]
+    except (api.ApiError, OSError) as error:
+        raise EngineError(f"cannot inspect or create {name}: {error}") from None
     try:
         fs = exported_files(container)
     finally:
-        docker("rm", "-v", container, timeout=120)
+        api.call("DELETE", f"/containers/{container}", {"v": "1", "force": "1"}, timeout=120)
     return {"config": {key: config.get(key) for key in CONFIG_FIELDS},
             "info": {key: config.get(key) for key in INFO_FIELDS},
             "layers": len((image.get("RootFS") or {}).get("Layers") or ()), "fs": fs}
@@ -120,12 +131,11 @@ def capture(name: str) -> dict:
 def exported_files(container: str) -> dict[str, dict]:
     """`docker export` read as a stream: path -> type, mode, owner, size and digest, symlink
     target, device numbers, xattrs; every member of a hardlink group lists the whole group."""
-    process = subprocess.Popen([DOCKER, "export", container], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
     entries: dict[str, dict] = {}
     links: list[tuple[str, str]] = []
     try:
-        with tarfile.open(fileobj=process.stdout, mode="r|", errors="surrogateescape") as tar:
+        with api.request("GET", f"/containers/{container}/export") as response, \
+                tarfile.open(fileobj=response, mode="r|", errors="surrogateescape") as tar:
             for member in tar:
                 path = _normal(member.name)
                 if path in INIT_LAYER:
@@ -134,12 +144,8 @@ def exported_files(container: str) -> dict[str, dict]:
                     links.append((path, _normal(member.linkname)))
                     continue
                 entries[path] = _entry(tar, member)
-    finally:
-        process.stdout.read()
-        error = process.stderr.read().decode(errors="replace")
-        status = process.wait()
-    if status != 0:
-        raise EngineError(f"docker export failed: {error.strip()}")
+    except (api.ApiError, OSError, tarfile.TarError) as error:
+        raise EngineError(f"docker export failed: {error}") from None
     groups: dict[str, list[str]] = {}
     for path, target in links:
         if target not in entries:
