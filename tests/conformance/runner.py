@@ -59,9 +59,9 @@ def run_corpus(cases: list[Case], options: Options,
                on_result: Callable[[Result], None] = lambda result: None) -> Run:
     started = time.monotonic()
     version = engine.server_version()
-    work = Path(tempfile.mkdtemp(prefix="conformance-", dir=options.work_root and str(options.work_root)))
     if options.work_root:
         options.work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="conformance-", dir=options.work_root))
     try:
         problem = probe(options, work) if options.probe_base else None
 
