@@ -25,8 +25,11 @@ INFO_FIELDS = ("ArgsEscaped",)
 INIT_LAYER = frozenset({".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf",
                         "etc/mtab", "dev", "dev/console", "dev/pts", "dev/shm", "proc", "sys"})
 # The daemon, not the build, failed: such a result is never cached nor counted as an error case.
+# Cases build offline, so a registry request means a base image was missing from the daemon
+# (another test may have removed it meanwhile).
 INFRASTRUCTURE = re.compile(r"Cannot connect to the Docker daemon|Is the docker daemon running|"
-                            r"error during connect|no space left on device", re.IGNORECASE)
+                            r"error during connect|no space left on device|"
+                            r"failed to do request|dial tcp", re.IGNORECASE)
 
 
 class EngineError(RuntimeError):
