@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.conformance import engine
 from tests.conformance.candidate import candidate
-from tests.conformance.cases import Case, CaseError, stage
+from tests.conformance.cases import Case, stage
 from tests.conformance.compare import Verdict, judge
 from tests.conformance.outcome import Outcome
 from tests.conformance.reference import cache_dir, reference
@@ -93,7 +93,7 @@ def run_case(case: Case, options: Options, docker_version: str, probe_problem: s
         verdict = judge(case, docker, theirs, probe_problem, options.strict_lines,
                         options.ignore_paths, tuple(options.expected.get(case.name, ())))
         return Result(case, verdict, docker, theirs, cached, round(time.monotonic() - started, 2))
-    except (CaseError, engine.EngineError, OSError) as error:
+    except Exception as error:  # whatever broke, it is this case's FAIL, not the run's end
         return Result(case, Verdict("FAIL", (f"HARNESS: {type(error).__name__}: {error}",)),
                       seconds=round(time.monotonic() - started, 2))
 
