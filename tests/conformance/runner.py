@@ -2,7 +2,6 @@
 the cache) and by the candidate, and judged; cases run `jobs` at a time."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
