@@ -1,8 +1,9 @@
 """Differential conformance: every case of testdata/conformance built by real Docker (BuildKit) and
 by pybuild, both loaded into Docker, configs and exported filesystems compared entry by entry.
 
-The comparison is ../shared/tools/difftest.py; it runs once per session and each case is its own
-test. The base image of the RUN cases, busybox:test, is made offline by
+The comparison is the project's harness, tests/conformance (used here as a library); it runs
+once per strategy and session (its JSON report beside the session's other files), and each case
+is its own test. The base image of the RUN cases, busybox:test, is made offline by
 testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged `version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and
 pybuild follows the newer one) or `pybuild-differs` (a deliberate difference, listed in the
 README) are left to tests/test_differences.py, which asserts pybuild's side of them.
@@ -15,56 +16,47 @@ must make Docker's images.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conformance import Options, load_cases, report, run_corpus
 from tests.rootless_user import rootless_user
-from tests.support import ROOT, SHARED, docker, docker_available, pybuild, require
+from tests.support import ROOT, docker, docker_available, pybuild, require
 
 CASES = ROOT / "testdata" / "conformance"
-HARNESS = SHARED / "tools" / "difftest.py"
 BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
 BASE_IMAGE = "busybox:test"
 SKIPPED_TAGS = ("version-specific", "pybuild-differs")
 STRATEGIES = ("namespaces", "chroot", "rootless")
 # Where chroot, having no mount namespace, cannot do what Docker does (README, "How RUN runs"):
-# what the harness must then say.
+# what the harness must then say (a deliberate difference: the case's status is DIFFERS).
 CHROOT_DIFFERS = {
-    "128-error-run-write-etc-hosts": "candidate succeeded but docker fails",  # a writable copy
-    "132-run-user-supplementary-groups": "candidate build failed",  # no /proc to read
-    "175-run-hostname-and-hosts": "/hostname.txt: content differs",  # no uts namespace
-    "176-run-stdin-empty-pipe": "/stdin-kind.txt: content differs",  # /dev/stdin needs /proc
-    "177-run-dev-mqueue": "/mqueue.txt: content differs",  # nothing mounted, no /proc
-    "179-run-only-std-fds": "candidate build failed",  # no /proc to read
+    "128-error-run-write-etc-hosts": ("candidate succeeded but docker fails",),  # a writable copy
+    "132-run-user-supplementary-groups": ("candidate build failed",),  # no /proc to read
+    "175-run-hostname-and-hosts": ("/hostname.txt: content differs",),  # no uts namespace
+    "176-run-stdin-empty-pipe": ("/stdin-kind.txt: content differs",),  # /dev/stdin needs /proc
+    "177-run-dev-mqueue": ("/mqueue.txt: content differs",),  # nothing mounted, no /proc
+    "179-run-only-std-fds": ("candidate build failed",),  # no /proc to read
 }
 # Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace
 # (every strategy but chroot runs the command in one).
 USERNS_DIFFERS = {
-    "119-run-mknod-devices": "candidate build failed",
-    "166-copy-from-run-stage-special-files": "candidate build failed",
+    "119-run-mknod-devices": ("candidate build failed",),
+    "166-copy-from-run-stage-special-files": ("candidate build failed",),
 }
 DIFFERS = {"namespaces": USERNS_DIFFERS, "chroot": CHROOT_DIFFERS, "rootless": USERNS_DIFFERS}
 
 
 def _case_names() -> list[str]:
-    names = []
-    for case in sorted(p for p in CASES.iterdir() if p.is_dir()):
-        meta = json.loads((case / "case.json").read_text()) if (case / "case.json").exists() else {}
-        if not set(meta.get("tags", ())) & set(SKIPPED_TAGS):
-            names.append(case.name)
-    return names
+    return [case.name for case in load_cases(CASES, skip_tags=SKIPPED_TAGS)]
 
 
 @pytest.fixture(scope="session", params=STRATEGIES)
 def conformance_report(request, tmp_path_factory) -> dict:
-    require(HARNESS.exists(), f"the differential harness {HARNESS}")
     require(docker_available(), "a running Docker engine")
-    work = tmp_path_factory.mktemp(f"difftest-{request.param}")
+    work = tmp_path_factory.mktemp(f"conformance-{request.param}")
     cache = work / "cache"
     base = work / "busybox.tar"
     subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
@@ -82,32 +74,21 @@ def conformance_report(request, tmp_path_factory) -> dict:
             loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
             candidate = f"{sys.executable} -m builder.cli --isolation {request.param} "
         assert loaded.returncode == 0, loaded.stderr
-        cases = _run_harness(work, cache, candidate + "-f {dockerfile} -t {tag} -o {out} "
-                                                      "{buildargs} {target} {context}")
-    return {"strategy": request.param, "cases": cases}
-
-
-def _run_harness(work: Path, cache: Path, candidate: str) -> dict:
-    report = work / "report.json"
-    command = [sys.executable, str(HARNESS), "--cases", str(CASES), "--probe-base", BASE_IMAGE,
-               "--strict-lines",
-               "--report", str(report), "--work-root", str(work / "stage"), "--candidate", candidate]
-    for tag in SKIPPED_TAGS:
-        command += ["--skip-tag", tag]
-    env = dict(os.environ, PYBUILD_CACHE_DIR=str(cache),
-               DIFFTEST_CACHE_DIR=os.environ.get("DIFFTEST_CACHE_DIR", str(ROOT / ".difftest-cache")))
-    process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    if not report.exists():
-        pytest.fail(f"difftest produced no report:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}")
-    return {case["case"]: case for case in json.loads(report.read_text())["cases"]}
+        candidate += "-f {dockerfile} -t {tag} -o {out} {buildargs} {target} {context}"
+        run = run_corpus(load_cases(CASES, skip_tags=SKIPPED_TAGS), Options(
+            candidate=candidate, probe_base=BASE_IMAGE, strict_lines=True,
+            env={"PYBUILD_CACHE_DIR": str(cache)}, cwd=str(ROOT), work_root=work / "stage",
+            expected=DIFFERS[request.param]))
+        report.write(run, candidate, work / "report.json")
+    return {"strategy": request.param, "cases": {result.case.name: result for result in run.results}}
 
 
 @pytest.mark.parametrize("case", _case_names())
 def test_matches_docker(case: str, conformance_report: dict) -> None:
     result = conformance_report["cases"].get(case)
     assert result is not None, f"{case} was not run"
-    known = DIFFERS.get(conformance_report["strategy"], {})
-    if case in known:
-        assert result["status"] == "FAIL" and known[case] in result["differences"][0]
+    verdict = result.verdict
+    if case in DIFFERS[conformance_report["strategy"]]:
+        assert verdict.status == "DIFFERS", "\n".join(verdict.differences) or verdict.status
         return
-    assert result["status"] == "PASS", "\n".join(result["differences"]) or result["status"]
+    assert verdict.status == "PASS", "\n".join(verdict.differences) or verdict.status

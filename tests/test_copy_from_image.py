@@ -18,7 +18,8 @@ from layers.blobstore import BlobStore
 from layers.image import sha256_digest
 from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
 from tests.sample_images import make_image, write_tarball
-from tests.support import ROOT, SHARED, docker, docker_available, pybuild, require
+from tests.conformance import Options, load_cases, run_corpus
+from tests.support import ROOT, docker, docker_available, pybuild, require
 from tests.test_cache import steps
 
 BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
@@ -282,8 +283,6 @@ def test_matches_docker(request, tmp_path, busybox_tar) -> None:
     offline) and by pybuild: configs and exported filesystems compared entry by entry by the
     conformance harness. A symlink named as a source, or matched by a wildcard, is followed and
     keeps its own name, from an image as from the context."""
-    harness = SHARED / "tools" / "difftest.py"
-    require(harness.exists(), f"the differential harness {harness}")
     require(docker_available(), "a running Docker engine")
     docker("load", "-i", str(busybox_tar))
     request.addfinalizer(lambda: docker("rmi", "busybox:test", check=False))
@@ -317,17 +316,12 @@ COPY dirlink /dir-named/
         (case / "Dockerfile").write_text(dockerfile)
         if setup:
             (case / "setup.sh").write_text(setup)
-    report = tmp_path / "report.json"
     candidate = (f"{sys.executable} -m builder.cli -f {{dockerfile}} -t {{tag}} -o {{out}} "
                  "{context}")
-    process = subprocess.run(
-        [sys.executable, str(harness), "--cases", str(cases), "--no-probe", "--report",
-         str(report), "--work-root", str(tmp_path / "work"), "--candidate", candidate],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env=dict(os.environ, PYBUILD_CACHE_DIR=str(cache),
-                 DIFFTEST_CACHE_DIR=str(tmp_path / "reference")))
-    assert report.exists(), process.stdout[-3000:] + process.stderr[-3000:]
-    results = json.loads(report.read_text())["cases"]
-    assert len(results) == 3
-    for result in results:
-        assert result["status"] == "PASS", result["case"] + ": " + "\n".join(result["differences"])
+    run = run_corpus(load_cases(cases), Options(
+        candidate=candidate, env={"PYBUILD_CACHE_DIR": str(cache)}, cwd=str(ROOT),
+        work_root=tmp_path / "work", cache=tmp_path / "reference"))
+    assert len(run.results) == 3
+    for result in run.results:
+        assert result.verdict.status == "PASS", \
+            result.case.name + ": " + "\n".join(result.verdict.differences)

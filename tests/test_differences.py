@@ -3,25 +3,20 @@ Docker 20.10 (tags `pybuild-differs` and `version-specific`; the README lists ea
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests.conformance.cases import load_case, stage as stage_case
 from tests.support import ROOT, busybox_base, pybuild
 
 CASES = ROOT / "testdata" / "conformance"
 
 
 def stage(tmp_path: Path, case: str) -> Path:
-    """The case copied into tmp_path/ctx with its setup.sh run, as difftest stages it."""
-    context = tmp_path / "ctx"
-    shutil.copytree(CASES / case, context, ignore=shutil.ignore_patterns("case.json", "setup.sh"))
-    if (CASES / case / "setup.sh").exists():
-        subprocess.run(["sh", "-e", str(CASES / case / "setup.sh")], cwd=context, check=True)
-    return context
+    """The case staged (its setup.sh run) by the conformance harness; its context."""
+    return stage_case(load_case(CASES / case), tmp_path / "staged").context
 
 
 def build(tmp_path: Path, context: Path, *args: str):
