@@ -89,6 +89,8 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
             named = source.name or source.found.rel
             rel = _join(dest, posixpath.basename(named)) if into_dir else dest
             planned = _tree_entry(rel, source.found, spec)
+            if planned is None and not source.tree.confined:
+                continue  # a stage's FIFO or socket named alone: nothing, as BuildKit (case 166)
             if planned is None:
                 raise LayerError(f"{named}: a {_UNCOPIED[stat.S_IFMT(source.found.st.st_mode)]} "
                                  "cannot be copied (only files, directories and symlinks; one "
