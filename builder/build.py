@@ -447,7 +447,7 @@ class Build:
         if image_name == "scratch":
             image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
                                 architecture=_ARCH)
-            state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+            state = StageState(image, scope=image.config.env_dict(), escape=escape)
             origin = ("base image scratch", f"scratch {_ARCH}")
         else:
             parent = self.plan.find(image_name, stage.index)
@@ -457,7 +457,7 @@ class Build:
                     image_name, self.images, self.request.build_contexts, self._find_image))
                 self.log.info(number, f"from {base.origin}")
                 image = replace(base.config, created="")
-                state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+                state = StageState(image, scope=image.config.env_dict(), escape=escape)
                 origin = (f"base image {image_name}", base.image_id)
             else:
                 inherited = self.stage(parent)
