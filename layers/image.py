@@ -279,7 +279,7 @@ def parse_config(data: bytes) -> ImageConfig:
     Raises ValueError saying what is wrong."""
     try:
         config = json.loads(data)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise ValueError(f"the image config is not valid JSON: {error}") from None
     if not isinstance(config, dict):
         raise ValueError("the image config is not a JSON object")
