@@ -60,9 +60,12 @@ class Healthcheck:
 
 
 class _EnvPositions:
-    """Where each variable is in an `env` tuple (its first occurrence), remembered for the few
-    latest tuples by identity: a run of ENV steps then never searches the environment (10,000 of
-    them cost 39 s), and every copy of a config keeps the tuple, so its positions too."""
+    """Where variables are in `env` tuples, so that a run of ENV steps never searches the
+    environment (10,000 of them cost 39 s). The tuples grown from one another by `with_env` share
+    one table of name -> position; an entry is checked against the tuple at hand (a name, once
+    placed, never moves), so one written along another path of growth is noticed. A name the table
+    lacks is in none of them. The table of a tuple is found by its identity, for the latest few
+    tuples: every copy of a config keeps its tuple."""
 
     _KEPT = 16
 
@@ -70,22 +73,29 @@ class _EnvPositions:
         self._known: dict[int, tuple[tuple[str, ...], dict[str, int]]] = {}
         self._lock = threading.Lock()
 
-    def of(self, env: tuple[str, ...]) -> dict[str, int]:
+    def table(self, env: tuple[str, ...]) -> dict[str, int]:
         known = self._known.get(id(env))
         if known is not None and known[0] is env:
             return known[1]
-        positions: dict[str, int] = {}
+        table: dict[str, int] = {}
         for i, item in enumerate(env):
-            positions.setdefault(item.split("=", 1)[0], i)
-        self.remember(env, positions)
-        return positions
+            table.setdefault(item.partition("=")[0], i)
+        self.remember(env, table)
+        return table
 
-    def remember(self, env: tuple[str, ...], positions: dict[str, int]) -> None:
-        """Keep `env` (so its id is not reused) with its positions, which no one changes."""
+    def find(self, env: tuple[str, ...], key: str) -> int | None:
+        """The position of `key`'s first occurrence in `env`, None when it has none."""
+        at = self.table(env).get(key)
+        if at is None or (at < len(env) and env[at].partition("=")[0] == key):
+            return at
+        return next((i for i, item in enumerate(env) if item.partition("=")[0] == key), None)
+
+    def remember(self, env: tuple[str, ...], table: dict[str, int]) -> None:
+        """Keep `env` (so its id is not reused) with its family's table."""
         with self._lock:
             if len(self._known) >= self._KEPT:
                 self._known.pop(next(iter(self._known)))
-            self._known[id(env)] = (env, positions)
+            self._known[id(env)] = (env, table)
 
 
 _ENV_POSITIONS = _EnvPositions()
@@ -114,14 +124,15 @@ class ContainerConfig:
 
     def with_env(self, key: str, value: str) -> "ContainerConfig":
         """Set one variable, keeping its position when it already exists (as Docker does)."""
-        positions = _ENV_POSITIONS.of(self.env)
-        at = positions.get(key)
+        at = _ENV_POSITIONS.find(self.env, key)
         if at is None:
             env = (*self.env, f"{key}={value}")
-            positions = {**positions, key: len(self.env)}
+            table = _ENV_POSITIONS.table(self.env)
+            table[key] = len(self.env)
         else:
             env = (*self.env[:at], f"{key}={value}", *self.env[at + 1:])
-        _ENV_POSITIONS.remember(env, positions)
+            table = _ENV_POSITIONS.table(self.env)
+        _ENV_POSITIONS.remember(env, table)
         return replace(self, env=env)
 
     def to_json(self) -> dict[str, Any]:

@@ -83,3 +83,8 @@ def test_with_env_after_other_changes_and_on_both_branches():
     assert left.env == ("A=1", "B=l", "C=3")
     assert right.env == ("A=1", "B=2", "D=4", "C=r")
     assert base.with_env("A", "0").env == ("A=0", "B=2")
+    # Both paths add X, at different places: each finds its own.
+    left, right = left.with_env("X", "l"), right.with_env("X", "r")
+    assert left.with_env("X", "l2").env == ("A=1", "B=l", "C=3", "X=l2")
+    assert right.with_env("X", "r2").env == ("A=1", "B=2", "D=4", "C=r", "X=r2")
+    assert ContainerConfig(env=("A=1", "A=2")).with_env("A", "3").env == ("A=3", "A=2")
