@@ -298,6 +298,22 @@ def test_a_missing_layer_file(tmp_path: Path, source: BlobStore, blobs: BlobStor
         read_archive(str(layout), blobs)
 
 
+@pytest.mark.parametrize("replace", [lambda path: path.symlink_to("/dev/zero"), os.mkfifo],
+                         ids=["link to /dev/zero", "fifo"])
+def test_a_layout_blob_that_is_no_regular_file(tmp_path: Path, source: BlobStore,
+                                               blobs: BlobStore, replace) -> None:
+    """Found by tests/fuzz/fuzz_archive.py: reading /dev/zero never ended (a FIFO never began)."""
+    config = make_image(source, *FILES)
+    layout = tmp_path / "layout"
+    with tarfile.open(_tarball(tmp_path, source, config)) as tar:
+        tar.extractall(layout)
+    blob = layout / "blobs/sha256" / json.loads(config)["rootfs"]["diff_ids"][0][7:]
+    blob.unlink()
+    replace(blob)
+    with pytest.raises(LayerError, match="is not a regular file"):
+        read_archive(str(layout), blobs)
+
+
 # -- real tools --------------------------------------------------------------------------
 
 @pytest.fixture
