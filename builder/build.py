@@ -463,7 +463,7 @@ class Build:
         if image_name == "scratch":
             image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
                                 architecture=_ARCH)
-            state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+            state = StageState(image, scope=image.config.env_dict(), escape=escape)
             origin = ("base image scratch", f"scratch {_ARCH}")
         else:
             parent = self.plan.find(image_name, stage.index)
@@ -475,7 +475,7 @@ class Build:
                 image = replace(base.config, created="")
                 if "PATH" not in image.config.env_dict():  # as BuildKit: `docker import` images
                     image = replace(image, config=image.config.with_env("PATH", DEFAULT_PATH))
-                state = StageState(image, scope=tuple(image.config.env_dict().items()), escape=escape)
+                state = StageState(image, scope=image.config.env_dict(), escape=escape)
                 origin = (f"base image {image_name}", base.image_id)
             else:
                 inherited = self.stage(parent)

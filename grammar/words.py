@@ -34,7 +34,7 @@ def parse_json_array(rest: str) -> list[str] | None:
         return None
     try:
         value = json.loads(rest, parse_constant=_not_json)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, as Go's decoder says
         return None
     if not isinstance(value, list):
         return None

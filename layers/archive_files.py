@@ -10,6 +10,7 @@ import io
 import lzma
 import os
 import posixpath
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -63,10 +64,20 @@ class DirectoryFiles:
         return os.path.isfile(os.path.join(self.root, name))
 
     def open(self, name: str) -> BinaryIO:
+        """A regular file only: a blob that is (a link to) /dev/zero or a FIFO would never end
+        or never start. Opened without blocking, then checked, so a FIFO is refused, not waited
+        on."""
         try:
-            return open(os.path.join(self.root, name), "rb")
+            fd = os.open(os.path.join(self.root, name),
+                         os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise LayerError(f"{self.root}: {name} is missing") from None
+        except OSError as error:
+            raise LayerError(f"{self.root}: {name}: {error.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LayerError(f"{self.root}: {name} is not a regular file")
+        return os.fdopen(fd, "rb")
 
     def close(self) -> None:
         """Nothing to release."""

@@ -297,7 +297,7 @@ class ImageArchive:
     def _json(self, name: str) -> Any:
         try:
             return json.loads(self._read(name))
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             raise LayerError(f"{self.path}: {name} is not valid JSON: {error}") from None
 
     def _blob(self, descriptor: Any) -> bytes:
@@ -314,7 +314,7 @@ class ImageArchive:
         data = self._blob(descriptor)
         try:
             document = json.loads(data)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise LayerError(f"{self.path}: manifest {descriptor['digest']} is not valid JSON: "
                              f"{error}") from None
         if not isinstance(document, dict):

@@ -381,7 +381,7 @@ def _is_dir(path: str) -> bool:
     """A real directory, not a symlink to one."""
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # gone, or a parent replaced by a file
         return False
 
 

@@ -18,7 +18,7 @@ from layers.archive_reader import ImageArchive, read_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.errors import LayerError
-from layers.image import OCI_INDEX, OCI_MANIFEST, dumps, sha256_digest
+from layers.image import OCI_INDEX, OCI_MANIFEST, dumps, parse_config, sha256_digest
 from layers.platform import host_platform
 from tests.sample_images import make_image, write_tarball
 from tests.support import DockerImages, docker, docker_available, require
@@ -259,6 +259,20 @@ def test_malformed_docker_manifests_are_refused(tmp_path: Path, source: BlobStor
     assert stored_files(blobs) == set()
 
 
+@pytest.mark.parametrize("member", ["manifest.json", "index.json"])
+def test_json_nested_too_deep_is_refused(tmp_path: Path, source: BlobStore, blobs: BlobStore,
+                                         member: str) -> None:
+    """Found by tests/fuzz/fuzz_archive.py: json's RecursionError escaped as a traceback."""
+    archive = _tarball(tmp_path, source, make_image(source, *FILES))
+    broken = tmp_path / "broken.tar"
+    docker_view = {"oci-layout": None, "index.json": None} if member == "manifest.json" else {}
+    _rewrite(archive, broken, {**docker_view, member: lambda data: b"[" * 100_000})
+    with pytest.raises(LayerError, match=f"{member} is not valid JSON"):
+        read_archive(str(broken), blobs)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_config(b"[" * 100_000)
+
+
 def test_things_that_are_no_archive(tmp_path: Path, blobs: BlobStore) -> None:
     plain = tmp_path / "plain.tar"
     with tarfile.open(plain, "w") as tar:
@@ -281,6 +295,22 @@ def test_a_missing_layer_file(tmp_path: Path, source: BlobStore, blobs: BlobStor
         tar.extractall(layout)
     os.unlink(layout / "blobs/sha256" / json.loads(config)["rootfs"]["diff_ids"][0][7:])
     with pytest.raises(LayerError, match="is missing"):
+        read_archive(str(layout), blobs)
+
+
+@pytest.mark.parametrize("replace", [lambda path: path.symlink_to("/dev/zero"), os.mkfifo],
+                         ids=["link to /dev/zero", "fifo"])
+def test_a_layout_blob_that_is_no_regular_file(tmp_path: Path, source: BlobStore,
+                                               blobs: BlobStore, replace) -> None:
+    """Found by tests/fuzz/fuzz_archive.py: reading /dev/zero never ended (a FIFO never began)."""
+    config = make_image(source, *FILES)
+    layout = tmp_path / "layout"
+    with tarfile.open(_tarball(tmp_path, source, config)) as tar:
+        tar.extractall(layout)
+    blob = layout / "blobs/sha256" / json.loads(config)["rootfs"]["diff_ids"][0][7:]
+    blob.unlink()
+    replace(blob)
+    with pytest.raises(LayerError, match="is not a regular file"):
         read_archive(str(layout), blobs)
 
 

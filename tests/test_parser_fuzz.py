@@ -74,3 +74,11 @@ def test_shell_form_text_is_kept(text: str) -> None:
     run = parse(f"FROM scratch\nRUN {text}\n").instructions[1]
     assert isinstance(run, ins.Run)
     assert run.command == ins.Command((command,), shell=True)
+
+
+def test_brackets_nested_too_deep_for_json_are_shell_form() -> None:
+    """Python's json gives up (RecursionError) long before Go's (10,000 levels): such text is not
+    JSON to pybuild, and the command is kept as shell text."""
+    for text in ("[" * 50_000, '["a", ' + "[" * 50_000 + "]"):
+        run = parse(f"FROM scratch\nRUN {text}\n").instructions[1]
+        assert run.command == ins.Command((text,), shell=True)

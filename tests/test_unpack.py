@@ -335,6 +335,14 @@ def test_replacing_existing_paths(place):
     assert mode_and_mtime(root / "kept") == (0o700, 99)
 
 
+def test_a_directory_of_the_layer_replaced_by_a_file_later_in_it(place):
+    """Found by tests/fuzz/fuzz_unpack.py: the deferred attributes of a/b/c must not be set
+    once `a` is a file (that was a NotADirectoryError)."""
+    root, _ = place
+    apply_layer(tar_of(("a/b/c", DIR), ("a", REG, b"file")), str(root))
+    assert tree(root) == {"a": "file"}
+
+
 def test_symlinks_of_lower_layers_are_followed_inside_the_root(place):
     root, _ = place
     (root / "usr/lib").mkdir(parents=True)
