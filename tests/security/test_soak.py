@@ -9,8 +9,8 @@ replays a session. Afterwards:
   SOURCE_DATE_EPOCH set),
 - after `pybuild prune --all`, the soaked cache holds what the clean cache holds after the same
   build and prune, and `pybuild du` accounts for every byte on disk under the cache root.
-Until killed processes' temporary files are cleaned up (blobs/sha256/.tmp-*, tmp/run-*), the
-test ends as an expected failure (xfail) naming them; every other check still runs first.
+Killed processes leave their temporary files in per-process directories under tmp/, which the
+next build or prune removes (layers/scratch.py): after the final prune nothing is left there.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from builder.prune import usage
 from tests.support import ROOT, busybox_base, pybuild
@@ -134,10 +133,4 @@ def test_builds_and_prunes_racing_and_killed_leave_a_correct_cache(tmp_path):
     found = usage(str(soaked))
     assert _kept(soaked) == _kept(clean), f"seed {seed}"
     assert found.blob_bytes + found.snapshot_bytes == _bytes_on_disk(soaked), f"seed {seed}"
-    leaked = _leaked(soaked)
-    if leaked:
-        # The known leaks: temporary files (blobs/sha256/.tmp-*, snapshots/.tmp-*) and RUN
-        # scratch directories (tmp/run-*) of processes killed mid-way are removed by no one yet.
-        # When their fix is merged (the next build or prune removes them), this xfail goes.
-        pytest.xfail(f"seed {seed}: killed processes' temporary files remain: {leaked}")
-    assert leaked == []
+    assert _leaked(soaked) == [], f"seed {seed}"
