@@ -13,25 +13,25 @@ from datetime import datetime, timezone
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from builder import metadata
-from builder.context import load_ignore
+from builder.steps.config import METADATA
+from builder.sources.context import load_ignore
 from builder.errors import BuildError, NotSupported, describe_os_error
-from builder.export import layer_blobs, write_output
+from builder.output.tarball import layer_blobs, write_output
 from builder.limits import Limits
-from builder.plan import Plan, Stage, plan
-from builder.progress import Log
-from builder.sourcetree import ContextTree, StageTree, Tree
-from builder.state import DEFAULT_PATH, BuildArgs, StageState
-from builder.cachedir import secure_cache_dir
-from builder.cachekey import Inputs, step_key
-from builder.sourcedigest import SourceScan, hash_files, manifest as source_manifest
-from builder.sourcedigest import signature as source_signature
-from builder.sourcedigest import scan as scan_sources
-from builder.cacheindex import StepRecord
+from builder.plan.stages import Plan, Stage, plan
+from builder.progress.sinks import Log
+from builder.sources.tree import ContextTree, StageTree, Tree
+from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.cache.root import secure_cache_dir
+from builder.cache.key import Inputs, step_key
+from builder.cache.sources import SourceScan, hash_files, manifest as source_manifest
+from builder.cache.sources import signature as source_signature
+from builder.cache.sources import scan as scan_sources
+from builder.cache.index import StepRecord
 from layers.cachemanifest import CacheRecord
-from builder.stepcache import StepCache
-from builder.summary import StepRecorder, StepSummary
-from builder.steps import StepEnv, select_copy, workdir, write_copy
+from builder.cache.steps import StepCache
+from builder.progress.summary import StepRecorder, StepSummary
+from builder.steps.files import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
@@ -50,14 +50,14 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
-    from builder.baseimage import BaseImage, ContextSource, DirectorySource
-    from builder.cachespec import CacheSpec
-    from builder.pull import Puller
-    from builder.remotelayers import RemoteLayers
+    from builder.sources.baseimage import BaseImage, ContextSource, DirectorySource
+    from builder.cache.spec import CacheSpec
+    from builder.sources.pull import Puller
+    from builder.cache.remote import RemoteLayers
     from layers.imagestore import StoredImage
     from layers.registry.transport import Session
-    from builder.run import RunEnv
-    from builder.sandbox import Sandbox
+    from builder.steps.run import RunEnv
+    from builder.sandbox.spec import Sandbox
     from builder.sandbox.confine import Confinement
 
 # Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
@@ -264,9 +264,9 @@ class Build:
                            warn=self.log.alert, timeout=self.request.registry_timeout)
 
     def _find_image(self, ref: Reference) -> StoredImage | None:
-        """FROM's lookup: the local store, then the registry (builder/pull.py)."""
+        """FROM's lookup: the local store, then the registry (builder/sources/pull.py)."""
         if self._puller is None:
-            from builder.pull import Puller
+            from builder.sources.pull import Puller
             self._puller = Puller(self.images, self._session, _PLATFORM, self.request.pull,
                                   self.log)
         return self._puller.image(ref)
@@ -274,8 +274,8 @@ class Build:
     def _import_caches(self) -> None:
         if not self.request.cache_from:
             return
-        from builder.cachetransfer import import_cache
-        from builder.remotelayers import RemoteLayers
+        from builder.cache.transfer import import_cache
+        from builder.cache.remote import RemoteLayers
         self.remote = RemoteLayers(self.blobs)
         self.cache.remote_available = self.remote.available
         for spec in self.request.cache_from:
@@ -295,7 +295,7 @@ class Build:
     def _export_caches(self) -> None:
         if not self.request.cache_to:
             return
-        from builder.cachetransfer import export_cache
+        from builder.cache.transfer import export_cache
         remote = self.remote.known if self.remote else {}
         for spec in self.request.cache_to:
             number = self.log.step(f"exporting cache to {spec.describe()}")
@@ -312,7 +312,7 @@ class Build:
             self.log.done(number)
 
     def _push(self, config: bytes, tags: tuple[Reference, ...]) -> tuple[tuple[str, str], ...]:
-        from builder.push import push
+        from builder.output.push import push
         pushed = []
         for ref in tags:
             number = self.log.step(f"pushing {ref.familiar()}")
@@ -325,7 +325,7 @@ class Build:
     def _docker_load(self, archive: ArchiveImage) -> str:
         """--load: the tarball just written, else the archive streamed into `docker load`
         (then the manifest digest is returned)."""
-        from builder.dockerload import load_archive, load_file
+        from builder.output.dockerload import load_archive, load_file
         number = self.log.step("exporting to docker (docker load)")
         if self.request.output:
             digest, said = "", load_file(self.request.docker_load, self.request.output)
@@ -467,7 +467,7 @@ class Build:
         else:
             parent = self.plan.find(image_name, stage.index)
             if parent is None or image_name in self.request.build_contexts:
-                from builder.baseimage import resolve_base
+                from builder.sources.baseimage import resolve_base
                 base = self._located(source, lambda: resolve_base(
                     image_name, self.images, self.request.build_contexts, self._find_image))
                 self.log.info(number, f"from {base.origin}")
@@ -500,7 +500,7 @@ class Build:
 
     def _step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
               title: str, position: str) -> StageState:
-        handler = metadata.METADATA.get(type(instruction))
+        handler = METADATA.get(type(instruction))
         if handler is not None:
             if isinstance(instruction, ins.Arg):
                 self.consumed.update(d.name for d in instruction.args)
@@ -554,7 +554,7 @@ class Build:
         if keyed:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
-            from builder.run import run
+            from builder.steps.run import run
             after, diff_id = self._located(instruction, lambda: run(state, instruction,
                                                                     self._run_env(number)))
         elif isinstance(instruction, ins.Workdir):
@@ -593,7 +593,7 @@ class Build:
         name = self._located(instruction, lambda: state.expand(instruction.from_))
         contexts = self.request.build_contexts
         if contexts:
-            from builder.baseimage import DirectorySource, named_context
+            from builder.sources.baseimage import DirectorySource, named_context
             named = named_context(name, contexts)
             if named is not None and isinstance(named[1], DirectorySource):
                 return CopyFrom(name, directory=named[1])
@@ -605,7 +605,7 @@ class Build:
                 self.stage(source)
                 return CopyFrom(name, stage=source)
             self._refuse_stage_reference(name, instruction, stage)
-        from builder.baseimage import resolve_base
+        from builder.sources.baseimage import resolve_base
         try:
             image = self._located(instruction, lambda: resolve_base(
                 name, self.images, contexts, self._find_image, copy=True))
@@ -684,7 +684,7 @@ class Build:
                        temp_dir=lambda: self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
-        from builder.run import RunEnv
+        from builder.steps.run import RunEnv
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=self._layers,
                       commit_upper=self._commit_upper, network=self.request.network,

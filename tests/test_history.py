@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.history import BAR_WIDTH, _since, bar_cells
-from builder.images import history_command, human_size, inspect_command
+from builder.cli.history import BAR_WIDTH, _since, bar_cells, human_size
+from builder.cli.images import history_command, inspect_command
 from tests.support import pybuild
 
 DOCKERFILE = """\
@@ -118,7 +118,7 @@ def test_an_unknown_image_is_an_error(built, capsys) -> None:
 
 
 def test_bars_are_drawn_in_colour_on_a_terminal(monkeypatch) -> None:
-    from builder.history import HistoryRow, print_history
+    from builder.cli.history import HistoryRow, print_history
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
