@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from builder.build import BuildRequest, BuildResult, build as _build
+from builder.build import build as _build
+from builder.request import BuildRequest, BuildResult
 from builder.cache.root import default_cache_dir
 from builder.progress.events import Sink
 from builder.progress.sinks import Log

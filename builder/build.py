@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
@@ -17,7 +17,6 @@ from builder.steps.config import METADATA
 from builder.sources.context import load_ignore
 from builder.errors import BuildError, NotSupported, describe_os_error
 from builder.output.tarball import layer_blobs, write_output
-from builder.limits import Limits
 from builder.plan.stages import Plan, Stage, plan
 from builder.progress.sinks import Log
 from builder.sources.tree import ContextTree, StageTree, Tree
@@ -30,7 +29,8 @@ from builder.cache.sources import scan as scan_sources
 from builder.cache.index import StepRecord
 from layers.cachemanifest import CacheRecord
 from builder.cache.steps import StepCache
-from builder.progress.summary import StepRecorder, StepSummary
+from builder.progress.summary import StepRecorder
+from builder.request import BuildRequest, BuildResult
 from builder.steps.files import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
@@ -50,8 +50,7 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
-    from builder.sources.baseimage import BaseImage, ContextSource, DirectorySource
-    from builder.cache.spec import CacheSpec
+    from builder.sources.baseimage import BaseImage, DirectorySource
     from builder.sources.pull import Puller
     from builder.cache.remote import RemoteLayers
     from layers.imagestore import StoredImage
@@ -72,58 +71,6 @@ _PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"
 _PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARGETARCH": _ARCH,
                   "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{_ARCH}", "BUILDOS": "linux",
                   "BUILDARCH": _ARCH, "BUILDVARIANT": ""}
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    context: str
-    dockerfile: str | None = None
-    dockerfile_text: str | None = None
-    tags: tuple[str, ...] = ()
-    build_args: dict[str, str | None] = field(default_factory=dict)
-    target: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    output: str | None = "image.tar"
-    compression: Compression = Compression.NONE
-    cache_dir: str = ""
-    iidfile: str | None = None
-    source_date_epoch: int | None = None
-    network: str = "host"
-    no_cache: bool = False
-    no_cache_filter: tuple[str, ...] = ()
-    build_contexts: dict[str, ContextSource] = field(default_factory=dict)
-    limits: Limits = Limits()
-    pull: bool = False
-    push: bool = False
-    insecure_registries: frozenset[str] = frozenset()
-    registry_timeout: float = 120.0  # seconds a registry request may take, retries included
-    cache_from: tuple[CacheSpec, ...] = ()
-    cache_to: tuple[CacheSpec, ...] = ()
-    isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
-    entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
-    docker_load: str | None = None  # the docker CLI to load the image into (--load)
-    seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a build made. `image_id` is the config's digest (what `docker images` shows),
-    `manifest_digest` that of the tarball's manifest ("" without one), `layers` the diff IDs and
-    `layer_sizes` the sizes of the layers as the tarball holds them (`size` their sum); `pushed`
-    pairs each pushed reference with the digest of its manifest in the registry."""
-
-    image_id: str
-    manifest_digest: str
-    tags: tuple[str, ...]
-    layers: tuple[str, ...]
-    size: int
-    warnings: tuple[str, ...]
-    steps_run: int = 0
-    steps_cached: int = 0
-    seconds: float = 0.0
-    layer_sizes: tuple[int, ...] = ()
-    pushed: tuple[tuple[str, str], ...] = ()
-    steps: tuple[StepSummary, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from builder.output.atomicfile import write_atomically
-from builder.build import BuildResult
+from builder.request import BuildResult
 
 
 def build_metadata(result: BuildResult) -> dict[str, Any]:
