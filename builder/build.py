@@ -115,7 +115,7 @@ class Build:
         self.request = request
         self.log = log
         self.recorder = StepRecorder()
-        log.sinks.append(self.recorder)
+        log.add_sink(self.recorder)
         secure_cache_dir(request.cache_dir)
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
@@ -132,6 +132,8 @@ class Build:
         self.plan: Plan | None = None
         self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
                                frozenset(request.no_cache_filter))
+        self.hits = 0
+        self.misses = 0
         self._file_memos: dict[str, dict[str, tuple]] = {}
         self._directory_trees: dict[str, ContextTree] = {}
         self.reused_created: list[str] = []
@@ -200,7 +202,7 @@ class Build:
                 handle.write(image_id)
         return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
-                           self.cache.misses, self.cache.hits, time.monotonic() - self.started,
+                           self.misses, self.hits, time.monotonic() - self.started,
                            tuple(b.size for b in blobs), pushed, self.recorder.summary())
 
     # -- registries and shared caches ----------------------------------------------------------
@@ -224,7 +226,6 @@ class Build:
         from builder.cache.transfer import import_cache
         from builder.cache.remote import RemoteLayers
         self.remote = RemoteLayers(self.blobs)
-        self.cache.remote_available = self.remote.available
         for spec in self.request.cache_from:
             number = self.log.step(f"importing cache from {spec.describe()}")
             try:
@@ -232,8 +233,8 @@ class Build:
             except LayerError as error:
                 self.log.warn(f"cache from {spec.describe()} not used: {error}")
             else:
-                self.cache.imported.update((r.key, r) for r in imported.records)
-                self.cache.imported_manifests.update(imported.manifests)
+                self.cache.add_imported(imported.records, imported.manifests,
+                                        self.remote.available)
                 self.remote.add(imported.layers)
                 self.log.info(number, f"{len(imported.records)} steps, "
                                       f"{len(imported.layers)} layers")
@@ -314,7 +315,7 @@ class Build:
         """The image with its `created` time. When every step was reused, the time is the one the
         reused result was made at (not now), so a no-op rebuild gives the same image ID, as
         BuildKit's does; the config-only steps re-applied on the way get that time too."""
-        if self.cache.misses or not self.reused_created:
+        if self.misses or not self.reused_created:
             return replace(image, created=self.created)
         # The reused results' own times: never the base image's older history entries.
         when = max(self.reused_created)
@@ -497,7 +498,7 @@ class Build:
             hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
             if hit is not None:
                 return self._reuse(number, hit, state, key)
-            self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
+            self._missed(number, key, slot, state.key, inputs, stage.label)
         if keyed:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
@@ -516,7 +517,7 @@ class Build:
                 items.append(("sources", self._learn_sources(scan, digests, signature)))
                 inputs = Inputs(state.pending + tuple(items))
                 key = step_key(state.key, inputs)
-                self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
+                self._missed(number, key, slot, state.key, inputs, stage.label)
         if diff_id is not None:
             self.log.layer(number, diff_id, os.path.getsize(self.blobs.path(diff_id)))
         self.log.done(number)
@@ -590,8 +591,14 @@ class Build:
             return f"from stage {source.name}", self.stage(source.stage).chain_key()
         return f"from image {source.name}", source.image.image_id
 
+    def _missed(self, number: int, key: str, slot: str, parent: str, inputs: Inputs,
+                stage_label: str) -> None:
+        self.misses += 1
+        self.log.missed(number, self.cache.reason(key, slot, parent, inputs, stage_label))
+
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
+        self.hits += 1
         self.log.cached(number)
         if hit.diff_id is not None and self.blobs.has(hit.diff_id):
             self.log.layer(number, hit.diff_id, os.path.getsize(self.blobs.path(hit.diff_id)))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from builder.cache.index import CacheIndex, FileMemo, StepRecord
-from builder.cache.key import Inputs, miss_reason, step_key
+from builder.cache.key import Inputs, miss_reason
 from builder.cache.sources import describe_change
 from layers.blobstore import BlobStore
 from layers.cachemanifest import CacheRecord
@@ -26,8 +26,6 @@ class StepCache:
         self.blobs = blobs
         self.no_cache = no_cache
         self.no_cache_stages = no_cache_stages
-        self.hits = 0
-        self.misses = 0
         self.damaged: dict[str, str] = {}
         self.imported: dict[str, CacheRecord] = {}
         self.imported_manifests: dict[str, list] = {}
@@ -37,6 +35,14 @@ class StepCache:
     def close(self) -> None:
         self.index.drop_lease()
         self.index.close()
+
+    def add_imported(self, records: Iterable[CacheRecord], manifests: Mapping[str, list],
+                     available: Callable[[str], bool]) -> None:
+        """Records and source lists imported with --cache-from; `available` says which layers
+        the registry holds (fetched only when a hit reads them)."""
+        self.imported.update((record.key, record) for record in records)
+        self.imported_manifests.update(manifests)
+        self.remote_available = available
 
     def disabled_for(self, stage_label: str) -> bool:
         return self.no_cache or stage_label in self.no_cache_stages
@@ -54,7 +60,6 @@ class StepCache:
             broken = next((d for d in layers if not self._blob_intact(d)), None)
             if broken is None:
                 self.index.touch(key, slot)
-                self.hits += 1
                 return record
             self.index.forget(key)
             self.damaged[key] = broken
@@ -66,7 +71,6 @@ class StepCache:
         if not all(self.remote_available(d) or self._blob_intact(d) for d in layers):
             return None
         self.damaged.pop(key, None)
-        self.hits += 1
         self.unsettled.append((key, parent, slot, inputs, state))
         return StepRecord(key, parent, slot, inputs, _own_layer(state), state, 0.0)
 
@@ -79,15 +83,13 @@ class StepCache:
                 self.record(key, parent, slot, inputs, _own_layer(state), state)
         self.unsettled.clear()
 
-    def reason(self, slot: str, parent: str, inputs: Inputs, stage_label: str) -> str:
-        """Why this step runs, naming the first input that differs from the latest earlier build
-        of the same step of the same Dockerfile."""
-        self.misses += 1
+    def reason(self, key: str, slot: str, parent: str, inputs: Inputs, stage_label: str) -> str:
+        """Why the step `key` runs, naming the first input that differs from the latest earlier
+        build of the same step of the same Dockerfile. Changes nothing."""
         if self.no_cache:
             return "--no-cache"
         if stage_label in self.no_cache_stages:
             return f"--no-cache-filter {stage_label}"
-        key = step_key(parent, inputs)
         if key in self.damaged:
             return f"its cached layer {self.damaged[key]} was missing or damaged"
         before = self.index.latest_in_slot(slot)

@@ -47,6 +47,10 @@ class Log:
         self._reported: dict[int, float] = {}
         self._transfers = threading.Lock()
 
+    def add_sink(self, sink: Sink) -> None:
+        """One more receiver of the events from now on (the build's own step recorder)."""
+        self.sinks.append(sink)
+
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink.emit(event)
