@@ -10,13 +10,13 @@ import os
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from builder.steps.config import METADATA
 from builder.sources.context import load_ignore
 from builder.errors import BuildError, NotSupported, describe_os_error
-from builder.output.tarball import layer_blobs, write_output
+from builder.output.deliver import Destinations, deliver
 from builder.plan.stages import Plan, Stage, plan
 from builder.progress.sinks import Log
 from builder.sources.tree import ContextTree, StageTree, Tree
@@ -37,11 +37,9 @@ from grammar.errors import DockerfileError
 from grammar.expand import expand_word
 from grammar.suggest import suggest
 from grammar.lint import lint
-from layers.archive import ArchiveImage, manifest_of
-from layers.compression import Compression
 from layers.errors import LayerError
 from layers.imagestore import ImageStore
-from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
+from layers.image import ContainerConfig, History, ImageConfig, chain_ids
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
 from layers.scratch import private_dir, sweep
@@ -168,42 +166,14 @@ class Build:
             state = state.with_config(labels=tuple(labels.items()))
         image = self._stamped(state.image)
         self._warn_unconsumed()
-        if self.request.compression is Compression.ZSTD and (self.request.output
-                                                              or self.request.docker_load):
-            self.log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
-                          "Docker 20.10 refuses them)")
-        config = image.to_bytes()
-        image_id = sha256_digest(config)
-        self._fetch(image.diff_ids)
-        blobs = layer_blobs(self.blobs, image, self.request.compression)
-        manifest_digest = ""
-        if self.request.output:
-            archive = ArchiveImage(config, blobs, tuple(tags))
-            number = self.log.step(f"exporting to {self.request.output}")
-            identity = sha256_digest(manifest_of(archive) + repr(tags).encode())
-            if self.cache.output_holds(self.request.output, identity):
-                self.log.info(number, "unchanged: it already holds this image")
-                manifest_digest = sha256_digest(manifest_of(archive))
-            else:
-                manifest_digest = write_output(self.request.output, archive,
-                                               partial(self.log.progress, number))
-                self.cache.remember_output(self.request.output, identity)
-            self.log.done(number)
-        if self.request.docker_load:
-            loaded = self._docker_load(ArchiveImage(config, blobs, tuple(tags)))
-            manifest_digest = manifest_digest or loaded
-        if tags:
-            self.images.put(config, refs=tags)
-        self.cache.settle()
-        pushed = self._push(config, tags) if self.request.push else ()
-        self._export_caches()
-        if self.request.iidfile:
-            with open(self.request.iidfile, "w") as handle:
-                handle.write(image_id)
-        return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
-                           image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
-                           self.misses, self.hits, time.monotonic() - self.started,
-                           tuple(b.size for b in blobs), pushed, self.recorder.summary())
+        to = Destinations(self.request, self.log, self.blobs, self.images, self.cache,
+                          self._session, self.remote)
+        done = deliver(image, tags, to, tuple(self.exported.values()))
+        return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
+                           image.diff_ids, sum(b.size for b in done.blobs),
+                           tuple(self.log.warnings), self.misses, self.hits,
+                           time.monotonic() - self.started, tuple(b.size for b in done.blobs),
+                           done.pushed, self.recorder.summary())
 
     # -- registries and shared caches ----------------------------------------------------------
 
@@ -239,50 +209,6 @@ class Build:
                 self.log.info(number, f"{len(imported.records)} steps, "
                                       f"{len(imported.layers)} layers")
             self.log.done(number)
-
-    def _export_caches(self) -> None:
-        if not self.request.cache_to:
-            return
-        from builder.cache.transfer import export_cache
-        remote = self.remote.known if self.remote else {}
-        for spec in self.request.cache_to:
-            number = self.log.step(f"exporting cache to {spec.describe()}")
-            try:
-                records = tuple(self.exported.values())
-                digest = export_cache(spec, records, self.cache.source_manifests(records),
-                                      self.blobs, remote, self._session)
-            except LayerError as error:
-                if not spec.ignore_error:
-                    raise LayerError(f"--cache-to {spec.text}: {error}") from None
-                self.log.warn(f"cache not exported to {spec.describe()}: {error}")
-            else:
-                self.log.info(number, f"{len(self.exported)} steps, manifest {digest}")
-            self.log.done(number)
-
-    def _push(self, config: bytes, tags: tuple[Reference, ...]) -> tuple[tuple[str, str], ...]:
-        from builder.output.push import push
-        pushed = []
-        for ref in tags:
-            number = self.log.step(f"pushing {ref.familiar()}")
-            digest = push(ref, config, self.blobs, self.request.compression, self._session(ref))
-            self.log.info(number, f"{ref.familiar()}@{digest}")
-            self.log.done(number)
-            pushed.append((ref.familiar(), digest))
-        return tuple(pushed)
-
-    def _docker_load(self, archive: ArchiveImage) -> str:
-        """--load: the tarball just written, else the archive streamed into `docker load`
-        (then the manifest digest is returned)."""
-        from builder.output.dockerload import load_archive, load_file
-        number = self.log.step("exporting to docker (docker load)")
-        if self.request.output:
-            digest, said = "", load_file(self.request.docker_load, self.request.output)
-        else:
-            digest, said = load_archive(self.request.docker_load, archive)
-        for line in said:
-            self.log.info(number, line)
-        self.log.done(number)
-        return digest
 
     def _fetch(self, diff_ids: tuple[str, ...]) -> None:
         """Bring the imported layers among `diff_ids` here before they are read."""
