@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from builder.cache.index import CacheIndex
+from builder.cache.root import CacheRoot, default_cache_dir, secure_cache_dir
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
 from layers.scratch import leftovers, sweep, tree_size
@@ -42,14 +43,13 @@ def usage(cache_dir: str) -> Usage:
         steps = len(index.steps())
     finally:
         index.close()
-    blobs_dir = os.path.join(cache_dir, "blobs", "sha256")
-    blob_names = os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else []
-    blob_bytes = sum(os.path.getsize(os.path.join(blobs_dir, n)) for n in blob_names)
-    snapshots_dir = os.path.join(cache_dir, "snapshots")
-    snapshots = [n for n in os.listdir(snapshots_dir)] if os.path.isdir(snapshots_dir) else []
+    root = CacheRoot(cache_dir)
+    blob_names = root.blob_names()
+    blob_bytes = sum(os.path.getsize(os.path.join(root.blobs, n)) for n in blob_names)
+    snapshots = root.snapshot_names()
     dead = leftovers(cache_dir)
     return Usage(steps, len(blob_names), blob_bytes, len(snapshots),
-                 sum(tree_size(os.path.join(snapshots_dir, n)) for n in snapshots),
+                 sum(tree_size(os.path.join(root.snapshots, n)) for n in snapshots),
                  dead.count, dead.size)
 
 
@@ -100,25 +100,23 @@ def _collect(cache_dir: str, kept) -> int:
         blobs.update((image.manifest_digest, image.image_id))
         chains.update(chain_ids(image.diff_ids))
     freed = 0
-    blobs_dir = os.path.join(cache_dir, "blobs", "sha256")
-    for name in os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else ():
+    root = CacheRoot(cache_dir)
+    for name in root.blob_names():
         if f"sha256:{name}" not in blobs and not name.startswith("."):
-            path = os.path.join(blobs_dir, name)
+            path = os.path.join(root.blobs, name)
             freed += os.path.getsize(path)
             os.unlink(path)
-    snapshots_dir = os.path.join(cache_dir, "snapshots")
-    for name in os.listdir(snapshots_dir) if os.path.isdir(snapshots_dir) else ():
+    for name in root.snapshot_names():
         if name.replace("-", ":", 1) not in chains and not name.startswith("."):
-            path = os.path.join(snapshots_dir, name)
+            path = os.path.join(root.snapshots, name)
             freed += tree_size(path)
             shutil.rmtree(path, ignore_errors=True)
     return freed
 
 
 def _blob_sizes(cache_dir: str) -> dict[str, int]:
-    blobs_dir = os.path.join(cache_dir, "blobs", "sha256")
-    return {f"sha256:{n}": os.path.getsize(os.path.join(blobs_dir, n))
-            for n in os.listdir(blobs_dir)} if os.path.isdir(blobs_dir) else {}
+    root = CacheRoot(cache_dir)
+    return {f"sha256:{n}": os.path.getsize(os.path.join(root.blobs, n)) for n in root.blob_names()}
 
 
 def parse_size(text: str) -> int:
@@ -152,7 +150,6 @@ def _rootless_namespace() -> None:
 
 
 def du_command(argv: list[str]) -> int:
-    from builder.cache.root import default_cache_dir, secure_cache_dir
     parser = argparse.ArgumentParser(prog="pybuild du", description="Show what the cache holds.")
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
@@ -168,7 +165,6 @@ def du_command(argv: list[str]) -> int:
 
 
 def prune_command(argv: list[str]) -> int:
-    from builder.cache.root import default_cache_dir, secure_cache_dir
     parser = argparse.ArgumentParser(
         prog="pybuild prune", description="Remove build cache entries, least recently used first, "
         "never one a running build uses; then the blobs and snapshots nothing refers to, and the "

@@ -3,6 +3,32 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
+
+from layers.blobstore import blobs_dir
+
+
+@dataclass(frozen=True)
+class CacheRoot:
+    """The places under a cache root that are read as directories (prune, du); the stores that
+    write them (layers/blobstore.py, layers/snapshots.py) agree on the names."""
+
+    path: str
+
+    @property
+    def blobs(self) -> str:
+        return blobs_dir(self.path)
+
+    @property
+    def snapshots(self) -> str:
+        return os.path.join(self.path, "snapshots")
+
+    def blob_names(self) -> list[str]:
+        """The names in the blob directory (a digest's hex each), none when there is none."""
+        return os.listdir(self.blobs) if os.path.isdir(self.blobs) else []
+
+    def snapshot_names(self) -> list[str]:
+        return os.listdir(self.snapshots) if os.path.isdir(self.snapshots) else []
 
 
 def default_cache_dir() -> str:

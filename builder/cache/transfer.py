@@ -22,7 +22,7 @@ from builder.cache.spec import CacheSpec
 from builder.output.tarball import compressed_layer
 from builder.cache.remote import RemoteLayer
 from layers import cachemanifest
-from layers.blobstore import BlobStore
+from layers.blobstore import BlobStore, blobs_dir
 from layers.cachemanifest import CacheLayer, CacheRecord
 from layers.errors import LayerError
 from layers.image import OCI_MANIFEST, Descriptor, dumps, sha256_digest
@@ -124,7 +124,7 @@ def _push(spec: CacheSpec, sessions: Callable, layers: list[tuple[CacheLayer, Op
 # -- a directory (an OCI layout) -----------------------------------------------------------------
 
 def _blob_path(directory: str, digest: str) -> str:
-    return os.path.join(directory, "blobs", "sha256", digest.partition(":")[2])
+    return os.path.join(blobs_dir(directory), digest.partition(":")[2])
 
 
 def _directory_cache(spec: CacheSpec):
@@ -166,7 +166,7 @@ def _write_directory(spec: CacheSpec, layers: list[tuple[CacheLayer, Opener]], c
     """Blobs first, each under a temp name renamed into place, then index.json by rename: a
     reader (or a crash) never sees an index naming a blob that is not whole."""
     directory = spec.directory
-    os.makedirs(os.path.join(directory, "blobs", "sha256"), exist_ok=True)
+    os.makedirs(blobs_dir(directory), exist_ok=True)
     for layer, opener in layers:
         with _absent(directory, layer.digest) as out:
             if out is not None:
