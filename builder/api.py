@@ -1,7 +1,7 @@
 """pybuild as a library, as the command line uses it:
 
     from builder.api import BuildRequest, build
-    from builder.progress import PlainSink
+    from builder.progress.sinks import PlainSink
 
     result = build(BuildRequest(context="app", tags=("app:1",), output="app.tar"), PlainSink())
     print(result.image_id, [(s.title, s.cached, s.reason, s.seconds) for s in result.steps])
@@ -9,18 +9,19 @@
 `build` raises `grammar.errors.DockerfileError` (with `builder.errors.BuildError` and
 `NotSupported` among its kinds: every one names its Dockerfile line) or `layers.errors.LayerError`
 (an image, archive or registry problem), and KeyboardInterrupt when interrupted; the sinks have
-been closed by then. Events reach each sink as they happen (builder/events.py).
+been closed by then. Events reach each sink as they happen (builder/progress/events.py).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 
-from builder.build import BuildRequest, BuildResult, build as _build
-from builder.cachedir import default_cache_dir
-from builder.events import Sink
-from builder.progress import Log
-from builder.summary import StepSummary
+from builder.build import build as _build
+from builder.request import BuildRequest, BuildResult
+from builder.cache.root import default_cache_dir
+from builder.progress.events import Sink
+from builder.progress.sinks import Log
+from builder.progress.summary import StepSummary
 
 __all__ = ["BuildRequest", "BuildResult", "StepSummary", "build"]
 

@@ -8,40 +8,38 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from builder import metadata
-from builder.context import load_ignore
+from builder.steps.config import METADATA
+from builder.sources.context import load_ignore
 from builder.errors import BuildError, NotSupported, describe_os_error
-from builder.export import layer_blobs, write_output
-from builder.limits import Limits
-from builder.plan import Plan, Stage, plan
-from builder.progress import Log
-from builder.sourcetree import ContextTree, StageTree, Tree
-from builder.state import DEFAULT_PATH, BuildArgs, StageState
-from builder.cachedir import secure_cache_dir
-from builder.cachekey import Inputs, step_key
-from builder.sourcedigest import SourceScan, hash_files, manifest as source_manifest
-from builder.sourcedigest import signature as source_signature
-from builder.sourcedigest import scan as scan_sources
-from builder.cacheindex import StepRecord
+from builder.output.deliver import Destinations, deliver
+from builder.plan.stages import Plan, Stage, plan
+from builder.progress.sinks import Log
+from builder.sources.tree import ContextTree, StageTree, Tree
+from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.cache.root import secure_cache_dir
+from builder.cache.key import Inputs, step_key
+from builder.cache.sources import SourceScan, hash_files, manifest as source_manifest
+from builder.cache.sources import signature as source_signature
+from builder.cache.sources import scan as scan_sources
+from builder.cache.index import StepRecord
 from layers.cachemanifest import CacheRecord
-from builder.stepcache import StepCache
-from builder.summary import StepRecorder, StepSummary
-from builder.steps import StepEnv, select_copy, workdir, write_copy
+from builder.cache.steps import StepCache
+from builder.progress.summary import StepRecorder
+from builder.request import BuildRequest, BuildResult
+from builder.steps.files import StepEnv, select_copy, workdir, write_copy
 from grammar import instructions as ins, stored
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
 from grammar.suggest import suggest
 from grammar.lint import lint
-from layers.archive import ArchiveImage, manifest_of
-from layers.compression import Compression
 from layers.errors import LayerError
 from layers.imagestore import ImageStore
-from layers.image import ContainerConfig, History, ImageConfig, chain_ids, sha256_digest
+from layers.image import ContainerConfig, History, ImageConfig, chain_ids
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
 from layers.scratch import private_dir, sweep
@@ -50,15 +48,14 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
-    from builder.baseimage import BaseImage, ContextSource, DirectorySource
-    from builder.cachespec import CacheSpec
-    from builder.pull import Puller
-    from builder.remotelayers import RemoteLayers
+    from builder.sources.baseimage import BaseImage, DirectorySource
+    from builder.sources.pull import Puller
+    from builder.cache.remote import RemoteLayers
     from layers.imagestore import StoredImage
     from layers.walkdiff import RootPool
     from layers.registry.transport import Session
-    from builder.run import RunEnv
-    from builder.sandbox import Sandbox
+    from builder.steps.run import RunEnv
+    from builder.sandbox.spec import Sandbox
     from builder.sandbox.confine import Confinement
 
 # Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
@@ -73,58 +70,6 @@ _PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"
 _PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARGETARCH": _ARCH,
                   "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{_ARCH}", "BUILDOS": "linux",
                   "BUILDARCH": _ARCH, "BUILDVARIANT": ""}
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    context: str
-    dockerfile: str | None = None
-    dockerfile_text: str | None = None
-    tags: tuple[str, ...] = ()
-    build_args: dict[str, str | None] = field(default_factory=dict)
-    target: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    output: str | None = "image.tar"
-    compression: Compression = Compression.NONE
-    cache_dir: str = ""
-    iidfile: str | None = None
-    source_date_epoch: int | None = None
-    network: str = "host"
-    no_cache: bool = False
-    no_cache_filter: tuple[str, ...] = ()
-    build_contexts: dict[str, ContextSource] = field(default_factory=dict)
-    limits: Limits = Limits()
-    pull: bool = False
-    push: bool = False
-    insecure_registries: frozenset[str] = frozenset()
-    registry_timeout: float = 120.0  # seconds a registry request may take, retries included
-    cache_from: tuple[CacheSpec, ...] = ()
-    cache_to: tuple[CacheSpec, ...] = ()
-    isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
-    entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
-    docker_load: str | None = None  # the docker CLI to load the image into (--load)
-    seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a build made. `image_id` is the config's digest (what `docker images` shows),
-    `manifest_digest` that of the tarball's manifest ("" without one), `layers` the diff IDs and
-    `layer_sizes` the sizes of the layers as the tarball holds them (`size` their sum); `pushed`
-    pairs each pushed reference with the digest of its manifest in the registry."""
-
-    image_id: str
-    manifest_digest: str
-    tags: tuple[str, ...]
-    layers: tuple[str, ...]
-    size: int
-    warnings: tuple[str, ...]
-    steps_run: int = 0
-    steps_cached: int = 0
-    seconds: float = 0.0
-    layer_sizes: tuple[int, ...] = ()
-    pushed: tuple[tuple[str, str], ...] = ()
-    steps: tuple[StepSummary, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,7 +114,7 @@ class Build:
         self.request = request
         self.log = log
         self.recorder = StepRecorder()
-        log.sinks.append(self.recorder)
+        log.add_sink(self.recorder)
         secure_cache_dir(request.cache_dir)
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
@@ -186,6 +131,8 @@ class Build:
         self.plan: Plan | None = None
         self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
                                frozenset(request.no_cache_filter))
+        self.hits = 0
+        self.misses = 0
         self._file_memos: dict[str, dict[str, tuple]] = {}
         self._directory_trees: dict[str, ContextTree] = {}
         self.reused_created: list[str] = []
@@ -220,42 +167,14 @@ class Build:
             state = state.with_config(labels=tuple(labels.items()))
         image = self._stamped(state.image)
         self._warn_unconsumed()
-        if self.request.compression is Compression.ZSTD and (self.request.output
-                                                              or self.request.docker_load):
-            self.log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
-                          "Docker 20.10 refuses them)")
-        config = image.to_bytes()
-        image_id = sha256_digest(config)
-        self._fetch(image.diff_ids)
-        blobs = layer_blobs(self.blobs, image, self.request.compression)
-        manifest_digest = ""
-        if self.request.output:
-            archive = ArchiveImage(config, blobs, tuple(tags))
-            number = self.log.step(f"exporting to {self.request.output}")
-            identity = sha256_digest(manifest_of(archive) + repr(tags).encode())
-            if self.cache.output_holds(self.request.output, identity):
-                self.log.info(number, "unchanged: it already holds this image")
-                manifest_digest = sha256_digest(manifest_of(archive))
-            else:
-                manifest_digest = write_output(self.request.output, archive,
-                                               partial(self.log.progress, number))
-                self.cache.remember_output(self.request.output, identity)
-            self.log.done(number)
-        if self.request.docker_load:
-            loaded = self._docker_load(ArchiveImage(config, blobs, tuple(tags)))
-            manifest_digest = manifest_digest or loaded
-        if tags:
-            self.images.put(config, refs=tags)
-        self.cache.settle()
-        pushed = self._push(config, tags) if self.request.push else ()
-        self._export_caches()
-        if self.request.iidfile:
-            with open(self.request.iidfile, "w") as handle:
-                handle.write(image_id)
-        return BuildResult(image_id, manifest_digest, tuple(t.familiar() for t in tags),
-                           image.diff_ids, sum(b.size for b in blobs), tuple(self.log.warnings),
-                           self.cache.misses, self.cache.hits, time.monotonic() - self.started,
-                           tuple(b.size for b in blobs), pushed, self.recorder.summary())
+        to = Destinations(self.request, self.log, self.blobs, self.images, self.cache,
+                          self._session, self.remote)
+        done = deliver(image, tags, to, tuple(self.exported.values()))
+        return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
+                           image.diff_ids, sum(b.size for b in done.blobs),
+                           tuple(self.log.warnings), self.misses, self.hits,
+                           time.monotonic() - self.started, tuple(b.size for b in done.blobs),
+                           done.pushed, self.recorder.summary())
 
     # -- registries and shared caches ----------------------------------------------------------
 
@@ -265,9 +184,9 @@ class Build:
                            warn=self.log.alert, timeout=self.request.registry_timeout)
 
     def _find_image(self, ref: Reference) -> StoredImage | None:
-        """FROM's lookup: the local store, then the registry (builder/pull.py)."""
+        """FROM's lookup: the local store, then the registry (builder/sources/pull.py)."""
         if self._puller is None:
-            from builder.pull import Puller
+            from builder.sources.pull import Puller
             self._puller = Puller(self.images, self._session, _PLATFORM, self.request.pull,
                                   self.log)
         return self._puller.image(ref)
@@ -275,10 +194,9 @@ class Build:
     def _import_caches(self) -> None:
         if not self.request.cache_from:
             return
-        from builder.cachetransfer import import_cache
-        from builder.remotelayers import RemoteLayers
+        from builder.cache.transfer import import_cache
+        from builder.cache.remote import RemoteLayers
         self.remote = RemoteLayers(self.blobs)
-        self.cache.remote_available = self.remote.available
         for spec in self.request.cache_from:
             number = self.log.step(f"importing cache from {spec.describe()}")
             try:
@@ -286,56 +204,12 @@ class Build:
             except LayerError as error:
                 self.log.warn(f"cache from {spec.describe()} not used: {error}")
             else:
-                self.cache.imported.update((r.key, r) for r in imported.records)
-                self.cache.imported_manifests.update(imported.manifests)
+                self.cache.add_imported(imported.records, imported.manifests,
+                                        self.remote.available)
                 self.remote.add(imported.layers)
                 self.log.info(number, f"{len(imported.records)} steps, "
                                       f"{len(imported.layers)} layers")
             self.log.done(number)
-
-    def _export_caches(self) -> None:
-        if not self.request.cache_to:
-            return
-        from builder.cachetransfer import export_cache
-        remote = self.remote.known if self.remote else {}
-        for spec in self.request.cache_to:
-            number = self.log.step(f"exporting cache to {spec.describe()}")
-            try:
-                records = tuple(self.exported.values())
-                digest = export_cache(spec, records, self.cache.source_manifests(records),
-                                      self.blobs, remote, self._session)
-            except LayerError as error:
-                if not spec.ignore_error:
-                    raise LayerError(f"--cache-to {spec.text}: {error}") from None
-                self.log.warn(f"cache not exported to {spec.describe()}: {error}")
-            else:
-                self.log.info(number, f"{len(self.exported)} steps, manifest {digest}")
-            self.log.done(number)
-
-    def _push(self, config: bytes, tags: tuple[Reference, ...]) -> tuple[tuple[str, str], ...]:
-        from builder.push import push
-        pushed = []
-        for ref in tags:
-            number = self.log.step(f"pushing {ref.familiar()}")
-            digest = push(ref, config, self.blobs, self.request.compression, self._session(ref))
-            self.log.info(number, f"{ref.familiar()}@{digest}")
-            self.log.done(number)
-            pushed.append((ref.familiar(), digest))
-        return tuple(pushed)
-
-    def _docker_load(self, archive: ArchiveImage) -> str:
-        """--load: the tarball just written, else the archive streamed into `docker load`
-        (then the manifest digest is returned)."""
-        from builder.dockerload import load_archive, load_file
-        number = self.log.step("exporting to docker (docker load)")
-        if self.request.output:
-            digest, said = "", load_file(self.request.docker_load, self.request.output)
-        else:
-            digest, said = load_archive(self.request.docker_load, archive)
-        for line in said:
-            self.log.info(number, line)
-        self.log.done(number)
-        return digest
 
     def _fetch(self, diff_ids: tuple[str, ...]) -> None:
         """Bring the imported layers among `diff_ids` here before they are read."""
@@ -368,7 +242,7 @@ class Build:
         """The image with its `created` time. When every step was reused, the time is the one the
         reused result was made at (not now), so a no-op rebuild gives the same image ID, as
         BuildKit's does; the config-only steps re-applied on the way get that time too."""
-        if self.cache.misses or not self.reused_created:
+        if self.misses or not self.reused_created:
             return replace(image, created=self.created)
         # The reused results' own times: never the base image's older history entries.
         when = max(self.reused_created)
@@ -468,7 +342,7 @@ class Build:
         else:
             parent = self.plan.find(image_name, stage.index)
             if parent is None or image_name in self.request.build_contexts:
-                from builder.baseimage import resolve_base
+                from builder.sources.baseimage import resolve_base
                 base = self._located(source, lambda: resolve_base(
                     image_name, self.images, self.request.build_contexts, self._find_image))
                 self.log.info(number, f"from {base.origin}")
@@ -501,7 +375,7 @@ class Build:
 
     def _step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
               title: str, position: str) -> StageState:
-        handler = metadata.METADATA.get(type(instruction))
+        handler = METADATA.get(type(instruction))
         if handler is not None:
             if isinstance(instruction, ins.Arg):
                 self.consumed.update(d.name for d in instruction.args)
@@ -551,11 +425,11 @@ class Build:
             hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
             if hit is not None:
                 return self._reuse(number, hit, state, key)
-            self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
+            self._missed(number, key, slot, state.key, inputs, stage.label)
         if keyed:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
-            from builder.run import run
+            from builder.steps.run import run
             after, diff_id = self._located(instruction, lambda: run(state, instruction,
                                                                     self._run_env(number)))
         elif isinstance(instruction, ins.Workdir):
@@ -570,7 +444,7 @@ class Build:
                 items.append(("sources", self._learn_sources(scan, digests, signature)))
                 inputs = Inputs(state.pending + tuple(items))
                 key = step_key(state.key, inputs)
-                self.log.missed(number, self.cache.reason(slot, state.key, inputs, stage.label))
+                self._missed(number, key, slot, state.key, inputs, stage.label)
         if diff_id is not None:
             self.log.layer(number, diff_id, os.path.getsize(self.blobs.path(diff_id)))
         self.log.done(number)
@@ -594,7 +468,7 @@ class Build:
         name = self._located(instruction, lambda: state.expand(instruction.from_))
         contexts = self.request.build_contexts
         if contexts:
-            from builder.baseimage import DirectorySource, named_context
+            from builder.sources.baseimage import DirectorySource, named_context
             named = named_context(name, contexts)
             if named is not None and isinstance(named[1], DirectorySource):
                 return CopyFrom(name, directory=named[1])
@@ -606,7 +480,7 @@ class Build:
                 self.stage(source)
                 return CopyFrom(name, stage=source)
             self._refuse_stage_reference(name, instruction, stage)
-        from builder.baseimage import resolve_base
+        from builder.sources.baseimage import resolve_base
         try:
             image = self._located(instruction, lambda: resolve_base(
                 name, self.images, contexts, self._find_image, copy=True))
@@ -644,8 +518,14 @@ class Build:
             return f"from stage {source.name}", self.stage(source.stage).chain_key()
         return f"from image {source.name}", source.image.image_id
 
+    def _missed(self, number: int, key: str, slot: str, parent: str, inputs: Inputs,
+                stage_label: str) -> None:
+        self.misses += 1
+        self.log.missed(number, self.cache.reason(key, slot, parent, inputs, stage_label))
+
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
+        self.hits += 1
         self.log.cached(number)
         if hit.diff_id is not None and self.blobs.has(hit.diff_id):
             self.log.layer(number, hit.diff_id, os.path.getsize(self.blobs.path(hit.diff_id)))
@@ -685,7 +565,7 @@ class Build:
                        temp_dir=lambda: self.temp_dir)
 
     def _run_env(self, number: int) -> RunEnv:
-        from builder.run import RunEnv
+        from builder.steps.run import RunEnv
         return RunEnv(sandbox=self._sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=self._layers, view=self.snapshots.view,
                       roots=lambda: self._roots,

@@ -17,12 +17,17 @@ from layers.errors import LayerError
 from layers.scratch import private_dir
 
 
+def blobs_dir(root: str) -> str:
+    """Where the blobs of a cache root (or an OCI layout) lie, one file per digest's hex."""
+    return os.path.join(root, "blobs", "sha256")
+
+
 class BlobStore:
     """The blob directory of one cache root."""
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.dir = os.path.join(root, "blobs", "sha256")
+        self.dir = blobs_dir(root)
         os.makedirs(self.dir, exist_ok=True)
 
     def path(self, digest: str) -> str:

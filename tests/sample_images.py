@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-from builder.export import layer_blobs
+from builder.output.tarball import layer_blobs
 from layers.archive import ArchiveImage, write_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.baseimage import (ArchiveSource, DirectorySource, StoreSource, parse_build_context,
-                               resolve_base)
+from builder.sources.baseimage import (ArchiveSource, DirectorySource, StoreSource,
+                                       parse_build_context, resolve_base)
 from builder.errors import BuildError
 from layers.blobstore import BlobStore
 from layers.image import sha256_digest

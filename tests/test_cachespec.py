@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from builder.cachespec import parse_cache_spec
+from builder.cache.spec import parse_cache_spec
 from builder.errors import UsageError
 from layers.compression import Compression
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import context
-from builder.context import ContextEntry, load_ignore, walk
-from builder.dockerignore import IgnoreMatcher, parse_dockerignore
+from builder.sources import context
+from builder.sources.context import ContextEntry, load_ignore, walk
+from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
 
 
 def _tree(root: Path, *paths: str) -> None:

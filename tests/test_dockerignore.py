@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerignore import IgnoreMatcher, parse_dockerignore
+from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
 
 CASES = Path(__file__).parent.parent / "testdata" / "dockerignore" / "cases.txt"
 

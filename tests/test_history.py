@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.history import BAR_WIDTH, _since, bar_cells
-from builder.images import history_command, inspect_command
+from builder.cli.history import BAR_WIDTH, _since, bar_cells
+from builder.cli.images import history_command, inspect_command
 from builder.units import human_size
 from tests.support import pybuild
 
@@ -119,7 +119,7 @@ def test_an_unknown_image_is_an_error(built, capsys) -> None:
 
 
 def test_bars_are_drawn_in_colour_on_a_terminal(monkeypatch) -> None:
-    from builder.history import HistoryRow, print_history
+    from builder.cli.history import HistoryRow, print_history
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

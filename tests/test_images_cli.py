@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.images import images_command, load_command, rmi_command
+from builder.cli.images import images_command, load_command, rmi_command
 from builder.units import human_size
 from layers.blobstore import BlobStore
 from layers.compression import Compression
@@ -120,7 +120,7 @@ def test_load_reads_a_compressed_archive_from_stdin(tmp_path: Path, cache: Path,
     archive = tmp_path / "app.tar"
     write_tarball(archive, source, config, ("app:stdin",))
     process = subprocess.run(
-        [sys.executable, "-c", "import sys; from builder.images import load_command; "
+        [sys.executable, "-c", "import sys; from builder.cli.images import load_command; "
                                "sys.exit(load_command(sys.argv[1:]))", "--cache-dir", str(cache)],
         input=gzip.compress(archive.read_bytes()), capture_output=True, cwd=ROOT, timeout=60)
     assert process.returncode == 0, process.stderr

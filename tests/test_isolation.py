@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from builder.errors import BuildError
-from builder.sandbox import RunSpec
+from builder.sandbox.spec import RunSpec
 from builder.sandbox.chroot import ChrootSandbox, probe as chroot_probe
 from layers.unpack import apply_layer
 from tests.rootless_user import EPOCH, SUBID_FILES, rootless_user

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import cli, dockerload
+from builder import cli
+from builder.output import dockerload
 from builder.api import BuildRequest, build
 from layers.errors import LayerError
 from tests.support import DockerImages, busybox_base, pybuild

@@ -69,8 +69,9 @@ def test_the_wheel_holds_every_package_and_the_grammar(wheel: Path) -> None:
         entry_points = next(archive.read(n).decode() for n in names
                             if n.endswith(".dist-info/entry_points.txt"))
     expected = _shipped_files()
-    assert {"builder/sandbox/__init__.py", "layers/registry/__init__.py",
-            "grammar/dockerfile.lark"} <= expected
+    subpackages = ("cache", "cli", "output", "plan", "progress", "sandbox", "sources", "steps")
+    assert {*(f"builder/{name}/__init__.py" for name in subpackages), "builder/cli/__main__.py",
+            "layers/registry/__init__.py", "grammar/dockerfile.lark"} <= expected
     assert sorted(expected - names) == []
     assert "pybuild = builder.cli:main" in entry_points
 
@@ -81,7 +82,8 @@ def test_the_installed_wheel_alone_parses_and_imports_everything(wheel: Path, tm
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
-    check = ("import builder.cli, builder.sandbox.namespaces, layers.registry.pull\n"
+    check = ("import builder.cli, builder.sandbox.namespaces, builder.cache.steps\n"
+             "import layers.registry.pull\n"
              "from grammar.parser import parse, _GRAMMAR\n"
              "print(builder.sandbox.__file__, layers.registry.__file__, _GRAMMAR, sep='\\n')\n"
              "print(parse('FROM scratch\\nCOPY a /b\\n').instructions[1].dest)\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from builder.api import BuildRequest, build
-from builder.events import StepMissed, StepStarted
-from builder.progress import PlainSink
+from builder.progress.events import StepMissed, StepStarted
+from builder.progress.sinks import PlainSink
 from tests.support import busybox_base, pybuild
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from builder.events import (BuildWarning, Note, StepCached, StepDone, StepInfo, StepMissed,
-                            StepOutput, StepProgress, StepStarted)
-from builder.progress import PlainSink, sink_for, terminal_view_wanted
-from builder.progress_tty import TAIL_LINES, TtySink
+from builder.progress.events import (BuildWarning, Note, StepCached, StepDone, StepInfo, StepMissed,
+                                     StepOutput, StepProgress, StepStarted)
+from builder.progress.modes import sink_for, terminal_view_wanted
+from builder.progress.sinks import PlainSink
+from builder.progress.tty import TAIL_LINES, TtySink
 from tests.support import ROOT, busybox_base, pybuild
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.sandbox.chroot import probe as chroot_probe
-from builder.state import DEFAULT_PATH
+from builder.plan.state import DEFAULT_PATH
 from tests.rootless_user import rootless_user
 from tests.support import ROOT, DockerImages, busybox_base, docker, docker_available, pybuild, require
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.sandbox import RunSpec
+from builder.sandbox.spec import RunSpec
 from builder.sandbox.namespaces import NamespaceSandbox, probe
 from tests.support import require
 

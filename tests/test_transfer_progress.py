@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from builder.api import BuildRequest, build
-from builder.progress import JsonSink, Log
+from builder.progress.sinks import JsonSink, Log
 from layers.archive import ArchiveImage, LayerBlob, write_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.prune import parse_age
+from builder.cache.prune import parse_age
 from builder.units import human_size, parse_size
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30

@@ -22,7 +22,8 @@ import tempfile
 from typing import Callable, NoReturn
 
 from builder.errors import BuildError
-from builder.sandbox import RunSpec, cgroups, inplace, linux, process, rootfs
+from builder.sandbox import cgroups, inplace, linux, process, rootfs
+from builder.sandbox.spec import RunSpec
 
 
 def probe(scratch: str) -> str | None:

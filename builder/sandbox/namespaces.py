@@ -25,7 +25,8 @@ import socket
 import struct
 from typing import Callable, NoReturn
 
-from builder.sandbox import RunSpec, cgroups, inplace, linux, process, rootfs, userns
+from builder.sandbox import cgroups, inplace, linux, process, rootfs, userns
+from builder.sandbox.spec import RunSpec
 
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP_LOOPBACK_RUNNING = 0x1 | 0x8 | 0x40

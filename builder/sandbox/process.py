@@ -15,7 +15,8 @@ import signal
 import time
 from typing import Callable, NoReturn
 
-from builder.sandbox import RunSpec, cgroups, linux
+from builder.sandbox import cgroups, linux
+from builder.sandbox.spec import RunSpec
 
 _STATUS_SETUP_FAILED = 125
 

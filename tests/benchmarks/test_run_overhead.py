@@ -656,7 +656,7 @@ def _looped(argv: list[str]) -> Command:
 # (label, file suffix, function, caller file suffix, caller function): cumulative time of the
 # function (only its calls from the caller, when one is named), per RUN.
 _PARTS = (
-    ("RUN step, all of it (builder/run.py run)", "builder/run.py", "run", None, None),
+    ("RUN step, all of it (builder/steps/run.py run)", "builder/steps/run.py", "run", None, None),
     ("  sandbox, all of it (NamespaceSandbox.run)", "sandbox/namespaces.py", "run", None, None),
     ("    fork the keeper (os.fork in pybuild)", "~", "<built-in method posix.fork>",
      "sandbox/process.py", "supervise"),
@@ -678,17 +678,17 @@ _PARTS = (
     ("    upper dir -> snapshot (SnapshotStore.adopt)", "layers/snapshots.py", "adopt", None, None),
     ("  snapshot dirs of the image (SnapshotStore.ensure, all calls)", "layers/snapshots.py",
      "ensure", None, None),
-    ("  USER from /etc/passwd (resolve_run_user)", "builder/users.py", "resolve_run_user", None,
-     None),
+    ("  USER from /etc/passwd (resolve_run_user)", "builder/steps/users.py", "resolve_run_user",
+     None, None),
     ("  scratch dir made and removed (mkdtemp + rmtree)", "tempfile.py|shutil.py",
-     "mkdtemp|rmtree", "builder/run.py", "run"),
+     "mkdtemp|rmtree", "builder/steps/run.py", "run"),
     ("step cache: key, miss reason, record (step_key + StepCache.reason/record)",
-     "builder/cachekey.py|builder/stepcache.py", "step_key|reason|record", "builder/build.py",
+     "builder/cache/key.py|builder/cache/steps.py", "step_key|reason|record", "builder/build.py",
      "_step"),
 )
 _PER_BUILD = (
     ("Dockerfile parse (grammar.parser.parse)", "grammar/parser.py", "parse"),
-    ("export to the tarball (write_output)", "builder/export.py", "write_output"),
+    ("export to the tarball (write_output)", "builder/output/tarball.py", "write_output"),
     ("image store tag (ImageStore.put, fsync)", "layers/imagestore.py", "put"),
     ("sandbox probe (choose_sandbox)", "builder/sandbox/__init__.py", "choose_sandbox"),
 )

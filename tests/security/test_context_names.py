@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.progress import shown
+from builder.progress.sinks import shown
 from tests.support import DockerImages, busybox_base, docker, docker_available, pybuild, require
 
 # Names as bytes: Latin-1 é, bytes that are never UTF-8 in a directory name, and a real UTF-8 é

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.cachedir import secure_cache_dir
+from builder.cache.root import secure_cache_dir
 from builder.sandbox.chroot import probe as chroot_probe
-from builder.sourcetree import StageTree
-from builder.users import UnknownUser, resolve_run_user
+from builder.sources.tree import StageTree
+from builder.steps.users import UnknownUser, resolve_run_user
 from layers.union import UnionView
 from layers.walkdiff import WorkingRoot
 from tests.rootless_user import EPOCH, rootless_user

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 
-from builder.prune import usage
+from builder.cache.prune import usage
 from tests.support import ROOT, busybox_base, pybuild
 
 DOCKERFILE = """\

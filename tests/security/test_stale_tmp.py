@@ -176,7 +176,7 @@ def test_a_group_a_killed_build_left_goes_with_the_next_build_that_makes_one(tmp
 
 WRITER = """
 import sys, time
-from builder.atomicfile import replacing
+from builder.output.atomicfile import replacing
 with replacing(sys.argv[1]) as out:
     out.write(b"x" * (1 << 20))
     out.flush()

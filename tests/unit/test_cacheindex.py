@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.cachekey import Inputs
-from builder.cacheindex import CacheIndex, FileMemo
+from builder.cache.key import Inputs
+from builder.cache.index import CacheIndex, FileMemo
 
 INPUTS = Inputs((("instruction", "RUN make"), ("ARG V", "1")))
 STATE = {"image": {"rootfs": {"diff_ids": ["sha256:l1"]}}, "scope": [["V", "1"]], "cmd_set": False}

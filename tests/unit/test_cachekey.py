@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder import cachekey
-from builder.cachekey import Inputs, miss_reason, step_key
+from builder.cache import key as cachekey
+from builder.cache.key import Inputs, miss_reason, step_key
 
 BASE = Inputs((("instruction", "RUN make"), ("ARG V", "1"), ("sources", "sha256:a")))
 

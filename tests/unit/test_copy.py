@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.copy import ArchiveSource, CopySpec, DataSource, TreeSource, plan_layer, write_layer
-from builder.sourcetree import Found, resolve
-from builder.users import Owner
+from builder.steps.copy import ArchiveSource, CopySpec, DataSource, TreeSource, plan_layer, write_layer
+from builder.sources.tree import Found, resolve
+from builder.steps.users import Owner
 from layers.errors import LayerError
 from layers.tarwriter import Kind, LayerWriter
 from layers.union import UnionView

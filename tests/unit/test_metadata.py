@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.metadata import METADATA
-from builder.state import BuildArgs, StageState
+from builder.steps.config import METADATA
+from builder.plan.state import BuildArgs, StageState
 from grammar.errors import DockerfileError
 from grammar.parser import parse
 from layers.image import ContainerConfig, Healthcheck, ImageConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import BuildError
-from builder.plan import plan
+from builder.plan.stages import plan
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.parser import parse

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.copy import CopySpec, DataSource, TreeSource
-from builder.sourcedigest import SourceScan, describe_change, manifest, scan, signature
-from builder.sourcetree import StageTree, resolve
-from builder.steps import CopySelection
+from builder.steps.copy import CopySpec, DataSource, TreeSource
+from builder.cache.sources import SourceScan, describe_change, manifest, scan, signature
+from builder.sources.tree import StageTree, resolve
+from builder.steps.files import CopySelection
 from layers.union import UnionView
 from tests.unit.trees import context, write_tree
 

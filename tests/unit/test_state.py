@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.cachekey import Inputs, step_key
-from builder.state import BuildArgs, StageState
+from builder.cache.key import Inputs, step_key
+from builder.plan.state import BuildArgs, StageState
 from layers.image import ContainerConfig, History, ImageConfig
 
 IMAGE = ImageConfig(config=ContainerConfig(env=("PATH=/bin", "HOME=/root"), working_dir="/"))

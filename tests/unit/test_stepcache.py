@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.cachekey import Inputs, step_key
-from builder.sourcedigest import manifest
-from builder.stepcache import StepCache
+from builder.cache.key import Inputs, step_key
+from builder.cache.sources import manifest
+from builder.cache.steps import StepCache
 from layers.blobstore import BlobStore
 from layers.cachemanifest import CacheRecord
 

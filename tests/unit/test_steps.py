@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.copy import DataSource, TreeSource
+from builder.steps.copy import DataSource, TreeSource
 from builder.errors import NotSupported
-from builder.sourcetree import StageTree
-from builder.state import StageState
-from builder.steps import StepEnv, select_copy, workdir, write_copy
-from builder.users import Owner
+from builder.sources.tree import StageTree
+from builder.plan.state import StageState
+from builder.steps.files import StepEnv, select_copy, workdir, write_copy
+from builder.steps.users import Owner
 from grammar.errors import DockerfileError
 from grammar.parser import parse
 from layers.image import ContainerConfig, ImageConfig

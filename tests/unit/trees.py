@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from builder.dockerignore import IgnoreMatcher, parse_dockerignore
-from builder.sourcetree import ContextTree
+from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
+from builder.sources.tree import ContextTree
 
 
 def write_tree(root: Path, files: dict[str, str | None]) -> Path:

@@ -1,0 +1,184 @@
+"""`pybuild du` and `pybuild prune`: what the cache holds, and making it smaller.
+
+Pruning removes step results least recently used first, never one a running build has used (its
+lease says since when), then deletes the blobs and snapshots nothing left refers to: no remaining
+step result and no image of the local store (images go with `pybuild rmi`), and the temp files of
+builds that died (killed, or a crashed machine) before removing them (layers/scratch.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+from builder.cache.index import CacheIndex
+from builder.cache.root import CacheRoot, default_cache_dir, secure_cache_dir
+from builder.units import human_size, parse_size
+from grammar.durations import parse_duration
+from layers.image import chain_ids
+from layers.imagestore import ImageStore
+from layers.scratch import leftovers, sweep, tree_size
+from layers.snapshots import chain_of
+
+
+
+@dataclass(frozen=True)
+class Usage:
+    steps: int
+    blobs: int
+    blob_bytes: int
+    snapshots: int
+    snapshot_bytes: int
+    dead_temp: int  # temp directories of dead builds
+    dead_temp_bytes: int
+
+
+def usage(cache_dir: str) -> Usage:
+    index = CacheIndex(cache_dir)
+    try:
+        steps = len(index.steps())
+    finally:
+        index.close()
+    root = CacheRoot(cache_dir)
+    blob_names = root.blob_names()
+    blob_bytes = sum(os.path.getsize(os.path.join(root.blobs, n)) for n in blob_names)
+    snapshots = root.snapshot_names()
+    dead = leftovers(cache_dir)
+    return Usage(steps, len(blob_names), blob_bytes, len(snapshots),
+                 sum(tree_size(os.path.join(root.snapshots, n)) for n in snapshots),
+                 dead.count, dead.size)
+
+
+def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = None,
+          older_than: float | None = None) -> tuple[int, int]:
+    """Remove step results (all; beyond a size budget, least recently used first; or unused for
+    `older_than` seconds), then unreferenced blobs and snapshots, and the temp files of dead
+    builds. Returns (results removed, bytes freed)."""
+    index = CacheIndex(cache_dir)
+    try:
+        records = index.steps()
+        protected = index.oldest_live_lease() or time.time()
+        removable = [r for r in records if r.last_used < protected]
+        doomed = set()
+        if everything:
+            doomed = {r.key for r in removable}
+        elif older_than is not None:
+            doomed = {r.key for r in removable if r.last_used < time.time() - older_than}
+        if keep_bytes is not None:
+            total = usage(cache_dir).blob_bytes
+            sizes = _blob_sizes(cache_dir)
+            for record in removable:
+                if total <= keep_bytes:
+                    break
+                if record.key not in doomed:
+                    doomed.add(record.key)
+                    total -= sizes.get(record.diff_id, 0)
+        for key in doomed:
+            index.forget(key)
+        kept = [r for r in records if r.key not in doomed]
+    finally:
+        index.close()
+    freed = _collect(cache_dir, kept) + sweep(cache_dir).size
+    return len(doomed), freed
+
+
+def _collect(cache_dir: str, kept) -> int:
+    """Delete blobs and snapshots that no kept result and no stored image refers to."""
+    store = ImageStore(cache_dir)
+    blobs: set[str] = set()
+    chains: set[str] = set()
+    for record in kept:
+        diff_ids = tuple(record.state["image"]["rootfs"]["diff_ids"])
+        blobs.update(diff_ids)
+        chains.update(chain_ids(diff_ids))
+    for image in store.list():
+        blobs.update(image.diff_ids)
+        blobs.update((image.manifest_digest, image.image_id))
+        chains.update(chain_ids(image.diff_ids))
+    freed = 0
+    root = CacheRoot(cache_dir)
+    for name in root.blob_names():
+        if f"sha256:{name}" not in blobs and not name.startswith("."):
+            path = os.path.join(root.blobs, name)
+            freed += os.path.getsize(path)
+            os.unlink(path)
+    for name in root.snapshot_names():
+        if chain_of(name) not in chains and not name.startswith("."):
+            path = os.path.join(root.snapshots, name)
+            freed += tree_size(path)
+            shutil.rmtree(path, ignore_errors=True)
+    return freed
+
+
+def _blob_sizes(cache_dir: str) -> dict[str, int]:
+    root = CacheRoot(cache_dir)
+    return {f"sha256:{n}": os.path.getsize(os.path.join(root.blobs, n)) for n in root.blob_names()}
+
+
+def parse_age(text: str) -> float:
+    """Seconds from a Go duration (`30m`, `1h30m`), or days (`7d`), as `until=` takes them."""
+    try:
+        nanoseconds = parse_duration(text.strip(), days=True)
+    except ValueError:
+        nanoseconds = -1
+    if nanoseconds < 0:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
+    return nanoseconds / 1e9
+
+
+def _rootless_namespace() -> None:
+    """Not as root, enter the user namespace a rootless build has: its snapshots hold files of
+    subordinate ids, which only that namespace may read and remove."""
+    if os.geteuid() != 0:
+        from builder.sandbox import prepare
+        prepare("auto")
+
+
+def du_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pybuild du", description="Show what the cache holds.")
+    parser.add_argument("--cache-dir", metavar="DIR")
+    options = parser.parse_args(argv)
+    _rootless_namespace()
+    found = usage(secure_cache_dir(options.cache_dir or default_cache_dir()))
+    print(f"cache entries  {found.steps}")
+    print(f"blobs          {found.blobs} ({human_size(found.blob_bytes)})")
+    print(f"snapshots      {found.snapshots} ({human_size(found.snapshot_bytes)})")
+    print(f"temporary files of dead builds  {found.dead_temp} ({human_size(found.dead_temp_bytes)})")
+    print(f"total          "
+          f"{human_size(found.blob_bytes + found.snapshot_bytes + found.dead_temp_bytes)}")
+    return 0
+
+
+def prune_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pybuild prune", description="Remove build cache entries, least recently used first, "
+        "never one a running build uses; then the blobs and snapshots nothing refers to, and the "
+        "temporary files of builds that died. Without options, entries unused for 7 days go.")
+    parser.add_argument("--all", action="store_true", help="remove every cache entry")
+    parser.add_argument("--keep-storage", metavar="SIZE",
+                        help="remove least recently used entries until the blobs fit in SIZE")
+    parser.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                        help="remove entries unused for longer than DURATION (30m, 24h, 7d)")
+    parser.add_argument("--cache-dir", metavar="DIR")
+    options = parser.parse_args(argv)
+    try:
+        keep = parse_size(options.keep_storage, decimal=True) if options.keep_storage else None
+        older = None
+        for item in options.filter:
+            key, _, value = item.partition("=")
+            if key != "until":
+                raise ValueError(f"unknown filter {key!r} (only until=DURATION)")
+            older = parse_age(value)
+    except ValueError as error:
+        print(f"pybuild prune: {error}", file=sys.stderr)
+        return 2
+    if not options.all and keep is None and older is None:
+        older = 7 * 86400
+    _rootless_namespace()
+    cache_dir = secure_cache_dir(options.cache_dir or default_cache_dir())
+    removed, freed = prune(cache_dir, everything=options.all, keep_bytes=keep, older_than=older)
+    print(f"removed {removed} cache entries, freed {human_size(freed)}")
+    return 0

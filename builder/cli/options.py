@@ -1,0 +1,26 @@
+"""Options more than one verb takes, defined once so every verb spells and checks them alike."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                        help="speak plain http to this registry (repeatable; localhost and "
+                             "127.0.0.1 always are)")
+    parser.add_argument("--registry-timeout", type=_positive_seconds, metavar="SECONDS",
+                        default=os.environ.get("PYBUILD_REGISTRY_TIMEOUT", "120"),
+                        help="give up on a registry request after SECONDS, its retries "
+                             "included; a read waits at most a quarter of it, 30 s at most "
+                             "(default $PYBUILD_REGISTRY_TIMEOUT, else 120)")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds

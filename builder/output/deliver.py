@@ -1,0 +1,140 @@
+"""Where a built image goes, in this order: the tarball (-o), docker load (--load), the local
+image store (-t), the registry (--push), the cache export (--cache-to), the image ID file
+(--iidfile). Each destination is a step of the log; none changes the image."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+from builder.output.tarball import layer_blobs, write_output
+from builder.progress.sinks import Log
+from builder.request import BuildRequest
+from layers.archive import ArchiveImage, LayerBlob, manifest_of
+from layers.compression import Compression
+from layers.errors import LayerError
+from layers.image import ImageConfig, sha256_digest
+from layers.reference import Reference
+
+if TYPE_CHECKING:
+    from builder.cache.remote import RemoteLayers
+    from builder.cache.steps import StepCache
+    from layers.blobstore import BlobStore
+    from layers.cachemanifest import CacheRecord
+    from layers.imagestore import ImageStore
+    from layers.registry.transport import Session
+
+
+@dataclass(frozen=True)
+class Delivered:
+    image_id: str
+    manifest_digest: str  # of the tarball's (or docker load's) manifest, "" without one
+    blobs: tuple[LayerBlob, ...]
+    pushed: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """What delivery writes to and reads from: the build's stores and its registry sessions."""
+
+    request: BuildRequest
+    log: Log
+    blobs: BlobStore
+    images: ImageStore
+    cache: StepCache
+    session: Callable[[Reference], Session]
+    remote: RemoteLayers | None
+
+
+def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
+            records: tuple[CacheRecord, ...]) -> Delivered:
+    """Hand the image to every destination the request names; `records` are every step's cache
+    record, for --cache-to."""
+    request, log = to.request, to.log
+    if request.compression is Compression.ZSTD and (request.output or request.docker_load):
+        log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
+                 "Docker 20.10 refuses them)")
+    config = image.to_bytes()
+    image_id = sha256_digest(config)
+    if to.remote is not None:
+        to.remote.ensure(image.diff_ids)
+    blobs = layer_blobs(to.blobs, image, request.compression)
+    manifest_digest = ""
+    if request.output:
+        manifest_digest = _write_tarball(ArchiveImage(config, blobs, tuple(tags)), tags, to)
+    if request.docker_load:
+        loaded = _docker_load(ArchiveImage(config, blobs, tuple(tags)), to)
+        manifest_digest = manifest_digest or loaded
+    if tags:
+        to.images.put(config, refs=tags)
+    to.cache.settle()
+    pushed = _push(config, tags, to) if request.push else ()
+    _export_caches(records, to)
+    if request.iidfile:
+        with open(request.iidfile, "w") as handle:
+            handle.write(image_id)
+    return Delivered(image_id, manifest_digest, blobs, pushed)
+
+
+def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Destinations) -> str:
+    """-o: skipped when the file there is the one an earlier build wrote for this image."""
+    output = to.request.output
+    number = to.log.step(f"exporting to {output}")
+    identity = sha256_digest(manifest_of(archive) + repr(tags).encode())
+    if to.cache.output_holds(output, identity):
+        to.log.info(number, "unchanged: it already holds this image")
+        manifest_digest = sha256_digest(manifest_of(archive))
+    else:
+        manifest_digest = write_output(output, archive, partial(to.log.progress, number))
+        to.cache.remember_output(output, identity)
+    to.log.done(number)
+    return manifest_digest
+
+
+def _docker_load(archive: ArchiveImage, to: Destinations) -> str:
+    """--load: the tarball just written, else the archive streamed into `docker load`
+    (then the manifest digest is returned)."""
+    from builder.output.dockerload import load_archive, load_file
+    request = to.request
+    number = to.log.step("exporting to docker (docker load)")
+    if request.output:
+        digest, said = "", load_file(request.docker_load, request.output)
+    else:
+        digest, said = load_archive(request.docker_load, archive)
+    for line in said:
+        to.log.info(number, line)
+    to.log.done(number)
+    return digest
+
+
+def _push(config: bytes, tags: tuple[Reference, ...],
+          to: Destinations) -> tuple[tuple[str, str], ...]:
+    from builder.output.push import push
+    pushed = []
+    for ref in tags:
+        number = to.log.step(f"pushing {ref.familiar()}")
+        digest = push(ref, config, to.blobs, to.request.compression, to.session(ref))
+        to.log.info(number, f"{ref.familiar()}@{digest}")
+        to.log.done(number)
+        pushed.append((ref.familiar(), digest))
+    return tuple(pushed)
+
+
+def _export_caches(records: tuple[CacheRecord, ...], to: Destinations) -> None:
+    if not to.request.cache_to:
+        return
+    from builder.cache.transfer import export_cache
+    remote = to.remote.known if to.remote else {}
+    for spec in to.request.cache_to:
+        number = to.log.step(f"exporting cache to {spec.describe()}")
+        try:
+            digest = export_cache(spec, records, to.cache.source_manifests(records),
+                                  to.blobs, remote, to.session)
+        except LayerError as error:
+            if not spec.ignore_error:
+                raise LayerError(f"--cache-to {spec.text}: {error}") from None
+            to.log.warn(f"cache not exported to {spec.describe()}: {error}")
+        else:
+            to.log.info(number, f"{len(records)} steps, manifest {digest}")
+        to.log.done(number)

@@ -1,0 +1,53 @@
+"""Pushing an image of the build or of the local store to a registry (`--push`, `pybuild push`).
+
+Layers are pushed gzip-compressed unless zstd is asked for (every consumer reads gzip; zstd needs
+an OCI manifest, gzip goes in a Docker schema2 manifest, which every registry and Docker version
+reads). A layer that came from the same registry is not compressed again: its pulled blob is named
+and mounted from the repository it came from, so pushing `FROM` a company base moves only the new
+layers.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from builder.output.tarball import compressed_layer
+from layers.blobstore import BlobStore
+from layers.compression import Compression
+from layers.image import parse_config
+from layers.reference import Reference
+from layers.registry.mediatypes import layer_compression
+from layers.registry.push import LayerBlob, push_image
+from layers.registry.transport import Session
+from layers.registry.variants import variants
+
+
+def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,
+         session: Session) -> str:
+    """Push the image whose config is `config` (its layers in `blobs`) as `ref`; returns the
+    manifest digest."""
+    if compression is Compression.NONE:
+        compression = Compression.GZIP
+    layers, sources = [], []
+    for diff_id in parse_config(config).diff_ids:
+        pulled = [v for v in variants(blobs, diff_id)
+                  if layer_compression(v.media_type) is compression
+                  and v.source.partition("/")[0] == ref.registry]
+        if pulled:
+            repository = pulled[0].source.partition("/")[2]
+            sources.append(repository)
+            layers.append(LayerBlob(pulled[0].digest, pulled[0].size, pulled[0].media_type,
+                                    _reader(session, repository, pulled[0].digest)))
+            continue
+        blob = compressed_layer(blobs, diff_id, compression)
+        layers.append(LayerBlob(blob.digest, blob.size, blob.media_type,
+                                lambda path=blob.path: open(path, "rb")))
+    family = "oci" if compression is Compression.ZSTD else "docker"
+    return push_image(session, ref, config, layers, media_types=family,
+                      mount_from=tuple(dict.fromkeys(sources)))
+
+
+def _reader(session: Session, repository: str, digest: str) -> Callable:
+    """Reads a blob of another repository of the registry: what is uploaded when a mount is
+    refused (the registry has the blob, but not for us)."""
+    return lambda: session.open(f"/v2/{repository}/blobs/{digest}",
+                                scope=f"repository:{repository}:pull")

@@ -1,0 +1,1 @@
+"""Stages, targets and the per-stage ARG/ENV state a build walks through."""

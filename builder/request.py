@@ -1,0 +1,66 @@
+"""What a build is asked for and what it gives back: the whole surface of builder.api, one field
+per command-line option in, the image's identity and the per-step summaries out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from builder.limits import Limits
+from builder.progress.summary import StepSummary
+from layers.compression import Compression
+
+if TYPE_CHECKING:
+    from builder.cache.spec import CacheSpec
+    from builder.sources.baseimage import ContextSource
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: str
+    dockerfile: str | None = None
+    dockerfile_text: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    target: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    output: str | None = "image.tar"
+    compression: Compression = Compression.NONE
+    cache_dir: str = ""
+    iidfile: str | None = None
+    source_date_epoch: int | None = None
+    network: str = "host"
+    no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()
+    build_contexts: dict[str, ContextSource] = field(default_factory=dict)
+    limits: Limits = Limits()
+    pull: bool = False
+    push: bool = False
+    insecure_registries: frozenset[str] = frozenset()
+    registry_timeout: float = 120.0  # seconds a registry request may take, retries included
+    cache_from: tuple[CacheSpec, ...] = ()
+    cache_to: tuple[CacheSpec, ...] = ()
+    isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)
+    entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
+    docker_load: str | None = None  # the docker CLI to load the image into (--load)
+    seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build made. `image_id` is the config's digest (what `docker images` shows),
+    `manifest_digest` that of the tarball's manifest ("" without one), `layers` the diff IDs and
+    `layer_sizes` the sizes of the layers as the tarball holds them (`size` their sum); `pushed`
+    pairs each pushed reference with the digest of its manifest in the registry."""
+
+    image_id: str
+    manifest_digest: str
+    tags: tuple[str, ...]
+    layers: tuple[str, ...]
+    size: int
+    warnings: tuple[str, ...]
+    steps_run: int = 0
+    steps_cached: int = 0
+    seconds: float = 0.0
+    layer_sizes: tuple[int, ...] = ()
+    pushed: tuple[tuple[str, str], ...] = ()
+    steps: tuple[StepSummary, ...] = ()

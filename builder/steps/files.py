@@ -1,0 +1,234 @@
+"""Instructions that make a layer without running anything: COPY, ADD and WORKDIR."""
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+from builder.steps.copy import (ArchiveSource, CopySpec, DataSource, Source, TreeSource, plan_layer,
+                                write_layer)
+from builder.errors import NotSupported
+from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
+from builder.plan.state import StageState
+from builder.steps.users import Owner, UnknownUser, resolve_owner
+from grammar import instructions as ins
+from grammar.errors import DockerfileError
+from layers.archive_files import decompressed
+from layers.errors import LayerError
+from layers.union import UnionView
+
+_REMOTE = re.compile(r"^(https?://|git@|git://|ssh://)")
+
+
+@dataclass(frozen=True)
+class StepEnv:
+    """What a layer step needs from the build: the trees to read and how to store a layer."""
+
+    context: Tree
+    image_view: Callable[[StageState], UnionView]
+    from_tree: Callable[[], Tree | None]  # what COPY --from names: a stage, an image or a dir
+    commit_layer: Callable[[Callable], str]
+    now: int
+    temp_dir: Callable[[], str]  # made on first use
+
+
+@dataclass(frozen=True)
+class CopySelection:
+    """What a COPY or ADD will read, resolved but not yet read: the cache key is computed from
+    it (see builder/cache/sources.py) before deciding whether to write the layer at all."""
+
+    sources: tuple[TreeSource | DataSource, ...]
+    spec: CopySpec
+    from_stage: str | None  # the name COPY --from gave (a stage, an image or a build context)
+    extract: bool
+
+
+def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopySelection:
+    """Resolve a COPY or ADD: sources (globs, symlinks followed inside their tree), destination,
+    owner and mode. `from_stage` is the name COPY --from gives: a stage's AS name or index, an
+    image, or a build context. A tree that is a directory (the context, or a directory build
+    context) confines its sources and gives them to root; a stage's or an image's files keep
+    their owners."""
+    is_add = isinstance(instruction, ins.Add)
+    _refuse_unsupported(instruction)
+    tree, from_stage = env.context, None
+    if not is_add and instruction.from_:
+        from_stage = state.expand(instruction.from_)
+        from_tree = env.from_tree()
+        if from_tree is None:
+            raise DockerfileError(f"COPY --from={from_stage}: no stage, image or build context "
+                                  "of that name")
+        tree = from_tree
+    owner = _owner(state, instruction.chown, lambda: env.image_view(state))
+    chmod = _chmod(state.expand(instruction.chmod) if instruction.chmod is not None else None)
+    dest = state.expand(instruction.dest)
+    workdir = state.image.config.working_dir or "/"
+    absolute = posixpath.normpath(posixpath.join(workdir, dest))
+    dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
+    heredocs = {h.name: h for h in instruction.heredocs}
+    sources: list[TreeSource | DataSource] = []
+    for word in instruction.sources:
+        heredoc = _heredoc_of(word, heredocs)
+        if heredoc is not None:
+            text = heredoc.text()
+            data = state.expand(text) if heredoc.expand else text
+            sources.append(DataSource(heredoc.name, data.encode()))
+            continue
+        source = state.expand(word)
+        if is_add and _REMOTE.match(source):
+            raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
+        sources.extend(_select(tree, source))
+    spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
+                    keep_owner=not tree.confined, now=env.now)
+    extract = is_add and instruction.unpack is not False  # ADD --unpack=false copies archives
+    return CopySelection(tuple(sources), spec, from_stage, extract)
+
+
+def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
+               hash_files: frozenset[str] = frozenset()) -> tuple[str | None, dict[str, str]]:
+    """Write the layer of a selection: its diff ID (None when only wildcards that matched
+    nothing were given: Docker then changes nothing) and the digests of the `hash_files` read on
+    the way. ADD extracts local tar archives, judged by content."""
+    if not selection.sources:
+        return None, {}
+    with contextlib.ExitStack() as stack:
+        sources: list[Source] = []
+        for source in selection.sources:
+            archive = None
+            if selection.extract and isinstance(source, TreeSource) \
+                    and stat.S_ISREG(source.found.st.st_mode):
+                archive = _open_archive(source.found.host, env.temp_dir(), stack)
+            sources.append(ArchiveSource(archive) if archive else source)
+        entries = plan_layer(sources, selection.spec, env.image_view(state))
+        hashes: dict = {}
+        diff_id = env.commit_layer(lambda writer: hashes.update(write_layer(entries, writer, hash_files)))
+        return diff_id, {path: content.hexdigest() for path, content in hashes.items()}
+
+
+def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[StageState, str | None]:
+    """Set the working directory and create it, owned by the current USER, in a layer of its own
+    unless it already exists. A relative path is joined to the current one and cleaned; an
+    absolute one is stored as written (BuildKit's quirk) and only the created path is cleaned."""
+    written = state.expand(instruction.path)
+    if not written.startswith("/"):
+        written = posixpath.normpath(posixpath.join("/", state.image.config.working_dir or "/", written))
+    state = state.with_config(working_dir=written)
+    path = "/" + posixpath.normpath(written).lstrip("/")
+    image = env.image_view(state)
+    found = image.find(path.strip("/"))
+    if path == "/" or (found is not None and stat.S_ISDIR(found[1].st_mode)):
+        return state, None
+    owner = _owner(state, state.image.config.user or None, lambda: image)
+    spec = CopySpec(dest=path, dest_is_dir=True, owner=owner, chmod=None, keep_owner=False,
+                    now=env.now)
+    entries = plan_layer([], spec, image)
+    return state, env.commit_layer(lambda writer: write_layer(entries, writer))
+
+
+def _refuse_unsupported(instruction: ins.Copy) -> None:
+    if instruction.parents:
+        raise NotSupported(f"{instruction.keyword} --parents is not supported yet")
+    if instruction.excludes:
+        raise NotSupported(f"{instruction.keyword} --exclude is not supported yet")
+    if isinstance(instruction, ins.Add) and (instruction.checksum or instruction.keep_git_dir):
+        raise NotSupported("ADD --checksum and --keep-git-dir need remote sources, which are "
+                              "not supported yet")
+
+
+def _heredoc_of(word: str, heredocs: dict[str, ins.Heredoc]) -> ins.Heredoc | None:
+    match = re.fullmatch(r"\d*<<-?(.+)", word)
+    if not match or not heredocs:
+        return None
+    return heredocs.get(match.group(1).strip("'\""))
+
+
+def _owner(state: StageState, chown: str | None, image: Callable[[], UnionView]) -> Owner | None:
+    """The owner `chown` names; the image's files are read (its layers perhaps fetched) only
+    when a name must be looked up there."""
+    if not chown:
+        return None
+    spec = state.expand(chown)
+    try:
+        return resolve_owner(spec, StageTree(image()))
+    except UnknownUser as error:
+        raise DockerfileError(str(error)) from None
+    except ValueError:
+        raise DockerfileError(f"invalid user {spec!r}") from None
+
+
+def _chmod(text: str | None) -> int | None:
+    """Octal modes (expanded first, as BuildKit does since v0.16); special bits are dropped as
+    BuildKit does. Docker 20.10 silently ignored a mode it could not read; this is an error."""
+    if text is None:
+        return None
+    if not re.fullmatch(r"[0-7]{1,4}", text):
+        raise DockerfileError(f"invalid --chmod={text}: an octal mode like 755 is expected",
+                              hint="symbolic modes (u+x) are not supported yet")
+    return int(text, 8) & 0o777
+
+
+def _select(tree: Tree, source: str) -> list[TreeSource]:
+    """The entries a source names: a glob's matches (none is fine, as in Docker), or exactly one
+    path. Symlinks are followed inside the tree, a glob's matches too (as BuildKit does), and a
+    followed link keeps its own name."""
+    confined = tree.confined
+    if confined and (source.startswith("/") or posixpath.normpath(source).split("/")[0] == ".."):
+        raise DockerfileError(f"source {source!r} is outside {tree.label}",
+                              hint="sources are paths inside the context directory")
+    rel = posixpath.normpath("/" + source).lstrip("/")
+    selected = []
+    try:
+        for named in glob(tree, rel) if has_glob(rel) else (None,):
+            path = rel if named is None else named.rel
+            found = named if named is not None and not stat.S_ISLNK(named.st.st_mode) \
+                else resolve(tree, path, confined=confined)
+            if found is None:
+                raise DockerfileError(f"{source!r}: not found in {tree.label}" if named is None
+                                      else f"{path!r} (matched by {source!r}) is a symlink to "
+                                           f"nothing in {tree.label}")
+            selected.append(TreeSource(tree, found, path if found.rel != path else ""))
+    except OutsideTree as error:
+        raise DockerfileError(f"source {source!r} is a symlink out of {tree.label} "
+                              f"({error})") from None
+    return selected
+
+
+def _open_archive(path: str, temp_dir: str, stack: contextlib.ExitStack) -> tarfile.TarFile | None:
+    """ADD extracts a local file that is a tar archive (plain, gzip, bzip2, xz or zstd), judged by
+    content, not by name; a file whose start does not decompress to a tar header is copied as it
+    is, as Docker does. The archive is decompressed once to a temp file so the layer can be
+    written in its own (sorted) order."""
+    with open(path, "rb") as raw:
+        chunks = decompressed(raw, os.path.basename(path), first=512)
+        try:
+            head = next(chunks, b"")
+        except LayerError:
+            return None
+        if not _is_tar_header(head):
+            return None
+        fd, temp = tempfile.mkstemp(dir=temp_dir, prefix=".add-")
+        stack.callback(os.unlink, temp)
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            for chunk in chunks:  # a stream damaged further on is a LayerError naming the file
+                out.write(chunk)
+    try:
+        return stack.enter_context(tarfile.open(temp))
+    except (tarfile.TarError, EOFError) as error:
+        raise LayerError(f"{os.path.basename(path)}: damaged archive ({error})") from None
+
+
+def _is_tar_header(block: bytes) -> bool:
+    if len(block) < 512 or block == bytes(512):
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
