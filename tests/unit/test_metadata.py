@@ -11,7 +11,7 @@ from grammar.parser import parse
 from layers.image import ContainerConfig, Healthcheck, ImageConfig
 
 BASE = StageState(ImageConfig(config=ContainerConfig(env=("PATH=/bin",), cmd=("base-cmd",))),
-                  scope=(("PATH", "/bin"), ("P", "8080")))
+                  scope={"PATH": "/bin", "P": "8080"})
 
 
 def apply(*lines: str, state: StageState = BASE, args: BuildArgs = BuildArgs()) -> StageState:

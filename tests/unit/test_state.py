@@ -9,13 +9,13 @@ from builder.plan.state import BuildArgs, StageState
 from layers.image import ContainerConfig, History, ImageConfig
 
 IMAGE = ImageConfig(config=ContainerConfig(env=("PATH=/bin", "HOME=/root"), working_dir="/"))
-STATE = StageState(IMAGE, scope=(("PATH", "/bin"), ("HOME", "/root")))
+STATE = StageState(IMAGE, scope={"PATH": "/bin", "HOME": "/root"})
 
 
 def test_a_variable_replaces_one_of_the_same_name_in_place_and_others_are_appended() -> None:
     state = STATE.with_variable("HOME", "/home/app").with_variable("V", "1")
-    assert state.scope == (("PATH", "/bin"), ("HOME", "/home/app"), ("V", "1"))
-    assert STATE.scope == (("PATH", "/bin"), ("HOME", "/root")), "states are values"
+    assert state.scope == {"PATH": "/bin", "HOME": "/home/app", "V": "1"}
+    assert STATE.scope == {"PATH": "/bin", "HOME": "/root"}, "states are values"
     assert state.image.config.env == IMAGE.config.env, "a variable is not an ENV"
 
 

@@ -24,7 +24,7 @@ from tests.unit.trees import context, write_tree
 
 FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up"}
 STATE = StageState(ImageConfig(config=ContainerConfig(working_dir="/app")),
-                   scope=(("F", "a.txt"), ("D", "dest")))
+                   scope={"F": "a.txt", "D": "dest"})
 
 
 def select(tmp_path: Path, line: str, state: StageState = STATE, from_tree=None):
