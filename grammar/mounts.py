@@ -125,6 +125,8 @@ def _fields(text: str) -> list[tuple[str, str | None]]:
         raise MountError(f"invalid mount {text!r}: {error}") from None
     fields = []
     for field in rows[0] if rows else []:
+        if not field.strip():
+            continue  # `type=cache,` (a continuation after the comma) ends with an empty field
         key, has_value, value = field.partition("=")
         key = key.strip().lower()
         if not key:
