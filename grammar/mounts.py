@@ -175,7 +175,7 @@ def _build(kind: str, values: dict, text: str) -> Mount:
         return SshMount(values.get("id") or "default", target, values.get("required", False),
                         values.get("mode", 0o600), values.get("uid", 0), values.get("gid", 0))
     if not target:
-        raise MountError(f"mount type {kind} needs a target: --mount=type={kind},target=/path")
+        raise MountError(f"mount type {kind} needs a target")
     if kind == "tmpfs":
         return TmpfsMount(target, values.get("size"))
     if kind == "cache":
