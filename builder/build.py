@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from layers.registry.transport import Session
     from builder.run import RunEnv
     from builder.sandbox import Sandbox
+    from builder.secrets import SecretSource, SshSource
     from builder.sandbox.confine import Confinement
 
 # Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
@@ -104,6 +105,8 @@ class BuildRequest:
     entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
     docker_load: str | None = None  # the docker CLI to load the image into (--load)
     seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
+    secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
+    ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
 
 
 @dataclass(frozen=True)
@@ -539,6 +542,10 @@ class Build:
                 source.directory.path if source is not None else self.request.context)))
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
+            if instruction.mounts:
+                from builder.mounts import key_inputs
+                items += self._located(instruction, lambda: key_inputs(
+                    state, instruction, partial(self._bound_digest, state, instruction)))
         speculate = scan is not None and scan.unknown and not (
             selection.extract or scan.cheap_to_hash_first())
         if not speculate:
@@ -693,7 +700,21 @@ class Build:
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn,
-                      confinement=self._confined)
+                      confinement=self._confined, mounts=self._mount_env)
+
+    def _mount_env(self):
+        from builder.mounts import MountEnv
+        return MountEnv(self.request.cache_dir, lambda name: self._context(),
+                        self.request.secrets, self.request.ssh)
+
+    def _bound_digest(self, state: StageState, instruction: ins.Run, name: str | None,
+                      source: str) -> str:
+        """What a RUN's bind mount of the context reads, digested as COPY digests its sources."""
+        selection = select_copy(state, ins.Copy(instruction.span, instruction.original,
+                                                (source,), "/"), self._step_env(None))
+        scan = scan_sources(selection, self._memos(self.request.context))
+        digests = hash_files(found for _, found in scan.unknown)
+        return self._learn_sources(scan, digests, source_signature(selection))
 
     def _sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""

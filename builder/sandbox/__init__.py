@@ -15,6 +15,7 @@ from builder.sandbox.cgroups import Group
 
 if TYPE_CHECKING:
     from builder.sandbox.confine import Confinement
+    from builder.sandbox.mounts import MountPoint
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RunSpec:
     cgroup: Group = Group()
     insecure: bool = False
     confinement: Confinement | None = None
+    mounts: tuple[MountPoint, ...] = ()
 
 
 class Sandbox(Protocol):
