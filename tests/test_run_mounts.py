@@ -250,3 +250,28 @@ def test_mounts_under_chroot_fail_naming_the_strategy(tmp_path, store):
                       "RUN --mount=type=tmpfs,target=/t true\n", isolation="chroot")
     assert result.returncode == 1
     assert "chroot sandbox" in result.stderr and "Dockerfile:2" in result.stderr
+
+
+def test_ssh_mount_forwards_a_real_agent_socket(tmp_path, store):
+    """The agent's socket is there, as a socket, where SSH_AUTH_SOCK says (busybox:test has no
+    ssh-add to list keys through it; the socket's presence and type are what is checked)."""
+    import shutil
+    import subprocess
+    from tests.support import require
+    require(shutil.which("ssh-agent") is not None, "ssh-agent (openssh-client)")
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(socket_path)], capture_output=True, text=True)
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        context = tmp_path / "ctx"
+        context.mkdir()
+        (context / "Dockerfile").write_text(
+            "FROM busybox:test\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && "
+            "echo \"$SSH_AUTH_SOCK\" > /sock\n")
+        out = tmp_path / "out.tar"
+        result = pybuild("--progress", "plain", "--ssh", f"default={socket_path}", "-o", str(out),
+                         str(context), env={"PYBUILD_CACHE_DIR": str(store)})
+        assert result.returncode == 0, result.stderr
+        assert layer_names(out) == [["run", "run/buildkit", "sock"]]
+    finally:
+        os.kill(pid, 15)
