@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from builder.steps.config import METADATA
@@ -413,6 +413,10 @@ class Build:
                 source.directory.path if source is not None else self.request.context)))
         elif isinstance(instruction, ins.Run):
             items.append(("network", instruction.network or self.request.network))
+            if instruction.mounts:
+                from builder.steps.mounts import key_inputs
+                items += self._located(instruction, lambda: key_inputs(
+                    state, instruction, partial(self._bound_digest, state, instruction)))
         speculate = scan is not None and scan.unknown and not (
             selection.extract or scan.cheap_to_hash_first())
         if not speculate:
@@ -573,7 +577,21 @@ class Build:
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn,
-                      confinement=self._confined)
+                      confinement=self._confined, mounts=self._mount_env)
+
+    def _mount_env(self):
+        from builder.steps.mounts import MountEnv
+        return MountEnv(self.request.cache_dir, lambda name: self._context(),
+                        self.request.secrets, self.request.ssh)
+
+    def _bound_digest(self, state: StageState, instruction: ins.Run, name: str | None,
+                      source: str) -> str:
+        """What a RUN's bind mount of the context reads, digested as COPY digests its sources."""
+        selection = select_copy(state, ins.Copy(instruction.span, instruction.original,
+                                                (source,), "/"), self._step_env(None))
+        scan = scan_sources(selection, self._memos(self.request.context))
+        digests = hash_files(found for _, found in scan.unknown)
+        return self._learn_sources(scan, digests, source_signature(selection))
 
     def _sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""

@@ -12,6 +12,7 @@ from layers.compression import Compression
 if TYPE_CHECKING:
     from builder.cache.spec import CacheSpec
     from builder.sources.baseimage import ContextSource
+    from builder.sources.secrets import SecretSource, SshSource
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class BuildRequest:
     entitlements: frozenset[str] = frozenset()  # --allow: security.insecure, network.host
     docker_load: str | None = None  # the docker CLI to load the image into (--load)
     seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
+    secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
+    ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
 
 
 @dataclass(frozen=True)

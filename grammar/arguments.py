@@ -10,6 +10,7 @@ from grammar import instructions as ins
 from grammar.durations import parse_duration
 from grammar.errors import DockerfileError, Span
 from grammar.heredoc import parse_marker
+from grammar.mounts import MountError, parse_mount
 from grammar.suggest import suggest
 from grammar.words import (SPACES, WHITESPACE, NotStringArray, flag_word, parse_json_array,
                            split_whitespace, split_words)
@@ -202,8 +203,14 @@ def build_run(site: Site, flags: Flags, args: str) -> ins.Run:
     if security is not None and security not in _SECURITY:
         raise site.error(f"security {quoted(str(security))} is not valid", site.flag_at("security"),
                          hint="one of " + ", ".join(_SECURITY))
+    mounts = tuple(flags.get("mount", ()))  # type: ignore[arg-type]
+    for text in mounts:
+        try:
+            parse_mount(text)
+        except MountError as error:
+            raise site.error(f"--mount={text}: {error}", site.flag_at("mount")) from None
     return ins.Run(site.span, site.original, command(site, args), heredocs=site.heredocs,
-                   mounts=tuple(flags.get("mount", ())), devices=tuple(flags.get("device", ())),
+                   mounts=mounts, devices=tuple(flags.get("device", ())),
                    network=network, security=security)  # type: ignore[arg-type]
 
 

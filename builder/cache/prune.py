@@ -142,13 +142,19 @@ def du_command(argv: list[str]) -> int:
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
     _rootless_namespace()
-    found = usage(secure_cache_dir(options.cache_dir or default_cache_dir()))
+    cache_dir = secure_cache_dir(options.cache_dir or default_cache_dir())
+    found = usage(cache_dir)
     print(f"cache entries  {found.steps}")
     print(f"blobs          {found.blobs} ({human_size(found.blob_bytes)})")
     print(f"snapshots      {found.snapshots} ({human_size(found.snapshot_bytes)})")
     print(f"temporary files of dead builds  {found.dead_temp} ({human_size(found.dead_temp_bytes)})")
-    print(f"total          "
-          f"{human_size(found.blob_bytes + found.snapshot_bytes + found.dead_temp_bytes)}")
+    from builder.cache.mounts import listed
+    mounts = listed(cache_dir)
+    print(f"cache mounts   {len(mounts)} ({human_size(sum(m.size for m in mounts))})")
+    for mount in mounts:
+        print(f"  {human_size(mount.size):>8}  {mount.id}")
+    print("total          " + human_size(found.blob_bytes + found.snapshot_bytes
+                                          + found.dead_temp_bytes + sum(m.size for m in mounts)))
     return 0
 
 
@@ -161,24 +167,37 @@ def prune_command(argv: list[str]) -> int:
     parser.add_argument("--keep-storage", metavar="SIZE",
                         help="remove least recently used entries until the blobs fit in SIZE")
     parser.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
-                        help="remove entries unused for longer than DURATION (30m, 24h, 7d)")
+                        help="remove entries unused for longer than DURATION (30m, 24h, 7d); "
+                             "type=exec.cachemount removes only the RUN --mount=type=cache "
+                             "directories (as `--all` removes them too)")
     parser.add_argument("--cache-dir", metavar="DIR")
     options = parser.parse_args(argv)
     try:
         keep = parse_size(options.keep_storage, decimal=True) if options.keep_storage else None
         older = None
+        only_mounts = False
         for item in options.filter:
             key, _, value = item.partition("=")
+            if key == "type" and value == "exec.cachemount":
+                only_mounts = True
+                continue
             if key != "until":
-                raise ValueError(f"unknown filter {key!r} (only until=DURATION)")
+                raise ValueError(f"unknown filter {key!r} (until=DURATION or "
+                                 "type=exec.cachemount)")
             older = parse_age(value)
     except ValueError as error:
         print(f"pybuild prune: {error}", file=sys.stderr)
         return 2
-    if not options.all and keep is None and older is None:
+    if not options.all and keep is None and older is None and not only_mounts:
         older = 7 * 86400
     _rootless_namespace()
     cache_dir = secure_cache_dir(options.cache_dir or default_cache_dir())
+    if options.all or only_mounts:
+        from builder.cache.mounts import remove_all
+        count, size = remove_all(cache_dir)
+        print(f"removed {count} cache mounts, freed {human_size(size)}")
+        if only_mounts and keep is None and older is None and not options.all:
+            return 0
     removed, freed = prune(cache_dir, everything=options.all, keep_bytes=keep, older_than=older)
     print(f"removed {removed} cache entries, freed {human_size(freed)}")
     return 0

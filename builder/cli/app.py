@@ -97,6 +97,13 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="make FROM NAME (and COPY --from=NAME) use SOURCE: "
                              "docker-image://REF, oci-layout://DIR[:TAG], docker-archive:PATH, "
                              "oci-archive:PATH (repeatable)")
+    group.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
+                       help="a secret for RUN --mount=type=secret: from FILE, from the "
+                            "environment variable VAR, or (id=ID alone) from $ID else the file "
+                            "ID; never stored anywhere (repeatable)")
+    group.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]",
+                       help="forward an ssh-agent socket ($SSH_AUTH_SOCK for `default`) to RUN "
+                            "--mount=type=ssh (repeatable)")
     group.add_argument("--platform", metavar="PLATFORM",
                         help="target platform; only the host's is supported")
     group = parser.add_argument_group("the image and where it goes")
@@ -228,6 +235,14 @@ def _build_command(argv: list[str]) -> int:
             contexts = dict(parse_build_context(item) for item in options.build_context)
         except ValueError as error:
             return _usage(str(error))
+    secrets, ssh = {}, {}
+    if options.secret or options.ssh:
+        from builder.secrets import parse_secret, parse_ssh
+        try:
+            secrets = {s.id: s for s in map(parse_secret, options.secret)}
+            ssh = {s.id: s for s in map(parse_ssh, options.ssh)}
+        except ValueError as error:
+            return _usage(str(error))
     try:
         limits = parse_limits(options.memory, options.cpus, options.pids_limit)
     except ValueError as error:
@@ -285,6 +300,7 @@ def _build_command(argv: list[str]) -> int:
         cache_dir=options.cache_dir or "",
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
+        secrets=secrets, ssh=ssh,
         pull=options.pull, push=options.push,
         insecure_registries=frozenset(options.insecure_registry),
         registry_timeout=options.registry_timeout,

@@ -54,6 +54,10 @@ class ChrootSandbox:
         if spec.network == "none":
             raise BuildError("RUN --network=none needs a network namespace, which the chroot "
                              "sandbox does not make: it shares the network of the machine")
+        if spec.mounts:
+            raise BuildError("RUN --mount needs a mount namespace, which the chroot sandbox "
+                             "cannot make (unshare and mount are forbidden here); use the "
+                             "namespaces or rootless isolation where the kernel allows it")
         linux.become_subreaper()
         with inplace.placed(spec.upperdir, spec.scratch,
                             rootfs.etc_files(spec.scratch, spec.hostname), devices=True):

@@ -25,7 +25,7 @@ import socket
 import struct
 from typing import Callable, NoReturn
 
-from builder.sandbox import cgroups, inplace, linux, process, rootfs, userns
+from builder.sandbox import cgroups, inplace, linux, mounts, process, rootfs, userns
 from builder.sandbox.spec import RunSpec
 
 _SIOCSIFFLAGS = 0x8914
@@ -64,13 +64,19 @@ class NamespaceSandbox:
         def keeper(write: int) -> NoReturn:
             self._keeper(spec, etc_files, write)
 
-        if not self.overlay:
-            with inplace.placed(spec.upperdir, spec.scratch, etc_files, devices=False):
-                return process.supervise(keeper, output)
-        stub_layer = os.path.join(spec.scratch, "stubs")
-        os.makedirs(stub_layer, exist_ok=True)
-        rootfs.make_stub_layer(stub_layer, rootfs.missing_stubs(spec.lowerdirs), spec.lowerdirs)
-        return process.supervise(keeper, output)
+        stubs = mounts.missing_file_targets(spec.mounts, spec.lowerdirs,
+                                            None if self.overlay else spec.upperdir)
+        try:
+            if not self.overlay:
+                with inplace.placed(spec.upperdir, spec.scratch, etc_files, devices=False):
+                    return process.supervise(keeper, output)
+            stub_layer = os.path.join(spec.scratch, "stubs")
+            os.makedirs(stub_layer, exist_ok=True)
+            rootfs.make_stub_layer(stub_layer, rootfs.missing_stubs(spec.lowerdirs),
+                                   spec.lowerdirs)
+            return process.supervise(keeper, output)
+        finally:
+            mounts.remove_stubs(spec.upperdir, stubs)
 
     def _keeper(self, spec: RunSpec, etc_files: dict[str, str], write: int) -> NoReturn:
         """Child of pybuild: make the namespaces, then wait for the sandbox's pid 1."""
@@ -101,6 +107,7 @@ class NamespaceSandbox:
                                os.path.join(spec.scratch, "stubs"), self.overlay, self.rootless,
                                nodev=not spec.insecure)
             rootfs.populate(root, etc_files)
+            mounts.mount_all(root, spec.mounts, spec.scratch)
             rootfs.enter(root)
             if not spec.insecure:
                 rootfs.protect_proc()

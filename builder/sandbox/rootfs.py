@@ -149,14 +149,14 @@ def populate(root: str, etc_files: dict[str, str]) -> None:
                     linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     except PermissionError:
         linux.mount("/sys", sys, None, linux.MS_BIND | linux.MS_REC)
-        _read_only(sys)
+        read_only(sys)
     _dev(os.path.join(root, "dev"))
     for rel, source in etc_files.items():
         target = os.path.join(root, rel)
         if os.path.islink(target) or not os.path.isfile(target):
             continue
         linux.mount(source, target, None, linux.MS_BIND)
-        _read_only(target)
+        read_only(target)
 
 
 def protect_proc() -> None:
@@ -165,7 +165,7 @@ def protect_proc() -> None:
         path = os.path.join("/proc", name)
         if os.path.exists(path):
             linux.mount(path, path, None, linux.MS_BIND)
-            _read_only(path)
+            read_only(path)
     for name in _PROC_MASKED:
         path = os.path.join("/proc", name)
         if os.path.isdir(path):
@@ -175,7 +175,7 @@ def protect_proc() -> None:
             linux.mount("/dev/null", path, None, linux.MS_BIND)
 
 
-def _read_only(target: str) -> None:
+def read_only(target: str) -> None:
     """Make the bind mount at `target` read-only."""
     _remount(target, linux.MS_RDONLY)
 

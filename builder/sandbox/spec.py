@@ -9,6 +9,7 @@ from builder.sandbox.cgroups import Group
 
 if TYPE_CHECKING:
     from builder.sandbox.confine import Confinement
+    from builder.sandbox.mounts import MountPoint
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class RunSpec:
     cgroup: Group = Group()
     insecure: bool = False
     confinement: Confinement | None = None
+    mounts: tuple[MountPoint, ...] = ()
 
 
 class Sandbox(Protocol):

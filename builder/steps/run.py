@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from builder.errors import BuildError, NotSupported
 from builder.limits import Limits, memory_text
 from builder.steps.config import DEFAULT_SHELL
+from builder.steps.mounts import Planned, planned as mount_plan
 from builder.sandbox import cgroups
 from builder.sandbox.spec import RunSpec, Sandbox
 from builder.sources.tree import StageTree
@@ -22,6 +24,7 @@ from layers.union import UnionView
 from layers.walkdiff import RootPool
 
 if TYPE_CHECKING:
+    from builder.steps.mounts import MountEnv
     from builder.sandbox.confine import Confinement
 
 _TAIL_LINES = 12
@@ -43,6 +46,7 @@ class RunEnv:
     limits: Limits
     warn: Callable[[str], None]
     confinement: Callable[[], Confinement | None]
+    mounts: Callable[[], MountEnv]
 
 
 def argv(state: StageState, instruction: ins.Run) -> tuple[str, ...]:
@@ -79,8 +83,6 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
     """Run the command; returns the state and the diff ID of its layer (None if it changed
     nothing). A non-zero exit fails the build with the command's last output lines, and says
     so when the OOM killer ended it under --memory."""
-    if instruction.mounts:
-        raise NotSupported(f"RUN --mount={instruction.mounts[0]} is not supported yet")
     insecure = instruction.security == "insecure"
     if insecure and not env.insecure_allowed:
         raise BuildError("RUN --security=insecure needs the security.insecure entitlement: "
@@ -119,14 +121,20 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
             tail.extend(chunk.decode(errors="replace").splitlines())
             env.output(chunk)
 
-        with cgroups.applied(env.limits, env.warn) as group:
+        with contextlib.ExitStack() as held:
+            planned = held.enter_context(mount_plan(state, instruction, env.mounts(),
+                                                         scratch)) \
+                if instruction.mounts else Planned((), ())
+            group = held.enter_context(cgroups.applied(env.limits, env.warn))
             spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work,
                            scratch=scratch, argv=command,
-                           env=tuple(f"{k}={v}" for k, v in variables.items()),
+                           env=tuple(f"{k}={v}" for k, v in
+                                     (variables | dict(planned.env)).items()),
                            cwd=state.image.config.working_dir or "/", uid=user.uid, gid=user.gid,
                            groups=user.groups, network=network, cgroup=group,
                            insecure=insecure,
-                           confinement=None if insecure else env.confinement())
+                           confinement=None if insecure else env.confinement(),
+                           mounts=planned.mounts)
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
             starved = status != 0 and cgroups.pids_exhausted(group)

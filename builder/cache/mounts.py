@@ -1,0 +1,118 @@
+"""RUN --mount=type=cache directories: `<cache root>/mounts/<hash of id>/` holds the `id`, a
+`lock` file and the `data` the RUN sees. They outlive builds, never enter a layer or a step's
+cache key, and are shown by `pybuild du` and removed by `pybuild prune`.
+
+Sharing is BuildKit's, across builds and processes, with flock(2) on the `lock` file for as long
+as the RUN runs (the kernel drops it however the process dies): `shared` holds a shared lock (any
+number of RUNs at once), `locked` an exclusive one (a second RUN waits), and `private` an
+exclusive one without waiting: when the cache is busy, the RUN gets a fresh empty directory of
+its own, thrown away after it. Prune removes only caches it can lock exclusively.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from grammar.mounts import CacheMount
+from layers.scratch import tree_size
+
+_DIR = "mounts"
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    id: str
+    path: str
+    size: int
+
+
+def _base(cache_dir: str, ident: str) -> str:
+    return os.path.join(cache_dir, _DIR, hashlib.sha256(ident.encode()).hexdigest()[:32])
+
+
+@contextlib.contextmanager
+def held(cache_dir: str, mount: CacheMount, scratch: str,
+         seed: Callable[[str], None] | None = None) -> Iterator[str]:
+    """The data directory of the cache `mount.id`, locked as its sharing says for the duration;
+    made (owned `uid`:`gid`, mode `mode`, filled by `seed` when given) on first use."""
+    base = _base(cache_dir, mount.id)
+    os.makedirs(base, 0o700, exist_ok=True)
+    if not os.path.exists(os.path.join(base, "id")):
+        with open(os.path.join(base, "id.new"), "w") as handle:
+            handle.write(mount.id)
+        os.replace(os.path.join(base, "id.new"), os.path.join(base, "id"))
+    lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        data = os.path.join(base, "data")
+        if mount.sharing == "shared":
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        elif mount.sharing == "locked":
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                data = tempfile.mkdtemp(dir=scratch, prefix="private-cache-")
+                os.chown(data, mount.uid, mount.gid)
+                os.chmod(data, mount.mode)
+        if not os.path.isdir(data):
+            fresh = tempfile.mkdtemp(dir=base, prefix="new-")
+            os.chown(fresh, mount.uid, mount.gid)
+            os.chmod(fresh, mount.mode)
+            if seed is not None:
+                seed(fresh)
+            try:
+                os.rename(fresh, data)
+            except OSError:  # another build made it meanwhile
+                shutil.rmtree(fresh, ignore_errors=True)
+        yield data
+    finally:
+        os.close(lock)
+
+
+def listed(cache_dir: str) -> list[CacheDir]:
+    """Every cache mount directory, with its id and size."""
+    root = os.path.join(cache_dir, _DIR)
+    found = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        base = os.path.join(root, name)
+        try:
+            with open(os.path.join(base, "id")) as handle:
+                ident = handle.read()
+        except OSError:
+            ident = "?"
+        found.append(CacheDir(ident, base, tree_size(base)))
+    return found
+
+
+def remove_all(cache_dir: str) -> tuple[int, int]:
+    """Remove every cache mount no RUN is using; returns (removed, bytes freed)."""
+    removed = freed = 0
+    for cache in listed(cache_dir):
+        try:
+            lock = os.open(os.path.join(cache.path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            lock = None
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue
+        try:
+            # Renamed away first: a build that comes after sees no half-removed cache.
+            gone = cache.path + ".removing"
+            os.rename(cache.path, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+        finally:
+            if lock is not None:
+                os.close(lock)
+        removed += 1
+        freed += cache.size
+    return removed, freed

@@ -1,0 +1,184 @@
+"""RUN --mount, planned: the mounts a RUN asks for (grammar/mounts.py), expanded in the stage's
+scope and turned into what the sandbox mounts (builder/sandbox/mounts.py), with the caches held
+and the secrets read for as long as the command runs.
+
+What goes into the step's cache key (`key_inputs`): the mounts as written are in the instruction
+already; a bind mount of the build context adds the digest of what it binds (as COPY does), one
+of a stage that stage's key. Cache mounts, tmpfs, secrets and ssh add nothing: a changed cache,
+secret value or agent never makes a step run again (BuildKit's rule); --no-cache does.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from builder.cache import mounts as cachemounts
+from builder.errors import BuildError
+from builder.sandbox.mounts import MountPoint
+from builder.sources.secrets import SecretSource, SshSource
+from builder.sources.tree import OutsideTree, Tree, resolve
+from builder.plan.state import StageState
+from grammar import instructions as ins
+from grammar.mounts import (BindMount, CacheMount, Mount, MountError, SecretMount, SshMount,
+                            TmpfsMount, parse_mount)
+
+
+@dataclass(frozen=True)
+class MountEnv:
+    """What planning mounts needs from the build. `tree(name)` is the tree a bind mount's `from`
+    names (None: the build context); `stage_key(name)` the key standing for a stage's or an
+    image's files, or None when `name` is the build context or a directory build context."""
+
+    cache_dir: str
+    tree: Callable[[str | None], Tree]
+    secrets: dict[str, SecretSource] = field(default_factory=dict)
+    ssh: dict[str, SshSource] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Planned:
+    mounts: tuple[MountPoint, ...]
+    env: tuple[tuple[str, str], ...]  # added to the command's environment (secret env=, ssh)
+
+
+def parsed(state: StageState, instruction: ins.Run) -> list[Mount]:
+    """The RUN's mounts, every value but `type` expanded with the stage's ARG/ENV scope."""
+    mounts = []
+    for text in instruction.mounts:
+        try:
+            mounts.append(parse_mount(text, state.expand))
+        except MountError as error:
+            raise BuildError(f"--mount={text}: {error}") from None
+    return mounts
+
+
+def key_inputs(state: StageState, instruction: ins.Run,
+               digest: Callable[[str | None, str], str]) -> tuple[tuple[str, str], ...]:
+    """What a RUN's bind mounts add to its cache key: `digest(from, source)` of each."""
+    return tuple((f"mount {m.target}", digest(m.from_, _relative(m.source)))
+                 for m in parsed(state, instruction) if isinstance(m, BindMount))
+
+
+def _relative(source: str) -> str:
+    """A source as a path inside its tree (`..` stops at the root), `.` for the root."""
+    return posixpath.normpath("/" + source).lstrip("/") or "."
+
+
+@contextlib.contextmanager
+def planned(state: StageState, instruction: ins.Run, env: MountEnv,
+            scratch: str) -> Iterator[Planned]:
+    """The RUN's mounts, made ready (caches locked, secrets read) until the block ends;
+    `scratch` is the RUN's own temp directory."""
+    workdir = state.image.config.working_dir or "/"
+    points: list[MountPoint] = []
+    variables: list[tuple[str, str]] = []
+    ssh_count = 0
+    with contextlib.ExitStack() as stack:
+        for mount in parsed(state, instruction):
+            target = _target(workdir, mount)
+            if isinstance(mount, CacheMount):
+                if mount.from_ is not None:
+                    raise BuildError(f"--mount=type=cache,from={mount.from_}: seeding a cache "
+                                     "from a stage is not supported yet")
+                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch))
+                points.append(MountPoint(target, "bind", data, readonly=mount.readonly))
+            elif isinstance(mount, BindMount):
+                source = _bind_source(mount, env)
+                if not mount.readonly:
+                    source = _copied(source, scratch)
+                points.append(MountPoint(target, "bind", source, readonly=mount.readonly))
+            elif isinstance(mount, TmpfsMount):
+                size = f"size={mount.size}" if mount.size is not None else ""
+                points.append(MountPoint(target, "tmpfs", options=size))
+            elif isinstance(mount, SecretMount):
+                value = _secret(mount, env)
+                if value is None:
+                    continue
+                if mount.env is not None:
+                    variables.append((mount.env, value.decode(errors="surrogateescape")))
+                if target is not None:
+                    points.append(MountPoint(target, "file", content=value, mode=mount.mode,
+                                             uid=mount.uid, gid=mount.gid))
+            elif isinstance(mount, SshMount):
+                socket = _agent(mount, env)
+                if socket is None:
+                    continue
+                target = target or f"/run/buildkit/ssh_agent.{ssh_count}"
+                ssh_count += 1
+                points.append(MountPoint(target, "bind", socket))
+                if mount.id == "default" or not any(k == "SSH_AUTH_SOCK" for k, _ in variables):
+                    variables.append(("SSH_AUTH_SOCK", target))
+        yield Planned(tuple(points), tuple(variables))
+
+
+def _target(workdir: str, mount: Mount) -> str | None:
+    """The absolute target (relative ones are under WORKDIR, as BuildKit takes them)."""
+    target = getattr(mount, "target", None)
+    if target is None:
+        return None
+    absolute = posixpath.normpath(posixpath.join(workdir, target))
+    if absolute == "/":
+        raise BuildError(f"--mount target {target}: cannot mount over the root")
+    return absolute
+
+
+def _bind_source(mount: BindMount, env: MountEnv) -> str:
+    """The host path a bind mount binds: its source resolved inside the context or stage
+    (symlinks followed without leaving it)."""
+    if mount.from_ is not None:
+        raise BuildError(f"--mount=type=bind,from={mount.from_}: binding a stage, an image or "
+                         "a named build context is not supported yet (COPY --from instead)")
+    tree = env.tree(mount.from_)
+    rel = _relative(mount.source)
+    try:
+        found = resolve(tree, rel, confined=tree.confined) if rel != "." else None
+    except OutsideTree as error:
+        raise BuildError(f"--mount source {mount.source}: a symlink leads out of "
+                         f"{tree.label} ({error})") from None
+    if rel != "." and found is None:
+        raise BuildError(f"--mount source {mount.source}: not found in {tree.label}")
+    if found is None:
+        return tree.root  # type: ignore[attr-defined]
+    return found.host
+
+
+def _copied(source: str, scratch: str) -> str:
+    """A private copy of a `rw` bind mount's source: the command's writes go there, and are
+    thrown away with the RUN's scratch directory."""
+    copy = tempfile.mkdtemp(dir=scratch, prefix="bind-rw-")
+    target = os.path.join(copy, "content")
+    if os.path.isdir(source):
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copy2(source, target)
+    return target
+
+
+def _secret(mount: SecretMount, env: MountEnv) -> bytes | None:
+    source = env.secrets.get(mount.id)
+    try:
+        value = source.read() if source is not None else None
+    except ValueError as error:
+        raise BuildError(str(error)) from None
+    if value is None and mount.required:
+        given = "given but its source does not exist" if source else "not given"
+        raise BuildError(f"secret {mount.id} is required but {given} (--secret "
+                         f"id={mount.id},src=FILE or --secret id={mount.id},env=VARIABLE)")
+    return value
+
+
+def _agent(mount: SshMount, env: MountEnv) -> str | None:
+    source = env.ssh.get(mount.id)
+    try:
+        socket = source.socket() if source is not None else None
+    except ValueError as error:
+        raise BuildError(str(error)) from None
+    if socket is None and mount.required:
+        raise BuildError(f"ssh agent {mount.id} is required but not forwarded (--ssh "
+                         f"{mount.id}=SOCKET, or --ssh default with SSH_AUTH_SOCK set)")
+    return socket
