@@ -237,7 +237,7 @@ def _build_command(argv: list[str]) -> int:
             return _usage(str(error))
     secrets, ssh = {}, {}
     if options.secret or options.ssh:
-        from builder.secrets import parse_secret, parse_ssh
+        from builder.sources.secrets import parse_secret, parse_ssh
         try:
             secrets = {s.id: s for s in map(parse_secret, options.secret)}
             ssh = {s.id: s for s in map(parse_ssh, options.ssh)}
