@@ -63,7 +63,7 @@ ATTACKS = [
     ("component-over-255", [("d/" + LONG_COMPONENT, REG, b"long")],
      refused("File name too long"), refused("File name too long")),
     ("path-over-4096", [(LONG_PATH, REG, b"deep")],
-     refused("File name too long"), refused("a path is too long for this system")),
+     refused("File name too long"), refused("File name too long|a path is too long for this system")),
     ("pax-long-name", [(PAX_NAME, REG, b"pax")],
      contained(f"cat /{PAX_NAME}", "pax"), contained(f"cat /d/{PAX_NAME}", "pax")),
     ("duplicates", [("f", REG, b"first"), ("f", REG, b"second"), ("g", DIR), ("g", REG, b"file"),
