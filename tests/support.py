@@ -59,6 +59,20 @@ def busybox_base(directory: Path) -> Path:
     return archive
 
 
+def build_over(tmp_path: Path, base: Path, dockerfile: str, *options: str) -> tuple[Path, Result]:
+    """Build `dockerfile` (a context holding only it) with a cache of its own in `tmp_path`,
+    the `base` archive loaded into it first; the tarball and the successful result."""
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(base), env=env).returncode == 0
+    out = tmp_path / "image.tar"
+    result = pybuild("-o", str(out), *options, str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
 def image_file(tarball: Path, path: str) -> bytes:
     """The content of the file at `path` in the image of a docker-save `tarball` (top layer
     wins)."""

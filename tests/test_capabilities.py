@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.rootless_user import rootless_user
-from tests.support import busybox_base, docker_build, image_file, pybuild
+from tests.support import build_over, busybox_base, docker_build, image_file
 
 DOCKERFILE = """\
 FROM busybox:test
@@ -38,15 +38,7 @@ def base(tmp_path_factory) -> Path:
 
 
 def build(tmp_path: Path, base: Path, dockerfile: str, *options: str) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(dockerfile)
-    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
-    assert pybuild("load", "-i", str(base), env=env).returncode == 0
-    out = tmp_path / "image.tar"
-    result = pybuild("-o", str(out), *options, str(context), env=env)
-    assert result.returncode == 0, result.stderr
-    return out
+    return build_over(tmp_path, base, dockerfile, *options)[0]
 
 
 def capabilities(tarball: Path) -> dict[str, str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.rootless_user import rootless_user
-from tests.support import (DockerImages, busybox_base, docker_available, docker_build, image_file,
-                           pybuild, require)
+from tests.support import (DockerImages, build_over, busybox_base, docker_available, docker_build,
+                           image_file, require)
 
 DOCKERFILE = """\
 FROM busybox:test
@@ -78,14 +78,7 @@ def probe(tmp_path: Path, base: Path, strategy: str) -> str:
             result, _ = user.build(DOCKERFILE)
             assert result.returncode == 0, result.stderr
             return image_file(user.output, "/probe.txt").decode()
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "Dockerfile").write_text(DOCKERFILE)
-    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
-    assert pybuild("load", "-i", str(base), env=env).returncode == 0
-    out = tmp_path / "image.tar"
-    result = pybuild("--isolation", strategy, "-o", str(out), str(context), env=env)
-    assert result.returncode == 0, result.stderr
+    out, _ = build_over(tmp_path, base, DOCKERFILE, "--isolation", strategy)
     return image_file(out, "/probe.txt").decode()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from builder.sandbox import capabilities, seccomp, seccomp_profile
 from tests.rootless_user import rootless_user
-from tests.support import busybox_base, docker_build, image_file, pybuild, require
+from tests.support import build_over, busybox_base, docker_build, image_file, pybuild, require
 from tests.syscalls import Call, dockerfile_lines, supported
 
 CLONE_NEWUSER = 0x10000000
@@ -54,14 +54,7 @@ def base(tmp_path_factory) -> Path:
 
 def build(tmp_path: Path, base: Path, *options: str) -> tuple[str, str]:
     """The /calls.txt a pybuild build writes, and its log."""
-    context = tmp_path / "context"
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(DOCKERFILE)
-    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
-    assert pybuild("load", "-i", str(base), env=env).returncode == 0
-    out = tmp_path / "image.tar"
-    result = pybuild("-o", str(out), *options, str(context), env=env)
-    assert result.returncode == 0, result.stderr
+    out, result = build_over(tmp_path, base, DOCKERFILE, *options)
     return image_file(out, "/calls.txt").decode(), result.stderr
 
 
