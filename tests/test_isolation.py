@@ -278,13 +278,19 @@ def in_container(runner, images, job: Path, script: str, *options: str,
     (overlayfs). Returns the exit status and the log."""
     image, mounts = runner
     python = os.path.realpath(sys.executable)
+    environment = ["-e", f"PYTHONPATH={ROOT}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
+                   "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/root"]
     if user is not None:
-        require(_reachable_by_all(python), f"a Python any user can run (not {python})")
+        if not _reachable_by_all(python):  # a pyenv under /root: its copy where anyone may look
+            require(sys.prefix == sys.base_prefix and python.startswith(sys.base_prefix + "/"),
+                    f"a Python any user can run (not {python})")
+            relocated = "/opt/pybuild-python"
+            python = relocated + python[len(sys.base_prefix):]
+            mounts = [*mounts, "-v", f"{sys.base_prefix}:{relocated}:ro"]
+            environment += ["-e", f"LD_LIBRARY_PATH={relocated}/lib"]
         options += ("--user", user)
     name = f"pybuild-isolation-{uuid.uuid4().hex[:10]}"
     images.containers.append(name)
-    environment = ["-e", f"PYTHONPATH={ROOT}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
-                   "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/root"]
     if cache:
         environment += ["-e", f"PYBUILD_CACHE_DIR={cache}"]
     result = docker("run", "--rm", "--name", name, "--network", "none", *mounts, *options,

@@ -134,7 +134,7 @@ EXPECTED = {
     "mount": "permission denied",
     "mknod": "Operation not permitted",
     "sethostname": "Operation not permitted",
-    "hostname": "^pybuild$",
+    "hostname": "^buildkitsandbox$",
     "connect": r"can't connect to remote host \(127.0.0.1\): Connection refused",
 }
 
