@@ -22,10 +22,7 @@ from builder.progress.sinks import Log
 from builder.sources.tree import ContextTree, StageTree, Tree
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
 from builder.cache.root import secure_cache_dir
-from builder.cache.key import Inputs, step_key
-from builder.cache.sources import SourceScan, hash_files, manifest as source_manifest
-from builder.cache.sources import signature as source_signature
-from builder.cache.sources import scan as scan_sources
+from builder.cache.decide import Hit, Miss, Speculation, Step, decide
 from builder.cache.index import StepRecord
 from layers.cachemanifest import CacheRecord
 from builder.cache.steps import StepCache
@@ -389,44 +386,14 @@ class Build:
         if source is not None and source.image is not None:
             self.log.info(number, f"from {source.image.origin}")
         env = self._step_env(source)
-        selection, scan, signature = None, None, None
-        items: list[tuple[str, str]] = [("instruction", instruction.original)]
-        slot = f"{self.slot_prefix}|{stage.label}|{position}"
-        keyed = source is not None and source.directory is None
-        if keyed:
-            # A stage's key or an image's ID stands for its files, which are selected only on a
-            # miss: reading them may mean fetching or unpacking layers.
-            items.append(self._from_input(source))
-        elif isinstance(instruction, ins.Copy):
-            selection = self._located(instruction, lambda: select_copy(state, instruction, env))
-            # Sources whose lstats are as at an earlier build have that build's manifest: a hit
-            # needs no memo and no rows.
-            signature = source_signature(selection)
-            known = self.cache.scanned(signature)
-            if known is not None:
-                inputs = Inputs(state.pending + (*items, ("sources", known)))
-                key = step_key(state.key, inputs)
-                hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
-                if hit is not None:
-                    return self._reuse(number, hit, state, key)
-            scan = self._located(instruction, lambda: scan_sources(selection, self._memos(
-                source.directory.path if source is not None else self.request.context)))
-        elif isinstance(instruction, ins.Run):
-            items.append(("network", instruction.network or self.request.network))
-        speculate = scan is not None and scan.unknown and not (
-            selection.extract or scan.cheap_to_hash_first())
-        if not speculate:
-            if scan is not None:
-                digests = self._located(instruction, lambda: hash_files(
-                    found for _, found in scan.unknown))
-                items.append(("sources", self._learn_sources(scan, digests, signature)))
-            inputs = Inputs(state.pending + tuple(items))
-            key = step_key(state.key, inputs)
-            hit = self.cache.lookup(key, stage.label, slot, state.key, inputs)
-            if hit is not None:
-                return self._reuse(number, hit, state, key)
-            self._missed(number, key, slot, state.key, inputs, stage.label)
-        if keyed:
+        step = self._cache_step(stage, state, instruction, position, source, env)
+        decision = self._located(instruction, lambda: decide(self.cache, step))
+        if isinstance(decision, Hit):
+            return self._reuse(number, decision.record, state, decision.key)
+        if isinstance(decision, Miss):
+            self._missed(number, decision)
+        selection = step.sources
+        if isinstance(instruction, ins.Copy) and selection is None:
             selection = self._located(instruction, lambda: select_copy(state, instruction, env))
         if isinstance(instruction, ins.Run):
             from builder.steps.run import run
@@ -435,25 +402,42 @@ class Build:
         elif isinstance(instruction, ins.Workdir):
             after, diff_id = self._located(instruction, lambda: workdir(state, instruction, env))
         else:
-            unknown = frozenset(found.host for _, found in scan.unknown) if speculate else frozenset()
+            unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
             diff_id, digests = self._located(instruction, lambda: write_copy(state, selection, env,
                                                                              unknown))
             after = state
-            if speculate:
+            if isinstance(decision, Speculation):
                 # A cold context: its files were hashed while the layer was written (one read).
-                items.append(("sources", self._learn_sources(scan, digests, signature)))
-                inputs = Inputs(state.pending + tuple(items))
-                key = step_key(state.key, inputs)
-                self._missed(number, key, slot, state.key, inputs, stage.label)
+                decision = self._located(instruction, lambda: decision.settle(self.cache, digests))
+                self._missed(number, decision)
         if diff_id is not None:
             self.log.layer(number, diff_id, os.path.getsize(self.blobs.path(diff_id)))
         self.log.done(number)
+        key, inputs = decision.key, decision.inputs
         after = after.with_history(History(instruction.original, self.created,
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
         self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
-        self.cache.record(key, state.key, slot, inputs, diff_id, after.to_json())
+        self.cache.record(key, state.key, step.slot, inputs, diff_id, after.to_json())
         return after
+
+    def _cache_step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
+                    position: str, source: CopyFrom | None, env: StepEnv) -> Step:
+        """The step as the cache sees it. A stage's key or an image's ID stands for the files
+        COPY --from reads, which are selected only on a miss: reading them may mean fetching or
+        unpacking layers. Context files (or a directory build context's) are selected first."""
+        step = Step(state.key, state.pending, (("instruction", instruction.original),),
+                    f"{self.slot_prefix}|{stage.label}|{position}", stage.label)
+        if source is not None and source.directory is None:
+            return replace(step, items=step.items + (self._from_input(source),))
+        if isinstance(instruction, ins.Copy):
+            root = source.directory.path if source is not None else self.request.context
+            selection = self._located(instruction, lambda: select_copy(state, instruction, env))
+            return replace(step, sources=selection, memos=lambda: self._memos(root))
+        if isinstance(instruction, ins.Run):
+            network = instruction.network or self.request.network
+            return replace(step, items=step.items + (("network", network),))
+        return step
 
     def _copy_from(self, state: StageState, instruction: ins.Instruction,
                    stage: Stage) -> CopyFrom | None:
@@ -518,10 +502,9 @@ class Build:
             return f"from stage {source.name}", self.stage(source.stage).chain_key()
         return f"from image {source.name}", source.image.image_id
 
-    def _missed(self, number: int, key: str, slot: str, parent: str, inputs: Inputs,
-                stage_label: str) -> None:
+    def _missed(self, number: int, miss: Miss) -> None:
         self.misses += 1
-        self.log.missed(number, self.cache.reason(key, slot, parent, inputs, stage_label))
+        self.log.missed(number, miss.reason)
 
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
@@ -534,16 +517,6 @@ class Build:
         if restored.image.history:
             self.reused_created.append(restored.image.history[-1].created)
         return restored
-
-    def _learn_sources(self, scan: SourceScan, digests: dict[str, str],
-                       signature: str | None) -> str:
-        """Complete the scan with `digests` and remember what was learned; returns the
-        manifest's digest."""
-        learned = scan.fill(digests)
-        manifest, text = source_manifest(scan.rows)
-        self.cache.remember(learned, manifest, text)
-        self.cache.remember_scan(signature, manifest)
-        return manifest
 
     def _memos(self, root: str):
         """The content digests remembered for the files under `root` (the context's, or a
