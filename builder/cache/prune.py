@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from builder.cache.index import CacheIndex
 from builder.cache.root import CacheRoot, default_cache_dir, secure_cache_dir
+from builder.plan.state import RecordedState
 from builder.units import human_size, parse_size
 from grammar.durations import parse_duration
 from layers.image import chain_ids
@@ -91,7 +92,7 @@ def _collect(cache_dir: str, kept) -> int:
     blobs: set[str] = set()
     chains: set[str] = set()
     for record in kept:
-        diff_ids = tuple(record.state["image"]["rootfs"]["diff_ids"])
+        diff_ids = RecordedState.of(record.state).diff_ids
         blobs.update(diff_ids)
         chains.update(chain_ids(diff_ids))
     for image in store.list():

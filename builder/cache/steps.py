@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from builder.cache.index import CacheIndex, FileMemo, StepRecord
 from builder.cache.key import Inputs, miss_reason
 from builder.cache.sources import describe_change
+from builder.plan.state import RecordedState
 from layers.blobstore import BlobStore
 from layers.cachemanifest import CacheRecord
 
@@ -56,7 +57,7 @@ class StepCache:
             return None
         record = self.index.lookup(key)
         if record is not None:
-            layers = record.state["image"]["rootfs"]["diff_ids"]
+            layers = RecordedState.of(record.state).diff_ids
             broken = next((d for d in layers if not self._blob_intact(d)), None)
             if broken is None:
                 self.index.touch(key, slot)
@@ -67,20 +68,20 @@ class StepCache:
         if imported is None:
             return None
         state = imported.state
-        layers = state["image"]["rootfs"]["diff_ids"]
-        if not all(self.remote_available(d) or self._blob_intact(d) for d in layers):
+        recorded = RecordedState.of(state)
+        if not all(self.remote_available(d) or self._blob_intact(d) for d in recorded.diff_ids):
             return None
         self.damaged.pop(key, None)
         self.unsettled.append((key, parent, slot, inputs, state))
-        return StepRecord(key, parent, slot, inputs, _own_layer(state), state, 0.0)
+        return StepRecord(key, parent, slot, inputs, recorded.own_layer, state, 0.0)
 
     def settle(self) -> None:
         """Record the imported hits whose layers are all here now, so the next build on this
         machine finds them without an import."""
         for key, parent, slot, inputs, state in self.unsettled:
-            layers = state["image"]["rootfs"]["diff_ids"]
-            if all(self.blobs.has(d) for d in layers):
-                self.record(key, parent, slot, inputs, _own_layer(state), state)
+            recorded = RecordedState.of(state)
+            if all(self.blobs.has(d) for d in recorded.diff_ids):
+                self.record(key, parent, slot, inputs, recorded.own_layer, state)
         self.unsettled.clear()
 
     def reason(self, key: str, slot: str, parent: str, inputs: Inputs, stage_label: str) -> str:
@@ -194,9 +195,3 @@ class StepCache:
         self.index.remember_blob(digest, st)
         return True
 
-
-def _own_layer(state: dict) -> str | None:
-    """The layer the step of a recorded state made, None if it made none."""
-    history = state["image"].get("history") or [{}]
-    layers = state["image"]["rootfs"]["diff_ids"]
-    return None if history[-1].get("empty_layer") or not layers else layers[-1]

@@ -21,6 +21,7 @@ from builder.output.atomicfile import replacing, write_atomically
 from builder.cache.spec import CacheSpec
 from builder.output.tarball import compressed_layer
 from builder.cache.remote import RemoteLayer
+from builder.plan.state import RecordedState
 from layers import cachemanifest
 from layers.blobstore import BlobStore, blobs_dir
 from layers.cachemanifest import CacheLayer, CacheRecord
@@ -59,7 +60,7 @@ def export_cache(spec: CacheSpec, records: Iterable[CacheRecord], manifests: dic
     """Export `records` and the source `manifests` of their COPY steps, with every layer their
     states name; returns the manifest digest."""
     records = tuple(records)
-    diff_ids = dict.fromkeys(d for r in records for d in r.state["image"]["rootfs"]["diff_ids"])
+    diff_ids = dict.fromkeys(d for r in records for d in RecordedState.of(r.state).diff_ids)
     layers = [_layer(diff_id, spec, blobs, remote) for diff_id in diff_ids]
     config = cachemanifest.config_bytes(records, manifests)
     manifest = cachemanifest.manifest_bytes(config, tuple(layer for layer, _ in layers))

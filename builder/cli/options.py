@@ -3,6 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+def usage(message: str) -> int:
+    """Bad command-line use: said on stderr; the exit status."""
+    print(f"pybuild: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

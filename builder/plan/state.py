@@ -12,6 +12,23 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
+class RecordedState:
+    """What the cache reads of a recorded state (`StageState.to_json`) without rebuilding the
+    state: the layers it names, and the one its step made."""
+
+    diff_ids: tuple[str, ...]
+    own_layer: str | None  # None when the step made no layer
+
+    @staticmethod
+    def of(data: dict) -> "RecordedState":
+        image = data["image"]
+        diff_ids = tuple(image["rootfs"]["diff_ids"])
+        history = image.get("history") or [{}]
+        own = None if history[-1].get("empty_layer") or not diff_ids else diff_ids[-1]
+        return RecordedState(diff_ids, own)
+
+
+@dataclass(frozen=True)
 class StageState:
     """An image being built: its config (with layers and history) plus what only the build
     knows: the variables in scope and whether this stage set CMD itself.

@@ -668,9 +668,10 @@ _PARTS = (
      "sandbox/rootfs.py", "missing_stubs|make_stub_layer", None, None),
     ("    /etc/hosts file (etc_files)", "sandbox/rootfs.py", "etc_files",
      None, None),
-    ("  layer + snapshot (Build._commit_upper)", "builder/build.py", "_commit_upper", None, None),
-    ("    layer tar into the blob store (Build._commit_layer)", "builder/build.py",
-     "_commit_layer", "builder/build.py", "_commit_upper"),
+    ("  layer + snapshot (BuildSession.commit_upper)", "builder/session.py", "commit_upper", None,
+     None),
+    ("    layer tar into the blob store (BuildSession.commit_layer)", "builder/session.py",
+     "commit_layer", "builder/session.py", "commit_upper"),
     ("      LayerWriter() start-up (_Sink: buffers, threads)", "layers/tarwriter.py", "__init__",
      "layers/tarwriter.py", "__init__"),
     ("      walk of the upper dir (write_upper)", "layers/overlaydiff.py", "write_upper", None,
@@ -683,8 +684,8 @@ _PARTS = (
     ("  scratch dir made and removed (mkdtemp + rmtree)", "tempfile.py|shutil.py",
      "mkdtemp|rmtree", "builder/steps/run.py", "run"),
     ("step cache: key, miss reason, record (step_key + StepCache.reason/record)",
-     "builder/cache/key.py|builder/cache/steps.py", "step_key|reason|record", "builder/build.py",
-     "_step"),
+     "builder/cache/key.py|builder/cache/steps.py", "step_key|reason|record",
+     "builder/cache/decide.py|builder/stage.py", "_keyed|_miss|_layer_step"),
 )
 _PER_BUILD = (
     ("Dockerfile parse (grammar.parser.parse)", "grammar/parser.py", "parse"),
@@ -729,6 +730,6 @@ def _cumulative(stats: dict, file: str, function: str, caller_file: str | None =
             total += cumulative
             continue
         for caller, figures in callers.items():
-            if matches(caller, caller_function.split("|"), [caller_file]):
+            if matches(caller, caller_function.split("|"), caller_file.split("|")):
                 total += figures[3]
     return total

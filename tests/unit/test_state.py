@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.cache.key import Inputs, step_key
-from builder.plan.state import BuildArgs, StageState
+from builder.plan.state import BuildArgs, RecordedState, StageState
 from layers.image import ContainerConfig, History, ImageConfig
 
 IMAGE = ImageConfig(config=ContainerConfig(env=("PATH=/bin", "HOME=/root"), working_dir="/"))
@@ -81,3 +81,20 @@ def test_the_json_the_cache_keeps_gives_the_state_back() -> None:
 def test_an_args_value_is_the_build_arg_else_its_default_else_the_global(
         given: dict, globals_: dict, default: str | None, value: str | None) -> None:
     assert BuildArgs(given, globals_).value("V", default, STATE) == value
+
+
+@pytest.mark.parametrize("history, diff_ids, own", [
+    ([{}], ["sha256:a", "sha256:b"], "sha256:b"),
+    ([{}, {"empty_layer": True}], ["sha256:a"], None),  # a WORKDIR that made no layer
+    ([], [], None),
+    ([{}], [], None),
+])
+def test_a_recorded_state_names_its_layers_and_the_one_its_step_made(history, diff_ids, own):
+    recorded = RecordedState.of({"image": {"rootfs": {"diff_ids": diff_ids}, "history": history},
+                                 "scope": [], "cmd_set": False})
+    assert recorded == RecordedState(tuple(diff_ids), own)
+
+
+def test_a_recorded_state_reads_what_to_json_wrote():
+    state = StageState(ImageConfig()).with_history(History("COPY . /", "t"), "sha256:c")
+    assert RecordedState.of(state.to_json()) == RecordedState(("sha256:c",), "sha256:c")

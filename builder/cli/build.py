@@ -1,0 +1,421 @@
+"""`pybuild [build] [OPTIONS] CONTEXT`: argv -> BuildRequest, the build, its exit status and its
+last line.
+
+The request is checked before the build starts (files written after it, options that cannot
+work here): a bad one costs no minutes of work. The builder is imported only when a build runs.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from builder import __version__
+from builder.cli.options import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
+                                 add_registry_options, usage)
+
+if TYPE_CHECKING:
+    from builder.api import BuildRequest, BuildResult
+    from builder.progress.events import Sink
+
+_EPILOG = """\
+examples:
+  pybuild -t app:1 .                          build ./Dockerfile into ./image.tar
+  pybuild -t app:1 --load .                   ... and hand it to docker load
+  pybuild -t registry.example/app:1 --push \\
+      --cache-from registry.example/app:cache \\
+      --cache-to type=registry,ref=registry.example/app:cache .
+  pybuild -f - -o - . < Dockerfile | docker load
+  pybuild history app:1                       how an image of the local store was made
+
+environment:
+  SOURCE_DATE_EPOCH   clamp file times and the config's `created` time: reproducible images
+  PYBUILD_CACHE_DIR   the cache root (blobs, snapshots, the step index, the local image store)
+  DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
+  PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds)
+  NO_COLOR            no colour, and no live view with --progress auto
+
+exit status:
+  0 success; 1 the build failed (the message names the Dockerfile line, no output is left
+  behind); 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
+  143 terminated. The README has the full reference: what matches Docker, and the known limits."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybuild",
+        usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
+              "       pybuild load [-i ARCHIVE] | images | rmi IMAGE... | push NAME[:TAG]\n"
+              "       pybuild history [--no-trunc] [--json] IMAGE | inspect IMAGE\n"
+              "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
+        description="Build a container image from a Dockerfile, without a daemon, into a tarball\n"
+                    "that `docker load` accepts (a docker-save archive that is also an OCI layout),\n"
+                    "or push it to a registry.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    group = parser.add_argument_group("what to build")
+    group.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    group.add_argument("-f", "--file", metavar="FILE",
+                        help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
+    group.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
+                        "it needs")
+    group.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+                        help="set a build-time variable (repeatable); KEY alone takes the value "
+                             "from the environment")
+    group.add_argument("--build-context", action="append", default=[], metavar="NAME=SOURCE",
+                        help="make FROM NAME (and COPY --from=NAME) use SOURCE: "
+                             "docker-image://REF, oci-layout://DIR[:TAG], docker-archive:PATH, "
+                             "oci-archive:PATH (repeatable)")
+    group.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
+                       help="a secret for RUN --mount=type=secret: from FILE, from the "
+                            "environment variable VAR, or (id=ID alone) from $ID else the file "
+                            "ID; never stored anywhere (repeatable)")
+    group.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]",
+                       help="forward an ssh-agent socket ($SSH_AUTH_SOCK for `default`) to RUN "
+                            "--mount=type=ssh (repeatable)")
+    group.add_argument("--platform", metavar="PLATFORM",
+                        help="target platform; only the host's is supported")
+    group = parser.add_argument_group("the image and where it goes")
+    group.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                        help="name the image (repeatable); `docker load` applies every tag")
+    group.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="add a label to the image (repeatable)")
+    group.add_argument("-o", "--output", metavar="PATH",
+                        help="where to write the image tarball (default ./image.tar, none with "
+                             "--push; - for stdout)")
+    group.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
+                        help="compress the layers in the tarball (default none, as docker save "
+                             "writes; zstd needs Docker 23.0 or newer to load)")
+    group.add_argument("--load", action="store_true",
+                        help="load the image into Docker with `docker load` (the -o tarball, or "
+                             "streamed without one)")
+    group.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    group.add_argument("--metadata-file", metavar="FILE",
+                        help="write what the build made to FILE as JSON (image and config "
+                             "digests, tags, layers, steps, pushes), as buildx does")
+    group = parser.add_argument_group("registries and shared caches")
+    group.add_argument("--push", action="store_true",
+                        help="push every -t to its registry (layers gzip unless --compression "
+                             "zstd)")
+    group.add_argument("--pull", action="store_true",
+                        help="resolve every FROM image in its registry again, even one the local "
+                             "store has")
+    add_registry_options(group)
+    group.add_argument("--cache-from", action="append", default=[], metavar="SOURCE",
+                        help="import a build cache: type=registry,ref=REF (or REF), "
+                             "type=local,src=DIR[,tag=TAG] (repeatable)")
+    group.add_argument("--cache-to", action="append", default=[], metavar="DEST",
+                        help="export this build's cache: type=registry,ref=REF or "
+                             "type=local,dest=DIR[,tag=TAG], with compression=gzip|zstd, "
+                             "ignore-error=true (repeatable)")
+    group = parser.add_argument_group("how RUN runs")
+    group.add_argument("--network", choices=("default", "host", "none"), default="default",
+                        help="network for RUN: host (shares the host's network; the default, so "
+                             "package installs work) or none (only loopback)")
+    group.add_argument("--isolation", choices=("auto", "namespaces", "rootless", "chroot"),
+                        default="auto",
+                        help="how RUN is isolated (default auto: namespaces as root, rootless "
+                             "(a user namespace) otherwise, chroot where unshare is forbidden, "
+                             "as in an unprivileged container)")
+    group.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                        choices=("security.insecure", "network.host"),
+                        help="grant an entitlement: security.insecure lets RUN "
+                             "--security=insecure run without the command's user namespace (it "
+                             "may then make device nodes and mount); network.host is accepted "
+                             "for buildx's sake (RUN has the host's network anyway); repeatable")
+    group.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                        help="seccomp=unconfined: RUN without Docker's default seccomp profile "
+                             "(it has the profile by default)")
+    group.add_argument("-m", "--memory", metavar="SIZE",
+                        help="memory limit of each RUN, in bytes or with a unit b, k, m, g (512m, "
+                             "1g; at least 6m); no swap beyond it")
+    group.add_argument("--cpus", metavar="N", help="CPU limit of each RUN (0.5: half of one CPU)")
+    group.add_argument("--pids-limit", metavar="N",
+                        help="most processes (threads included) each RUN may have at once "
+                             "(default 4096; 0 or -1: no limit)")
+    group = parser.add_argument_group("the local build cache")
+    group.add_argument("--no-cache", action="store_true",
+                        help="reuse no earlier result: run every step (results are still stored "
+                             "for later builds)")
+    group.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                        help="run every step of this stage without reusing results (repeatable)")
+    group.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
+                        "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
+    group = parser.add_argument_group("the build log")
+    group.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
+                        default="auto",
+                        help="build log style on stderr (default auto: tty at a terminal unless "
+                             "NO_COLOR or TERM=dumb, else plain); tty: a live view of the steps; "
+                             "plain: BuildKit's plain lines; json: one JSON object per event "
+                             "and line")
+    group.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the image ID (same as --progress=quiet)")
+    group.add_argument("--trace", metavar="FILE",
+                        help="write the build's timeline to FILE in Chrome's trace-event format "
+                             "(open it in Perfetto or chrome://tracing), also when it fails")
+    parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
+    return parser
+
+
+def build_command(argv: list[str]) -> int:
+    options = build_parser().parse_args(argv)
+    from builder.api import build
+    from builder.errors import UsageError
+    # The objects of the modules just imported live as long as the process: the collector need
+    # not walk them again (30 ms of a cached rebuild with 20,000 files went to full collections).
+    gc.freeze()
+    try:
+        request = request_from(options)
+    except UsageError as error:
+        return usage(str(error))
+    except _Unavailable as error:
+        _failed(str(error), options.progress)
+        return EXIT_FAILURE
+    quiet = options.quiet or options.progress == "quiet"
+    terminated = _sigterm_interrupts()
+    try:
+        result = build(request, *_sinks(options, quiet))
+        if options.metadata_file:
+            from builder.output.metadatafile import write_metadata
+            write_metadata(options.metadata_file, result)
+    except (Exception, KeyboardInterrupt) as error:
+        return _exit_status(error, bool(terminated), options.progress)
+    _summary(result, request, options.progress, quiet)
+    return 0
+
+
+class _Unavailable(Exception):
+    """Something the request needs is missing on this machine (exit status 1)."""
+
+
+def request_from(options: argparse.Namespace) -> BuildRequest:
+    """The request the options make; UsageError for a request that cannot work, _Unavailable
+    for one this machine cannot serve. Reads the Dockerfile from stdin for `-f -`."""
+    from builder.api import BuildRequest
+    from layers.compression import Compression
+    _check_context(options)
+    contexts = _build_contexts(options.build_context)
+    secrets, ssh = _secrets(options)
+    limits = _limits(options)
+    _check_security_opt(options.security_opt)
+    if options.push and not options.tag:
+        raise _usage_error("--push needs at least one -t NAME[:TAG] to push to")
+    output = options.output or (None if options.push or options.load else "image.tar")
+    _check_files(options, output)
+    _check_cache_dir(options.cache_dir)
+    docker = _docker(options)
+    caches = _caches(options)
+    text = sys.stdin.read() if options.file == "-" else None
+    source_date_epoch = _source_date_epoch()
+    return BuildRequest(
+        context=options.context, dockerfile=None if options.file in (None, "-") else options.file,
+        dockerfile_text=text, tags=tuple(options.tag), build_args=_build_args(options.build_arg),
+        target=options.target, labels=_labels(options.label), output=output,
+        compression=Compression[options.compression.upper()],
+        cache_dir=options.cache_dir or "",
+        iidfile=options.iidfile, network="none" if options.network == "none" else "host",
+        build_contexts=contexts, no_cache=options.no_cache, limits=limits,
+        secrets=secrets, ssh=ssh, pull=options.pull, push=options.push,
+        insecure_registries=frozenset(options.insecure_registry),
+        registry_timeout=options.registry_timeout,
+        cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
+        no_cache_filter=tuple(name.lower() for name in options.no_cache_filter),
+        isolation=options.isolation, docker_load=docker,
+        entitlements=frozenset(options.allow),
+        seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
+                        for option in options.security_opt),
+        source_date_epoch=source_date_epoch)
+
+
+def _usage_error(message: str) -> Exception:
+    from builder.errors import UsageError
+    return UsageError(message)
+
+
+def _check_context(options: argparse.Namespace) -> None:
+    if not os.path.isdir(options.context):
+        raise _usage_error(f"context {options.context!r} is not a directory")
+    if options.output == "-" and sys.stdout.isatty():
+        raise _usage_error("refusing to write an image tarball to a terminal; use -o FILE or a "
+                           "pipe")
+    if options.platform:
+        from layers.platform import host_platform
+        host = host_platform()
+        if options.platform.split("/")[:2] != [host.os, host.architecture]:
+            raise _usage_error(f"--platform {options.platform}: only the host platform {host} "
+                               "can be built")
+
+
+def _build_contexts(values: list[str]) -> dict:
+    if not values:
+        return {}
+    from builder.sources.baseimage import parse_build_context
+    try:
+        return dict(parse_build_context(item) for item in values)
+    except ValueError as error:
+        raise _usage_error(str(error)) from None
+
+
+def _secrets(options: argparse.Namespace) -> tuple[dict, dict]:
+    """--secret and --ssh, by id."""
+    if not options.secret and not options.ssh:
+        return {}, {}
+    from builder.sources.secrets import parse_secret, parse_ssh
+    try:
+        return ({s.id: s for s in map(parse_secret, options.secret)},
+                {s.id: s for s in map(parse_ssh, options.ssh)})
+    except ValueError as error:
+        raise _usage_error(str(error)) from None
+
+
+def _limits(options: argparse.Namespace):
+    from builder.limits import parse_limits
+    try:
+        return parse_limits(options.memory, options.cpus, options.pids_limit)
+    except ValueError as error:
+        raise _usage_error(str(error)) from None
+
+
+def _check_security_opt(values: list[str]) -> None:
+    for option in values:
+        if option.replace(":", "=", 1) not in ("seccomp=unconfined", "seccomp=default"):
+            raise _usage_error(f"--security-opt {option}: only seccomp=unconfined (and "
+                               "seccomp=default) are supported")
+
+
+def _check_files(options: argparse.Namespace, output: str | None) -> None:
+    """Files written after the build are checked before it, not after minutes of work."""
+    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file),
+                         ("-o", None if output == "-" else output),
+                         ("--iidfile", options.iidfile)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise _usage_error(f"{option} {path}: its directory does not exist")
+        if path and os.path.isdir(path):
+            inside = f" (-o {os.path.join(path, 'image.tar')})" if option == "-o" else ""
+            raise _usage_error(f"{option} {path}: is a directory; name the file in it{inside}")
+
+
+def _check_cache_dir(option: str | None) -> None:
+    cache_dir = option or os.environ.get("PYBUILD_CACHE_DIR")
+    if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        where = "--cache-dir" if option else "PYBUILD_CACHE_DIR"
+        raise _usage_error(f"{where} {cache_dir}: not a directory")
+
+
+def _docker(options: argparse.Namespace) -> str | None:
+    """The docker command --load hands the image to."""
+    if not options.load:
+        return None
+    if options.output == "-":
+        raise _usage_error("--load cannot load a tarball written to stdout (-o -)")
+    from builder.output.dockerload import docker_command
+    docker = docker_command()
+    if docker is None:
+        raise _Unavailable("--load needs the docker command (none at /usr/bin/docker or on PATH)")
+    return docker
+
+
+def _caches(options: argparse.Namespace) -> dict[str, tuple]:
+    if not (options.cache_from or options.cache_to):
+        return {"--cache-from": (), "--cache-to": ()}
+    from builder.cache.spec import parse_cache_spec
+    return {option: tuple(parse_cache_spec(text, option) for text in values)
+            for option, values in (("--cache-from", options.cache_from),
+                                   ("--cache-to", options.cache_to))}
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is not None and not value.isdigit():
+        raise _usage_error(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds")
+    return int(value) if value else None
+
+
+def _build_args(values: list[str]) -> dict[str, str | None]:
+    """`KEY=VALUE`, or `KEY` alone taking the environment's value (unset stays unset), as Docker."""
+    args: dict[str, str | None] = {}
+    for item in values:
+        key, has_value, value = item.partition("=")
+        args[key] = value if has_value else os.environ.get(key)
+    return args
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    return labels
+
+
+def _sinks(options: argparse.Namespace, quiet: bool) -> list[Sink]:
+    from builder.progress.modes import sink_for
+    sinks = [sink_for("quiet" if quiet else options.progress)]
+    if options.trace:
+        from builder.progress.trace import TraceSink
+        sinks.append(TraceSink(options.trace))
+    return sinks
+
+
+def _sigterm_interrupts() -> list[int]:
+    """SIGTERM unwinds like Ctrl-C: the running RUN is killed and temp files removed. The list
+    returned holds the signal once one came."""
+    terminated: list[int] = []
+
+    def on_sigterm(number, frame):
+        terminated.append(number)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return terminated
+
+
+def _exit_status(error: BaseException, terminated: bool, progress: str) -> int:
+    """What a failed build says last, and its exit status."""
+    from builder.errors import NotSupported
+    from grammar.errors import DockerfileError
+    from layers.errors import LayerError
+    if isinstance(error, DockerfileError):
+        _failed(error.render(), progress)
+        return EXIT_USAGE if isinstance(error, NotSupported) else EXIT_FAILURE
+    if isinstance(error, (LayerError, OSError)):
+        _failed(str(error), progress)
+        return EXIT_FAILURE
+    if isinstance(error, KeyboardInterrupt):
+        print("ERROR: terminated" if terminated else "ERROR: interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    if os.environ.get("PYBUILD_DEBUG"):  # a bug in pybuild: said briefly, the traceback on request
+        raise error
+    print(f"ERROR: internal error: {type(error).__name__}: {error} (this is a pybuild bug; "
+          "PYBUILD_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _summary(result: BuildResult, request: BuildRequest, progress: str, quiet: bool) -> None:
+    """The last line of a build that succeeded."""
+    if quiet:
+        print(result.image_id)
+    elif progress == "json":
+        import dataclasses
+        import json
+        print(json.dumps({"event": "BuildFinished", **dataclasses.asdict(result)}), file=sys.stderr)
+    else:
+        from builder.units import human_size
+        names = ", ".join(result.tags) or "untagged"
+        where = request.output or ("docker" if request.docker_load else "pushed")
+        print(f"built {result.image_id} ({names}) -> {where}: {result.steps_run} steps "
+              f"run, {result.steps_cached} cached, {human_size(result.size)}, "
+              f"{result.seconds:.1f}s", file=sys.stderr)
+
+
+def _failed(message: str, progress: str) -> None:
+    """The last words of a failed build: an `ERROR:` line, or a BuildFailed event in JSON."""
+    from builder.progress.sinks import shown
+    message = shown(message)
+    if progress == "json":
+        import json
+        print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
+    else:
+        print(f"ERROR: {message}", file=sys.stderr)

@@ -1,0 +1,239 @@
+"""What one build holds while it runs, whatever its Dockerfile: the stores, the step cache, the
+registries and the layers imported from them, the sandbox, temp space and the build's clock.
+
+Each resource is made on first use (a no-op rebuild makes no temp dir, chooses no sandbox, imports
+no registry code) and guarded here, so the stage builder and the delivery only ask for them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from builder.cache.root import secure_cache_dir
+from builder.cache.steps import StepCache
+from builder.errors import BuildError
+from builder.progress.sinks import Log
+from builder.plan.state import StageState
+from builder.request import BuildRequest
+from builder.sources.context import load_ignore
+from builder.sources.tree import ContextTree, Tree
+from grammar import instructions as ins, stored
+from layers.errors import LayerError
+from layers.image import chain_ids
+from layers.imagestore import ImageStore
+from layers.platform import host_platform
+from layers.reference import Reference
+from layers.scratch import private_dir, sweep
+from layers.snapshots import SnapshotStore
+from layers.tarwriter import LayerWriter
+from layers.union import UnionView
+
+if TYPE_CHECKING:
+    from builder.cache.remote import RemoteLayers
+    from builder.sandbox.confine import Confinement
+    from builder.sandbox.spec import Sandbox
+    from builder.sources.baseimage import DirectorySource
+    from builder.sources.pull import Puller
+    from builder.steps.mounts import MountEnv
+    from builder.steps.run import RunEnv
+    from layers.imagestore import StoredImage
+    from layers.registry.transport import Session
+    from layers.walkdiff import RootPool
+
+# Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
+# cached rebuild): builder.sources.baseimage (FROM an image), builder.steps.run and
+# builder.sandbox (RUN), layers.overlaydiff (a RUN's layer), grammar.parser and lark (a
+# Dockerfile not parsed before).
+
+PLATFORM = host_platform()
+
+
+class BuildSession:
+    def __init__(self, request: BuildRequest, log: Log) -> None:
+        self.request = request
+        self.log = log
+        secure_cache_dir(request.cache_dir)
+        self.images = ImageStore(request.cache_dir)
+        self.blobs = self.images.blobs
+        self.snapshots = SnapshotStore(request.cache_dir)
+        sweep(request.cache_dir, background=True)  # what builds killed earlier left
+        epoch = request.source_date_epoch
+        moment = datetime.fromtimestamp(epoch if epoch is not None else time.time(), timezone.utc)
+        self.now = int(moment.timestamp())
+        self.created = moment.strftime("%Y-%m-%dT%H:%M:%S") + (
+            "Z" if epoch is not None else f".{moment.microsecond:06d}000Z")
+        self.started = time.monotonic()
+        self.cache = StepCache(request.cache_dir, self.blobs, request.no_cache,
+                               frozenset(request.no_cache_filter))
+        self.remote: RemoteLayers | None = None
+        self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
+        self._file_memos: dict[str, dict[str, tuple]] = {}
+        self._directory_trees: dict[str, ContextTree] = {}
+        self._puller: Puller | None = None
+        self._chosen_sandbox: Sandbox | None = None
+        self._confinement: Confinement | None = None
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # -- registries and shared caches ----------------------------------------------------------
+
+    def registry(self, ref: Reference) -> Session:
+        from layers.registry import session_for
+        return session_for(ref, insecure_registries=self.request.insecure_registries,
+                           warn=self.log.alert, timeout=self.request.registry_timeout)
+
+    def find_image(self, ref: Reference) -> StoredImage | None:
+        """FROM's lookup: the local store, then the registry (builder/sources/pull.py)."""
+        if self._puller is None:
+            from builder.sources.pull import Puller
+            self._puller = Puller(self.images, self.registry, PLATFORM, self.request.pull,
+                                  self.log)
+        return self._puller.image(ref)
+
+    def import_caches(self) -> None:
+        if not self.request.cache_from:
+            return
+        from builder.cache.transfer import import_cache
+        from builder.cache.remote import RemoteLayers
+        self.remote = RemoteLayers(self.blobs)
+        for spec in self.request.cache_from:
+            number = self.log.step(f"importing cache from {spec.describe()}")
+            try:
+                imported = import_cache(spec, self.registry)
+            except LayerError as error:
+                self.log.warn(f"cache from {spec.describe()} not used: {error}")
+            else:
+                self.cache.add_imported(imported.records, imported.manifests,
+                                        self.remote.available)
+                self.remote.add(imported.layers)
+                self.log.info(number, f"{len(imported.records)} steps, "
+                                      f"{len(imported.layers)} layers")
+            self.log.done(number)
+
+    # -- the Dockerfile and the context --------------------------------------------------------
+
+    def parse(self, text: str, name: str) -> ins.Dockerfile:
+        """The parse of a Dockerfile, kept in the cache index (grammar/stored.py): a rebuild
+        neither imports lark nor runs the parser. Only successful parses are kept."""
+        key = stored.key(text, name)
+        body = self.cache.stored_parse(key) if key else None
+        if body is not None:
+            try:
+                return stored.decode(body)
+            except ValueError:
+                pass
+        from grammar.parser import parse
+        dockerfile = parse(text, name)
+        body = stored.encode(dockerfile) if key else None
+        if body is not None:
+            self.cache.store_parse(key, body)
+        return dockerfile
+
+    def memos(self, root: str) -> dict[str, tuple]:
+        """The content digests remembered for the files under `root` (the context's, or a
+        directory build context's), read in one query per build."""
+        if root not in self._file_memos:
+            self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
+        return self._file_memos[root]
+
+    @cached_property
+    def context(self) -> Tree:
+        dockerfile = "-" if self.request.dockerfile_text is not None else self.request.dockerfile
+        return ContextTree(self.request.context, load_ignore(self.request.context, dockerfile))
+
+    def directory_tree(self, name: str, directory: DirectorySource) -> ContextTree:
+        """A directory build context (COPY --from=NAME), with its own .dockerignore."""
+        tree = self._directory_trees.get(directory.path)
+        if tree is None:
+            if not os.path.isdir(directory.path):
+                raise BuildError(f"COPY --from={name}: the build context "
+                                 f"{directory.text} is not a directory")
+            tree = ContextTree(directory.path, load_ignore(directory.path, "-"),
+                               f"the build context {name}")
+            self._directory_trees[directory.path] = tree
+        return tree
+
+    # -- snapshots and layers ------------------------------------------------------------------
+
+    def layers(self, state: StageState) -> list[str]:
+        """The snapshot directories of a state's layers, lowest first; the imported layers among
+        them are brought here first."""
+        if self.remote is not None:
+            self.remote.ensure(state.image.diff_ids)
+        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path)
+
+    def view(self, state: StageState) -> UnionView:
+        return self.snapshots.view(self.layers(state))
+
+    def commit_layer(self, write) -> str:
+        """Write a layer tar into the blob store (named by its diff ID) and return the diff ID."""
+        with self.blobs.temp() as (handle, temp_path):
+            writer = LayerWriter(handle, clamp_mtime=self.request.source_date_epoch)
+            write(writer)
+            digest = writer.finish()
+        self.blobs.commit(temp_path, digest.diff_id)
+        return digest.diff_id
+
+    def commit_upper(self, state: StageState, upper: str) -> str:
+        """The layer of a RUN from its overlay upper dir; the upper dir becomes its snapshot."""
+        from layers.overlaydiff import write_upper
+        lower = self.view(state)
+        diff_id = self.commit_layer(lambda writer: write_upper(upper, writer, lower))
+        chain = chain_ids(state.image.diff_ids + (diff_id,))[-1]
+        self.snapshots.adopt(chain, upper)
+        return diff_id
+
+    # -- RUN -----------------------------------------------------------------------------------
+
+    @cached_property
+    def temp_dir(self) -> str:
+        """This build's temp space (layers/scratch.py), made on first use: a no-op rebuild
+        makes none."""
+        return private_dir(self.request.cache_dir)
+
+    def run_env(self, number: int) -> RunEnv:
+        from builder.steps.run import RunEnv
+        return RunEnv(sandbox=self.sandbox, scratch_dir=self.temp_dir,
+                      lowerdirs=self.layers, view=self.snapshots.view,
+                      roots=lambda: self.roots,
+                      commit_upper=self.commit_upper, network=self.request.network,
+                      insecure_allowed="security.insecure" in self.request.entitlements,
+                      output=lambda chunk: self.log.output(number, chunk),
+                      limits=self.request.limits, warn=self.log.warn,
+                      confinement=self.confined, mounts=self.mount_env)
+
+    def mount_env(self) -> MountEnv:
+        from builder.steps.mounts import MountEnv
+        return MountEnv(self.request.cache_dir, lambda name: self.context(),
+                        self.request.secrets, self.request.ssh)
+
+    def sandbox(self) -> Sandbox:
+        """The isolation strategy, chosen once per build on first use; the log says which."""
+        if self._chosen_sandbox is None:
+            from builder.sandbox import choose_sandbox
+            choice = choose_sandbox(self.request.isolation, self.temp_dir)
+            self._chosen_sandbox = choice.sandbox
+            self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
+            if choice.warning:
+                self.log.warn(choice.warning)
+        return self._chosen_sandbox
+
+    def confined(self) -> Confinement:
+        """Docker's capabilities and seccomp profile for RUN, compiled once per build; the log
+        warns once about what cannot be had here."""
+        if self._confinement is None:
+            from builder.sandbox.confine import prepare
+            self._confinement, warnings = prepare(self.request.seccomp)
+            for warning in warnings:
+                self.log.warn(warning)
+        return self._confinement
+
+    @cached_property
+    def roots(self) -> RootPool:
+        """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
+        from layers.walkdiff import RootPool
+        return RootPool(self.temp_dir)

@@ -1,0 +1,409 @@
+"""One stage of a build, step by step: its base, then each instruction, dispatched on its type.
+
+Config-only instructions edit the image config (builder/steps/config.py, `METADATA`) and fold
+into the next layer step's cache inputs; layer steps (RUN, WORKDIR, COPY, ADD) are decided by the
+cache (builder/cache/decide.py), reused on a hit and run on a miss (`_LAYER_STEPS`). A stage is
+built once per build, whoever asks first (the target, a later FROM, a COPY --from).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Callable
+
+from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
+from builder.cache.index import StepRecord
+from builder.errors import BuildError, NotSupported, describe_os_error
+from builder.plan.stages import Plan, Stage
+from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
+from builder.session import PLATFORM, BuildSession
+from builder.sources.tree import StageTree, Tree
+from builder.steps.config import METADATA
+from builder.steps.files import CopySelection, StepEnv, select_copy, workdir, write_copy
+from grammar import instructions as ins
+from grammar.errors import DockerfileError
+from grammar.expand import expand_word
+from grammar.suggest import suggest
+from layers.cachemanifest import CacheRecord
+from layers.errors import LayerError
+from layers.image import ContainerConfig, History, ImageConfig
+
+if TYPE_CHECKING:
+    from builder.sources.baseimage import BaseImage, DirectorySource
+
+_ARCH = PLATFORM.architecture
+# The automatic platform ARGs.
+_PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARGETARCH": _ARCH,
+                  "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{_ARCH}", "BUILDOS": "linux",
+                  "BUILDARCH": _ARCH, "BUILDVARIANT": ""}
+
+
+@dataclass(frozen=True)
+class CopyFrom:
+    """What COPY --from=NAME reads, resolved: an earlier stage, an image (of a build context, the
+    local store or a registry), or a directory build context."""
+
+    name: str
+    stage: Stage | None = None
+    image: BaseImage | None = None
+    directory: DirectorySource | None = None
+
+
+
+def _arg_inputs(instruction: ins.Instruction, after: StageState) -> tuple[tuple[str, str], ...]:
+    """An ARG's inputs are the values it gives (a changed --build-arg reaches only the steps after
+    the ARG that declares it)."""
+    if not isinstance(instruction, ins.Arg):
+        return ()
+    scope = after.variables()
+    return tuple((f"ARG {d.name}", scope.get(d.name, "(unset)")) for d in instruction.args)
+
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A layer step that runs: what its executor reads."""
+
+    state: StageState
+    instruction: ins.Instruction
+    number: int  # its step in the log
+    env: StepEnv
+    selection: CopySelection | None  # COPY/ADD of context files: selected before deciding
+    hash_on_the_way: frozenset[str]  # COPY/ADD: host paths to hash while the layer is written
+
+
+class StageBuilder:
+    """Builds the stages of one Dockerfile in one session; guards what they accumulate (stage
+    results, consumed build args, the hit and miss counts, the records for --cache-to)."""
+
+    def __init__(self, session: BuildSession, dockerfile: ins.Dockerfile, plan: Plan) -> None:
+        self.session = session
+        self.log = session.log
+        self.dockerfile = dockerfile
+        self.plan = plan
+        self.states: dict[int, StageState] = {}
+        self.consumed: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+        self.reused_created: list[str] = []
+        self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self.global_args = self._global_args()
+
+    def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
+             title: str, position: str) -> StageState:
+        handler = METADATA.get(type(instruction))
+        if handler is not None:
+            return self._config_step(state, instruction, handler)
+        return self._layer_step(stage, state, instruction, title, position)
+
+    def _config_step(self, state: StageState, instruction: ins.Instruction,
+                     handler: Callable) -> StageState:
+        """A config-only step: no layer, no log line; its text (and an ARG's values) enter the
+        next layer step's cache inputs."""
+        if isinstance(instruction, ins.Arg):
+            self.consumed.update(d.name for d in instruction.args)
+        args = BuildArgs(self.session.request.build_args, self.global_args)
+        after = self.located(instruction, lambda: handler(state, instruction, args))
+        folded = ((f"step {len(state.pending)}", instruction.original),
+                  *_arg_inputs(instruction, after))
+        after = after.with_history(History(instruction.original, self.session.created,
+                                           empty_layer=True))
+        return replace(after, pending=state.pending + folded)
+
+    def _layer_step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
+                    title: str, position: str) -> StageState:
+        """A step that may make a layer: reused when the cache has it, else run and recorded."""
+        session = self.session
+        source = self._copy_from(state, instruction, stage)
+        number = self.log.step(f"{title} {instruction.original}", stage.label)
+        if source is not None and source.image is not None:
+            self.log.info(number, f"from {source.image.origin}")
+        env = self._step_env(source)
+        step = self._cache_step(stage, state, instruction, position, source, env)
+        decision = self.located(instruction, lambda: decide(session.cache, step))
+        if isinstance(decision, Hit):
+            return self._reuse(number, decision.record, state, decision.key)
+        if isinstance(decision, Miss):
+            self._missed(number, decision)
+        unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
+        job = _Job(state, instruction, number, env, step.sources, unknown)
+        execute = _LAYER_STEPS[type(instruction)]
+        after, diff_id, digests = self.located(instruction, lambda: execute(self, job))
+        if isinstance(decision, Speculation):
+            # A cold context: its files were hashed while the layer was written (one read).
+            decision = self.located(instruction, lambda: decision.settle(session.cache, digests))
+            self._missed(number, decision)
+        if diff_id is not None:
+            self.log.layer(number, diff_id, os.path.getsize(session.blobs.path(diff_id)))
+        self.log.done(number)
+        key, inputs = decision.key, decision.inputs
+        after = after.with_history(History(instruction.original, session.created,
+                                           empty_layer=diff_id is None), diff_id)
+        after = replace(after, key=key, pending=())
+        self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
+        session.cache.record(key, state.key, step.slot, inputs, diff_id, after.to_json())
+        return after
+
+    # -- what each layer step runs: (state after, its layer or None, digests read on the way) ---
+
+    def _run(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
+        from builder.steps.run import run
+        after, diff_id = run(job.state, job.instruction, self.session.run_env(job.number))
+        return after, diff_id, {}
+
+    def _workdir(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
+        after, diff_id = workdir(job.state, job.instruction, job.env)
+        return after, diff_id, {}
+
+    def _copy(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
+        """COPY or ADD. Another stage's or an image's files are selected only now, on a miss."""
+        selection = job.selection
+        if selection is None:
+            selection = select_copy(job.state, job.instruction, job.env)
+        diff_id, digests = write_copy(job.state, selection, job.env, job.hash_on_the_way)
+        return job.state, diff_id, digests
+
+    def _missed(self, number: int, miss: Miss) -> None:
+        self.misses += 1
+        self.log.missed(number, miss.reason)
+
+    def located(self, instruction: ins.Instruction, action):
+        """Run a step; an error without a place (a LayerError, an OSError) gets the instruction's
+        line."""
+        try:
+            return action()
+        except DockerfileError as error:
+            raise error.located(instruction.span, self._line(instruction))
+        except LayerError as error:
+            raise BuildError.at(instruction, f"{instruction.keyword}: {error}",
+                                self._line(instruction)) from None
+        except OSError as error:
+            if error.errno is None:  # pybuild's own words already (a sandbox that cannot work)
+                raise
+            message, hint = describe_os_error(error)
+            raise BuildError.at(instruction, f"{instruction.keyword}: {message}",
+                                self._line(instruction), hint=hint) from None
+
+    def stage(self, stage: Stage) -> StageState:
+        """The final state of a stage, built once per build whoever asks first."""
+        if stage.index not in self.states:
+            state = self._base(stage)
+            total = len(stage.instructions)
+            for position, instruction in enumerate(stage.instructions, start=1):
+                state = self.step(stage, state, instruction,
+                                  f"[{stage.label} {position}/{total}]", str(position))
+            self.states[stage.index] = state
+        return self.states[stage.index]
+
+    def _base(self, stage: Stage) -> StageState:
+        escape = self.dockerfile.directives.escape
+        known = {k: v for k, v in self.global_args.items() if v is not None}
+        source = stage.from_
+        image_name = self.located(source, lambda: expand_word(source.image, known, escape))
+        if not image_name:
+            raise BuildError.at(source, f"base name ({source.image}) should not be blank",
+                                self._line(source))
+        if source.platform:
+            wanted = self.located(source, lambda: expand_word(source.platform, known, escape))
+            if wanted not in (f"linux/{_ARCH}", "linux"):
+                raise BuildError.at(source, f"FROM --platform={wanted}: only the host platform "
+                                    f"(linux/{_ARCH}) can be built", self._line(source))
+        number = self.log.step(f"[{stage.label}] FROM {image_name}", stage.label)
+        state, origin = self._base_state(stage, image_name, number)
+        epoch = self.session.request.source_date_epoch
+        state = replace(state, key="", pending=(
+            origin, ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch))))
+        self.log.done(number)
+        return self._onbuild(stage, state, image_name)
+
+    def _base_state(self, stage: Stage, image_name: str,
+                    number: int) -> tuple[StageState, tuple[str, str]]:
+        """The state FROM starts with, and the cache input that stands for it: scratch, an
+        earlier stage, or an image (a build context's, the local store's or a registry's)."""
+        escape = self.dockerfile.directives.escape
+        if image_name == "scratch":
+            image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",),
+                                                       working_dir="/"), architecture=_ARCH)
+            state = StageState(image, scope=image.config.env_dict(), escape=escape)
+            return state, ("base image scratch", f"scratch {_ARCH}")
+        contexts = self.session.request.build_contexts
+        parent = self.plan.find(image_name, stage.index)
+        if parent is None or image_name in contexts:
+            from builder.sources.baseimage import resolve_base
+            base = self.located(stage.from_, lambda: resolve_base(
+                image_name, self.session.images, contexts, self.session.find_image))
+            self.log.info(number, f"from {base.origin}")
+            image = replace(base.config, created="")
+            if "PATH" not in image.config.env_dict():  # as BuildKit: `docker import` images
+                image = replace(image, config=image.config.with_env("PATH", DEFAULT_PATH))
+            state = StageState(image, scope=image.config.env_dict(), escape=escape)
+            return state, (f"base image {image_name}", base.image_id)
+        inherited = self.stage(parent)
+        state = StageState(replace(inherited.image, created=""), scope=inherited.scope,
+                           escape=escape)
+        return state, (f"base stage {parent.label}", inherited.chain_key())
+
+    def _onbuild(self, stage: Stage, state: StageState, image_name: str) -> StageState:
+        """The base's ONBUILD triggers, run as the stage's first steps."""
+        triggers = state.image.config.on_build
+        if not triggers:
+            return state
+        state = state.with_config(on_build=())
+        for number, trigger in enumerate(triggers):
+            trigger_file = f"ONBUILD trigger of {image_name}"
+            for instruction in self.session.parse(trigger, trigger_file).instructions:
+                state = self.step(stage, state, instruction, f"[{stage.label}] ONBUILD",
+                                  f"onbuild-{number}")
+        return state
+
+    def _copy_from(self, state: StageState, instruction: ins.Instruction,
+                   stage: Stage) -> CopyFrom | None:
+        """What a COPY --from names (as written, expanded), resolved before the COPY's own log
+        line so the log reads in order (an earlier stage is built, an image perhaps pulled);
+        None for any other step. As in BuildKit, a --build-context of that name wins over a
+        stage of that name; then an earlier stage (AS name or index); then an image, found as
+        FROM finds one."""
+        if not isinstance(instruction, ins.Copy) or isinstance(instruction, ins.Add) \
+                or not instruction.from_:
+            return None
+        name = self.located(instruction, lambda: state.expand(instruction.from_))
+        contexts = self.session.request.build_contexts
+        if contexts:
+            from builder.sources.baseimage import DirectorySource, named_context
+            named = named_context(name, contexts)
+            if named is not None and isinstance(named[1], DirectorySource):
+                return CopyFrom(name, directory=named[1])
+        else:
+            named = None
+        if named is None:
+            source = self.plan.find(name, stage.index)
+            if source is not None:
+                self.stage(source)
+                return CopyFrom(name, stage=source)
+            self._refuse_stage_reference(name, instruction, stage)
+        from builder.sources.baseimage import resolve_base
+        try:
+            image = self.located(instruction, lambda: resolve_base(
+                name, self.session.images, contexts, self.session.find_image, copy=True))
+        except BuildError as error:
+            names = [s.name for s in self.plan.stages[:stage.index] if s.name]
+            meant = suggest(name, names, case_sensitive=False) if named is None else None
+            if meant is None:
+                raise
+            raise BuildError.at(instruction, error.message, self._line(instruction),
+                                hint=f"did you mean the stage {meant}?") from None
+        return CopyFrom(name, image=image)
+
+    def _refuse_stage_reference(self, name: str, instruction: ins.Instruction,
+                                stage: Stage) -> None:
+        """A --from that names no earlier stage but looks like one is not taken for an image:
+        an index (Docker: `invalid stage index`), the stage itself, or a later stage."""
+        named = self.plan.find(name, len(self.plan.stages))
+        if named is not None and named.index == stage.index:
+            raise BuildError.at(instruction, f"COPY --from={name}: a stage cannot copy from "
+                                "itself", self._line(instruction))
+        if named is not None:
+            raise NotSupported.at(instruction, f"COPY --from={name}: the stage {named.label} is "
+                                  "defined after this one; copying from a later stage is not "
+                                  "supported yet", self._line(instruction),
+                                  hint="move that stage above this one")
+        if name.isdigit():
+            raise BuildError.at(instruction, f"COPY --from={name}: invalid stage index: only "
+                                f"{stage.index} stage{'s are' if stage.index != 1 else ' is'} "
+                                "defined before this one", self._line(instruction))
+
+    def _from_input(self, source: CopyFrom) -> tuple[str, str]:
+        """The cache input that stands for the files of a stage or an image COPY --from reads:
+        the stage's key, or the image's ID (its config's digest, which names its layers)."""
+        if source.stage is not None:
+            return f"from stage {source.name}", self.stage(source.stage).chain_key()
+        return f"from image {source.name}", source.image.image_id
+
+    def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
+        """The state a cache hit recorded; its time is kept for `_stamped`."""
+        self.hits += 1
+        self.log.cached(number)
+        blobs = self.session.blobs
+        if hit.diff_id is not None and blobs.has(hit.diff_id):
+            self.log.layer(number, hit.diff_id, os.path.getsize(blobs.path(hit.diff_id)))
+        restored = StageState.from_json(hit.state, state.escape, key)
+        self.exported[key] = CacheRecord(key, hit.parent, hit.inputs.items, hit.state)
+        if restored.image.history:
+            self.reused_created.append(restored.image.history[-1].created)
+        return restored
+
+    def _cache_step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
+                    position: str, source: CopyFrom | None, env: StepEnv) -> Step:
+        """The step as the cache sees it. A stage's key or an image's ID stands for the files
+        COPY --from reads, which are selected only on a miss: reading them may mean fetching or
+        unpacking layers. Context files (or a directory build context's) are selected first."""
+        step = Step(state.key, state.pending, (("instruction", instruction.original),),
+                    f"{self.session.slot_prefix}|{stage.label}|{position}", stage.label)
+        if source is not None and source.directory is None:
+            return replace(step, items=step.items + (self._from_input(source),))
+        if isinstance(instruction, ins.Copy):
+            root = source.directory.path if source is not None else self.session.request.context
+            selection = self.located(instruction, lambda: select_copy(state, instruction, env))
+            return replace(step, sources=selection, memos=lambda: self.session.memos(root))
+        if isinstance(instruction, ins.Run):
+            network = instruction.network or self.session.request.network
+            items = step.items + (("network", network),)
+            if instruction.mounts:
+                from builder.steps.mounts import key_inputs
+                items += self.located(instruction, lambda: key_inputs(
+                    state, instruction, partial(self._bound_digest, state, instruction)))
+            return replace(step, items=items)
+        return step
+
+    def _bound_digest(self, state: StageState, instruction: ins.Run, name: str | None,
+                      source: str) -> str:
+        """What a RUN's bind mount of the context reads, digested as COPY digests its sources
+        (`name`, a mount's `from`, is refused before a RUN gets here)."""
+        selection = select_copy(state, ins.Copy(instruction.span, instruction.original,
+                                                (source,), "/"), self._step_env(None))
+        context = self.session.request.context
+        return sources_digest(self.session.cache, selection, lambda: self.session.memos(context))
+
+    def _from_tree(self, source: CopyFrom | None) -> Tree | None:
+        """The files COPY --from reads: a stage's or an image's snapshots (unpacked here, on a
+        miss), or a directory build context with its own .dockerignore."""
+        if source is None:
+            return None
+        if source.stage is not None:
+            return StageTree(self.session.view(self.stage(source.stage)))
+        if source.image is not None:
+            layers = self.session.snapshots.ensure(source.image.diff_ids, self.session.blobs.path)
+            return StageTree(self.session.snapshots.view(layers), f"the image {source.name}")
+        return self.session.directory_tree(source.name, source.directory)
+
+    def _global_args(self) -> dict[str, str | None]:
+        values: dict[str, str | None] = dict(_PLATFORM_ARGS)
+        given = self.session.request.build_args
+        for instruction in self.plan.meta_args:
+            for decl in instruction.args:
+                self.consumed.add(decl.name)
+                if given.get(decl.name) is not None:
+                    values[decl.name] = given[decl.name]
+                elif decl.default is not None:
+                    known = {k: v for k, v in values.items() if v is not None}
+                    values[decl.name] = self.located(instruction, lambda: expand_word(
+                        decl.default, known, self.dockerfile.directives.escape))
+                else:
+                    values.setdefault(decl.name, None)
+        return values
+
+
+    def _line(self, instruction: ins.Instruction) -> str:
+        return self.dockerfile.source_line(instruction.span.line)
+
+    def _step_env(self, source: CopyFrom | None) -> StepEnv:
+        session = self.session
+        return StepEnv(context=session.context, image_view=session.view,
+                       from_tree=lambda: self._from_tree(source),
+                       commit_layer=session.commit_layer, now=session.now,
+                       temp_dir=lambda: session.temp_dir)
+
+
+_LAYER_STEPS = {ins.Run: StageBuilder._run, ins.Workdir: StageBuilder._workdir,
+                ins.Copy: StageBuilder._copy, ins.Add: StageBuilder._copy}
