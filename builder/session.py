@@ -208,7 +208,7 @@ class BuildSession:
 
     def mount_env(self) -> MountEnv:
         from builder.steps.mounts import MountEnv
-        return MountEnv(self.request.cache_dir, lambda name: self.context(),
+        return MountEnv(self.request.cache_dir, lambda name: self.context,
                         self.request.secrets, self.request.ssh)
 
     def sandbox(self) -> Sandbox:
