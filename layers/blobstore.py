@@ -23,11 +23,13 @@ def blobs_dir(root: str) -> str:
 
 
 class BlobStore:
-    """The blob directory of one cache root."""
+    """The blob directory of one cache root, and beside it the records of which compressed blobs
+    hold each stored layer (layers/registry/variants.py)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.dir = blobs_dir(root)
+        self.variants = os.path.join(root, "compressed", "sha256")
         os.makedirs(self.dir, exist_ok=True)
 
     def path(self, digest: str) -> str:

@@ -64,6 +64,7 @@ class ImageStore:
     """The image index of one cache root."""
 
     def __init__(self, root: str) -> None:
+        self.root = root
         self.blobs = BlobStore(root)
         self.dir = os.path.join(root, "images")
         os.makedirs(self.dir, exist_ok=True)
@@ -174,7 +175,7 @@ class ImageStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._read()
             yield index
-            fd, temp_path = tempfile.mkstemp(dir=private_dir(self.blobs.root), prefix="index-")
+            fd, temp_path = tempfile.mkstemp(dir=private_dir(self.root), prefix="index-")
             try:
                 with os.fdopen(fd, "w") as handle:
                     json.dump(index, handle, indent=1, sort_keys=True)

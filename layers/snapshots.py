@@ -54,10 +54,15 @@ def form_for(directory: str) -> str:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def snapshots_dir(root: str) -> str:
+    """Where the snapshots of a cache root lie, one directory per chain ID's hex."""
+    return os.path.join(root, "snapshots")
+
+
 class SnapshotStore:
     def __init__(self, root: str) -> None:
         self.root = root
-        self.dir = os.path.join(root, "snapshots")
+        self.dir = snapshots_dir(root)
         os.makedirs(self.dir, exist_ok=True)
 
     @cached_property

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, NamedTuple
 
 from builder.cache.key import Inputs
+from builder.cache.root import CacheRoot
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps(
@@ -68,7 +69,7 @@ class CacheIndex:
 
     def __init__(self, cache_dir: str) -> None:
         os.makedirs(cache_dir, exist_ok=True)
-        self.db = sqlite3.connect(os.path.join(cache_dir, "index.sqlite"), timeout=60,
+        self.db = sqlite3.connect(CacheRoot(cache_dir).step_index, timeout=60,
                                   isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from grammar.mounts import CacheMount
+from builder.cache.root import CacheRoot
 from layers.scratch import tree_size
-
-_DIR = "mounts"
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class CacheDir:
 
 
 def _base(cache_dir: str, ident: str) -> str:
-    return os.path.join(cache_dir, _DIR, hashlib.sha256(ident.encode()).hexdigest()[:32])
+    return os.path.join(CacheRoot(cache_dir).mounts, hashlib.sha256(ident.encode()).hexdigest()[:32])
 
 
 @contextlib.contextmanager
@@ -78,7 +77,7 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
 
 def listed(cache_dir: str) -> list[CacheDir]:
     """Every cache mount directory, with its id and size."""
-    root = os.path.join(cache_dir, _DIR)
+    root = CacheRoot(cache_dir).mounts
     found = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         base = os.path.join(root, name)

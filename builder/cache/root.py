@@ -6,12 +6,14 @@ import stat
 from dataclasses import dataclass
 
 from layers.blobstore import blobs_dir
+from layers.snapshots import snapshots_dir
 
 
 @dataclass(frozen=True)
 class CacheRoot:
-    """The places under a cache root that are read as directories (prune, du); the stores that
-    write them (layers/blobstore.py, layers/snapshots.py) agree on the names."""
+    """Every place under a cache root the builder names. The stores of layers/ (blobs, their
+    compressed variants, snapshots, images, temp files) name their own directories, given the
+    root; these properties ask them rather than spell the names again."""
 
     path: str
 
@@ -21,7 +23,17 @@ class CacheRoot:
 
     @property
     def snapshots(self) -> str:
-        return os.path.join(self.path, "snapshots")
+        return snapshots_dir(self.path)
+
+    @property
+    def mounts(self) -> str:
+        """RUN --mount=type=cache directories, one per cache id (builder/cache/mounts.py)."""
+        return os.path.join(self.path, "mounts")
+
+    @property
+    def step_index(self) -> str:
+        """The step cache's SQLite database (builder/cache/index.py)."""
+        return os.path.join(self.path, "index.sqlite")
 
     def blob_names(self) -> list[str]:
         """The names in the blob directory (a digest's hex each), none when there is none."""

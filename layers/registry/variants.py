@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 from layers.blobstore import BlobStore
 from layers.image import dumps
-from layers.scratch import private_dir
 
 
 @dataclass(frozen=True)
@@ -35,14 +33,13 @@ class Variant:
 
 
 def _directory(blobs: BlobStore, diff_id: str) -> str:
-    return os.path.join(blobs.root, "compressed", "sha256", os.path.basename(blobs.path(diff_id)))
+    return os.path.join(blobs.variants, os.path.basename(blobs.path(diff_id)))
 
 
 def remember(blobs: BlobStore, diff_id: str, variant: Variant) -> None:
     directory = _directory(blobs, diff_id)
     os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=private_dir(blobs.root), prefix="variant-")
-    with os.fdopen(fd, "wb") as handle:
+    with blobs.temp() as (handle, temp):
         handle.write(dumps({"digest": variant.digest, "size": variant.size,
                             "mediaType": variant.media_type, "source": variant.source}))
     os.replace(temp, os.path.join(directory, variant.digest.partition(":")[2] + ".json"))
