@@ -59,13 +59,13 @@ class DataSource:
 
 
 @dataclass(frozen=True)
-class ArchiveSource:
+class TarSource:
     """A local tar archive that ADD extracts; the caller keeps it open until the layer is written."""
 
     archive: tarfile.TarFile
 
 
-Source = Union[TreeSource, DataSource, ArchiveSource]
+Source = Union[TreeSource, DataSource, TarSource]
 _ROOT = Owner(0, 0)
 _UNCOPIED = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket"}
 
@@ -140,7 +140,7 @@ def _is_dir(image: UnionView, rel: str) -> bool:
 
 
 def _has_dir_source(sources: list[Source]) -> bool:
-    return any(isinstance(s, ArchiveSource) or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
+    return any(isinstance(s, TarSource) or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
                for s in sources)
 
 

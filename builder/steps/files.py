@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from builder.steps.copy import (ArchiveSource, CopySpec, DataSource, Source, TreeSource, plan_layer,
+from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, plan_layer,
                                 write_layer)
 from builder.errors import NotSupported
 from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
@@ -104,7 +104,7 @@ def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
             if selection.extract and isinstance(source, TreeSource) \
                     and stat.S_ISREG(source.found.st.st_mode):
                 archive = _open_archive(source.found.host, env.temp_dir(), stack)
-            sources.append(ArchiveSource(archive) if archive else source)
+            sources.append(TarSource(archive) if archive else source)
         entries = plan_layer(sources, selection.spec, env.image_view(state))
         hashes: dict = {}
         diff_id = env.commit_layer(lambda writer: hashes.update(write_layer(entries, writer, hash_files)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.steps.copy import ArchiveSource, CopySpec, DataSource, TreeSource, plan_layer, write_layer
+from builder.steps.copy import TarSource, CopySpec, DataSource, TreeSource, plan_layer, write_layer
 from builder.sources.tree import Found, resolve
 from builder.steps.users import Owner
 from layers.errors import LayerError
@@ -151,7 +151,7 @@ def test_an_archive_is_extracted_under_the_destination_as_it_says() -> None:
     tar = archive(("./pkg/bin/tool", b"tool"), ("pkg/link", info("pkg/link", tarfile.LNKTYPE,
                                                                    linkname="pkg/bin/tool")),
                   ("pkg/sym", info("pkg/sym", tarfile.SYMTYPE, linkname="bin/tool")))
-    entries = plan_layer([ArchiveSource(tar)], spec("/opt"), UnionView([]))
+    entries = plan_layer([TarSource(tar)], spec("/opt"), UnionView([]))
     assert paths(entries) == {"opt": "DIR", "opt/pkg": "DIR", "opt/pkg/bin": "DIR",
                               "opt/pkg/bin/tool": "FILE", "opt/pkg/link": "HARDLINK",
                               "opt/pkg/sym": "SYMLINK"}
@@ -170,7 +170,7 @@ def test_an_archive_is_extracted_under_the_destination_as_it_says() -> None:
 def test_an_archive_may_not_write_outside_or_what_an_image_cannot_hold(member,
                                                                        message: str) -> None:
     with pytest.raises(LayerError, match=message):
-        plan_layer([ArchiveSource(archive(member))], spec("/opt"), UnionView([]))
+        plan_layer([TarSource(archive(member))], spec("/opt"), UnionView([]))
 
 
 def test_the_layer_is_written_in_tar_order_hashing_the_files_asked_for(tmp_path: Path) -> None:
