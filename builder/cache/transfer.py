@@ -19,7 +19,6 @@ from typing import BinaryIO, ContextManager, Iterator
 
 from builder.output.atomicfile import replacing, write_atomically
 from builder.cache.spec import CacheSpec
-from builder.output.tarball import compressed_layer
 from builder.cache.remote import RemoteLayer
 from builder.plan.state import RecordedState
 from layers import cachemanifest
@@ -27,6 +26,7 @@ from layers.blobstore import BlobStore, blobs_dir
 from layers.cachemanifest import CacheLayer, CacheRecord
 from layers.errors import LayerError
 from layers.image import OCI_MANIFEST, Descriptor, dumps, sha256_digest
+from layers.registry.variants import compressed_layer
 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from builder.output.tarball import compressed_layer
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import parse_config
@@ -18,7 +17,7 @@ from layers.reference import Reference
 from layers.registry.mediatypes import layer_compression
 from layers.registry.push import LayerBlob, push_image
 from layers.registry.transport import Session
-from layers.registry.variants import variants
+from layers.registry.variants import compressed_layer, variants
 
 
 def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,

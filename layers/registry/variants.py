@@ -4,7 +4,8 @@ instead of compressing and uploading it again.
 
 Layers are stored uncompressed, by diff ID; a pull records each verified pairing beside the blob
 store, one small JSON file per pair, written to a temp file (layers/scratch.py) and renamed (no file is ever edited,
-so concurrent pulls cannot lose each other's records):
+so concurrent pulls cannot lose each other's records); `compressed_layer` records the blobs an
+output, push or cache export compresses the same way:
 
     <cache root>/compressed/sha256/<diff ID hex>/<blob digest hex>.json
         {"digest": "sha256:…", "size": 1234, "mediaType": "…tar+gzip",
@@ -18,8 +19,11 @@ import json
 import os
 from dataclasses import dataclass
 
+from layers.archive import LayerBlob
 from layers.blobstore import BlobStore
+from layers.compression import Compression, compress_file
 from layers.image import dumps
+from layers.registry.mediatypes import layer_compression
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,22 @@ def variants(blobs: BlobStore, diff_id: str) -> tuple[Variant, ...]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return tuple(found)
+
+
+def compressed_layer(store: BlobStore, diff_id: str, compression: Compression) -> LayerBlob:
+    """A stored layer as a blob compressed with `compression`. A compressed blob is kept in the
+    store and remembered as a variant of the layer, so it is made once, not for every output,
+    push or cache export; one pulled in that compression is reused as it came."""
+    path = store.path(diff_id)
+    if compression is Compression.NONE:
+        return LayerBlob(path, diff_id, os.path.getsize(path), compression.media_type)
+    for variant in variants(store, diff_id):
+        if layer_compression(variant.media_type) is compression and store.has(variant.digest):
+            return LayerBlob(store.path(variant.digest), variant.digest, variant.size,
+                             compression.media_type)
+    with store.temp() as (handle, temp_path):
+        handle.close()
+        digest = compress_file(path, temp_path, compression)
+    final = store.commit(temp_path, digest.digest)
+    remember(store, diff_id, Variant(digest.digest, digest.size, compression.media_type, ""))
+    return LayerBlob(final, digest.digest, digest.size, compression.media_type)
