@@ -15,19 +15,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from layers.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
+from layers.layerblob import LayerBlob
 from layers.reference import Reference
 
 _CHUNK = 1 << 24
-
-
-@dataclass(frozen=True)
-class LayerBlob:
-    """A stored layer as the archive references it (compressed or not)."""
-
-    path: str
-    digest: str
-    size: int
-    media_type: str
 
 
 @dataclass(frozen=True)
@@ -63,7 +54,7 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
     writer.directory("blobs/sha256/")
     writer.data(_blob_name(config_digest), image.config)
     for layer in layers.values():
-        writer.file(_blob_name(layer.digest), layer.path, layer.size)
+        writer.file(_blob_name(layer.digest), layer)
     writer.data(_blob_name(manifest_digest), manifest)
     writer.data("index.json", index_bytes(descriptors))
     writer.data("manifest.json", dumps(docker_manifest))
@@ -106,15 +97,16 @@ class _ArchiveWriter:
         self._header(name, len(data), tarfile.REGTYPE, 0o644)
         self.out.write(data + bytes(-len(data) % 512))
 
-    def file(self, name: str, path: str, size: int) -> None:
+    def file(self, name: str, layer: LayerBlob) -> None:
+        size = layer.size
         self._header(name, size, tarfile.REGTYPE, 0o644)
         self.out.flush()
-        with open(path, "rb") as source:
+        with layer.open() as source:
             offset = 0
             while offset < size:
                 sent = os.sendfile(self.fd, source.fileno(), offset, min(_CHUNK, size - offset))
                 if sent == 0:
-                    raise OSError(f"{path} ended after {offset} of {size} bytes")
+                    raise OSError(f"blob {layer.digest} ended after {offset} of {size} bytes")
                 offset += sent
                 self.sent += sent
                 if self.progress is not None:

@@ -30,11 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from layers.archive import ArchiveImage, LayerBlob, manifest_of
+from layers.archive import ArchiveImage, manifest_of
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.errors import LayerError
 from layers.image import ImageConfig, parse_config, sha256_digest
+from layers.layerblob import stored_blob
 from layers.reference import Reference, parse_reference
 from layers.scratch import private_dir
 
@@ -82,9 +83,8 @@ class ImageStore:
             if not self.blobs.has(diff_id):
                 raise LayerError(f"cannot store the image: its layer {diff_id} is not in the blob "
                                  "store")
-            layers.append(LayerBlob(self.blobs.path(diff_id), diff_id,
-                                    os.path.getsize(self.blobs.path(diff_id)),
-                                    Compression.NONE.media_type))
+            layers.append(stored_blob(self.blobs.path(diff_id), diff_id,
+                                      Compression.NONE.media_type))
         config_digest = self.blobs.put_bytes(config)
         manifest_digest = self.blobs.put_bytes(manifest_of(ArchiveImage(config, tuple(layers), ())))
         with self._update() as index:

@@ -37,7 +37,7 @@ import pytest
 
 from layers.compression import Compression, compress_file
 from layers.image import ImageConfig
-from layers.registry.push import LayerBlob
+from layers.layerblob import LayerBlob
 from layers.registry.transport import Session
 from tests.support import require
 

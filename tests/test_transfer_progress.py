@@ -8,7 +8,8 @@ from pathlib import Path
 
 from builder.api import BuildRequest, build
 from builder.progress.sinks import JsonSink, Log
-from layers.archive import ArchiveImage, LayerBlob, write_archive
+from layers.archive import ArchiveImage, write_archive
+from layers.layerblob import stored_blob
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.platform import Platform
@@ -47,7 +48,7 @@ def test_an_export_reports_the_layer_bytes_written(tmp_path: Path) -> None:
         path = tmp_path / name
         with open(path, "wb") as handle:
             handle.truncate(size)
-        paths.append(LayerBlob(str(path), f"sha256:{name * 64}", size, "application/x-tar"))
+        paths.append(stored_blob(str(path), f"sha256:{name * 64}", "application/x-tar"))
     reports: list[tuple[int, int]] = []
     with open(tmp_path / "out.tar", "wb") as out:
         write_archive(out, ArchiveImage(b"{}", (paths[0], paths[1], paths[0]), ()),

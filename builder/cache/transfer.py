@@ -83,8 +83,7 @@ def _layer(diff_id: str, spec: CacheSpec, blobs: BlobStore,
         return CacheLayer(diff_id, layer.blob.digest, layer.blob.size, layer.blob.media_type), \
             layer.open
     blob = compressed_layer(blobs, diff_id, spec.compression)
-    return CacheLayer(diff_id, blob.digest, blob.size, blob.media_type), \
-        lambda: open(blob.path, "rb")
+    return CacheLayer(diff_id, blob.digest, blob.size, blob.media_type), blob.open
 
 
 def _descriptor(layer: CacheLayer) -> Descriptor:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
-from layers.archive import ArchiveImage, LayerBlob, manifest_of
+from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
 from layers.image import ImageConfig, sha256_digest
+from layers.layerblob import LayerBlob
 from layers.reference import Reference
 
 if TYPE_CHECKING:

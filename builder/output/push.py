@@ -15,7 +15,8 @@ from layers.compression import Compression
 from layers.image import parse_config
 from layers.reference import Reference
 from layers.registry.mediatypes import layer_compression
-from layers.registry.push import LayerBlob, push_image
+from layers.layerblob import LayerBlob
+from layers.registry.push import push_image
 from layers.registry.transport import Session
 from layers.registry.variants import compressed_layer, variants
 
@@ -37,9 +38,7 @@ def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compressi
             layers.append(LayerBlob(pulled[0].digest, pulled[0].size, pulled[0].media_type,
                                     _reader(session, repository, pulled[0].digest)))
             continue
-        blob = compressed_layer(blobs, diff_id, compression)
-        layers.append(LayerBlob(blob.digest, blob.size, blob.media_type,
-                                lambda path=blob.path: open(path, "rb")))
+        layers.append(compressed_layer(blobs, diff_id, compression))
     family = "oci" if compression is Compression.ZSTD else "docker"
     return push_image(session, ref, config, layers, media_types=family,
                       mount_from=tuple(dict.fromkeys(sources)))

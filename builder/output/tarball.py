@@ -6,10 +6,11 @@ import sys
 from collections.abc import Callable
 
 from builder.output.atomicfile import replacing
-from layers.archive import ArchiveImage, LayerBlob, write_archive
+from layers.archive import ArchiveImage, write_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import ImageConfig
+from layers.layerblob import LayerBlob
 from layers.registry.variants import compressed_layer
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from layers.image import Descriptor, dumps, sha256_digest
+from layers.layerblob import LayerBlob
 from layers.reference import Reference
 from layers.registry.errors import RegistryError, about
 from layers.registry.mediatypes import FAMILIES, layer_media_type
@@ -22,17 +22,6 @@ from layers.registry.pull import check_digest_header
 from layers.registry.transport import Response, Session
 
 _OCTETS = {"Content-Type": "application/octet-stream"}
-
-
-@dataclass(frozen=True)
-class LayerBlob:
-    """A layer as it is to be pushed: its blob's digest, size and media type, and how to read
-    it (called once per upload attempt; the file must be seekable for chunked uploads)."""
-
-    digest: str
-    size: int
-    media_type: str
-    open: Callable[[], BinaryIO]
 
 
 def push_scope(repository: str) -> str:

@@ -19,10 +19,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from layers.archive import LayerBlob
 from layers.blobstore import BlobStore
 from layers.compression import Compression, compress_file
 from layers.image import dumps
+from layers.layerblob import LayerBlob, stored_blob
 from layers.registry.mediatypes import layer_compression
 
 
@@ -74,14 +74,14 @@ def compressed_layer(store: BlobStore, diff_id: str, compression: Compression) -
     push or cache export; one pulled in that compression is reused as it came."""
     path = store.path(diff_id)
     if compression is Compression.NONE:
-        return LayerBlob(path, diff_id, os.path.getsize(path), compression.media_type)
+        return stored_blob(path, diff_id, compression.media_type)
     for variant in variants(store, diff_id):
         if layer_compression(variant.media_type) is compression and store.has(variant.digest):
-            return LayerBlob(store.path(variant.digest), variant.digest, variant.size,
-                             compression.media_type)
+            return stored_blob(store.path(variant.digest), variant.digest,
+                               compression.media_type, variant.size)
     with store.temp() as (handle, temp_path):
         handle.close()
         digest = compress_file(path, temp_path, compression)
     final = store.commit(temp_path, digest.digest)
     remember(store, diff_id, Variant(digest.digest, digest.size, compression.media_type, ""))
-    return LayerBlob(final, digest.digest, digest.size, compression.media_type)
+    return stored_blob(final, digest.digest, compression.media_type, digest.size)

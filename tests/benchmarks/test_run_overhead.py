@@ -55,7 +55,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from layers.archive import ArchiveImage, LayerBlob, write_archive
+from layers.archive import ArchiveImage, write_archive
+from layers.layerblob import stored_blob
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import ContainerConfig, History, ImageConfig
@@ -134,8 +135,8 @@ def make_base(archive: str, label: str, entries: int, tag: str, *, seed: int = 3
         history=(History("busybox root (testdata/images/busybox/make.py)", created),
                  History(f"{entries:,} entries under /usr/share/doc and /usr/lib", created))
     ).to_bytes()
-    layers = tuple(LayerBlob(blobs.path(d), d, os.path.getsize(blobs.path(d)),
-                             Compression.NONE.media_type) for d in (root_id, bulk_id))
+    layers = tuple(stored_blob(blobs.path(d), d, Compression.NONE.media_type)
+                   for d in (root_id, bulk_id))
     with open(archive, "wb") as out:
         write_archive(out, ArchiveImage(config, layers, (parse_reference(tag),)))
     shutil.rmtree(scratch)
