@@ -21,6 +21,7 @@ from builder.errors import BuildError
 from builder.sandbox.spec import RunSpec
 from builder.sandbox.chroot import ChrootSandbox, probe as chroot_probe
 from layers.unpack import apply_layer
+from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
 from tests.rootless_user import EPOCH, SUBID_FILES, rootless_user
 from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available, pybuild,
                            require)
@@ -271,11 +272,12 @@ def runner(tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
 
 
 def in_container(runner, images, job: Path, script: str, *options: str,
-                 cache: str | None = None, user: str | None = None) -> tuple[int, str]:
+                 cache: str | None = None, user: str | None = None,
+                 network: str = "none") -> tuple[int, str]:
     """Run `script` (with `pybuild` standing for the CLI) in a container with Docker's default
-    seccomp profile and capabilities and no network, `job` mounted as /job, as `user` (else
-    root); the cache where `cache` says, else in the container's own root filesystem
-    (overlayfs). Returns the exit status and the log."""
+    seccomp profile and capabilities and no network (unless `network` says), `job` mounted as
+    /job, as `user` (else root); the cache where `cache` says, else in the container's own root
+    filesystem (overlayfs). Returns the exit status and the log."""
     image, mounts = runner
     python = os.path.realpath(sys.executable)
     environment = ["-e", f"PYTHONPATH={ROOT}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
@@ -293,7 +295,7 @@ def in_container(runner, images, job: Path, script: str, *options: str,
     images.containers.append(name)
     if cache:
         environment += ["-e", f"PYBUILD_CACHE_DIR={cache}"]
-    result = docker("run", "--rm", "--name", name, "--network", "none", *mounts, *options,
+    result = docker("run", "--rm", "--name", name, "--network", network, *mounts, *options,
                     "-v", f"{job}:/job", "-w", str(ROOT), *environment, image, "sh", "-c",
                     script.replace("pybuild ", f"{python} -m builder.cli "), check=False)
     return result.returncode, result.stderr.decode(errors="replace")
@@ -362,6 +364,25 @@ def test_cache_on_the_containers_overlayfs_root(tmp_path, base, deletions, image
     assert status == 0, log
     assert ": 0 steps run, 10 cached" in log
     assert (job / "iid2").read_text() == deletions
+
+
+def test_push_to_a_registry(tmp_path, base, deletions, images, runner,
+                            registry: Registry):  # noqa: F811
+    """`--push` from the job container, the cache on its overlayfs root: the registry gets the
+    namespaces image. The registry is a process of the host on 127.0.0.1, which a container
+    reaches only in the host's network namespace: `--network host` here, and pybuild in the
+    container talks to nothing but that 127.0.0.1 address, so no traffic leaves the loopback."""
+    require(shutil.which("skopeo") is not None, "skopeo")
+    job = job_dir(tmp_path, base, DELETIONS)
+    target = f"{registry.address}/ci-{uuid.uuid4().hex[:8]}:1"
+    status, log = in_container(runner, images, job, LOAD + f"pybuild --push -t {target} "
+                               "/job/context", network="host")
+    assert status == 0, log
+    assert "sandbox: chroot (" in log and f"pushing {target}" in log
+    seen = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                           f"docker://{target}"], capture_output=True, timeout=60)
+    assert seen.returncode == 0, seen.stderr.decode()
+    assert json.loads(seen.stdout)["config"]["digest"] == deletions
 
 
 def test_read_only_root_and_a_tmpfs_workspace(tmp_path, base, deletions, images, runner):
