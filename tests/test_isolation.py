@@ -21,7 +21,10 @@ from builder.errors import BuildError
 from builder.sandbox.spec import RunSpec
 from builder.sandbox.chroot import ChrootSandbox, probe as chroot_probe
 from layers.unpack import apply_layer
+from tests.conformance import Options, load_cases, run_corpus
+from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
 from tests.rootless_user import EPOCH, SUBID_FILES, rootless_user
+from tests.test_conformance import BASE_IMAGE, CASES
 from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available, pybuild,
                            require)
 
@@ -270,16 +273,20 @@ def runner(tmp_path_factory) -> Iterator[tuple[str, list[str]]]:
         images.cleanup()
 
 
+JOB_ENVIRONMENT = ("-e", f"PYTHONPATH={ROOT}", "-e", "PYTHONDONTWRITEBYTECODE=1",
+                   "-e", "HOME=/root")
+
+
 def in_container(runner, images, job: Path, script: str, *options: str,
-                 cache: str | None = None, user: str | None = None) -> tuple[int, str]:
+                 cache: str | None = None, user: str | None = None,
+                 network: str = "none") -> tuple[int, str]:
     """Run `script` (with `pybuild` standing for the CLI) in a container with Docker's default
-    seccomp profile and capabilities and no network, `job` mounted as /job, as `user` (else
-    root); the cache where `cache` says, else in the container's own root filesystem
-    (overlayfs). Returns the exit status and the log."""
+    seccomp profile and capabilities and no network (unless `network` says), `job` mounted as
+    /job, as `user` (else root); the cache where `cache` says, else in the container's own root
+    filesystem (overlayfs). Returns the exit status and the log."""
     image, mounts = runner
     python = os.path.realpath(sys.executable)
-    environment = ["-e", f"PYTHONPATH={ROOT}", "-e", f"SOURCE_DATE_EPOCH={EPOCH}",
-                   "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/root"]
+    environment = [*JOB_ENVIRONMENT, "-e", f"SOURCE_DATE_EPOCH={EPOCH}"]
     if user is not None:
         if not _reachable_by_all(python):  # a pyenv under /root: its copy where anyone may look
             require(sys.prefix == sys.base_prefix and python.startswith(sys.base_prefix + "/"),
@@ -293,7 +300,7 @@ def in_container(runner, images, job: Path, script: str, *options: str,
     images.containers.append(name)
     if cache:
         environment += ["-e", f"PYBUILD_CACHE_DIR={cache}"]
-    result = docker("run", "--rm", "--name", name, "--network", "none", *mounts, *options,
+    result = docker("run", "--rm", "--name", name, "--network", network, *mounts, *options,
                     "-v", f"{job}:/job", "-w", str(ROOT), *environment, image, "sh", "-c",
                     script.replace("pybuild ", f"{python} -m builder.cli "), check=False)
     return result.returncode, result.stderr.decode(errors="replace")
@@ -364,6 +371,25 @@ def test_cache_on_the_containers_overlayfs_root(tmp_path, base, deletions, image
     assert (job / "iid2").read_text() == deletions
 
 
+def test_push_to_a_registry(tmp_path, base, deletions, images, runner,
+                            registry: Registry):  # noqa: F811
+    """`--push` from the job container, the cache on its overlayfs root: the registry gets the
+    namespaces image. The registry is a process of the host on 127.0.0.1, which a container
+    reaches only in the host's network namespace: `--network host` here, and pybuild in the
+    container talks to nothing but that 127.0.0.1 address, so no traffic leaves the loopback."""
+    require(shutil.which("skopeo") is not None, "skopeo")
+    job = job_dir(tmp_path, base, DELETIONS)
+    target = f"{registry.address}/ci-{uuid.uuid4().hex[:8]}:1"
+    status, log = in_container(runner, images, job, LOAD + f"pybuild --push -t {target} "
+                               "/job/context", network="host")
+    assert status == 0, log
+    assert "sandbox: chroot (" in log and f"pushing {target}" in log
+    seen = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                           f"docker://{target}"], capture_output=True, timeout=60)
+    assert seen.returncode == 0, seen.stderr.decode()
+    assert json.loads(seen.stdout)["config"]["digest"] == deletions
+
+
 def test_read_only_root_and_a_tmpfs_workspace(tmp_path, base, deletions, images, runner):
     job = job_dir(tmp_path, base, DELETIONS)
     status, log = in_container(runner, images, job, "cp -r /job/context /job/base.tar /ws && "
@@ -391,3 +417,43 @@ def test_as_a_user_other_than_root(tmp_path, base, images, runner):
     assert "RUN needs CAP_SYS_CHROOT (chroot) or user namespaces (rootless)" in log
     assert "--user 0" in log and "seccomp=unconfined" in log
     assert "Traceback" not in log
+
+
+# Conformance cases about what a RUN leaves in its layer, where keeping deletions as `.wh.`
+# files and one working root per stage could go wrong.
+CONTAINER_CASES = (
+    "108-run-rm-lower-file-whiteout", "109-run-rm-lower-dir-whiteout",
+    "110-run-rm-recreate-dir-opaque", "111-run-empty-lower-dir-contents",
+    "113-run-rename-lower-dir", "114-run-symlinks", "116-run-hardlink-to-lower-file",
+    "117-run-hardlink-broken-by-copy-up", "120-run-replace-dir-by-file",
+    "121-run-replace-file-by-dir", "135-run-user-nonroot-file-ownership",
+    "154-multistage-copy-from-run-stage", "162-run-write-in-lower-dir-keeps-owner",
+    "165-run-create-delete-same-run",
+)
+
+
+def test_conformance_cases_in_a_container(tmp_path, base, images, runner):
+    """A subset of the corpus, each case built by `docker run` of a fresh job container (Docker's
+    defaults, no network) with the cache on its overlayfs root, loaded into Docker and compared
+    with Docker's own build of the case."""
+    image, mounts = runner
+    work = tmp_path / "stage"
+    work.mkdir()
+    shutil.copy(base, tmp_path / "base.tar")
+    docker("load", "-i", str(base))
+    images.names.append(BASE_IMAGE)
+    pybuild_cli = f"{os.path.realpath(sys.executable)} -m builder.cli"
+    candidate = " ".join([
+        "docker run --rm --network none", *mounts, "-v", f"{tmp_path}:{tmp_path}",
+        "-w", str(ROOT), *JOB_ENVIRONMENT, image, "sh -c",
+        f"'{pybuild_cli} load -q -i {tmp_path}/base.tar && exec {pybuild_cli} "
+        "--isolation chroot \"$@\"' sh",
+        "-f {dockerfile} -t {tag} -o {out} {buildargs} {target} {context}"])
+    cases = [case for case in load_cases(CASES) if case.name in CONTAINER_CASES]
+    assert len(cases) == len(CONTAINER_CASES)
+    run = run_corpus(cases, Options(candidate=candidate, strict_lines=True, cwd=str(ROOT),
+                                    work_root=work))
+    failed = {result.case.name: result.verdict.differences or result.verdict.status
+              for result in run.results if result.verdict.status != "PASS"}
+    assert not failed, failed
+    assert all("sandbox: chroot (" in result.candidate.output for result in run.results)
