@@ -6,6 +6,7 @@ its arguments.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -344,7 +345,24 @@ class Build:
     def _layers(self, state: StageState) -> list[str]:
         """The snapshot directories of a state's layers, lowest first."""
         self._fetch(state.image.diff_ids)
-        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path)
+        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path, self._unpacking)
+
+    @contextlib.contextmanager
+    def _unpacking(self, diff_id: str, size: int):
+        """A layer unpacked into its snapshot is a step of its own (a span on the trace's unpacks
+        track, a bar of files and bytes in the live view, a line in the plain log): a base
+        image's first use costs seconds, and they should show. A failure fails the open step."""
+        number = self.log.step(f"unpacking {diff_id[:19]}")
+        started, entries = time.monotonic(), [0]
+
+        def progress(count: int, done: int) -> None:
+            entries[0] = count
+            self.log.progress(number, done, size, count)
+
+        yield progress
+        self.log.info(number, f"{entries[0]:,} entries, {size / 1e6:.1f}MB in "
+                              f"{time.monotonic() - started:.1f}s")
+        self.log.done(number)
 
     def _parse(self, text: str, name: str) -> ins.Dockerfile:
         """The parse of a Dockerfile, kept in the cache index (grammar/stored.py): a rebuild
@@ -741,7 +759,8 @@ class Build:
         if source.stage is not None:
             return StageTree(self._view(self.stage(source.stage)))
         if source.image is not None:
-            layers = self.snapshots.ensure(source.image.diff_ids, self.blobs.path)
+            layers = self.snapshots.ensure(source.image.diff_ids, self.blobs.path,
+                                           self._unpacking)
             return StageTree(UnionView(layers), f"the image {source.name}")
         return self._directory_tree(source)
 

@@ -14,14 +14,25 @@ RUN's root nodev (builder/sandbox/rootfs.py), and chroot's copy of the image has
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from typing import ContextManager
 
 from layers.errors import LayerError
 from layers.image import chain_ids
 from layers.scratch import private_dir
 from layers.unpack import apply_layer
+
+Progress = Callable[[int, int], None]
+Unpacking = Callable[[str, int], ContextManager[Progress | None]]
+
+
+@contextlib.contextmanager
+def _unwatched(diff_id: str, size: int):
+    yield None
 
 
 class SnapshotStore:
@@ -33,18 +44,22 @@ class SnapshotStore:
     def path(self, chain_id: str) -> str:
         return os.path.join(self.dir, chain_id.replace(":", "-"))
 
-    def ensure(self, diff_ids: tuple[str, ...], blob_path) -> list[str]:
+    def ensure(self, diff_ids: tuple[str, ...], blob_path,
+               unpacking: Unpacking | None = None) -> list[str]:
         """The snapshot directories of a layer stack, lowest first, unpacking what is missing.
-        `blob_path(diff_id)` names the stored uncompressed layer tar."""
+        `blob_path(diff_id)` names the stored uncompressed layer tar; `unpacking(diff_id, size)`,
+        if given, is entered around each unpack and gives the progress(entries, bytes) to call."""
         dirs = []
         for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids)):
             final = self.path(chain_id)
             if not os.path.isdir(final):
                 temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
                 try:
-                    with open(blob_path(diff_id), "rb") as layer:
+                    with open(blob_path(diff_id), "rb") as layer, \
+                            (unpacking or _unwatched)(diff_id, os.fstat(layer.fileno()).st_size) \
+                            as progress:
                         try:
-                            apply_layer(layer, temp, whiteouts="overlay")
+                            apply_layer(layer, temp, whiteouts="overlay", progress=progress)
                         except LayerError as error:  # say which layer: a base image's, maybe
                             raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
                     os.chmod(temp, 0o755)
