@@ -81,6 +81,25 @@ class TarReader:
             left -= n
         self._body_left = 0
 
+    def body(self) -> bytes:
+        """The current entry's body as bytes (for bodies small enough to hold)."""
+        left = self._body_left
+        if left <= self._end - self._start:
+            data = bytes(self._view[self._start:self._start + left])
+            self._start += left
+        else:
+            parts = []
+            while left:
+                if self._start == self._end:
+                    self._fill(1, "a file body")
+                n = min(left, self._end - self._start)
+                parts.append(bytes(self._view[self._start:self._start + n]))
+                self._start += n
+                left -= n
+            data = b"".join(parts)
+        self._body_left = 0
+        return data
+
     # -- internals -------------------------------------------------------------------------------
 
     def _skip_body(self) -> None:

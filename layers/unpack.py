@@ -16,8 +16,10 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import queue
 import shutil
 import stat
+import threading
 from collections.abc import Callable
 from typing import BinaryIO, Literal, TypeVar
 
@@ -30,6 +32,10 @@ _MAX_SYMLINKS = 40  # per entry, as the kernel's MAXSYMLINKS
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 # How often (in entries) apply_layer tells its `progress` how far it got.
 PROGRESS_EVERY = 512
+# Regular files up to this size, in a fresh root, are written by worker threads (creating an inode
+# is most of an unpack's cost, in the kernel, without the GIL); this many to a batch.
+_HANDED_OFF = 256 << 10
+_BATCH = 32
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a hostile header can provoke from os calls: NUL in a link target, an mtime, id or device
 # number beyond what the kernel takes, besides plain OS errors.
@@ -62,9 +68,11 @@ def apply_layer(tar_stream: BinaryIO, root: str, *,
             applier.apply(member, reader)
             if progress is not None and not count % PROGRESS_EVERY:
                 progress(count, reader.consumed)
+        applier.finish()
     except EOFError as e:  # a truncated compressed stream
         raise LayerError(f"not a valid layer tar: {e}") from e
-    applier.finish()
+    finally:
+        applier.close()  # no worker may still write once the caller removes a failed root
     if progress is not None:
         progress(count, reader.consumed)
     return applier.warnings
@@ -104,6 +112,21 @@ class _Applier:
         self._dir_attrs: dict[str, TarEntry] = {}
         self._restore: dict[str, int] = {}  # dirs opened up to write into them (unprivileged)
         self._symlinks_left = _MAX_SYMLINKS
+        self._made: set[str] = set()  # directories made as parents of entries
+        self._owner = threading.get_ident()
+        workers = min(os.cpu_count() or 1, 4)
+        self._writers = _Writers(self, workers) if workers > 1 and not os.listdir(self.root) \
+            else None
+
+    def close(self) -> None:
+        if self._writers is not None:
+            self._writers.close()
+
+    def _settle(self) -> None:
+        """Wait for the files handed to workers: before anything that removes, replaces or
+        reads what is in the root (a later entry must never find an earlier one half-made)."""
+        if self._writers is not None:
+            self._writers.wait()
 
     def apply(self, member: TarEntry, reader: TarReader) -> None:
         name = _clean(member.name, member.name)
@@ -118,9 +141,16 @@ class _Applier:
             parent = self._dirs.get(parent_rel) or self._real_dir(parent_rel, member.name,
                                                                    create=True)
             path = f"{parent}/{base}"
+            again = path in self._written
+            if again:
+                self._settle()
             kind = member.kind
             if kind == b"0":
-                self._file(path, member, reader)
+                if (self._writers is not None and member.size <= _HANDED_OFF and not again
+                        and path not in self._made):
+                    self._writers.add(path, member, reader.body())
+                else:
+                    self._file(path, member, reader)
             elif kind == b"5":
                 self._directory(path, member)
             elif kind == b"2":
@@ -142,6 +172,7 @@ class _Applier:
 
     def finish(self) -> None:
         """Set the modes and mtimes of directories, deepest first, now that they are filled."""
+        self._settle()
         for path, mode in self._restore.items():
             if path not in self._dir_attrs and _is_dir(path):
                 os.chmod(path, mode)
@@ -170,17 +201,25 @@ class _Applier:
         self._attributes(path, member, chmod=False, times=False)
         self._dir_attrs[path] = member
 
-    def _file(self, path: str, member: TarEntry, reader: TarReader) -> None:
+    def _file(self, path: str, member: TarEntry, reader: TarReader | bytes) -> None:
         """Created with its mode (the umask permitting), so most files need no chmod; a chown
-        clears setuid and setgid bits, which are therefore set after it."""
+        clears setuid and setgid bits, which are therefore set after it. The body comes from the
+        reader or, in a worker, as bytes (and then nothing can be in the way)."""
         mode = member.mode & 0o7777
         try:
             fd = os.open(path, _NEW_FILE, mode & 0o777)
         except FileExistsError:
+            if threading.get_ident() != self._owner:  # a worker's path is new, or this is a bug
+                raise
             self._remove(path, os.lstat(path))
             fd = os.open(path, _NEW_FILE, mode & 0o777)
         try:
-            reader.write_body(fd)
+            if isinstance(reader, bytes):
+                done = 0
+                while done < len(reader):
+                    done += os.write(fd, reader[done:])
+            else:
+                reader.write_body(fd)
             self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask))
         finally:
             os.close(fd)
@@ -204,6 +243,7 @@ class _Applier:
     def _link_target(self, member: TarEntry) -> str:
         """The host path a hardlink entry links to: something already inside the root, found with
         the same resolution as entry names, never a directory."""
+        self._settle()
         target_rel = _clean(member.linkname, member.name)
         head, _, base = target_rel.rpartition("/")
         parent = self._real_dir(head, member.name, create=False) if base else None
@@ -261,6 +301,7 @@ class _Applier:
 
     def _purge(self, directory: str) -> None:
         """Remove what lower layers put under `directory`, keeping this layer's entries."""
+        self._settle()
         with os.scandir(directory) as children:
             for child in list(children):
                 st = child.stat(follow_symlinks=False)
@@ -289,12 +330,15 @@ class _Applier:
     def _step(self, parent: str, name: str, entry: str, create: bool) -> str | None:
         """Resolve one name inside the real directory `parent`."""
         path = f"{parent}/{name}"
+        if path in self._written:
+            self._settle()
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             if not create:
                 return None
             os.mkdir(path)
+            self._made.add(path)
             os.chmod(path, 0o755)
             return path
         if stat.S_ISDIR(st.st_mode):
@@ -333,6 +377,7 @@ class _Applier:
             return make(path)
 
     def _remove(self, path: str, st: os.stat_result) -> None:
+        self._settle()
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path, onerror=None if self.privileged else _open_up_and_retry)
         else:
@@ -379,6 +424,75 @@ class _Applier:
             else:
                 found.append((name, value))
         return found
+
+
+class _Writers:
+    """Worker threads writing regular files in batches. Only new paths of a fresh root come here,
+    so nothing is ever in a worker's way; the applier waits for them (`wait`) before it removes
+    or replaces anything, so no path a worker uses can change under it. A worker's error is
+    raised by the next `wait`."""
+
+    def __init__(self, applier: _Applier, workers: int) -> None:
+        self._applier = applier
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._batch: list[tuple[str, TarEntry, bytes]] = []
+        self._outstanding = 0
+        self._limit = 4 * workers  # batches in flight: bounds the bodies held in memory
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._work, daemon=True, name="unpack")
+                         for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def add(self, path: str, member: TarEntry, body: bytes) -> None:
+        self._batch.append((path, member, body))
+        if len(self._batch) >= _BATCH:
+            self._send()
+            if self._outstanding > self._limit:
+                self._collect()
+
+    def wait(self) -> None:
+        if self._batch:
+            self._send()
+        while self._outstanding:
+            self._collect()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Stop the workers once they are done, their errors dropped (the root is given up)."""
+        self._batch.clear()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _send(self) -> None:
+        self._jobs.put(self._batch)
+        self._batch = []
+        self._outstanding += 1
+
+    def _collect(self) -> None:
+        error = self._results.get()
+        self._outstanding -= 1
+        if error is not None and self._error is None:
+            self._error = error
+
+    def _work(self) -> None:
+        while (batch := self._jobs.get()) is not None:
+            error = None
+            for path, member, body in batch:
+                try:
+                    self._applier._file(path, member, body)
+                except _BAD_VALUE as e:
+                    error = LayerError(f"{member.name}: {_reason(e)}")
+                    break
+                except BaseException as e:  # noqa: BLE001 - handed to the applier's thread
+                    error = e
+                    break
+            self._results.put(error)
 
 
 def _umask() -> int:
