@@ -6,6 +6,7 @@ no registry code) and guarded here, so the stage builder and the delivery only a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from datetime import datetime, timezone
@@ -164,7 +165,24 @@ class BuildSession:
         them are brought here first."""
         if self.remote is not None:
             self.remote.ensure(state.image.diff_ids)
-        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path)
+        return self.snapshots.ensure(state.image.diff_ids, self.blobs.path, self.unpacking)
+
+    @contextlib.contextmanager
+    def unpacking(self, diff_id: str, size: int):
+        """A layer unpacked into its snapshot is a step of its own (a span on the trace's unpacks
+        track, a bar of files and bytes in the live view, a line in the plain log): a base
+        image's first use costs seconds, and they should show. A failure fails the open step."""
+        number = self.log.step(f"unpacking {diff_id[:19]}")
+        started, entries = time.monotonic(), [0]
+
+        def progress(count: int, done: int) -> None:
+            entries[0] = count
+            self.log.progress(number, done, size, count)
+
+        yield progress
+        self.log.info(number, f"{entries[0]:,} entries, {size / 1e6:.1f}MB in "
+                              f"{time.monotonic() - started:.1f}s")
+        self.log.done(number)
 
     def view(self, state: StageState) -> UnionView:
         return self.snapshots.view(self.layers(state))

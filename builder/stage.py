@@ -373,7 +373,8 @@ class StageBuilder:
         if source.stage is not None:
             return StageTree(self.session.view(self.stage(source.stage)))
         if source.image is not None:
-            layers = self.session.snapshots.ensure(source.image.diff_ids, self.session.blobs.path)
+            layers = self.session.snapshots.ensure(source.image.diff_ids, self.session.blobs.path,
+                                                   self.session.unpacking)
             return StageTree(self.session.snapshots.view(layers), f"the image {source.name}")
         return self.session.directory_tree(source.name, source.directory)
 

@@ -18,11 +18,14 @@ RUN's root nodev (builder/sandbox/rootfs.py), and chroot's copy of the image has
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from functools import cached_property
+from typing import ContextManager
 
 from layers.errors import LayerError
 from layers.image import chain_ids
@@ -59,6 +62,15 @@ def snapshots_dir(root: str) -> str:
     return os.path.join(root, "snapshots")
 
 
+Progress = Callable[[int, int], None]
+Unpacking = Callable[[str, int], ContextManager[Progress | None]]
+
+
+@contextlib.contextmanager
+def _unwatched(diff_id: str, size: int):
+    yield None
+
+
 class SnapshotStore:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -77,18 +89,22 @@ class SnapshotStore:
         """The merged view of snapshot directories of this store, lowest first."""
         return UnionView(directories, self.form)
 
-    def ensure(self, diff_ids: tuple[str, ...], blob_path) -> list[str]:
+    def ensure(self, diff_ids: tuple[str, ...], blob_path,
+               unpacking: Unpacking | None = None) -> list[str]:
         """The snapshot directories of a layer stack, lowest first, unpacking what is missing.
-        `blob_path(diff_id)` names the stored uncompressed layer tar."""
+        `blob_path(diff_id)` names the stored uncompressed layer tar; `unpacking(diff_id, size)`,
+        if given, is entered around each unpack and gives the progress(entries, bytes) to call."""
         dirs = []
         for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids)):
             final = self.path(chain_id)
             if not os.path.isdir(final):
                 temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
                 try:
-                    with open(blob_path(diff_id), "rb") as layer:
+                    with open(blob_path(diff_id), "rb") as layer, \
+                            (unpacking or _unwatched)(diff_id, os.fstat(layer.fileno()).st_size) \
+                            as progress:
                         try:
-                            apply_layer(layer, temp, whiteouts=self.form)
+                            apply_layer(layer, temp, whiteouts=self.form, progress=progress)
                         except LayerError as error:  # say which layer: a base image's, maybe
                             raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
                     os.chmod(temp, 0o755)

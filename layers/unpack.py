@@ -17,19 +17,26 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import queue
 import shutil
 import stat
-import tarfile
+import threading
 from collections.abc import Callable
 from typing import BinaryIO, Literal, TypeVar
 
 from layers.errors import LayerError
-from layers.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
+from layers.tarreader import TarEntry, TarReader
+from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layers.union import FILES, make_opaque, make_whiteout, mark_opaque
 
 _MAX_SYMLINKS = 40  # per entry, as the kernel's MAXSYMLINKS
-_XATTR_PREFIX = "SCHILY.xattr."
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+# How often (in entries) apply_layer tells its `progress` how far it got.
+PROGRESS_EVERY = 512
+# Regular files up to this size, in a fresh root, are written by worker threads (creating an inode
+# is most of an unpack's cost, in the kernel, without the GIL); this many to a batch.
+_HANDED_OFF = 256 << 10
+_BATCH = 32
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a hostile header can provoke from os calls: NUL in a link target, an mtime, id or device
 # number beyond what the kernel takes, besides plain OS errors.
@@ -39,7 +46,8 @@ T = TypeVar("T")
 
 def apply_layer(tar_stream: BinaryIO, root: str, *,
                 whiteouts: Literal["apply", "overlay", "files"] = "apply",
-                opaque_xattr: str | None = None) -> list[str]:
+                opaque_xattr: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Apply the uncompressed layer tar `tar_stream` (wrap it in `decompressing_reader` first if
     need be) to the existing directory `root`. Returns warnings about what could not be applied
     (device nodes and ownership when not root, xattrs the kernel refused). Raises LayerError naming
@@ -47,18 +55,27 @@ def apply_layer(tar_stream: BinaryIO, root: str, *,
 
     A non-directory entry replaces whatever is at its path; a directory entry over a directory only
     updates its attributes. Ownership is set when running as root; modes, mtimes and directory
-    attributes last, deepest first, so a 0555 directory can still be filled."""
+    attributes last, deepest first, so a 0555 directory can still be filled.
+
+    `progress(entries, bytes)`, if given, hears how far the stream has been read, every
+    PROGRESS_EVERY entries and at the end."""
     if whiteouts not in ("apply", "overlay", "files"):
         raise ValueError(f"whiteouts must be 'apply', 'overlay' or 'files', not {whiteouts!r}")
     applier = _Applier(root, None if whiteouts == "apply" else whiteouts, opaque_xattr)
+    reader = TarReader(tar_stream)
+    count = 0
     try:
-        with tarfile.open(fileobj=tar_stream, mode="r|", encoding="utf-8",
-                          errors="surrogateescape") as tar:
-            for member in tar:
-                applier.apply(member, tar)
-    except (tarfile.TarError, EOFError) as e:  # EOFError: a truncated compressed stream
+        for count, member in enumerate(reader, 1):
+            applier.apply(member, reader)
+            if progress is not None and not count % PROGRESS_EVERY:
+                progress(count, reader.consumed)
+        applier.finish()
+    except EOFError as e:  # a truncated compressed stream
         raise LayerError(f"not a valid layer tar: {e}") from e
-    applier.finish()
+    finally:
+        applier.close()  # no worker may still write once the caller removes a failed root
+    if progress is not None:
+        progress(count, reader.consumed)
     return applier.warnings
 
 
@@ -67,6 +84,9 @@ def _clean(name: str, entry: str) -> str:
     does), `.` and doubled slashes removed. A name that climbs out with `..` is hostile: refused."""
     if "\0" in name:
         raise LayerError(f"{entry!r}: NUL in a path")
+    if not ("//" in name or "." in name.partition("/")[0][:1] or "/." in name
+            or name.startswith("/") or name.endswith("/")):
+        return name  # already clean: most names of most layers
     cleaned = posixpath.normpath(name.lstrip("/"))
     if cleaned == ".." or cleaned.startswith("../"):
         raise LayerError(f"{entry}: path leads outside the root")
@@ -86,16 +106,31 @@ class _Applier:
         self.opaque_xattr = opaque_xattr
         self.privileged = os.geteuid() == 0
         self.chown = self.privileged
+        self.umask = _umask()
         self.warnings: list[str] = []
         self._dirs = {"": self.root}       # clean relative dir -> real host path
         self._written: set[str] = set()    # host paths this layer created or updated
         self._whited: set[str] = set()     # host paths of whiteout devices made by this layer
-        self._dir_attrs: dict[str, tarfile.TarInfo] = {}
+        self._dir_attrs: dict[str, TarEntry] = {}
         self._restore: dict[str, int] = {}  # dirs opened up to write into them (unprivileged)
         self._symlinks_left = _MAX_SYMLINKS
-        self._buffer = memoryview(bytearray(CHUNK))
+        self._made: set[str] = set()  # directories made as parents of entries
+        self._owner = threading.get_ident()
+        workers = min(os.cpu_count() or 1, 4)
+        self._writers = _Writers(self, workers) if workers > 1 and not os.listdir(self.root) \
+            else None
 
-    def apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    def close(self) -> None:
+        if self._writers is not None:
+            self._writers.close()
+
+    def _settle(self) -> None:
+        """Wait for the files handed to workers: before anything that removes, replaces or
+        reads what is in the root (a later entry must never find an earlier one half-made)."""
+        if self._writers is not None:
+            self._writers.wait()
+
+    def apply(self, member: TarEntry, reader: TarReader) -> None:
         name = _clean(member.name, member.name)
         if not name:
             return  # the root's own attributes belong to the snapshot, not the layer (containerd)
@@ -105,22 +140,33 @@ class _Applier:
             if base.startswith(WHITEOUT_PREFIX):
                 self._whiteout(parent_rel, base, member)
                 return
-            path = f"{self._real_dir(parent_rel, member.name, create=True)}/{base}"
-            if member.isdir():
+            parent = self._dirs.get(parent_rel) or self._real_dir(parent_rel, member.name,
+                                                                   create=True)
+            path = f"{parent}/{base}"
+            again = path in self._written
+            if again:
+                self._settle()
+            kind = member.kind
+            if kind == b"0":
+                if (self._writers is not None and member.size <= _HANDED_OFF and not again
+                        and path not in self._made):
+                    self._writers.add(path, member, reader.body())
+                else:
+                    self._file(path, member, reader)
+            elif kind == b"5":
                 self._directory(path, member)
-            elif member.isreg():
-                self._file(path, member, tar)
-            elif member.issym():
+            elif kind == b"2":
                 self._create(path, lambda p: os.symlink(member.linkname, p))
                 self._attributes(path, member, chmod=False)
-            elif member.islnk():
+            elif kind == b"1":
                 target = self._link_target(member)
                 self._create(path, lambda p: os.link(target, p, follow_symlinks=False))
                 self._attributes(path, member, chmod=not os.path.islink(path))
-            elif member.ischr() or member.isblk() or member.isfifo():
+            elif kind in (b"3", b"4", b"6"):
                 self._special(path, member)
             else:
-                self.warnings.append(f"{member.name}: skipped entry of tar type {member.type!r}")
+                self.warnings.append(f"{member.name}: skipped entry of tar type "
+                                     f"{kind.decode('latin-1')!r}")
                 return
             self._written.add(path)
         except _BAD_VALUE as e:
@@ -128,6 +174,7 @@ class _Applier:
 
     def finish(self) -> None:
         """Set the modes and mtimes of directories, deepest first, now that they are filled."""
+        self._settle()
         for path, mode in self._restore.items():
             if path not in self._dir_attrs and _is_dir(path):
                 os.chmod(path, mode)
@@ -136,14 +183,13 @@ class _Applier:
                 member = self._dir_attrs[path]
                 try:
                     os.chmod(path, member.mode & 0o7777)
-                    mtime = int(member.mtime * 1_000_000_000)
-                    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+                    os.utime(path, ns=(member.mtime_ns, member.mtime_ns), follow_symlinks=False)
                 except _BAD_VALUE as e:
                     raise LayerError(f"{member.name}: {_reason(e)}") from e
 
     # -- entries ---------------------------------------------------------------------------------
 
-    def _directory(self, path: str, member: tarfile.TarInfo) -> None:
+    def _directory(self, path: str, member: TarEntry) -> None:
         try:
             os.mkdir(path, 0o700)  # its own mode is set last, once its children are in
         except FileExistsError:
@@ -157,26 +203,37 @@ class _Applier:
         self._attributes(path, member, chmod=False, times=False)
         self._dir_attrs[path] = member
 
-    def _file(self, path: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
-        fd = self._create(path, lambda p: os.open(p, _NEW_FILE, 0o600))
+    def _file(self, path: str, member: TarEntry, reader: TarReader | bytes) -> None:
+        """Created with its mode (the umask permitting), so most files need no chmod; a chown
+        clears setuid and setgid bits, which are therefore set after it. The body comes from the
+        reader or, in a worker, as bytes (and then nothing can be in the way)."""
+        mode = member.mode & 0o7777
         try:
-            source, buffer = tar.extractfile(member), self._buffer
-            while n := source.readinto(buffer):
+            fd = os.open(path, _NEW_FILE, mode & 0o777)
+        except FileExistsError:
+            if threading.get_ident() != self._owner:  # a worker's path is new, or this is a bug
+                raise
+            self._remove(path, os.lstat(path))
+            fd = os.open(path, _NEW_FILE, mode & 0o777)
+        try:
+            if isinstance(reader, bytes):
                 done = 0
-                while done < n:
-                    done += os.write(fd, buffer[done:n])
-            self._attributes(fd, member)
+                while done < len(reader):
+                    done += os.write(fd, reader[done:])
+            else:
+                reader.write_body(fd)
+            self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask))
         finally:
             os.close(fd)
 
-    def _special(self, path: str, member: tarfile.TarInfo) -> None:
-        if member.isfifo():
+    def _special(self, path: str, member: TarEntry) -> None:
+        if member.kind == b"6":
             self._create(path, lambda p: os.mkfifo(p, 0o600))
         else:
             if not self.privileged:
                 self.warnings.append(f"{member.name}: device node skipped (needs root)")
                 return
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            kind = stat.S_IFCHR if member.kind == b"3" else stat.S_IFBLK
             device = os.makedev(member.devmajor, member.devminor)
             try:
                 self._create(path, lambda p: os.mknod(p, kind | 0o600, device))
@@ -185,9 +242,10 @@ class _Applier:
                 return
         self._attributes(path, member)
 
-    def _link_target(self, member: tarfile.TarInfo) -> str:
+    def _link_target(self, member: TarEntry) -> str:
         """The host path a hardlink entry links to: something already inside the root, found with
         the same resolution as entry names, never a directory."""
+        self._settle()
         target_rel = _clean(member.linkname, member.name)
         head, _, base = target_rel.rpartition("/")
         parent = self._real_dir(head, member.name, create=False) if base else None
@@ -201,7 +259,7 @@ class _Applier:
 
     # -- whiteouts -------------------------------------------------------------------------------
 
-    def _whiteout(self, parent_rel: str, base: str, member: tarfile.TarInfo) -> None:
+    def _whiteout(self, parent_rel: str, base: str, member: TarEntry) -> None:
         if base == OPAQUE_MARKER:
             self._opaque(parent_rel, member)
             return
@@ -228,7 +286,7 @@ class _Applier:
         elif os.path.lexists(path):
             self._remove(path, os.lstat(path))
 
-    def _opaque(self, dir_rel: str, member: tarfile.TarInfo) -> None:
+    def _opaque(self, dir_rel: str, member: TarEntry) -> None:
         directory = self._real_dir(dir_rel, member.name, create=self.overlay)
         if directory is None:
             return
@@ -250,6 +308,7 @@ class _Applier:
 
     def _purge(self, directory: str) -> None:
         """Remove what lower layers put under `directory`, keeping this layer's entries."""
+        self._settle()
         with os.scandir(directory) as children:
             for child in list(children):
                 st = child.stat(follow_symlinks=False)
@@ -278,12 +337,15 @@ class _Applier:
     def _step(self, parent: str, name: str, entry: str, create: bool) -> str | None:
         """Resolve one name inside the real directory `parent`."""
         path = f"{parent}/{name}"
+        if path in self._written:
+            self._settle()
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             if not create:
                 return None
             os.mkdir(path)
+            self._made.add(path)
             os.chmod(path, 0o755)
             return path
         if stat.S_ISDIR(st.st_mode):
@@ -322,6 +384,7 @@ class _Applier:
             return make(path)
 
     def _remove(self, path: str, st: os.stat_result) -> None:
+        self._settle()
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path, onerror=None if self.privileged else _open_up_and_retry)
         else:
@@ -331,7 +394,7 @@ class _Applier:
 
     # -- attributes ------------------------------------------------------------------------------
 
-    def _attributes(self, target: str | int, member: tarfile.TarInfo, *, chmod: bool = True,
+    def _attributes(self, target: str | int, member: TarEntry, *, chmod: bool = True,
                     times: bool = True) -> None:
         """Owner, then mode (a chown clears setuid bits), then xattrs (a chown clears
         security.capability), then mtime. `target` is a path, never followed, or an open fd."""
@@ -349,10 +412,9 @@ class _Applier:
                 elif e.errno != errno.ENOTSUP:
                     raise
         if times:
-            mtime = int(member.mtime * 1_000_000_000)
-            os.utime(target, ns=(mtime, mtime), follow_symlinks=follow)
+            os.utime(target, ns=(member.mtime_ns, member.mtime_ns), follow_symlinks=follow)
 
-    def _chown(self, target: str | int, member: tarfile.TarInfo) -> None:
+    def _chown(self, target: str | int, member: TarEntry) -> None:
         try:
             os.chown(target, member.uid, member.gid, follow_symlinks=isinstance(target, int))
         except OSError as e:
@@ -361,16 +423,96 @@ class _Applier:
             self.chown = False  # an id outside this user namespace's map: stop trying
             self.warnings.append(f"{member.name}: ownership not kept ({e.strerror})")
 
-    def _xattrs(self, member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    def _xattrs(self, member: TarEntry) -> list[tuple[str, bytes]]:
         found = []
-        for key, value in member.pax_headers.items():
-            if key.startswith(_XATTR_PREFIX):
-                name = key[len(_XATTR_PREFIX):]
-                if name.startswith(_OVERLAY_XATTRS):
-                    self.warnings.append(f"{member.name}: overlayfs xattr {name} ignored")
-                else:
-                    found.append((name, value.encode("utf-8", "surrogateescape")))
+        for name, value in member.xattrs:
+            if name.startswith(_OVERLAY_XATTRS):
+                self.warnings.append(f"{member.name}: overlayfs xattr {name} ignored")
+            else:
+                found.append((name, value))
         return found
+
+
+class _Writers:
+    """Worker threads writing regular files in batches. Only new paths of a fresh root come here,
+    so nothing is ever in a worker's way; the applier waits for them (`wait`) before it removes
+    or replaces anything, so no path a worker uses can change under it. A worker's error is
+    raised by the next `wait`."""
+
+    def __init__(self, applier: _Applier, workers: int) -> None:
+        self._applier = applier
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._batch: list[tuple[str, TarEntry, bytes]] = []
+        self._outstanding = 0
+        self._limit = 4 * workers  # batches in flight: bounds the bodies held in memory
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._work, daemon=True, name="unpack")
+                         for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def add(self, path: str, member: TarEntry, body: bytes) -> None:
+        self._batch.append((path, member, body))
+        if len(self._batch) >= _BATCH:
+            self._send()
+            if self._outstanding > self._limit:
+                self._collect()
+
+    def wait(self) -> None:
+        if self._batch:
+            self._send()
+        while self._outstanding:
+            self._collect()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Stop the workers once they are done, their errors dropped (the root is given up)."""
+        self._batch.clear()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _send(self) -> None:
+        self._jobs.put(self._batch)
+        self._batch = []
+        self._outstanding += 1
+
+    def _collect(self) -> None:
+        error = self._results.get()
+        self._outstanding -= 1
+        if error is not None and self._error is None:
+            self._error = error
+
+    def _work(self) -> None:
+        while (batch := self._jobs.get()) is not None:
+            error = None
+            for path, member, body in batch:
+                try:
+                    self._applier._file(path, member, body)
+                except _BAD_VALUE as e:
+                    error = LayerError(f"{member.name}: {_reason(e)}")
+                    break
+                except BaseException as e:  # noqa: BLE001 - handed to the applier's thread
+                    error = e
+                    break
+            self._results.put(error)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread);
+    all bits when unknown, so every file gets its chmod."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def _reason(error: Exception) -> str:

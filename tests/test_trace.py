@@ -3,6 +3,7 @@ whose slices nest in time; written for a failed build too."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,13 @@ def test_a_track_per_stage_and_per_transfer(project: Path, tmp_path: Path) -> No
                      "--cache-to", f"type=local,dest={shared}", str(project), env=env)
     assert result.returncode == 0, result.stderr
     first = tracks(trace)
-    # In the order they start: the target's FROM builds `base`; its COPY --from, `other`.
-    assert list(first) == ["build", "stage stage-2", "stage base", "stage other", "exports",
-                           "cache export"]
+    # In the order they start: the target's FROM builds `base`; its COPY --from, `other`, whose
+    # layer is then unpacked to be read.
+    assert list(first) == ["build", "stage stage-2", "stage base", "stage other", "unpacks",
+                           "exports", "cache export"]
+    for unpack in first["unpacks"]:
+        assert unpack["name"].startswith("unpacking sha256:")
+        assert re.fullmatch(r"\d+ entries, [\d.]+MB in [\d.]+s", unpack["args"]["info"][0])
     assert [e["name"] for e in first["stage other"]] == ["[other] FROM scratch",
                                                         "[other 1/1] COPY b.txt /b.txt"]
     copies = [e for e in first["stage stage-2"] if "COPY" in e["name"]]
@@ -77,7 +82,7 @@ def test_a_track_per_stage_and_per_transfer(project: Path, tmp_path: Path) -> No
     assert all(e["args"]["layer"].startswith("sha256:") and e["args"]["layer_size"] > 0
                for e in copies)
     assert [e["name"] for e in first["exports"]] == [f"exporting to {tmp_path / 'out.tar'}"]
-    assert first["build"][0]["args"] == {"steps": 9}
+    assert first["build"][0]["args"] == {"steps": 9 + len(first["unpacks"])}
     assert not list(tmp_path.glob(".trace.json.*")), "no temp file is left behind"
 
     again = pybuild("--trace", str(trace), "-o", str(tmp_path / "out.tar"), "--cache-from",

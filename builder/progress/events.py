@@ -58,13 +58,14 @@ class StepLayer:
 
 @dataclass(frozen=True)
 class StepProgress:
-    """A transfer of a step (a pull, an export) so far: `done` of `total` bytes (None when the
-    total is unknown)."""
+    """A transfer of a step (a pull, an export, an unpack) so far: `done` of `total` bytes (None
+    when the total is unknown), and `files` so far where a count of files means something."""
 
     number: int
     done: int
     total: int | None
     at: float
+    files: int | None = None
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ class Log:
         if rest:
             self._partial[number] = rest
 
-    def progress(self, number: int, done: int, total: int | None) -> None:
+    def progress(self, number: int, done: int, total: int | None,
+                 files: int | None = None) -> None:
         """A transfer's bytes so far. Transfers call this for every chunk, from their worker
         threads: the sinks get at most one report per PROGRESS_INTERVAL, and the last one."""
         with self._transfers:
@@ -108,7 +109,7 @@ class Log:
             if done != total and last is not None and at - last < PROGRESS_INTERVAL:
                 return
             self._reported[number] = at
-            self._emit(StepProgress(number, done, total, at))
+            self._emit(StepProgress(number, done, total, at, files))
 
     def note(self, text: str) -> None:
         self._emit(Note(shown(text), self._now()))

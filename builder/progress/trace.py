@@ -1,6 +1,7 @@
 """`--trace FILE`: the build's timeline in Chrome's trace-event format, for Perfetto or
 chrome://tracing, to see where a slow build spends its time: one track per stage for its steps,
-one each for pulls, exports, cache import and export, and pushes, and the whole build on top.
+one each for pulls, unpacks of layers into snapshots, exports, cache import and export, and
+pushes, and the whole build on top.
 
 The file is written when the build ends, failed or not (a failed build is the one worth reading),
 through a temp file and a rename.
@@ -18,7 +19,7 @@ _PID = 1
 _BUILD_TRACK = "build"
 # Steps outside a stage, by how their title starts (the first match wins).
 _TRACKS = (("pulling", "pulls"), ("importing", "cache import"), ("exporting cache", "cache export"),
-           ("exporting", "exports"), ("pushing", "pushes"))
+           ("exporting", "exports"), ("pushing", "pushes"), ("unpacking", "unpacks"))
 
 
 class TraceSink:

@@ -159,9 +159,10 @@ def _state(step: StepSummary, running: bool) -> tuple[str, str]:
 def _transfer(progress: StepProgress) -> RenderableType:
     bar = Table.grid(padding=(0, 1))
     total = f" / {human_size(progress.total)}" if progress.total is not None else ""
+    files = f"{progress.files:,} files, " if progress.files is not None else ""
     bar.add_row(Text(" => =>"), ProgressBar(total=progress.total, completed=progress.done,
                                              width=30),
-                Text(f"{human_size(progress.done)}{total}"))
+                Text(f"{files}{human_size(progress.done)}{total}"))
     return bar
 
 

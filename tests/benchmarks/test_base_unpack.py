@@ -1,0 +1,106 @@
+"""A base image's first use against GNU `tar -x` of the same layers (issue 16, design principle
+10): `pybuild load` of the image plus the unpack of its snapshots, for a 15k and a 150k-entry base
+(tests/benchmarks/test_run_overhead.py's generated bases). Run on demand:
+`python3 -m pytest -q tests/benchmarks/test_base_unpack.py -m benchmark -s`.
+
+Goal, asserted: load + unpack <= 1.5x `tar -x` of both layers, wall clock, best of RUNS with the
+tools taking turns. Also printed: the same with a first build (`FROM base` + `RUN true`) in place
+of the bare unpack, which adds Python's start-up and one RUN.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests.benchmarks.test_run_overhead import SIZES, make_base
+from tests.benchmarks.workload import Command, Table, best_of
+from tests.support import ROOT
+
+pytestmark = pytest.mark.benchmark
+
+RUNS = 3
+GOAL = 1.5
+_UNPACK = ("import sys; from layers.blobstore import BlobStore; "
+           "from layers.snapshots import SnapshotStore; "
+           "SnapshotStore(sys.argv[1]).ensure(tuple(sys.argv[2:]), BlobStore(sys.argv[1]).path)")
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="pybuild-bench-unpack-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def table() -> Iterator[Table]:
+    figures = Table(f"A base image's first use against GNU tar -x ({os.cpu_count()} CPUs), "
+                    f"best of {RUNS}")
+    yield figures
+    print(figures.render())
+
+
+def _env(work: str, cache: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(ROOT), PYTHONPYCACHEPREFIX=os.path.join(work, "pycache"),
+               PYBUILD_CACHE_DIR=cache)
+    return env
+
+
+@pytest.mark.parametrize("label, entries", SIZES, ids=[label for label, _ in SIZES])
+def test_load_and_unpack_against_tar(work: str, table: Table, label: str, entries: int) -> None:
+    base = make_base(os.path.join(work, f"base{label}.tar"), label, entries,
+                     f"pybuild-bench/unpack{label}:1")
+    cache, target = os.path.join(work, f"cache{label}"), os.path.join(work, f"tar{label}")
+    reference = os.path.join(work, f"layers{label}")  # the layers as tar -x reads them
+    env = _env(work, cache)
+    load = [sys.executable, "-m", "builder.cli", "load", "-q", "-i", base.archive]
+    subprocess.run(load, env={**env, "PYBUILD_CACHE_DIR": reference}, check=True,
+                   capture_output=True)
+    layers = [os.path.join(reference, "blobs", "sha256", d.removeprefix("sha256:"))
+              for d in base.diff_ids]
+    context = os.path.join(work, f"context{label}")
+    os.makedirs(context, exist_ok=True)
+    with open(os.path.join(context, "Dockerfile"), "w") as handle:
+        handle.write(f"FROM {base.tag}\nRUN true\n")
+
+    runs = iter(range(1_000_000))
+
+    def fresh() -> None:
+        """A new cache and tar target for every run, all removed at the end: ext4 without a
+        journal skips recently deleted inodes when it allocates, so creating 150k files right
+        after deleting 150k costs several times what it costs on a settled disk, for any tool."""
+        number = next(runs)
+        env["PYBUILD_CACHE_DIR"] = f"{cache}-{number}"
+        os.makedirs(f"{target}-{number}")
+        os.symlink(f"{target}-{number}", f"{target}.new")
+        os.replace(f"{target}.new", target)
+
+    os.makedirs(f"{target}-x")
+    os.symlink(f"{target}-x", target)
+    tar = Command(" && ".join(f"tar -xf {layer} -C {target}/" for layer in layers), before=fresh)
+    unpack = Command(" && ".join([
+        " ".join(load),
+        " ".join([sys.executable, "-c", repr(_UNPACK), '"$PYBUILD_CACHE_DIR"', *base.diff_ids])]),
+        before=fresh, env=env, cwd=str(ROOT))
+    first_build = Command(" && ".join([
+        " ".join(load),
+        " ".join([sys.executable, "-m", "builder.cli", "-q", "--network", "none", "-o",
+                  os.path.join(work, "out.tar"), context])]),
+        before=fresh, env=env, cwd=str(ROOT))
+    tar_time, unpack_time, build_time = best_of(RUNS, tar, unpack, first_build)
+    size = sum(os.path.getsize(layer) for layer in layers) / 1e6
+    what = f"[{label}: {base.entries:,} entries, {size:.0f} MB]"
+    table.add(f"tar -x of both layers {what}", tar_time)
+    table.add(f"pybuild load + unpack {what}", unpack_time, versus=("tar", tar_time),
+              goal=f"<= {GOAL}x tar")
+    table.add(f"pybuild load + first build (RUN true) {what}", build_time,
+              versus=("tar", tar_time))
+    assert unpack_time.wall <= GOAL * tar_time.wall, table.render()
+
