@@ -26,6 +26,8 @@ def main(argv: list[str]) -> int:
         dockerfile_at = options.index("-f") + 1
         shutil.copy2(options[dockerfile_at], os.path.join(job, "Dockerfile"))
         options[dockerfile_at] = os.path.join(job, "Dockerfile")
+        options = ["--secret=" + _secret_copied(option[len("--secret="):], job)
+                   if option.startswith("--secret=") else option for option in options]
         out_at = options.index("-o") + 1
         out = options[out_at]
         options[out_at] = os.path.join(job, "image.tar")
@@ -40,6 +42,17 @@ def main(argv: list[str]) -> int:
         return done.returncode
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def _secret_copied(spec: str, job: str) -> str:
+    """A `--secret=id=ID,src=PATH` whose file is copied into the job (the user cannot read the
+    harness's tree, so pybuild would find the secret missing)."""
+    fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    if "src" not in fields:
+        return spec
+    copy = os.path.join(job, f"secret-{fields['id']}")
+    shutil.copyfile(fields["src"], copy)
+    return ",".join(f"{key}={copy if key == 'src' else value}" for key, value in fields.items())
 
 
 def _restore_modes(source: str, copy: str) -> None:

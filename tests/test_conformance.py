@@ -39,6 +39,10 @@ CHROOT_DIFFERS = {
     "176-run-stdin-empty-pipe": ("/stdin-kind.txt: content differs",),  # /dev/stdin needs /proc
     "177-run-dev-mqueue": ("/mqueue.txt: content differs",),  # nothing mounted, no /proc
     "179-run-only-std-fds": ("candidate build failed",),  # no /proc to read
+    # RUN --mount needs a mount namespace (README, Known limits)
+    **{case: ("RUN --mount needs a mount namespace",) for case in (
+        "180-run-mount-cache", "181-run-mount-bind-context", "182-run-mount-tmpfs",
+        "183-run-mount-secret")},
 }
 # Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace
 # (every strategy but chroot runs the command in one).
@@ -74,7 +78,7 @@ def conformance_report(request, tmp_path_factory) -> dict:
             loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
             candidate = f"{sys.executable} -m builder.cli --isolation {request.param} "
         assert loaded.returncode == 0, loaded.stderr
-        candidate += "-f {dockerfile} -t {tag} -o {out} {buildargs} {target} {context}"
+        candidate += "-f {dockerfile} -t {tag} -o {out} {buildargs} {secrets} {target} {context}"
         run = run_corpus(load_cases(CASES, skip_tags=SKIPPED_TAGS), Options(
             candidate=candidate, probe_base=BASE_IMAGE, strict_lines=True,
             env={"PYBUILD_CACHE_DIR": str(cache)}, cwd=str(ROOT), work_root=work / "stage",
