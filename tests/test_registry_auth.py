@@ -188,9 +188,15 @@ def test_token_answers(answer, value, lifetime):
     assert (token.value, token.expires_at) == (value, 1000.0 + lifetime)
 
 
-def test_a_token_answer_without_a_token_is_refused():
-    with pytest.raises(ValueError, match="no token"):
-        parse_token(b'{"expires_in": 60}')
+@pytest.mark.parametrize("body, message", [
+    (b'{"expires_in": 60}', "no token"),
+    (b'["token"]', "not a JSON object"),
+    (b"<html>", "not JSON"),
+    (b"[" * 100_000, "not JSON"),  # nested past the recursion limit
+])
+def test_a_token_answer_without_a_token_is_refused(body, message):
+    with pytest.raises(ValueError, match=message):
+        parse_token(body)
 
 
 # -- htpasswd (Basic) --------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _registry_cache(spec: CacheSpec, sessions: Callable):
     manifest, _, _ = get_manifest(session, spec.ref, (OCI_MANIFEST,))
     try:
         described = json.loads(manifest)["config"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise LayerError(f"{spec.describe()}: a damaged cache manifest") from None
     config = io.BytesIO()
     fetch_blob(session, spec.ref, described["digest"], config, size=described.get("size"))
@@ -141,7 +141,7 @@ def _directory_cache(spec: CacheSpec):
     manifest = _read_verified(directory, chosen[0]["digest"])
     try:
         config_digest = json.loads(manifest)["config"]["digest"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise LayerError(f"cache {spec.describe()}: a damaged cache manifest") from None
     config = _read_verified(directory, config_digest)
 

@@ -68,7 +68,12 @@ def parse_challenge(header: str) -> Challenge | None:
 
 def parse_token(body: bytes, now: float | None = None) -> Token:
     """The token server's JSON answer: `token` or `access_token` (equivalent), `expires_in`."""
-    answer = json.loads(body)
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
+        raise ValueError("the token server's answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise ValueError("the token server's answer is not a JSON object")
     value = answer.get("token") or answer.get("access_token")
     if not isinstance(value, str) or not value:
         raise ValueError("the token server's answer has no token")

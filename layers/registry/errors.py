@@ -46,6 +46,6 @@ def describe(status: int, body: bytes) -> str:
     try:
         errors = json.loads(body)["errors"]
         details = "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         details = body[:_BODY_EXCERPT].decode(errors="replace").strip()
     return f"{status} {details or responses.get(status, '')}".strip()

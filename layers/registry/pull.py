@@ -277,7 +277,7 @@ def _choose(index: dict[str, Any], platform: Platform) -> Descriptor:
 def _object(body: bytes, what: str) -> dict[str, Any]:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         document = None
     if not isinstance(document, dict):
         raise RegistryError(f"the {what} is not a JSON object")

@@ -242,7 +242,7 @@ class Session:
                                 response.status)
         try:
             return parse_token(response.body)
-        except (ValueError, AttributeError) as error:
+        except ValueError as error:
             raise RegistryError(f"token server {challenge.realm}: {error}") from None
 
     def _checked(self, response: Response, expect: Collection[int]) -> Response:

@@ -63,6 +63,8 @@ class Hostile(QuietHandler):
         if kind == "manifests":
             if name == "junk":
                 return self._send(200, b"{not json at all", OCI_MANIFEST)
+            if name == "deep":  # nested past Python's recursion limit, within the size cap
+                return self._send(200, b"[" * 100_000 + b"]" * 100_000, OCI_MANIFEST)
             if name == "traversal":
                 return self._send(200, _manifest("sha256:../../x", 10), OCI_MANIFEST)
             if name == "hugeconfig":
@@ -129,6 +131,7 @@ CASES = [
                    "image configs"),
     ("longconfig", f"more than the {len(_CONFIG)} bytes its descriptor says"),
     ("junk", "the manifest is not a JSON object"),
+    ("deep", "the manifest is not a JSON object"),
     ("traversal", "invalid descriptor in the manifest: {'mediaType': "
                   "'application/vnd.oci.image.config.v1+json', 'digest': 'sha256:../../x'"),
     ("loop", "GET http://{address}/v2/loop/manifests/1: more than 5 redirects"),
