@@ -11,6 +11,7 @@ from layers.compression import Compression
 
 if TYPE_CHECKING:
     from builder.cache.spec import CacheSpec
+    from builder.output.spec import OutputSpec
     from builder.sources.baseimage import ContextSource
     from builder.sources.secrets import SecretSource, SshSource
 
@@ -25,6 +26,7 @@ class BuildRequest:
     target: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     output: str | None = "image.tar"
+    exports: tuple[OutputSpec, ...] = ()  # -o type=docker|oci|tar|local with dest=
     compression: Compression = Compression.NONE
     cache_dir: str = ""
     iidfile: str | None = None
@@ -36,6 +38,7 @@ class BuildRequest:
     limits: Limits = Limits()
     pull: bool = False
     push: bool = False
+    push_media_types: str = ""  # "oci" or "docker" (oci-mediatypes=); "" as the compression needs
     insecure_registries: frozenset[str] = frozenset()
     registry_timeout: float = 120.0  # seconds a registry request may take, retries included
     cache_from: tuple[CacheSpec, ...] = ()

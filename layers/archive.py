@@ -2,7 +2,8 @@
 
 `docker load` before Docker 25 reads only `manifest.json`; the containerd store, podman and skopeo
 read `oci-layout` + `index.json`. Both views point at the same `blobs/sha256/<hex>` files, so the
-layers are written once. Layer bodies are copied from the blob store by the kernel
+layers are written once. `-o type=oci` writes the OCI layout alone, as buildx does: no
+`manifest.json`, and the manifest's descriptor in `index.json` annotated with its creation time. Layer bodies are copied from the blob store by the kernel
 (`os.sendfile`), never through Python buffers.
 """
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from layers.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
+from layers.image import Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
 from layers.layerblob import LayerBlob
 from layers.reference import Reference
+from layers.registry.mediatypes import FAMILIES, layer_media_type
 
 _CHUNK = 1 << 24
 
@@ -26,25 +28,34 @@ class ArchiveImage:
     config: bytes
     layers: tuple[LayerBlob, ...]
     tags: tuple[Reference, ...]
+    media_types: str = "oci"  # the manifest's family: "oci" or "docker" (layers/registry)
 
 
 def manifest_of(image: ArchiveImage) -> bytes:
-    config = Descriptor(OCI_CONFIG, sha256_digest(image.config), len(image.config))
-    return manifest_bytes(config, [Descriptor(l.media_type, l.digest, l.size) for l in image.layers])
+    """The image's manifest; ValueError for zstd layers in a Docker manifest."""
+    manifest_type, config_type = FAMILIES[image.media_types]
+    config = Descriptor(config_type, sha256_digest(image.config), len(image.config))
+    return manifest_bytes(config, [Descriptor(layer_media_type(l.media_type, image.media_types),
+                                              l.digest, l.size) for l in image.layers],
+                          manifest_type)
 
 
 def write_archive(out: BinaryIO, image: ArchiveImage,
-                  progress: Callable[[int, int], None] | None = None) -> str:
+                  progress: Callable[[int, int], None] | None = None, *,
+                  oci_created: str | None = None) -> str:
     """Write the archive to `out` (a file or pipe with a fileno); returns the manifest digest.
-    `progress` hears the layer bytes written so far and their total, after every chunk."""
+    `progress` hears the layer bytes written so far and their total, after every chunk. With
+    `oci_created` (an RFC 3339 time) it is an OCI layout only, as `-o type=oci` writes it."""
     manifest = manifest_of(image)
     manifest_digest = sha256_digest(manifest)
     config_digest = sha256_digest(image.config)
-    descriptors = [Descriptor(OCI_MANIFEST, manifest_digest, len(manifest),
-                              (("io.containerd.image.name", tag.full()),
-                               ("org.opencontainers.image.ref.name", tag.tag or "latest")))
-                   for tag in image.tags] or [Descriptor(OCI_MANIFEST, manifest_digest,
-                                                         len(manifest))]
+    manifest_type = FAMILIES[image.media_types][0]
+    created = (("org.opencontainers.image.created", oci_created),) if oci_created else ()
+    descriptors = [Descriptor(manifest_type, manifest_digest, len(manifest), created + (
+                              ("io.containerd.image.name", tag.full()),
+                              ("org.opencontainers.image.ref.name", tag.tag or "latest")))
+                   for tag in image.tags] or [Descriptor(manifest_type, manifest_digest,
+                                                         len(manifest), created)]
     docker_manifest = [{"Config": _blob_name(config_digest),
                         "RepoTags": [tag.familiar() for tag in image.tags],
                         "Layers": [_blob_name(layer.digest) for layer in image.layers]}]
@@ -57,9 +68,10 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
         writer.file(_blob_name(layer.digest), layer)
     writer.data(_blob_name(manifest_digest), manifest)
     writer.data("index.json", index_bytes(descriptors))
-    writer.data("manifest.json", dumps(docker_manifest))
+    if not oci_created:
+        writer.data("manifest.json", dumps(docker_manifest))
     writer.data("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-    if image.layers and image.tags:
+    if image.layers and image.tags and not oci_created:
         top = image.layers[-1].digest.partition(":")[2]
         repositories: dict[str, dict[str, str]] = {}
         for tag in image.tags:

@@ -274,8 +274,9 @@ class Descriptor:
         return data
 
 
-def manifest_bytes(config: Descriptor, layers: list[Descriptor]) -> bytes:
-    return dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_json(),
+def manifest_bytes(config: Descriptor, layers: list[Descriptor],
+                   media_type: str = OCI_MANIFEST) -> bytes:
+    return dumps({"schemaVersion": 2, "mediaType": media_type, "config": config.to_json(),
                   "layers": [layer.to_json() for layer in layers]})
 
 

@@ -65,6 +65,12 @@ class TarReader:
                 return
             yield entry
 
+    @property
+    def position(self) -> int:
+        """The stream offset of the next byte not yet taken: right after an entry came, where its
+        body starts (for a reader that comes back to the bodies later, by offset)."""
+        return self.consumed - (self._end - self._start)
+
     def write_body(self, fd: int) -> None:
         """Write the current entry's body to `fd`, in as few os.write calls as the buffer allows."""
         left = self._body_left

@@ -79,7 +79,7 @@ def apply_layer(tar_stream: BinaryIO, root: str, *,
     return applier.warnings
 
 
-def _clean(name: str, entry: str) -> str:
+def clean_name(name: str, entry: str) -> str:
     """`name` relative to the root, "" for the root itself: leading slashes dropped (as GNU tar
     does), `.` and doubled slashes removed. A name that climbs out with `..` is hostile: refused."""
     if "\0" in name:
@@ -131,7 +131,7 @@ class _Applier:
             self._writers.wait()
 
     def apply(self, member: TarEntry, reader: TarReader) -> None:
-        name = _clean(member.name, member.name)
+        name = clean_name(member.name, member.name)
         if not name:
             return  # the root's own attributes belong to the snapshot, not the layer (containerd)
         self._symlinks_left = _MAX_SYMLINKS
@@ -246,7 +246,7 @@ class _Applier:
         """The host path a hardlink entry links to: something already inside the root, found with
         the same resolution as entry names, never a directory."""
         self._settle()
-        target_rel = _clean(member.linkname, member.name)
+        target_rel = clean_name(member.linkname, member.name)
         head, _, base = target_rel.rpartition("/")
         parent = self._real_dir(head, member.name, create=False) if base else None
         target = f"{parent}/{base}" if parent else None
@@ -525,6 +525,12 @@ def _is_dir(path: str) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):  # gone, or a parent replaced by a file
         return False
+
+
+def remove_tree(path: str) -> None:
+    """Remove a tree this process applied layers to, also unprivileged (read-only directories
+    in it are opened up first)."""
+    shutil.rmtree(path, onerror=None if os.geteuid() == 0 else _open_up_and_retry)
 
 
 def _open_up_and_retry(func, failed: str, exc_info) -> None:

@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import sys
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from builder import __version__
@@ -20,6 +21,7 @@ from builder.cli.options import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED
 if TYPE_CHECKING:
     from builder.api import BuildRequest, BuildResult
     from builder.progress.events import Sink
+    from layers.compression import Compression
 
 _EPILOG = """\
 examples:
@@ -82,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name the image (repeatable); `docker load` applies every tag")
     group.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="add a label to the image (repeatable)")
-    group.add_argument("-o", "--output", metavar="PATH",
+    group.add_argument("-o", "--output", action="append", default=[], metavar="PATH|type=TYPE,...",
                         help="where to write the image tarball (default ./image.tar, none with "
-                             "--push; - for stdout)")
+                             "--push or another -o; - for stdout); or as buildx: "
+                             "type=docker|oci|tar,dest=FILE|- (oci: an OCI layout only; tar: the "
+                             "root filesystem), type=local,dest=DIR (the root filesystem), "
+                             "type=docker (docker load), type=registry[,name=NAME] or "
+                             "type=image,name=NAME,push=true (push); keys compression=, "
+                             "oci-mediatypes=, rewrite-timestamp= (repeatable)")
     group.add_argument("--compression", choices=("none", "gzip", "zstd"), default="none",
                         help="compress the layers in the tarball (default none, as docker save "
                              "writes; zstd needs Docker 23.0 or newer to load)")
@@ -194,30 +201,32 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
     """The request the options make; UsageError for a request that cannot work, _Unavailable
     for one this machine cannot serve. Reads the Dockerfile from stdin for `-f -`."""
     from builder.api import BuildRequest
-    from layers.compression import Compression
     _check_context(options)
     contexts = _build_contexts(options.build_context)
     secrets, ssh = _secrets(options)
     limits = _limits(options)
     _check_security_opt(options.security_opt)
-    if options.push and not options.tag:
-        raise _usage_error("--push needs at least one -t NAME[:TAG] to push to")
-    output = options.output or (None if options.push or options.load else "image.tar")
-    _check_files(options, output)
+    outputs = _outputs(options)
+    if outputs.push and not outputs.tags:
+        raise _usage_error("--push needs at least one -t NAME[:TAG] (or name=) to push to")
+    output = outputs.tarball or (None if outputs.push or outputs.load or outputs.exports
+                                 else "image.tar")
+    _check_files(options, output, outputs.exports)
     _check_cache_dir(options.cache_dir)
-    docker = _docker(options)
+    docker = _docker(outputs.load, output)
     caches = _caches(options)
     text = sys.stdin.read() if options.file == "-" else None
     source_date_epoch = _source_date_epoch()
     return BuildRequest(
         context=options.context, dockerfile=None if options.file in (None, "-") else options.file,
-        dockerfile_text=text, tags=tuple(options.tag), build_args=_build_args(options.build_arg),
+        dockerfile_text=text, tags=outputs.tags, build_args=_build_args(options.build_arg),
         target=options.target, labels=_labels(options.label), output=output,
-        compression=Compression[options.compression.upper()],
+        exports=outputs.exports, compression=outputs.compression,
+        push_media_types=outputs.push_media_types,
         cache_dir=options.cache_dir or "",
         iidfile=options.iidfile, network="none" if options.network == "none" else "host",
         build_contexts=contexts, no_cache=options.no_cache, limits=limits,
-        secrets=secrets, ssh=ssh, pull=options.pull, push=options.push,
+        secrets=secrets, ssh=ssh, pull=options.pull, push=outputs.push,
         insecure_registries=frozenset(options.insecure_registry),
         registry_timeout=options.registry_timeout,
         cache_from=caches["--cache-from"], cache_to=caches["--cache-to"],
@@ -237,9 +246,6 @@ def _usage_error(message: str) -> Exception:
 def _check_context(options: argparse.Namespace) -> None:
     if not os.path.isdir(options.context):
         raise _usage_error(f"context {options.context!r} is not a directory")
-    if options.output == "-" and sys.stdout.isatty():
-        raise _usage_error("refusing to write an image tarball to a terminal; use -o FILE or a "
-                           "pipe")
     if options.platform:
         from layers.platform import host_platform
         host = host_platform()
@@ -285,16 +291,79 @@ def _check_security_opt(values: list[str]) -> None:
                                "seccomp=default) are supported")
 
 
-def _check_files(options: argparse.Namespace, output: str | None) -> None:
+@dataclass(frozen=True)
+class _Outputs:
+    """What the -o values (with -t, --push, --load and --compression) ask for."""
+
+    tarball: str | None
+    exports: tuple
+    tags: tuple[str, ...]
+    push: bool
+    load: bool
+    compression: Compression
+    push_media_types: str
+
+
+def _outputs(options: argparse.Namespace) -> _Outputs:
+    """The bare -o PATH is the tarball; buildx's `type=` forms are exports (docker, oci, tar and
+    local with a dest), docker load (type=docker alone) or a push (type=image,push=true,
+    type=registry), whose name= adds to the -t names and whose compression= sets --compression."""
+    from builder.output.spec import is_spec, parse_output
+    from layers.compression import Compression
+    from layers.reference import parse_reference
+    bare = [value for value in options.output if not is_spec(value)]
+    if len(bare) > 1:
+        raise _usage_error(f"-o {bare[1]}: only one image tarball path (-o PATH) may be given")
+    try:
+        specs = [parse_output(value) for value in options.output if is_spec(value)]
+        for spec in specs:
+            for name in spec.names:
+                parse_reference(name)
+    except ValueError as error:
+        raise _usage_error(str(error)) from None
+    tags = tuple(dict.fromkeys(options.tag + [n for s in specs if s.kind == "image"
+                                              for n in s.names]))
+    compression = Compression[options.compression.upper()]
+    media_types = ""
+    for spec in specs:
+        if spec.kind == "image" and spec.push:
+            compression = spec.compression or compression
+            if spec.oci_mediatypes is not None:
+                media_types = "oci" if spec.oci_mediatypes else "docker"
+    if media_types == "docker" and compression is Compression.ZSTD:
+        raise _usage_error("zstd layers need OCI media types: oci-mediatypes=false cannot push "
+                           "them")
+    exports = tuple(replace(spec, names=spec.names or tuple(options.tag),
+                            compression=spec.compression or compression)
+                    for spec in specs if spec.writes)
+    to_stdout = bare.count("-") + sum(spec.dest == "-" for spec in exports)
+    if to_stdout > 1:
+        raise _usage_error("only one output can go to stdout (dest=-)")
+    if to_stdout and sys.stdout.isatty():
+        raise _usage_error("refusing to write an image tarball to a terminal; use -o FILE or a "
+                           "pipe")
+    return _Outputs(bare[0] if bare else None, exports, tags,
+                    options.push or any(spec.push for spec in specs),
+                    options.load or any(spec.kind == "docker" and not spec.writes
+                                        for spec in specs),
+                    compression, media_types)
+
+
+def _check_files(options: argparse.Namespace, output: str | None, exports: tuple) -> None:
     """Files written after the build are checked before it, not after minutes of work."""
-    for option, path in (("--trace", options.trace), ("--metadata-file", options.metadata_file),
-                         ("-o", None if output == "-" else output),
-                         ("--iidfile", options.iidfile)):
+    files = [("--trace", options.trace), ("--metadata-file", options.metadata_file),
+             ("-o", None if output == "-" else output), ("--iidfile", options.iidfile)]
+    files += [(f"-o {spec.text}", spec.dest) for spec in exports
+              if spec.dest != "-" and spec.kind != "local"]
+    for option, path in files:
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise _usage_error(f"{option} {path}: its directory does not exist")
         if path and os.path.isdir(path):
             inside = f" (-o {os.path.join(path, 'image.tar')})" if option == "-o" else ""
             raise _usage_error(f"{option} {path}: is a directory; name the file in it{inside}")
+    for spec in exports:
+        if spec.kind == "local" and os.path.exists(spec.dest) and not os.path.isdir(spec.dest):
+            raise _usage_error(f"-o {spec.text}: {spec.dest} is not a directory")
 
 
 def _check_cache_dir(option: str | None) -> None:
@@ -304,11 +373,11 @@ def _check_cache_dir(option: str | None) -> None:
         raise _usage_error(f"{where} {cache_dir}: not a directory")
 
 
-def _docker(options: argparse.Namespace) -> str | None:
+def _docker(load: bool, output: str | None) -> str | None:
     """The docker command --load hands the image to."""
-    if not options.load:
+    if not load:
         return None
-    if options.output == "-":
+    if output == "-":
         raise _usage_error("--load cannot load a tarball written to stdout (-o -)")
     from builder.output.dockerload import docker_command
     docker = docker_command()
@@ -404,7 +473,10 @@ def _summary(result: BuildResult, request: BuildRequest, progress: str, quiet: b
     else:
         from builder.units import human_size
         names = ", ".join(result.tags) or "untagged"
-        where = request.output or ("docker" if request.docker_load else "pushed")
+        where = ", ".join([request.output] * bool(request.output)
+                          + [spec.dest for spec in request.exports]
+                          + ["docker"] * bool(request.docker_load)
+                          + ["pushed"] * request.push)
         print(f"built {result.image_id} ({names}) -> {where}: {result.steps_run} steps "
               f"run, {result.steps_cached} cached, {human_size(result.size)}, "
               f"{result.seconds:.1f}s", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""Where a built image goes, in this order: the tarball (-o), docker load (--load), the local
-image store (-t), the registry (--push), the cache export (--cache-to), the image ID file
-(--iidfile). Each destination is a step of the log; none changes the image."""
+"""Where a built image goes, in this order: the tarball (-o), the other -o outputs (OCI archive,
+root filesystem tar or directory), docker load (--load), the local image store (-t), the registry
+(--push), the cache export (--cache-to), the image ID file (--iidfile). Each destination is a
+step of the log; none changes the image."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from builder.output.exports import export
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
@@ -20,6 +22,7 @@ from layers.reference import Reference
 
 if TYPE_CHECKING:
     from builder.cache.remote import RemoteLayers
+    from builder.output.spec import OutputSpec
     from builder.cache.steps import StepCache
     from layers.blobstore import BlobStore
     from layers.cachemanifest import CacheRecord
@@ -53,9 +56,14 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     """Hand the image to every destination the request names; `records` are every step's cache
     record, for --cache-to."""
     request, log = to.request, to.log
-    if request.compression is Compression.ZSTD and (request.output or request.docker_load):
+    if (request.compression is Compression.ZSTD and (request.output or request.docker_load)) or \
+            any(spec.kind == "docker" and spec.compression is Compression.ZSTD
+                for spec in request.exports):
         log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
                  "Docker 20.10 refuses them)")
+    if request.source_date_epoch is None and any(spec.rewrite_timestamp
+                                                 for spec in request.exports):
+        log.warn("rewrite-timestamp=true does nothing without SOURCE_DATE_EPOCH")
     config = image.to_bytes()
     image_id = sha256_digest(config)
     if to.remote is not None:
@@ -64,6 +72,9 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     manifest_digest = ""
     if request.output:
         manifest_digest = _write_tarball(ArchiveImage(config, blobs, tuple(tags)), tags, to)
+    for spec in request.exports:
+        digest = _export(spec, image, config, to)
+        manifest_digest = manifest_digest or digest
     if request.docker_load:
         loaded = _docker_load(ArchiveImage(config, blobs, tuple(tags)), to)
         manifest_digest = manifest_digest or loaded
@@ -93,6 +104,18 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
+def _export(spec: OutputSpec, image: ImageConfig, config: bytes, to: Destinations) -> str:
+    """One -o type=docker|oci|tar|local; returns the manifest digest of an image archive, else
+    ""."""
+    number = to.log.step(f"exporting to {spec.kind} {'stdout' if spec.dest == '-' else spec.dest}")
+    digest, warnings = export(spec, image, config, to.blobs, to.request.source_date_epoch,
+                              partial(to.log.progress, number))
+    for warning in warnings:
+        to.log.warn(warning)
+    to.log.done(number)
+    return digest
+
+
 def _docker_load(archive: ArchiveImage, to: Destinations) -> str:
     """--load: the tarball just written, else the archive streamed into `docker load`
     (then the manifest digest is returned)."""
@@ -115,7 +138,8 @@ def _push(config: bytes, tags: tuple[Reference, ...],
     pushed = []
     for ref in tags:
         number = to.log.step(f"pushing {ref.familiar()}")
-        digest = push(ref, config, to.blobs, to.request.compression, to.session(ref))
+        digest = push(ref, config, to.blobs, to.request.compression, to.session(ref),
+                      to.request.push_media_types)
         to.log.info(number, f"{ref.familiar()}@{digest}")
         to.log.done(number)
         pushed.append((ref.familiar(), digest))

@@ -22,9 +22,10 @@ from layers.registry.variants import compressed_layer, variants
 
 
 def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,
-         session: Session) -> str:
+         session: Session, media_types: str = "") -> str:
     """Push the image whose config is `config` (its layers in `blobs`) as `ref`; returns the
-    manifest digest."""
+    manifest digest. `media_types` ("oci" or "docker") chooses the manifest's family; by
+    default the compression does."""
     if compression is Compression.NONE:
         compression = Compression.GZIP
     layers, sources = [], []
@@ -39,7 +40,7 @@ def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compressi
                                     _reader(session, repository, pulled[0].digest)))
             continue
         layers.append(compressed_layer(blobs, diff_id, compression))
-    family = "oci" if compression is Compression.ZSTD else "docker"
+    family = media_types or ("oci" if compression is Compression.ZSTD else "docker")
     return push_image(session, ref, config, layers, media_types=family,
                       mount_from=tuple(dict.fromkeys(sources)))
 

@@ -21,10 +21,12 @@ def layer_blobs(store: BlobStore, image: ImageConfig, compression: Compression) 
 
 
 def write_output(destination: str, image: ArchiveImage,
-                 progress: Callable[[int, int], None] | None = None) -> str:
-    """Write the archive; returns the manifest digest. `progress` as for `write_archive`."""
+                 progress: Callable[[int, int], None] | None = None, *,
+                 oci_created: str | None = None) -> str:
+    """Write the archive; returns the manifest digest. `progress` and `oci_created` as for
+    `write_archive`."""
     if destination == "-":
-        return write_archive(sys.stdout.buffer, image, progress)
+        return write_archive(sys.stdout.buffer, image, progress, oci_created=oci_created)
     with replacing(destination) as out:
-        return write_archive(out, image, progress)
+        return write_archive(out, image, progress, oci_created=oci_created)
 

@@ -1,0 +1,205 @@
+"""An image's root filesystem as one flat tar (`-o type=tar`), as `docker export` gives a
+container's: the layers applied in order, deletions resolved, no whiteout entries left.
+
+The layers are applied in memory, from their headers alone: no file is written to disk, so owners,
+device nodes and xattrs come out as the image has them whoever runs this, and a hostile layer has
+nowhere to write. Bodies are then copied from the (uncompressed) layer tars at the offsets their
+headers were read at. Paths are resolved as `layers/unpack.py` resolves them on disk: names
+cleaned, a `..` that climbs out refused, a symlink in a parent followed inside the root only.
+"""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from layers.errors import LayerError
+from layers.tarreader import TarEntry, TarReader
+from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, Kind, LayerWriter
+from layers.unpack import clean_name
+
+_MAX_SYMLINKS = 40
+_KINDS = frozenset((b"0", b"1", b"2", b"3", b"4", b"5", b"6"))
+_IMPLICIT_DIR = TarEntry("", b"5", 0o755, 0, 0, 0, 0, "", 0, 0, ())
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Where a regular file's content lies: a layer tar and an offset in it. Hardlinks share
+    their target's _Body, which is how the members of a link group are recognised."""
+
+    blob: str
+    offset: int
+    size: int
+
+
+@dataclass
+class _Node:
+    entry: TarEntry
+    layer: int
+    body: _Body | None = None
+
+
+class _Tree:
+    """The merged tree: clean path -> node, and each directory's children."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Node] = {"": _Node(_IMPLICIT_DIR, -1)}
+        self.children: dict[str, set[str]] = {"": set()}
+
+    def apply(self, blob: str, layer: int) -> None:
+        with open(blob, "rb") as stream:
+            reader = TarReader(stream)
+            for member in reader:
+                self._apply(member, blob, layer, reader.position)
+
+    def _apply(self, member: TarEntry, blob: str, layer: int, offset: int) -> None:
+        if member.kind not in _KINDS:
+            return  # what apply_layer skips too: no file of the image
+        name = clean_name(member.name, member.name)
+        if not name:
+            return  # the root's own attributes are not the image's (as apply_layer)
+        head, _, base = name.rpartition("/")
+        parent = self._directory(head, member.name)
+        if base == OPAQUE_MARKER:
+            for child in list(self.children[parent]):
+                self._remove(posixpath.join(parent, child), below=layer)
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            self._remove(posixpath.join(parent, base[len(WHITEOUT_PREFIX):]), below=layer)
+            return
+        path = posixpath.join(parent, base)
+        old = self.nodes.get(path)
+        if old is not None and not (old.entry.kind == b"5" and member.kind == b"5"):
+            self._remove(path)
+        node = _Node(member, layer)
+        if member.kind == b"0":
+            node.body = _Body(blob, offset, member.size)
+        elif member.kind == b"1":
+            head, _, base = clean_name(member.linkname, member.name).rpartition("/")
+            target = self.nodes.get(posixpath.join(self._resolve(head, member.name), base))
+            if target is None or target.body is None:
+                raise LayerError(f"{member.name}: hardlink to {member.linkname!r}, which is not a "
+                                 "regular file of the image")
+            node = _Node(target.entry, layer, target.body)
+        self.nodes[path] = node
+        self.children[parent].add(base)
+        if member.kind == b"5":
+            self.children.setdefault(path, set())
+
+    def _remove(self, path: str, below: int | None = None) -> None:
+        """Remove `path` and what is under it; with `below`, only what layers under that one
+        made (a whiteout or opaque marker hides lower content, never its own layer's)."""
+        node = self.nodes.get(path)
+        if node is None or (below is not None and node.layer >= below):
+            if node is not None and path in self.children:
+                for child in list(self.children[path]):
+                    self._remove(posixpath.join(path, child), below)
+            return
+        for child in list(self.children.pop(path, ())):
+            self._remove(posixpath.join(path, child))
+        del self.nodes[path]
+        head, _, base = path.rpartition("/")
+        self.children[head].discard(base)
+
+    def _directory(self, rel: str, entry: str) -> str:
+        """The resolved path of directory `rel`, made (as a 0755 root directory, as tar and
+        apply_layer do) where missing."""
+        path = self._resolve(rel, entry)
+        if path and path not in self.nodes:
+            parent = self._directory(posixpath.dirname(path), entry)
+            path = posixpath.join(parent, posixpath.basename(path))
+            self.nodes[path] = _Node(_IMPLICIT_DIR, -1)
+            self.children[path] = set()
+            self.children[parent].add(posixpath.basename(path))
+        elif self.nodes[path].entry.kind != b"5":
+            raise LayerError(f"{entry}: {path!r} is not a directory")
+        return path
+
+    def _resolve(self, rel: str, entry: str) -> str:
+        """`rel` with every symlink among its components followed, inside the root (the last
+        component too: callers resolve parents, and link targets, which must be followed)."""
+        done: list[str] = []
+        todo = [part for part in rel.split("/") if part][::-1]
+        links = _MAX_SYMLINKS
+        while todo:
+            part = todo.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            node = self.nodes.get("/".join(done + [part]))
+            if node is None or node.entry.kind != b"2":
+                done.append(part)
+                continue
+            links -= 1
+            if links < 0:
+                raise LayerError(f"{entry}: too many levels of symbolic links")
+            target = node.entry.linkname
+            if target.startswith("/"):
+                done = []
+            todo.extend(part for part in target.split("/")[::-1] if part)
+        return "/".join(done)
+
+    def walk(self, path: str = "") -> list[str]:
+        """Every path but the root, parents before children, names sorted."""
+        out: list[str] = []
+        for name in sorted(self.children.get(path, ())):
+            child = posixpath.join(path, name)
+            out.append(child)
+            out.extend(self.walk(child))
+        return out
+
+
+def write_flat_tar(out: BinaryIO, layers: Sequence[str], mtime: int | None = None) -> None:
+    """Write the root filesystem the layer tars at `layers` (lowest first, uncompressed) make.
+    `mtime`, if given (SOURCE_DATE_EPOCH), is every entry's mtime, as BuildKit's tar exporter
+    sets it."""
+    tree = _Tree()
+    for layer, blob in enumerate(layers):
+        tree.apply(blob, layer)
+    writer = LayerWriter(out)
+    first_of: dict[_Body, str] = {}
+    for path in tree.walk():
+        node = tree.nodes[path]
+        entry = _entry(path, node.entry, mtime)
+        if node.body is None:
+            writer.add(entry)
+        elif node.body in first_of:
+            writer.add(Entry(path, Kind.HARDLINK, entry.mode, entry.uid, entry.gid, entry.mtime,
+                             linkname=first_of[node.body], xattrs=entry.xattrs))
+        else:
+            first_of[node.body] = path
+            with open(node.body.blob, "rb") as blob:
+                blob.seek(node.body.offset)
+                writer.add(entry, _Slice(blob, node.body.size))
+    writer.finish()
+
+
+def _entry(path: str, member: TarEntry, mtime: int | None) -> Entry:
+    kind = Kind(member.kind)
+    return Entry(path, kind, member.mode & 0o7777, member.uid, member.gid,
+                 member.mtime_ns // 1_000_000_000 if mtime is None else mtime,
+                 member.size if kind is Kind.FILE else 0, member.linkname if kind is Kind.SYMLINK
+                 else "", member.devmajor, member.devminor, member.xattrs)
+
+
+class _Slice(io.RawIOBase):
+    """The next `size` bytes of a file, and then its end."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream, self.left = stream, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[:self.left]
+        n = self.stream.readinto(view) if len(view) else 0
+        self.left -= n
+        return n
