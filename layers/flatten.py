@@ -26,14 +26,15 @@ _KINDS = frozenset((b"0", b"1", b"2", b"3", b"4", b"5", b"6"))
 _IMPLICIT_DIR = TarEntry("", b"5", 0o755, 0, 0, 0, 0, "", 0, 0, ())
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Body:
-    """Where a regular file's content lies: a layer tar and an offset in it. Hardlinks share
-    their target's _Body, which is how the members of a link group are recognised."""
+    """A regular file's inode: where its content lies (a layer tar and an offset in it) and its
+    attributes. Hardlinks share their target's _Body, which is how the members of a link group
+    are recognised; a link's header sets the attributes of them all, as on disk."""
 
     blob: str
     offset: int
-    size: int
+    entry: TarEntry
 
 
 @dataclass
@@ -77,14 +78,17 @@ class _Tree:
             self._remove(path)
         node = _Node(member, layer)
         if member.kind == b"0":
-            node.body = _Body(blob, offset, member.size)
+            node.body = _Body(blob, offset, member)
         elif member.kind == b"1":
-            head, _, base = clean_name(member.linkname, member.name).rpartition("/")
-            target = self.nodes.get(posixpath.join(self._resolve(head, member.name), base))
+            where, _, what = clean_name(member.linkname, member.name).rpartition("/")
+            target = self.nodes.get(posixpath.join(self._resolve(where, member.name), what))
             if target is None or target.body is None:
                 raise LayerError(f"{member.name}: hardlink to {member.linkname!r}, which is not a "
                                  "regular file of the image")
-            node = _Node(target.entry, layer, target.body)
+            target.body.entry = TarEntry(
+                member.name, b"0", member.mode, member.uid, member.gid, target.body.entry.size,
+                member.mtime_ns, "", 0, 0, member.xattrs)
+            node = _Node(target.body.entry, layer, target.body)
         self.nodes[path] = node
         self.children[parent].add(base)
         if member.kind == b"5":
@@ -99,8 +103,9 @@ class _Tree:
                 for child in list(self.children[path]):
                     self._remove(posixpath.join(path, child), below)
             return
-        for child in list(self.children.pop(path, ())):
+        for child in list(self.children.get(path, ())):
             self._remove(posixpath.join(path, child))
+        self.children.pop(path, None)
         del self.nodes[path]
         head, _, base = path.rpartition("/")
         self.children[head].discard(base)
@@ -167,7 +172,7 @@ def write_flat_tar(out: BinaryIO, layers: Sequence[str], mtime: int | None = Non
     first_of: dict[_Body, str] = {}
     for path in tree.walk():
         node = tree.nodes[path]
-        entry = _entry(path, node.entry, mtime)
+        entry = _entry(path, node.body.entry if node.body else node.entry, mtime)
         if node.body is None:
             writer.add(entry)
         elif node.body in first_of:
@@ -177,13 +182,14 @@ def write_flat_tar(out: BinaryIO, layers: Sequence[str], mtime: int | None = Non
             first_of[node.body] = path
             with open(node.body.blob, "rb") as blob:
                 blob.seek(node.body.offset)
-                writer.add(entry, _Slice(blob, node.body.size))
+                writer.add(entry, _Slice(blob, entry.size))
     writer.finish()
 
 
 def _entry(path: str, member: TarEntry, mtime: int | None) -> Entry:
     kind = Kind(member.kind)
-    return Entry(path, kind, member.mode & 0o7777, member.uid, member.gid,
+    mode = 0o777 if kind is Kind.SYMLINK else member.mode & 0o7777  # a symlink's, on disk
+    return Entry(path, kind, mode, member.uid, member.gid,
                  member.mtime_ns // 1_000_000_000 if mtime is None else mtime,
                  member.size if kind is Kind.FILE else 0, member.linkname if kind is Kind.SYMLINK
                  else "", member.devmajor, member.devminor, member.xattrs)
