@@ -98,6 +98,7 @@ USAGE = [
     (["-o", "type=image,name=Bad:Name,push=true"], "invalid reference"),
     (["-o", "type=oci,dest=missing/a.tar"], "its directory does not exist"),
     (["-o", "type=local,dest=Dockerfile"], "is not a directory"),
+    (["-o", "type=local,dest=/"], "refusing to write an image's files over /"),
     (["-t", "a:1", "-o", "type=registry,compression=zstd,oci-mediatypes=false"],
      "zstd layers need"),
 ]
@@ -141,14 +142,17 @@ def _context(tmp_path: Path, dockerfile: str) -> Path:
     return context
 
 
-def test_a_scratch_stage_of_artifacts_exports_to_a_directory_and_more(base, tmp_path):
+def test_a_scratch_stage_of_artifacts_exports_to_a_directory_and_more(base, tmp_path,
+                                                                       images: DockerImages):
     _, env, _ = base
+    other = images.name("pybuild-docker-types")
     context = _context(tmp_path, ARTIFACTS)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "kept").write_text("not the image's")
     result = pybuild("--network", "none", "-t", "app:1", "-o", "type=local,dest=out",
                      "-o", "type=tar,dest=root.tar", "-o", "type=docker,dest=docker.tar",
-                     "-o", "bare.tar", str(context), cwd=tmp_path, env=env)
+                     "-o", "bare.tar", "-o", f"type=docker,dest=named.tar,name={other},"
+                     "oci-mediatypes=false", str(context), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     assert sorted(os.listdir(out)) == ["app", "kept"]
@@ -159,8 +163,19 @@ def test_a_scratch_stage_of_artifacts_exports_to_a_directory_and_more(base, tmp_
         assert [(i.name, i.mode, tar.extractfile(i).read()) for i in tar] == [
             ("app", 0o755, b"built\n")]
     assert (tmp_path / "docker.tar").read_bytes() == (tmp_path / "bare.tar").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.tar", "ctx", "docker.tar", "out",
-                                                         "root.tar"]
+    with tarfile.open(tmp_path / "named.tar") as tar:
+        [item] = json.load(tar.extractfile("manifest.json"))
+        [descriptor] = json.load(tar.extractfile("index.json"))["manifests"]
+        manifest = json.load(tar.extractfile("blobs/sha256/" + descriptor["digest"][7:]))
+    assert item["RepoTags"] == [other]
+    assert f"Loaded image: {other}" in images.load(tmp_path / "named.tar")
+    assert descriptor["mediaType"] == manifest["mediaType"] == \
+        "application/vnd.docker.distribution.manifest.v2+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [
+        "application/vnd.docker.image.rootfs.diff.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.tar", "ctx", "docker.tar",
+                                                         "named.tar", "out", "root.tar"]
 
 
 def test_an_oci_layout_is_what_skopeo_reads_and_docker_runs(base, tmp_path,

@@ -31,6 +31,8 @@ examples:
       --cache-from registry.example/app:cache \\
       --cache-to type=registry,ref=registry.example/app:cache .
   pybuild -f - -o - . < Dockerfile | docker load
+  pybuild -o type=local,dest=dist .           the final stage's files into ./dist (buildx's -o
+                                              forms: type=docker|oci|tar|local|registry)
   pybuild history app:1                       how an image of the local store was made
 
 environment:
@@ -364,6 +366,8 @@ def _check_files(options: argparse.Namespace, output: str | None, exports: tuple
     for spec in exports:
         if spec.kind == "local" and os.path.exists(spec.dest) and not os.path.isdir(spec.dest):
             raise _usage_error(f"-o {spec.text}: {spec.dest} is not a directory")
+        if spec.kind == "local" and os.path.realpath(spec.dest) == "/":
+            raise _usage_error(f"-o {spec.text}: refusing to write an image's files over /")
 
 
 def _check_cache_dir(option: str | None) -> None:
