@@ -3,8 +3,9 @@
 `docker load` before Docker 25 reads only `manifest.json`; the containerd store, podman and skopeo
 read `oci-layout` + `index.json`. Both views point at the same `blobs/sha256/<hex>` files, so the
 layers are written once. `-o type=oci` writes the OCI layout alone, as buildx does: no
-`manifest.json`, and the manifest's descriptor in `index.json` annotated with its creation time. Layer bodies are copied from the blob store by the kernel
-(`os.sendfile`), never through Python buffers.
+`manifest.json`, and the manifest's descriptor in `index.json` annotated with its creation time.
+Layer bodies are copied from the blob store by the kernel (`os.sendfile`), never through Python
+buffers.
 """
 from __future__ import annotations
 

@@ -280,8 +280,9 @@ def test_outputs_stream_to_stdout(base, tmp_path):
 def test_source_date_epoch_is_every_mtime_of_a_directory_output(base, tmp_path):
     _, env, _ = base
     context = _context(tmp_path, ARTIFACTS)
-    result = pybuild("-o", "type=local,dest=out", "-o", "type=oci,dest=o.tar,rewrite-timestamp=true",
-                     str(context), cwd=tmp_path, env={**env, "SOURCE_DATE_EPOCH": "1000000000"})
+    result = pybuild("-o", "type=local,dest=out",
+                     "-o", "type=oci,dest=o.tar,rewrite-timestamp=true", str(context),
+                     cwd=tmp_path, env={**env, "SOURCE_DATE_EPOCH": "1000000000"})
     assert result.returncode == 0, result.stderr
     assert os.stat(tmp_path / "out/app").st_mtime == os.stat(tmp_path / "out").st_mtime == 1e9
     with tarfile.open(tmp_path / "o.tar") as tar:

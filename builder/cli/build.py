@@ -20,6 +20,7 @@ from builder.cli.options import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 if TYPE_CHECKING:
     from builder.api import BuildRequest, BuildResult
+    from builder.output.spec import OutputSpec
     from builder.progress.events import Sink
     from layers.compression import Compression
 
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name the image (repeatable); `docker load` applies every tag")
     group.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="add a label to the image (repeatable)")
-    group.add_argument("-o", "--output", action="append", default=[], metavar="PATH|type=TYPE,...",
+    group.add_argument("-o", "--output", action="append", default=[],
+                        metavar="PATH|type=TYPE,...",
                         help="where to write the image tarball (default ./image.tar, none with "
                              "--push or another -o; - for stdout); or as buildx: "
                              "type=docker|oci|tar,dest=FILE|- (oci: an OCI layout only; tar: the "
@@ -298,7 +300,7 @@ class _Outputs:
     """What the -o values (with -t, --push, --load and --compression) ask for."""
 
     tarball: str | None
-    exports: tuple
+    exports: tuple[OutputSpec, ...]
     tags: tuple[str, ...]
     push: bool
     load: bool
@@ -351,7 +353,8 @@ def _outputs(options: argparse.Namespace) -> _Outputs:
                     compression, media_types)
 
 
-def _check_files(options: argparse.Namespace, output: str | None, exports: tuple) -> None:
+def _check_files(options: argparse.Namespace, output: str | None,
+                 exports: tuple[OutputSpec, ...]) -> None:
     """Files written after the build are checked before it, not after minutes of work."""
     files = [("--trace", options.trace), ("--metadata-file", options.metadata_file),
              ("-o", None if output == "-" else output), ("--iidfile", options.iidfile)]
