@@ -386,3 +386,20 @@ def test_as_root_device_nodes_and_owners_are_kept(tmp_path):
     assert write_local(str(tmp_path / "out"), layers) == []
     assert (os.stat(tmp_path / "out/f").st_uid, os.stat(tmp_path / "out/f").st_gid) == (5, 6)
     assert os.stat(tmp_path / "out/null").st_rdev == os.makedev(1, 3)
+
+
+def test_through_the_api_an_export_takes_the_builds_tags_and_compression(tmp_path):
+    from builder.api import BuildRequest, build
+    context = _context(tmp_path, "FROM scratch\nCOPY f /f\n")
+    (context / "f").write_text("f")
+    request = BuildRequest(context=str(context), tags=("api:1",), output=None,
+                           compression=Compression.GZIP, cache_dir=str(tmp_path / "cache"),
+                           exports=(parse_output(f"type=oci,dest={tmp_path / 'a.tar'}"),))
+    result = build(request)
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        [descriptor] = json.load(tar.extractfile("index.json"))["manifests"]
+        manifest = json.load(tar.extractfile("blobs/sha256/" + descriptor["digest"][7:]))
+    assert descriptor["annotations"]["io.containerd.image.name"] == "docker.io/library/api:1"
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar+gzip"]
+    assert result.manifest_digest == descriptor["digest"]

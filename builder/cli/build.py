@@ -11,7 +11,7 @@ import gc
 import os
 import signal
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from builder import __version__
@@ -337,9 +337,7 @@ def _outputs(options: argparse.Namespace) -> _Outputs:
     if media_types == "docker" and compression is Compression.ZSTD:
         raise _usage_error("zstd layers need OCI media types: oci-mediatypes=false cannot push "
                            "them")
-    exports = tuple(replace(spec, names=spec.names or tuple(options.tag),
-                            compression=spec.compression or compression)
-                    for spec in specs if spec.writes)
+    exports = tuple(spec for spec in specs if spec.writes)
     to_stdout = bare.count("-") + sum(spec.dest == "-" for spec in exports)
     if to_stdout > 1:
         raise _usage_error("only one output can go to stdout (dest=-)")

@@ -57,8 +57,8 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     record, for --cache-to."""
     request, log = to.request, to.log
     if (request.compression is Compression.ZSTD and (request.output or request.docker_load)) or \
-            any(spec.kind == "docker" and spec.compression is Compression.ZSTD
-                for spec in request.exports):
+            any(spec.kind == "docker" and (spec.compression or request.compression)
+                is Compression.ZSTD for spec in request.exports):
         log.warn("zstd layers need Docker 23.0 or newer to load (docker load of "
                  "Docker 20.10 refuses them)")
     if request.source_date_epoch is None and any(spec.rewrite_timestamp
@@ -73,7 +73,7 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if request.output:
         manifest_digest = _write_tarball(ArchiveImage(config, blobs, tuple(tags)), tags, to)
     for spec in request.exports:
-        digest = _export(spec, image, config, to)
+        digest = _export(spec, image, config, tags, to)
         manifest_digest = manifest_digest or digest
     if request.docker_load:
         loaded = _docker_load(ArchiveImage(config, blobs, tuple(tags)), to)
@@ -104,12 +104,15 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
-def _export(spec: OutputSpec, image: ImageConfig, config: bytes, to: Destinations) -> str:
+def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Reference, ...],
+            to: Destinations) -> str:
     """One -o type=docker|oci|tar|local; returns the manifest digest of an image archive, else
     ""."""
     number = to.log.step(f"exporting to {spec.kind} {'stdout' if spec.dest == '-' else spec.dest}")
-    digest, warnings = export(spec, image, config, to.blobs, to.request.source_date_epoch,
-                              partial(to.log.progress, number))
+    digest, warnings = export(spec, image, config, to.blobs, tags=tags,
+                              compression=to.request.compression,
+                              epoch=to.request.source_date_epoch,
+                              progress=partial(to.log.progress, number))
     for warning in warnings:
         to.log.warn(warning)
     to.log.done(number)

@@ -28,8 +28,8 @@ _TRUE, _FALSE = ("true", "1", "t"), ("false", "0", "f")
 class OutputSpec:
     """One -o. `kind` is docker, oci, tar, local or image (`type=registry` is an image pushed);
     `dest` a file, `-` (stdout) or, for local, a directory; None for docker (then docker load)
-    and image. `names` are the image's names (name=, else -t); `compression` None means
-    --compression's."""
+    and image. `names` are name='s (none: the build's -t names); `compression` None means
+    the build's (--compression)."""
 
     kind: str
     dest: str | None = None
