@@ -10,7 +10,6 @@ cleaned, a `..` that climbs out refused, a symlink in a parent followed inside t
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,32 +95,40 @@ class _Tree:
 
     def _remove(self, path: str, below: int | None = None) -> None:
         """Remove `path` and what is under it; with `below`, only what layers under that one
-        made (a whiteout or opaque marker hides lower content, never its own layer's)."""
-        node = self.nodes.get(path)
-        if node is None or (below is not None and node.layer >= below):
-            if node is not None and path in self.children:
-                for child in list(self.children[path]):
-                    self._remove(posixpath.join(path, child), below)
-            return
-        for child in list(self.children.get(path, ())):
-            self._remove(posixpath.join(path, child))
-        self.children.pop(path, None)
-        del self.nodes[path]
-        head, _, base = path.rpartition("/")
-        self.children[head].discard(base)
+        made (a whiteout or opaque marker hides lower content, never its own layer's). A loop,
+        not recursion: a hostile layer may nest deeper than Python recurses."""
+        stack = [(path, below)]
+        while stack:
+            here, limit = stack.pop()
+            node = self.nodes.get(here)
+            if node is None:
+                continue
+            kept = limit is not None and node.layer >= limit
+            stack.extend((posixpath.join(here, child), limit if kept else None)
+                         for child in self.children.get(here, ()))
+            if kept:
+                continue
+            del self.nodes[here]
+            self.children.pop(here, None)
+            head, _, base = here.rpartition("/")
+            if head in self.children:
+                self.children[head].discard(base)
 
     def _directory(self, rel: str, entry: str) -> str:
         """The resolved path of directory `rel`, made (as a 0755 root directory, as tar and
         apply_layer do) where missing."""
         path = self._resolve(rel, entry)
-        if path and path not in self.nodes:
-            parent = self._directory(posixpath.dirname(path), entry)
-            path = posixpath.join(parent, posixpath.basename(path))
-            self.nodes[path] = _Node(_IMPLICIT_DIR, -1)
-            self.children[path] = set()
-            self.children[parent].add(posixpath.basename(path))
-        elif self.nodes[path].entry.kind != b"5":
-            raise LayerError(f"{entry}: {path!r} is not a directory")
+        missing: list[str] = []
+        here = path
+        while here not in self.nodes:
+            missing.append(here)
+            here = posixpath.dirname(here)
+        if self.nodes[here].entry.kind != b"5":
+            raise LayerError(f"{entry}: {here!r} is not a directory")
+        for made in reversed(missing):
+            self.nodes[made] = _Node(_IMPLICIT_DIR, -1)
+            self.children[made] = set()
+            self.children[posixpath.dirname(made)].add(posixpath.basename(made))
         return path
 
     def _resolve(self, rel: str, entry: str) -> str:
@@ -151,13 +158,16 @@ class _Tree:
             todo.extend(part for part in target.split("/")[::-1] if part)
         return "/".join(done)
 
-    def walk(self, path: str = "") -> list[str]:
+    def walk(self) -> list[str]:
         """Every path but the root, parents before children, names sorted."""
         out: list[str] = []
-        for name in sorted(self.children.get(path, ())):
-            child = posixpath.join(path, name)
-            out.append(child)
-            out.extend(self.walk(child))
+        stack = [""]
+        while stack:
+            here = stack.pop()
+            if here:
+                out.append(here)
+            stack.extend(posixpath.join(here, name)
+                         for name in sorted(self.children.get(here, ()), reverse=True))
         return out
 
 

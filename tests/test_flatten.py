@@ -137,3 +137,10 @@ def test_the_epoch_is_every_mtime(tmp_path):
     out.seek(0)
     with tarfile.open(fileobj=out) as tar:
         assert {info.name: info.mtime for info in tar} == {"d": 1000, "d/f": 1000}
+
+
+def test_nesting_deeper_than_python_recurses_is_flattened(tmp_path):
+    deep = "/".join(["d"] * 1500)
+    layers = [tar_of((deep + "/f", REG, b"deep")), tar_of((".wh.d", REG), ("g", REG, b"g"))]
+    assert list(_flatten(layers[:1], tmp_path))[-1] == deep + "/f"
+    assert list(_flatten(layers, tmp_path)) == ["g"]
