@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from builder.sources.secrets import SshSource, parse_ssh
+from tests import test_run_mounts
 from tests.support import require
-from tests.test_run_mounts import build, layer_names, store  # noqa: F401 (the fixture)
+from tests.test_run_mounts import build, layer_names
+
+store = test_run_mounts.store  # the fixture: a cache root holding busybox:test
 
 
 def files_of(tarball: Path) -> dict[str, bytes]:
