@@ -7,6 +7,7 @@ built once per build, whoever asks first (the target, a later FROM, a COPY --fro
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from functools import partial
@@ -384,12 +385,25 @@ class StageBuilder:
 
     def _bound_digest(self, state: StageState, instruction: ins.Run,
                       mounted: dict[str, CopyFrom], name: str | None, source: str) -> str:
-        """What a RUN's bind mount reads, as COPY would key it: the context's (or a directory
-        build context's) files digested, a stage's key, an image's ID."""
+        """What a RUN's bind mount reads, digested: the context's (or a directory build
+        context's) files as COPY digests them; a stage's or an image's part with owners, as
+        BuildKit keys it, remembered by the stage's key (or the image's ID) and the path, so a
+        rebuild neither unpacks nor reads it."""
+        from builder.steps.mounts import found_in, relative
         named = mounted[name] if name is not None else None
         if named is not None and named.directory is None:
-            return self._from_input(named)[1]
-        copy = ins.Copy(instruction.span, instruction.original, (source,), "/", from_=name)
+            from builder.cache.sources import bound_digest
+            cache = self.session.cache
+            signed = hashlib.sha256(f"bind\0{self._from_input(named)[1]}\0{source}".encode())
+            known = cache.scanned(signed.hexdigest())
+            if known is not None:
+                return known
+            tree = self._from_tree(named)
+            digest = bound_digest(tree, found_in(tree, source))
+            cache.remember_scan(signed.hexdigest(), digest)
+            return digest
+        copy = ins.Copy(instruction.span, instruction.original, (relative(source),), "/",
+                        from_=name)
         selection = select_copy(state, copy, self._step_env(named))
         root = named.directory.path if named is not None else self.session.request.context
         return sources_digest(self.session.cache, selection, lambda: self.session.memos(root))

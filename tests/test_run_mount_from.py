@@ -34,8 +34,9 @@ def files_of(tarball: Path) -> dict[str, bytes]:
 
 TOOLS = ("FROM busybox:test AS tools\n"
          "ARG V=one\n"
+         "ARG E=elsewhere\n"
          "RUN mkdir -p /opt/seed && echo $V > /opt/seed/a && ln -s seed/a /opt/link && "
-         "echo elsewhere > /elsewhere\n")
+         "echo $E > /elsewhere\n")
 
 
 def test_bind_from_a_stage_reads_it_read_only_and_keys_on_it(tmp_path, store):
@@ -57,10 +58,16 @@ def test_bind_from_a_stage_reads_it_read_only_and_keys_on_it(tmp_path, store):
     assert layer_names(out)[0] == ["got", "mnt"]  # nothing of the stage, only the target
     again, _ = build(context, store, dockerfile)
     assert again.returncode == 0 and "0 steps run, 4 cached" in again.stderr
+    # BuildKit's key: what is bound, not the rest of the stage.
+    elsewhere, _ = build(context, store, dockerfile, "--build-arg", "E=moved")
+    assert elsewhere.returncode == 0 and "1 steps run, 3 cached" in elsewhere.stderr
     changed, out = build(context, store, dockerfile, "--build-arg", "V=two")
     assert changed.returncode == 0, changed.stderr
     assert "mount /mnt changed" in changed.stderr and "4 steps run, 0 cached" in changed.stderr
     assert files_of(out)["got"] == b"two\ntwo\nread-only\n"
+    owner = dockerfile.replace("ln -s seed/a", "chown 7 /opt/seed/a && ln -s seed/a")
+    chowned, _ = build(context, store, owner, "--build-arg", "V=two")
+    assert chowned.returncode == 0 and "mount /mnt changed" in chowned.stderr
 
 
 def test_bind_from_an_image_and_a_build_context(tmp_path, store):

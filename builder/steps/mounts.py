@@ -10,7 +10,8 @@ symlinks are followed inside it (out of a directory, they are refused).
 
 What goes into the step's cache key (`key_inputs`): the mounts as written are in the instruction
 already; a bind mount of the build context adds the digest of what it binds (as COPY does), one
-of a stage that stage's key, one of an image its ID. Cache mounts, tmpfs, secrets and ssh add
+of a stage or an image the digest of what it binds, contents and owners (BuildKit's rule: a
+change elsewhere in that stage does not re-run the step). Cache mounts, tmpfs, secrets and ssh add
 nothing: a changed cache, secret value or agent never makes a step run again (BuildKit's rule);
 --no-cache does.
 """
@@ -70,11 +71,11 @@ def parsed(state: StageState, instruction: ins.Run) -> list[Mount]:
 def key_inputs(state: StageState, instruction: ins.Run,
                digest: Callable[[str | None, str], str]) -> tuple[tuple[str, str], ...]:
     """What a RUN's bind mounts add to its cache key: `digest(from, source)` of each."""
-    return tuple((f"mount {m.target}", digest(m.from_, _relative(m.source)))
+    return tuple((f"mount {m.target}", digest(m.from_, m.source))
                  for m in parsed(state, instruction) if isinstance(m, BindMount))
 
 
-def _relative(source: str) -> str:
+def relative(source: str) -> str:
     """A source as a path inside its tree (`..` stops at the root), `.` for the root."""
     return posixpath.normpath("/" + source).lstrip("/") or "."
 
@@ -138,7 +139,7 @@ def _bind_source(mount: BindMount, env: MountEnv, scratch: str) -> str:
     (a private copy when `rw`), or that part of a stage or an image made a directory of the
     RUN's own."""
     tree = env.tree(mount.from_)
-    found = _found(tree, mount.source)
+    found = found_in(tree, mount.source)
     if isinstance(tree, ContextTree):
         host = found.host if found is not None else tree.root
         return host if mount.readonly else _copied(host, scratch)
@@ -150,7 +151,7 @@ def _bind_source(mount: BindMount, env: MountEnv, scratch: str) -> str:
 def _seed(mount: CacheMount, env: MountEnv, data: str) -> None:
     """A new cache starts with its from= tree's `source` directory (BuildKit's rule)."""
     tree = env.tree(mount.from_)
-    found = _found(tree, mount.source)
+    found = found_in(tree, mount.source)
     if found is not None and not stat.S_ISDIR(found.st.st_mode):
         raise BuildError(f"--mount=type=cache,from={mount.from_},source={mount.source}: not a "
                          f"directory in {tree.label}")
@@ -158,9 +159,10 @@ def _seed(mount: CacheMount, env: MountEnv, data: str) -> None:
     materialize(tree, found, data, link=False)
 
 
-def _found(tree: Tree, source: str) -> Found | None:
-    """`source` in `tree`, symlinks followed inside it; None for the root of an empty tree."""
-    rel = _relative(source)
+def found_in(tree: Tree, source: str) -> Found | None:
+    """A mount's `source` in `tree`, symlinks followed inside it; None for the root of an empty
+    tree."""
+    rel = relative(source)
     try:
         found = resolve(tree, rel if rel != "." else "", confined=tree.confined)
     except OutsideTree as error:
