@@ -70,6 +70,24 @@ def test_bind_from_a_stage_reads_it_read_only_and_keys_on_it(tmp_path, store):
     assert chowned.returncode == 0 and "mount /mnt changed" in chowned.stderr
 
 
+def test_a_read_only_bind_cannot_change_the_stage(tmp_path, store):
+    """The bound files are the stage's own (hardlinked): root in the RUN can neither write nor
+    chmod them, and the stage is intact for what comes after."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    result, out = build(context, store, TOOLS + (
+        "FROM busybox:test AS tamper\n"
+        "RUN --mount=from=tools,source=/opt/seed,target=/m "
+        "(echo tampered >> /m/a; chmod 777 /m/a; rm -f /m/a; touch /m/new) 2>/dev/null; "
+        "echo tried > /tried\n"
+        "FROM tools\n"
+        "COPY --from=tamper /tried /tried\n"
+        "RUN stat -c %a /opt/seed/a > /after && cat /opt/seed/a >> /after && ls /opt/seed >> "
+        "/after\n"))
+    assert result.returncode == 0, result.stderr
+    assert files_of(out)["after"] == b"644\none\na\n"
+
+
 def test_bind_from_an_image_and_a_build_context(tmp_path, store):
     context = tmp_path / "ctx"
     context.mkdir()
