@@ -256,6 +256,34 @@ def test_ssh_key_file_is_held_by_an_agent_of_the_builds_own(tmp_path, store):
     assert set(Path("/tmp").glob("pybuild-ssh-*")) == before and not _agents_of("/tmp/pybuild-ssh-")
 
 
+def test_ssh_key_file_under_rootless(tmp_path):
+    """Not root: the agent runs in the build's user namespace, and the RUN's root reaches it."""
+    from tests.rootless_user import rootless_user
+    from tests.support import busybox_base
+    require(shutil.which("ssh-agent") is not None, "ssh-agent (openssh-client)")
+    with rootless_user(busybox_base(tmp_path)) as user:
+        user.grant(ranges=True)
+        context = user.work / "ssh-context"
+        context.mkdir()
+        _ssh_add_tools(context / "tools")
+        (context / "Dockerfile").write_text(
+            "FROM busybox:test\nRUN --mount=type=ssh --mount=source=tools,target=/tools "
+            "/tools/ld-linux-x86-64.so.2 --library-path /tools /tools/ssh-add -l > /keys\n")
+        subprocess.run(["chmod", "-R", "a+rX", str(context)], check=True)
+        key = user.home / "id_test"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rootless-key",
+                        "-f", str(key)], check=True)
+        shutil.chown(key, user.name, user.name)
+        cache = user.home / "cache"
+        assert user.pybuild(cache, "load", "-i", str(user.work / "base.tar")).returncode == 0
+        out = user.home / "out.tar"
+        result = user.pybuild(cache, "--isolation", "rootless", "--ssh", f"default={key}",
+                              "-o", str(out), str(context))
+        assert result.returncode == 0, result.stderr
+        assert b"rootless-key (ED25519)" in files_of(out)["keys"]
+    assert not _agents_of("/tmp/pybuild-ssh-")
+
+
 def test_ssh_keys_that_cannot_be_loaded_are_clear_errors(tmp_path, store):
     require(shutil.which("ssh-agent") is not None, "ssh-agent (openssh-client)")
     locked = tmp_path / "locked"
