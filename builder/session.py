@@ -11,7 +11,7 @@ import os
 import time
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from builder.cache.root import secure_cache_dir
 from builder.cache.steps import StepCache
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from builder.sandbox.spec import Sandbox
     from builder.sources.baseimage import DirectorySource
     from builder.sources.pull import Puller
+    from builder.sources.sshagent import SshAgents
     from builder.steps.mounts import MountEnv
     from builder.steps.run import RunEnv
     from layers.imagestore import StoredImage
@@ -79,6 +80,8 @@ class BuildSession:
 
     def close(self) -> None:
         self.cache.close()
+        if "ssh_agents" in self.__dict__:
+            self.ssh_agents.close()
 
     # -- registries and shared caches ----------------------------------------------------------
 
@@ -213,7 +216,8 @@ class BuildSession:
         makes none."""
         return private_dir(self.request.cache_dir)
 
-    def run_env(self, number: int) -> RunEnv:
+    def run_env(self, number: int, trees: Callable[[str], Tree]) -> RunEnv:
+        """What a RUN needs; `trees(name)` is the tree a mount's from=NAME reads."""
         from builder.steps.run import RunEnv
         return RunEnv(sandbox=self.sandbox, scratch_dir=self.temp_dir,
                       lowerdirs=self.layers, view=self.snapshots.view,
@@ -222,12 +226,19 @@ class BuildSession:
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn,
-                      confinement=self.confined, mounts=self.mount_env)
+                      confinement=self.confined, mounts=lambda: self.mount_env(trees))
 
-    def mount_env(self) -> MountEnv:
+    def mount_env(self, trees: Callable[[str], Tree]) -> MountEnv:
         from builder.steps.mounts import MountEnv
-        return MountEnv(self.request.cache_dir, lambda name: self.context,
-                        self.request.secrets, self.request.ssh)
+        return MountEnv(self.request.cache_dir,
+                        lambda name: self.context if name is None else trees(name),
+                        self.request.secrets, self.ssh_agents.socket)
+
+    @cached_property
+    def ssh_agents(self) -> SshAgents:
+        """The agents that hold --ssh key files, started on first use, stopped by `close`."""
+        from builder.sources.sshagent import SshAgents
+        return SshAgents(self.request.ssh)
 
     def sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""

@@ -7,6 +7,7 @@ built once per build, whoever asks first (the target, a later FROM, a COPY --fro
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from functools import partial
@@ -41,8 +42,8 @@ _PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARG
 
 @dataclass(frozen=True)
 class CopyFrom:
-    """What COPY --from=NAME reads, resolved: an earlier stage, an image (of a build context, the
-    local store or a registry), or a directory build context."""
+    """What COPY --from=NAME (or a RUN mount's from=NAME) reads, resolved: an earlier stage, an
+    image (of a build context, the local store or a registry), or a directory build context."""
 
     name: str
     stage: Stage | None = None
@@ -71,6 +72,7 @@ class _Job:
     env: StepEnv
     selection: CopySelection | None  # COPY/ADD of context files: selected before deciding
     hash_on_the_way: frozenset[str]  # COPY/ADD: host paths to hash while the layer is written
+    mounted: dict[str, CopyFrom]  # RUN: what its mounts' from= name
 
 
 class StageBuilder:
@@ -116,18 +118,20 @@ class StageBuilder:
         """A step that may make a layer: reused when the cache has it, else run and recorded."""
         session = self.session
         source = self._copy_from(state, instruction, stage)
+        mounted = self._mount_sources(state, instruction, stage)
         number = self.log.step(f"{title} {instruction.original}", stage.label)
-        if source is not None and source.image is not None:
-            self.log.info(number, f"from {source.image.origin}")
+        for named in (source, *mounted.values()):
+            if named is not None and named.image is not None:
+                self.log.info(number, f"from {named.image.origin}")
         env = self._step_env(source)
-        step = self._cache_step(stage, state, instruction, position, source, env)
+        step = self._cache_step(stage, state, instruction, position, source, env, mounted)
         decision = self.located(instruction, lambda: decide(session.cache, step))
         if isinstance(decision, Hit):
             return self._reuse(number, decision.record, state, decision.key)
         if isinstance(decision, Miss):
             self._missed(number, decision)
         unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
-        job = _Job(state, instruction, number, env, step.sources, unknown)
+        job = _Job(state, instruction, number, env, step.sources, unknown, mounted)
         execute = _LAYER_STEPS[type(instruction)]
         after, diff_id, digests = self.located(instruction, lambda: execute(self, job))
         if isinstance(decision, Speculation):
@@ -149,7 +153,8 @@ class StageBuilder:
 
     def _run(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
         from builder.steps.run import run
-        after, diff_id = run(job.state, job.instruction, self.session.run_env(job.number))
+        after, diff_id = run(job.state, job.instruction, self.session.run_env(
+            job.number, lambda name: self._from_tree(job.mounted[name])))
         return after, diff_id, {}
 
     def _workdir(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
@@ -261,13 +266,32 @@ class StageBuilder:
                    stage: Stage) -> CopyFrom | None:
         """What a COPY --from names (as written, expanded), resolved before the COPY's own log
         line so the log reads in order (an earlier stage is built, an image perhaps pulled);
-        None for any other step. As in BuildKit, a --build-context of that name wins over a
-        stage of that name; then an earlier stage (AS name or index); then an image, found as
-        FROM finds one."""
+        None for any other step."""
         if not isinstance(instruction, ins.Copy) or isinstance(instruction, ins.Add) \
                 or not instruction.from_:
             return None
         name = self.located(instruction, lambda: state.expand(instruction.from_))
+        return self._named_source(name, instruction, stage, "COPY --from")
+
+    def _mount_sources(self, state: StageState, instruction: ins.Instruction,
+                       stage: Stage) -> dict[str, CopyFrom]:
+        """What the from= of a RUN's bind and cache mounts name, resolved as COPY --from's
+        (a stage used only by a mount is built here, before the RUN)."""
+        if not isinstance(instruction, ins.Run) or not instruction.mounts:
+            return {}
+        from builder.steps.mounts import parsed
+        sources: dict[str, CopyFrom] = {}
+        for mount in self.located(instruction, lambda: parsed(state, instruction)):
+            name = getattr(mount, "from_", None)
+            if name and name not in sources:
+                sources[name] = self._named_source(name, instruction, stage, "RUN --mount from")
+        return sources
+
+    def _named_source(self, name: str, instruction: ins.Instruction, stage: Stage,
+                      asked_by: str) -> CopyFrom:
+        """What a --from or from= name means. As in BuildKit, a --build-context of that name
+        wins over a stage of that name; then an earlier stage (AS name or index); then an
+        image, found as FROM finds one."""
         contexts = self.session.request.build_contexts
         if contexts:
             from builder.sources.baseimage import DirectorySource, named_context
@@ -281,11 +305,11 @@ class StageBuilder:
             if source is not None:
                 self.stage(source)
                 return CopyFrom(name, stage=source)
-            self._refuse_stage_reference(name, instruction, stage)
+            self._refuse_stage_reference(name, instruction, stage, asked_by)
         from builder.sources.baseimage import resolve_base
         try:
             image = self.located(instruction, lambda: resolve_base(
-                name, self.session.images, contexts, self.session.find_image, copy=True))
+                name, self.session.images, contexts, self.session.find_image, by=asked_by))
         except BuildError as error:
             names = [s.name for s in self.plan.stages[:stage.index] if s.name]
             meant = suggest(name, names, case_sensitive=False) if named is None else None
@@ -296,20 +320,21 @@ class StageBuilder:
         return CopyFrom(name, image=image)
 
     def _refuse_stage_reference(self, name: str, instruction: ins.Instruction,
-                                stage: Stage) -> None:
+                                stage: Stage, asked_by: str) -> None:
         """A --from that names no earlier stage but looks like one is not taken for an image:
         an index (Docker: `invalid stage index`), the stage itself, or a later stage."""
         named = self.plan.find(name, len(self.plan.stages))
+        verb = "copy from" if asked_by.startswith("COPY") else "mount"
         if named is not None and named.index == stage.index:
-            raise BuildError.at(instruction, f"COPY --from={name}: a stage cannot copy from "
+            raise BuildError.at(instruction, f"{asked_by}={name}: a stage cannot {verb} "
                                 "itself", self._line(instruction))
         if named is not None:
-            raise NotSupported.at(instruction, f"COPY --from={name}: the stage {named.label} is "
-                                  "defined after this one; copying from a later stage is not "
-                                  "supported yet", self._line(instruction),
+            raise NotSupported.at(instruction, f"{asked_by}={name}: the stage {named.label} is "
+                                  "defined after this one, which is not supported yet",
+                                  self._line(instruction),
                                   hint="move that stage above this one")
         if name.isdigit():
-            raise BuildError.at(instruction, f"COPY --from={name}: invalid stage index: only "
+            raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: only "
                                 f"{stage.index} stage{'s are' if stage.index != 1 else ' is'} "
                                 "defined before this one", self._line(instruction))
 
@@ -334,7 +359,8 @@ class StageBuilder:
         return restored
 
     def _cache_step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
-                    position: str, source: CopyFrom | None, env: StepEnv) -> Step:
+                    position: str, source: CopyFrom | None, env: StepEnv,
+                    mounted: dict[str, CopyFrom]) -> Step:
         """The step as the cache sees it. A stage's key or an image's ID stands for the files
         COPY --from reads, which are selected only on a miss: reading them may mean fetching or
         unpacking layers. Context files (or a directory build context's) are selected first."""
@@ -352,18 +378,35 @@ class StageBuilder:
             if instruction.mounts:
                 from builder.steps.mounts import key_inputs
                 items += self.located(instruction, lambda: key_inputs(
-                    state, instruction, partial(self._bound_digest, state, instruction)))
+                    state, instruction, partial(self._bound_digest, state, instruction,
+                                                mounted)))
             return replace(step, items=items)
         return step
 
-    def _bound_digest(self, state: StageState, instruction: ins.Run, name: str | None,
-                      source: str) -> str:
-        """What a RUN's bind mount of the context reads, digested as COPY digests its sources
-        (`name`, a mount's `from`, is refused before a RUN gets here)."""
-        selection = select_copy(state, ins.Copy(instruction.span, instruction.original,
-                                                (source,), "/"), self._step_env(None))
-        context = self.session.request.context
-        return sources_digest(self.session.cache, selection, lambda: self.session.memos(context))
+    def _bound_digest(self, state: StageState, instruction: ins.Run,
+                      mounted: dict[str, CopyFrom], name: str | None, source: str) -> str:
+        """What a RUN's bind mount reads, digested: the context's (or a directory build
+        context's) files as COPY digests them; a stage's or an image's part with owners, as
+        BuildKit keys it, remembered by the stage's key (or the image's ID) and the path, so a
+        rebuild neither unpacks nor reads it."""
+        from builder.steps.mounts import found_in, relative
+        named = mounted[name] if name is not None else None
+        if named is not None and named.directory is None:
+            from builder.cache.sources import bound_digest
+            cache = self.session.cache
+            signed = hashlib.sha256(f"bind\0{self._from_input(named)[1]}\0{source}".encode())
+            known = cache.scanned(signed.hexdigest())
+            if known is not None:
+                return known
+            tree = self._from_tree(named)
+            digest = bound_digest(tree, found_in(tree, source))
+            cache.remember_scan(signed.hexdigest(), digest)
+            return digest
+        copy = ins.Copy(instruction.span, instruction.original, (relative(source),), "/",
+                        from_=name)
+        selection = select_copy(state, copy, self._step_env(named))
+        root = named.directory.path if named is not None else self.session.request.context
+        return sources_digest(self.session.cache, selection, lambda: self.session.memos(root))
 
     def _from_tree(self, source: CopyFrom | None) -> Tree | None:
         """The files COPY --from reads: a stage's or an image's snapshots (unpacked here, on a

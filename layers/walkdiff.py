@@ -72,7 +72,7 @@ class WorkingRoot:
         for snapshot in snapshots:
             self._apply(snapshot, "", form)
         if snapshots:
-            _attributes(snapshots[-1], self.path, os.lstat(snapshots[-1]))
+            copy_attributes(snapshots[-1], self.path, os.lstat(snapshots[-1]))
         else:
             os.chmod(self.path, 0o755)
         self.diff_ids = diff_ids
@@ -92,7 +92,7 @@ class WorkingRoot:
                 fd, temp = tempfile.mkstemp(dir=parent, prefix=".part-")
                 os.close(fd)
                 shutil.copyfile(path, temp)
-                _attributes(path, temp, st)
+                copy_attributes(path, temp, st)
                 os.rename(temp, path)
                 os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
         for rel in linked:
@@ -140,11 +140,11 @@ class WorkingRoot:
                     _remove(target)
                     os.mkdir(target, 0o700)
                 self._apply(entry.path, child, form)
-                _attributes(entry.path, target, st)
+                copy_attributes(entry.path, target, st)
                 continue
             _remove(target)
             if self._copy(entry.path, target, st):
-                _attributes(entry.path, target, st)
+                copy_attributes(entry.path, target, st)
 
     def _copy(self, source: str, target: str, st: os.stat_result) -> bool:
         """Copy one non-directory; whether it is there to take attributes (sockets are not)."""
@@ -213,7 +213,7 @@ class WorkingRoot:
                     diff.ensure_parent(self.path, rel)
                     target = os.path.join(diff.upper, child)
                     os.mknod(target, stat.S_IFMT(device[0]) | 0o600, device[1])
-                    _attributes(entry.path, target, st)
+                    copy_attributes(entry.path, target, st)
                     changed = True
                 continue
             self._devices.pop(child, None)
@@ -298,7 +298,7 @@ class _Diff:
             return
         else:
             os.mknod(target, st.st_mode, st.st_rdev)
-        _attributes(source, target, st)
+        copy_attributes(source, target, st)
 
     def ensure_parent(self, root: str, rel: str) -> None:
         """Create `rel` in upper (and its parents) with the metadata it has in root."""
@@ -311,10 +311,10 @@ class _Diff:
             if not os.path.lexists(target):
                 os.mkdir(target)
                 source = os.path.join(root, part)
-                _attributes(source, target, os.lstat(source))
+                copy_attributes(source, target, os.lstat(source))
 
 
-def _attributes(source: str, target: str, st: os.stat_result) -> None:
+def copy_attributes(source: str, target: str, st: os.stat_result) -> None:
     """Owner, mode, xattrs (but overlayfs's own), times of `source` on `target`."""
     os.lchown(target, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):

@@ -42,7 +42,9 @@ CHROOT_DIFFERS = {
     # RUN --mount needs a mount namespace (README, Known limits)
     **{case: ("RUN --mount needs a mount namespace",) for case in (
         "180-run-mount-cache", "181-run-mount-bind-context", "182-run-mount-tmpfs",
-        "183-run-mount-secret")},
+        "183-run-mount-secret", "186-run-mount-bind-from-stage",
+        "187-run-mount-bind-from-stage-rw", "188-run-mount-cache-from-stage",
+        "189-run-mount-bind-from-image")},
 }
 # Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace
 # (every strategy but chroot runs the command in one).

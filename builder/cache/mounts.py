@@ -57,15 +57,14 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                data = tempfile.mkdtemp(dir=scratch, prefix="private-cache-")
-                os.chown(data, mount.uid, mount.gid)
-                os.chmod(data, mount.mode)
+                data = _made(tempfile.mkdtemp(dir=scratch, prefix="private-cache-"), mount, seed)
         if not os.path.isdir(data):
             fresh = tempfile.mkdtemp(dir=base, prefix="new-")
-            os.chown(fresh, mount.uid, mount.gid)
-            os.chmod(fresh, mount.mode)
-            if seed is not None:
-                seed(fresh)
+            try:
+                _made(fresh, mount, seed)
+            except BaseException:
+                shutil.rmtree(fresh, ignore_errors=True)
+                raise
             try:
                 os.rename(fresh, data)
             except OSError:  # another build made it meanwhile
@@ -73,6 +72,15 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
         yield data
     finally:
         os.close(lock)
+
+
+def _made(directory: str, mount: CacheMount, seed: Callable[[str], None] | None) -> str:
+    """A new cache's empty directory as the mount says, or as `seed` fills it."""
+    os.chown(directory, mount.uid, mount.gid)
+    os.chmod(directory, mount.mode)
+    if seed is not None:
+        seed(directory)
+    return directory
 
 
 def listed(cache_dir: str) -> list[CacheDir]:

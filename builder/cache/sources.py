@@ -4,7 +4,8 @@ Only what ends up in the layer enters it: paths, types, sizes, link targets, con
 and the mode unless --chmod replaces it (context files are always owned by root in the layer, so
 their owners never enter; mtimes are left out, as BuildKit does, so a fresh checkout hits). Files
 of another stage or an image are covered by that stage's key or that image's ID; those of a
-directory build context (COPY --from=NAME) are read like the context's. Content digests are
+directory build context (COPY --from=NAME) are read like the context's. A RUN's bind mount of a
+stage or an image is keyed on what it binds, owners included (`bound_digest`), as BuildKit keys it. Content digests are
 remembered per file by (size, mtime, ctime, inode, mode): an unchanged context is stat-ed, not
 read, while any real change (even with the mtime put back) changes the ctime and is read again.
 """
@@ -20,7 +21,7 @@ from typing import Iterable
 
 from builder.cache.index import FileMemo
 from builder.steps.copy import DataSource, TreeSource
-from builder.sources.tree import ContextTree, Found
+from builder.sources.tree import ContextTree, Found, Tree
 from builder.steps.files import CopySelection
 
 _CHUNK = 1 << 20
@@ -144,6 +145,24 @@ def _add_rows(result: SourceScan, found: Iterable[Found], keep_mode: bool,
                          0, "", ""])
     result.total_bytes += total
     result.unknown_bytes += unknown_bytes
+
+
+def bound_digest(tree: Tree, top: Found | None) -> str:
+    """The digest of `top` of a stage's or an image's tree and everything below it, as a bind
+    mount shows it: paths under `top`, types, modes, owners, sizes, link targets, content
+    digests (None: an empty tree's root)."""
+    if top is None:
+        return manifest([])[0]
+    below = tree.walk(top.rel) if S_ISDIR(top.st.st_mode) else ()
+    prefix = len(top.rel) + 1 if top.rel else 0
+    rows = []
+    for rel, host, st in (top._replace(rel=""), *below):
+        mode = st.st_mode
+        link = os.readlink(host) if S_ISLNK(mode) else ""
+        digest = hash_files([Found(rel, host, st)])[host] if S_ISREG(mode) else ""
+        rows.append([rel[prefix:] if rel else ".", mode, st.st_uid, st.st_gid,
+                     st.st_size if S_ISREG(mode) else 0, link, digest])
+    return manifest(rows)[0]
 
 
 def describe_change(old: list | None, new: list | None) -> str:

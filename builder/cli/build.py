@@ -77,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a secret for RUN --mount=type=secret: from FILE, from the "
                             "environment variable VAR, or (id=ID alone) from $ID else the file "
                             "ID; never stored anywhere (repeatable)")
-    group.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET]",
+    group.add_argument("--ssh", action="append", default=[],
+                       metavar="default|ID[=SOCKET|KEY[,KEY...]]",
                        help="forward an ssh-agent socket ($SSH_AUTH_SOCK for `default`) to RUN "
-                            "--mount=type=ssh (repeatable)")
+                            "--mount=type=ssh, or private key files, held by an ssh-agent of "
+                            "the build's own (repeatable)")
     group.add_argument("--platform", metavar="PLATFORM",
                         help="target platform; only the host's is supported")
     group = parser.add_argument_group("the image and where it goes")

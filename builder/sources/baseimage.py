@@ -87,10 +87,9 @@ class Use:
     names: str
 
     @staticmethod
-    def of(name: str, copy: bool) -> "Use":
-        if copy:
-            return Use(f"COPY --from={name}", f"image {name!r} of COPY --from",
-                       "stage or --build-context")
+    def of(name: str, by: str) -> "Use":
+        if by != "FROM":
+            return Use(f"{by}={name}", f"image {name!r} of {by}", "stage or --build-context")
         return Use(f"FROM {name}", f"base image {name!r}", "--build-context")
 
 
@@ -128,12 +127,12 @@ def _absolute(path: str, value: str) -> str:
 
 def resolve_base(name: str, store: ImageStore, contexts: Mapping[str, ContextSource],
                  find: Callable[[Reference], StoredImage | None] | None = None, *,
-                 copy: bool = False) -> BaseImage:
-    """The image `FROM name` means (with `copy`, the image `COPY --from=name` means, which the
-    messages then say). `find` looks a reference up in the store and, where it may, in its
+                 by: str = "FROM") -> BaseImage:
+    """The image `FROM name` means (`by` "COPY --from", the image `COPY --from=name` means, which
+    the messages then say). `find` looks a reference up in the store and, where it may, in its
     registry (builder/sources/pull.py); without it, only the store is asked. Raises BuildError
     (without a place: the caller adds the line) or LayerError (a damaged archive or store)."""
-    use = Use.of(name, copy)
+    use = Use.of(name, by)
     named = named_context(name, contexts)
     if named is not None:
         context_name, source = named

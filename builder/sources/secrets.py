@@ -44,25 +44,30 @@ class SecretSource:
 
 @dataclass(frozen=True)
 class SshSource:
-    """`--ssh ID[=SOCKET]`: an ssh-agent socket (default $SSH_AUTH_SOCK) forwarded into RUNs that
-    mount `type=ssh,id=ID`."""
+    """`--ssh ID[=PATH[,PATH...]]`: an ssh-agent socket (default $SSH_AUTH_SOCK), or private key
+    files that a private agent holds for the build (builder/sources/sshagent.py), forwarded into
+    RUNs that mount `type=ssh,id=ID`."""
 
     id: str
-    path: str | None
+    paths: tuple[str, ...] = ()
 
     def socket(self) -> str | None:
-        """The socket's path, or None when it is missing."""
-        path = self.path or os.environ.get("SSH_AUTH_SOCK")
+        """The agent socket given (one path that is a socket, or $SSH_AUTH_SOCK without paths);
+        None when it is missing or the paths are key files."""
+        if len(self.paths) > 1:
+            return None
+        path = self.paths[0] if self.paths else os.environ.get("SSH_AUTH_SOCK")
         if not path:
             return None
         try:
             mode = os.stat(path).st_mode
         except OSError:
             return None
-        if not stat.S_ISSOCK(mode):
-            raise ValueError(f"--ssh {self.id}={path}: not a socket (pybuild forwards an "
-                             "ssh-agent's socket; load key files into an agent with ssh-add)")
-        return path
+        return path if stat.S_ISSOCK(mode) else None
+
+    def keys(self) -> tuple[str, ...]:
+        """The key files to load into an agent: the paths, unless they are one socket."""
+        return () if self.socket() is not None else self.paths
 
 
 def parse_secret(text: str) -> SecretSource:
@@ -90,10 +95,9 @@ def parse_secret(text: str) -> SecretSource:
 
 
 def parse_ssh(text: str) -> SshSource:
-    """`default`, `ID`, `ID=SOCKET` (buildx also takes key files: refused with how to do it)."""
+    """`default`, `ID`, `ID=SOCKET`, `ID=KEY[,KEY...]` (buildx's forms)."""
     ident, has_path, path = text.partition("=")
-    if not ident or has_path and not path:
-        raise ValueError(f"--ssh {text}: expected ID or ID=SOCKET")
-    if "," in path:
-        raise ValueError(f"--ssh {text}: one socket per id")
-    return SshSource(ident, path or None)
+    paths = tuple(p for p in path.split(",") if p) if has_path else ()
+    if not ident or has_path and not paths:
+        raise ValueError(f"--ssh {text}: expected ID, ID=SOCKET or ID=KEYFILE[,KEYFILE...]")
+    return SshSource(ident, tuple(os.path.abspath(p) for p in paths))

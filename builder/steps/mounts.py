@@ -2,10 +2,18 @@
 scope and turned into what the sandbox mounts (builder/sandbox/mounts.py), with the caches held
 and the secrets read for as long as the command runs.
 
+A bind mount's from= (and a cache mount's, which seeds a new cache) names a stage, an image or a
+directory build context, resolved as COPY --from's (builder/stage.py). A directory is bound as it
+is; the part of a stage or an image a mount reads is first made one directory
+(builder/sources/materialize.py). `source` stays inside its tree: `..` stops at the root, and
+symlinks are followed inside it (out of a directory, they are refused).
+
 What goes into the step's cache key (`key_inputs`): the mounts as written are in the instruction
 already; a bind mount of the build context adds the digest of what it binds (as COPY does), one
-of a stage that stage's key. Cache mounts, tmpfs, secrets and ssh add nothing: a changed cache,
-secret value or agent never makes a step run again (BuildKit's rule); --no-cache does.
+of a stage or an image the digest of what it binds, contents and owners (BuildKit's rule: a
+change elsewhere in that stage does not re-run the step). Cache mounts, tmpfs, secrets and ssh add
+nothing: a changed cache, secret value or agent never makes a step run again (BuildKit's rule);
+--no-cache does.
 """
 from __future__ import annotations
 
@@ -13,15 +21,18 @@ import contextlib
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator
 
 from builder.cache import mounts as cachemounts
 from builder.errors import BuildError
 from builder.sandbox.mounts import MountPoint
-from builder.sources.secrets import SecretSource, SshSource
-from builder.sources.tree import OutsideTree, Tree, resolve
+from builder.sources.materialize import materialize
+from builder.sources.secrets import SecretSource
+from builder.sources.tree import ContextTree, Found, OutsideTree, Tree, resolve
 from builder.plan.state import StageState
 from grammar import instructions as ins
 from grammar.mounts import (BindMount, CacheMount, Mount, MountError, SecretMount, SshMount,
@@ -30,14 +41,14 @@ from grammar.mounts import (BindMount, CacheMount, Mount, MountError, SecretMoun
 
 @dataclass(frozen=True)
 class MountEnv:
-    """What planning mounts needs from the build. `tree(name)` is the tree a bind mount's `from`
-    names (None: the build context); `stage_key(name)` the key standing for a stage's or an
-    image's files, or None when `name` is the build context or a directory build context."""
+    """What planning mounts needs from the build. `tree(name)` is the tree a mount's `from`
+    names (None: the build context); `agent(id)` the ssh-agent socket forwarded for an id, or
+    None."""
 
     cache_dir: str
     tree: Callable[[str | None], Tree]
     secrets: dict[str, SecretSource] = field(default_factory=dict)
-    ssh: dict[str, SshSource] = field(default_factory=dict)
+    agent: Callable[[str], str | None] = lambda ident: None
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,11 @@ def parsed(state: StageState, instruction: ins.Run) -> list[Mount]:
 def key_inputs(state: StageState, instruction: ins.Run,
                digest: Callable[[str | None, str], str]) -> tuple[tuple[str, str], ...]:
     """What a RUN's bind mounts add to its cache key: `digest(from, source)` of each."""
-    return tuple((f"mount {m.target}", digest(m.from_, _relative(m.source)))
+    return tuple((f"mount {m.target}", digest(m.from_, m.source))
                  for m in parsed(state, instruction) if isinstance(m, BindMount))
 
 
-def _relative(source: str) -> str:
+def relative(source: str) -> str:
     """A source as a path inside its tree (`..` stops at the root), `.` for the root."""
     return posixpath.normpath("/" + source).lstrip("/") or "."
 
@@ -82,15 +93,11 @@ def planned(state: StageState, instruction: ins.Run, env: MountEnv,
         for mount in parsed(state, instruction):
             target = _target(workdir, mount)
             if isinstance(mount, CacheMount):
-                if mount.from_ is not None:
-                    raise BuildError(f"--mount=type=cache,from={mount.from_}: seeding a cache "
-                                     "from a stage is not supported yet")
-                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch))
+                seed = partial(_seed, mount, env) if mount.from_ is not None else None
+                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch, seed))
                 points.append(MountPoint(target, "bind", data, readonly=mount.readonly))
             elif isinstance(mount, BindMount):
-                source = _bind_source(mount, env)
-                if not mount.readonly:
-                    source = _copied(source, scratch)
+                source = _bind_source(mount, env, scratch)
                 points.append(MountPoint(target, "bind", source, readonly=mount.readonly))
             elif isinstance(mount, TmpfsMount):
                 size = f"size={mount.size}" if mount.size is not None else ""
@@ -127,24 +134,43 @@ def _target(workdir: str, mount: Mount) -> str | None:
     return absolute
 
 
-def _bind_source(mount: BindMount, env: MountEnv) -> str:
-    """The host path a bind mount binds: its source resolved inside the context or stage
-    (symlinks followed without leaving it)."""
-    if mount.from_ is not None:
-        raise BuildError(f"--mount=type=bind,from={mount.from_}: binding a stage, an image or "
-                         "a named build context is not supported yet (COPY --from instead)")
+def _bind_source(mount: BindMount, env: MountEnv, scratch: str) -> str:
+    """The host path a bind mount binds: its source in the context or a directory build context
+    (a private copy when `rw`), or that part of a stage or an image made a directory of the
+    RUN's own."""
     tree = env.tree(mount.from_)
-    rel = _relative(mount.source)
+    found = found_in(tree, mount.source)
+    if isinstance(tree, ContextTree):
+        host = found.host if found is not None else tree.root
+        return host if mount.readonly else _copied(host, scratch)
+    target = os.path.join(tempfile.mkdtemp(dir=scratch, prefix="bind-"), "content")
+    materialize(tree, found, target, link=mount.readonly)
+    return target
+
+
+def _seed(mount: CacheMount, env: MountEnv, data: str) -> None:
+    """A new cache starts with its from= tree's `source` directory (BuildKit's rule)."""
+    tree = env.tree(mount.from_)
+    found = found_in(tree, mount.source)
+    if found is not None and not stat.S_ISDIR(found.st.st_mode):
+        raise BuildError(f"--mount=type=cache,from={mount.from_},source={mount.source}: not a "
+                         f"directory in {tree.label}")
+    os.rmdir(data)
+    materialize(tree, found, data, link=False)
+
+
+def found_in(tree: Tree, source: str) -> Found | None:
+    """A mount's `source` in `tree`, symlinks followed inside it; None for the root of an empty
+    tree."""
+    rel = relative(source)
     try:
-        found = resolve(tree, rel, confined=tree.confined) if rel != "." else None
+        found = resolve(tree, rel if rel != "." else "", confined=tree.confined)
     except OutsideTree as error:
-        raise BuildError(f"--mount source {mount.source}: a symlink leads out of "
+        raise BuildError(f"--mount source {source}: a symlink leads out of "
                          f"{tree.label} ({error})") from None
     if rel != "." and found is None:
-        raise BuildError(f"--mount source {mount.source}: not found in {tree.label}")
-    if found is None:
-        return tree.root  # type: ignore[attr-defined]
-    return found.host
+        raise BuildError(f"--mount source {source}: not found in {tree.label}")
+    return found
 
 
 def _copied(source: str, scratch: str) -> str:
@@ -173,12 +199,12 @@ def _secret(mount: SecretMount, env: MountEnv) -> bytes | None:
 
 
 def _agent(mount: SshMount, env: MountEnv) -> str | None:
-    source = env.ssh.get(mount.id)
     try:
-        socket = source.socket() if source is not None else None
+        socket = env.agent(mount.id)
     except ValueError as error:
         raise BuildError(str(error)) from None
     if socket is None and mount.required:
         raise BuildError(f"ssh agent {mount.id} is required but not forwarded (--ssh "
-                         f"{mount.id}=SOCKET, or --ssh default with SSH_AUTH_SOCK set)")
+                         f"{mount.id}=SOCKET, --ssh {mount.id}=KEYFILE, or --ssh default with "
+                         "SSH_AUTH_SOCK set)")
     return socket
