@@ -71,18 +71,23 @@ def hierarchies() -> dict[str, Hierarchy]:
 
 
 @contextlib.contextmanager
-def applied(limits: Limits, warn: Callable[[str], None]) -> Iterator[Group]:
+def applied(limits: Limits, warn: Callable[[str], None],
+            parent: str | None = None) -> Iterator[Group]:
     """A group for one RUN with each limit this machine can apply, and a warning for each it
-    cannot; on the way out, whatever of the RUN is left in it is killed and the group removed."""
+    cannot; on the way out, whatever of the RUN is left in it is killed and the group removed.
+    `parent` (--cgroup-parent, checked by runoptions.parse_cgroup_parent) replaces the
+    `pybuild` parent: from the hierarchy's root when it starts with `/`, else from this
+    process's group; pybuild makes what is missing of it and leaves it, as Docker does."""
     made: list[str] = []
     try:
-        yield _create(limits, made, warn)
+        yield _create(limits, made, warn, parent)
     finally:
         for directory in made:
             _remove(directory, warn)
 
 
-def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Group:
+def _create(limits: Limits, made: list[str], warn: Callable[[str], None],
+            parent: str | None) -> Group:
     wanted = [controller for controller, value in (("memory", limits.memory_bytes),
                                                    ("cpu", limits.cpus), ("pids", limits.pids))
               if value is not None]
@@ -107,7 +112,7 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Gro
         try:
             if hierarchy.mount not in directories:
                 siblings = [c for c in wanted if found.get(c) == hierarchy]
-                directories[hierarchy.mount] = _make(hierarchy, siblings, name, made)
+                directories[hierarchy.mount] = _make(hierarchy, siblings, name, made, parent)
             directory = directories[hierarchy.mount]
             for file, value in _settings(controller, limits, hierarchy.unified).items():
                 if file not in _OPTIONAL or os.path.exists(os.path.join(directory, file)):
@@ -120,15 +125,25 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Gro
     return Group(tuple(dict.fromkeys(joined.values())), joined.get("memory"), joined.get("pids"))
 
 
-def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[str]) -> str:
-    """The RUN's directory under `pybuild` in this process's group, else in the root."""
+def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[str],
+          asked: str | None) -> str:
+    """The RUN's directory under `pybuild` in this process's group, else in the root; or under
+    the --cgroup-parent `asked`."""
     failure: OSError | None = None
-    for base in dict.fromkeys((hierarchy.own, hierarchy.mount)):
-        parent = os.path.join(base, PARENT)
+    if asked is None:
+        bases = [(base, PARENT) for base in dict.fromkeys((hierarchy.own, hierarchy.mount))]
+    else:
+        bases = [(hierarchy.mount if asked.startswith("/") else hierarchy.own, asked.lstrip("/"))]
+    for base, below in bases:
+        parent = os.path.join(base, below)
         try:
-            if hierarchy.unified:
-                _delegate(base, controllers)
-            os.makedirs(parent, exist_ok=True)
+            level = base
+            for component in below.split("/"):
+                if hierarchy.unified:
+                    _delegate(level, controllers)
+                level = os.path.join(level, component)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(level)
             _remove_stale(parent)
             if hierarchy.unified:
                 _delegate(parent, controllers)
