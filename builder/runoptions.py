@@ -111,9 +111,9 @@ def parse_ulimit(text: str) -> Ulimit:
     if name not in ULIMITS:
         raise ValueError(f"--ulimit {text}: invalid ulimit type {name!r} (one of "
                          f"{', '.join(sorted(ULIMITS))})")
-    soft_text, _, hard_text = values.partition(":")
+    soft_text, colon, hard_text = values.partition(":")
     limits = []
-    for value in (soft_text, hard_text or soft_text):
+    for value in (soft_text, hard_text if colon else soft_text):
         if not re.fullmatch(r"-?\d+", value) or int(value) < -1 or int(value) >= 1 << 63:
             raise ValueError(f"--ulimit {text}: {value!r} is not a limit (a whole number, or -1 "
                              "for unlimited)")
