@@ -22,7 +22,7 @@ from builder.runoptions import Ulimit, parse_cgroup_parent, parse_host, parse_sh
 from builder.sandbox import cgroups
 from layers.image import Annotations
 from layers.platform import Platform
-from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
+from tests.registry_support import registry  # noqa: F401  (a fixture)
 from tests.rootless_user import rootless_user
 from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available, image_file,
                            pybuild, require)

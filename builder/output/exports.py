@@ -25,8 +25,8 @@ def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore
            annotations: Annotations = Annotations()) -> tuple[str, list[str]]:
     """Write one output; returns the manifest digest of an image archive (else "") and
     warnings. An archive is named `tags` and compressed with `compression` unless the spec says
-    otherwise (name=, compression=), and carries `annotations`. `epoch` is SOURCE_DATE_EPOCH, the files' mtime in a tar or
-    directory, as BuildKit sets it there."""
+    otherwise (name=, compression=), and carries `annotations`. `epoch` is SOURCE_DATE_EPOCH,
+    the files' mtime in a tar or directory, as BuildKit sets it there."""
     layers = [blobs.path(diff_id) for diff_id in image.diff_ids]
     if spec.kind == "local":
         return "", write_local(spec.dest, layers, epoch)

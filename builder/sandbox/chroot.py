@@ -63,8 +63,8 @@ class ChrootSandbox:
                              "sandbox cannot mount (mount is forbidden here); RUN has no "
                              "/dev/shm of its own there")
         linux.become_subreaper()
-        with inplace.placed(spec.upperdir, spec.scratch,
-                            rootfs.etc_files(spec.scratch, spec.hostname, spec.hosts), devices=True):
+        etc_files = rootfs.etc_files(spec.scratch, spec.hostname, spec.hosts)
+        with inplace.placed(spec.upperdir, spec.scratch, etc_files, devices=True):
             return process.supervise(lambda write: _command(spec, write), output)
 
 
