@@ -215,10 +215,13 @@ def test_ulimit_shm_size_and_cgroup_parent_under_namespaces(tmp_path, base, cgro
     assert not [name for name in os.listdir(parent) if name.startswith("run-")]
 
 
-def test_absolute_cgroup_parent_is_under_the_root(tmp_path, base, cgroup_parent):
+@pytest.mark.parametrize("limits", [(), ("--pids-limit", "-1")])
+def test_absolute_cgroup_parent_is_under_the_root(tmp_path, base, cgroup_parent, limits):
+    """Also without any limit: the RUN still gets a group under the parent."""
     pids = cgroups.hierarchies().get("pids")
     require(pids is not None, "the pids cgroup controller")
-    result, out = build(tmp_path, base, SHOW, "--cgroup-parent", f"/{cgroup_parent}/job")
+    result, out = build(tmp_path, base, SHOW, "--cgroup-parent", f"/{cgroup_parent}/job",
+                        *limits)
     assert result.returncode == 0, result.stderr
     line = [line for line in shown(out, "cgroup").splitlines() if ":pids:" in line][0]
     assert line.split(":", 2)[2].startswith(f"/{cgroup_parent}/job/run-")

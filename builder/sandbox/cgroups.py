@@ -91,6 +91,8 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None],
     wanted = [controller for controller, value in (("memory", limits.memory_bytes),
                                                    ("cpu", limits.cpus), ("pids", limits.pids))
               if value is not None]
+    if parent is not None and not wanted:
+        wanted = ["pids"]  # no limit, but a group under --cgroup-parent all the same
     if not wanted:
         return Group()
     try:
@@ -103,10 +105,13 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None],
     for controller in wanted:
         # The default --pids-limit is a safety net, not a request: skipped quietly where it
         # cannot be applied.
-        say = warn if controller != "pids" or limits.pids_asked else lambda text: None
+        say = warn if controller != "pids" or limits.pids_asked or parent is not None \
+            else lambda text: None
+        flag = "--cgroup-parent" if controller == "pids" and limits.pids is None \
+            else _FLAGS[controller]
         hierarchy = found.get(controller)
         if hierarchy is None:
-            say(f"{_FLAGS[controller]} is not applied: no cgroup hierarchy here has the "
+            say(f"{flag} is not applied: no cgroup hierarchy here has the "
                 f"{controller} controller")
             continue
         try:
@@ -118,7 +123,7 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None],
                 if file not in _OPTIONAL or os.path.exists(os.path.join(directory, file)):
                     _write(os.path.join(directory, file), value)
         except OSError as error:
-            say(f"{_FLAGS[controller]} is not applied: cannot set up a cgroup "
+            say(f"{flag} is not applied: cannot set up a cgroup "
                 f"({error.strerror}: {error.filename})")
             continue
         joined[controller] = directory
@@ -193,7 +198,7 @@ def _settings(controller: str, limits: Limits, unified: bool) -> dict[str, str]:
             return {"memory.max": size, "memory.swap.max": "0"}
         return {"memory.limit_in_bytes": size, "memory.memsw.limit_in_bytes": size}
     if controller == "pids":
-        return {"pids.max": str(limits.pids)}
+        return {"pids.max": str(limits.pids or "max")}
     quota = str(round(limits.cpus * PERIOD_US))
     if unified:
         return {"cpu.max": f"{quota} {PERIOD_US}"}
