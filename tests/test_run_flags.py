@@ -152,11 +152,11 @@ def base(tmp_path_factory) -> Path:
 
 
 def build(work: Path, base: Path, dockerfile: str, *options: str):
-    """Build with a cache of its own; the finished process and the tarball."""
+    """Build with a cache of its own, reproducibly; the finished process and the tarball."""
     context = work / "context"
     context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(dockerfile)
-    env = {"PYBUILD_CACHE_DIR": str(work / "cache")}
+    env = {"PYBUILD_CACHE_DIR": str(work / "cache"), "SOURCE_DATE_EPOCH": "1700000000"}
     assert pybuild("load", "-i", str(base), env=env).returncode == 0
     out = work / "image.tar"
     return pybuild("--progress", "plain", "-o", str(out), *options, str(context), env=env), out
@@ -325,3 +325,17 @@ def test_builder_is_ignored_with_a_warning(tmp_path, base):
     assert result.returncode == 0, result.stderr
     assert "warning: --builder mybuilder is ignored: pybuild is daemonless" in result.stderr
     assert out.exists()
+
+
+def test_a_changed_index_annotation_rewrites_the_unchanged_tarball(tmp_path, base):
+    """The tarball is not rewritten for an unchanged image, but annotations outside the manifest
+    make it another file."""
+    ids: list[str] = []
+    for value in ("1", "2"):
+        result, out = build(tmp_path, base, "FROM busybox:test\n", "--annotation",
+                            f"index:ci.job={value}")
+        assert result.returncode == 0, result.stderr
+        with tarfile.open(out) as tar:
+            assert json.load(tar.extractfile("index.json"))["annotations"] == {"ci.job": value}
+        ids.append(result.stderr.split("built ")[1].split()[0])
+    assert ids[0] == ids[1]  # the same image: only the annotation tells the tarballs apart
