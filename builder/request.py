@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from builder.limits import Limits
 from builder.progress.summary import StepSummary
+from builder.runoptions import RunOptions
 from layers.compression import Compression
+from layers.image import Annotations
 
 if TYPE_CHECKING:
     from builder.cache.spec import CacheSpec
@@ -27,6 +29,7 @@ class BuildRequest:
     labels: dict[str, str] = field(default_factory=dict)
     output: str | None = "image.tar"
     exports: tuple[OutputSpec, ...] = ()  # -o type=docker|oci|tar|local with dest=
+    annotations: Annotations = Annotations()  # --annotation, where buildx puts each
     compression: Compression = Compression.NONE
     cache_dir: str = ""
     iidfile: str | None = None
@@ -36,6 +39,7 @@ class BuildRequest:
     no_cache_filter: tuple[str, ...] = ()
     build_contexts: dict[str, ContextSource] = field(default_factory=dict)
     limits: Limits = Limits()
+    run_options: RunOptions = RunOptions()  # --add-host, --ulimit, --shm-size, --cgroup-parent
     pull: bool = False
     push: bool = False
     push_media_types: str = ""  # "oci" or "docker" (oci-mediatypes=); "" as the compression needs

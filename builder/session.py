@@ -225,8 +225,9 @@ class BuildSession:
                       commit_upper=self.commit_upper, network=self.request.network,
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
-                      limits=self.request.limits, warn=self.log.warn,
-                      confinement=self.confined, mounts=lambda: self.mount_env(trees))
+                      limits=self.request.limits, options=self.request.run_options,
+                      warn=self.log.warn, confinement=self.confined,
+                      mounts=lambda: self.mount_env(trees))
 
     def mount_env(self, trees: Callable[[str], Tree]) -> MountEnv:
         from builder.steps.mounts import MountEnv

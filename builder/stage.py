@@ -374,7 +374,8 @@ class StageBuilder:
             return replace(step, sources=selection, memos=lambda: self.session.memos(root))
         if isinstance(instruction, ins.Run):
             network = instruction.network or self.session.request.network
-            items = step.items + (("network", network),)
+            items = step.items + (("network", network),) + \
+                self.session.request.run_options.key_items()
             if instruction.mounts:
                 from builder.steps.mounts import key_inputs
                 items += self.located(instruction, lambda: key_inputs(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from layers.image import Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
+from layers.image import Annotations, Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
 from layers.layerblob import LayerBlob
 from layers.reference import Reference
 from layers.registry.mediatypes import FAMILIES, layer_media_type
@@ -30,15 +30,18 @@ class ArchiveImage:
     layers: tuple[LayerBlob, ...]
     tags: tuple[Reference, ...]
     media_types: str = "oci"  # the manifest's family: "oci" or "docker" (layers/registry)
+    annotations: Annotations = Annotations()
 
 
 def manifest_of(image: ArchiveImage) -> bytes:
-    """The image's manifest; ValueError for zstd layers in a Docker manifest."""
+    """The image's manifest; ValueError for zstd layers or annotations in a Docker manifest."""
     manifest_type, config_type = FAMILIES[image.media_types]
+    if image.annotations.manifest and image.media_types != "oci":
+        raise ValueError("manifest annotations need OCI media types (oci-mediatypes=true)")
     config = Descriptor(config_type, sha256_digest(image.config), len(image.config))
     return manifest_bytes(config, [Descriptor(layer_media_type(l.media_type, image.media_types),
                                               l.digest, l.size) for l in image.layers],
-                          manifest_type)
+                          manifest_type, image.annotations.manifest)
 
 
 def write_archive(out: BinaryIO, image: ArchiveImage,
@@ -51,7 +54,8 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
     manifest_digest = sha256_digest(manifest)
     config_digest = sha256_digest(image.config)
     manifest_type = FAMILIES[image.media_types][0]
-    created = (("org.opencontainers.image.created", oci_created),) if oci_created else ()
+    created = ((("org.opencontainers.image.created", oci_created),) if oci_created else ()) \
+        + image.annotations.descriptor
     descriptors = [Descriptor(manifest_type, manifest_digest, len(manifest), created + (
                               ("io.containerd.image.name", tag.full()),
                               ("org.opencontainers.image.ref.name", tag.tag or "latest")))
@@ -68,7 +72,7 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
     for layer in layers.values():
         writer.file(_blob_name(layer.digest), layer)
     writer.data(_blob_name(manifest_digest), manifest)
-    writer.data("index.json", index_bytes(descriptors))
+    writer.data("index.json", index_bytes(descriptors, image.annotations.index))
     if not oci_created:
         writer.data("manifest.json", dumps(docker_manifest))
     writer.data("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')

@@ -274,15 +274,30 @@ class Descriptor:
         return data
 
 
+@dataclass(frozen=True)
+class Annotations:
+    """`--annotation`s by where buildx puts them: in the image manifest, on the manifest's
+    descriptor in an index, in the index itself."""
+
+    manifest: tuple[tuple[str, str], ...] = ()
+    descriptor: tuple[tuple[str, str], ...] = ()
+    index: tuple[tuple[str, str], ...] = ()
+
+
 def manifest_bytes(config: Descriptor, layers: list[Descriptor],
-                   media_type: str = OCI_MANIFEST) -> bytes:
+                   media_type: str = OCI_MANIFEST,
+                   annotations: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """An image manifest; `annotations` only in an OCI one (Docker's schema 2 has none)."""
     return dumps({"schemaVersion": 2, "mediaType": media_type, "config": config.to_json(),
-                  "layers": [layer.to_json() for layer in layers]})
+                  "layers": [layer.to_json() for layer in layers]}
+                 | ({"annotations": dict(annotations)} if annotations else {}))
 
 
-def index_bytes(manifests: list[Descriptor]) -> bytes:
+def index_bytes(manifests: list[Descriptor],
+                annotations: tuple[tuple[str, str], ...] = ()) -> bytes:
     return dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                  "manifests": [m.to_json() for m in manifests]})
+                  "manifests": [m.to_json() for m in manifests]}
+                 | ({"annotations": dict(annotations)} if annotations else {}))
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

@@ -71,10 +71,11 @@ class User:
                                "builder.cli", *args], cwd=self.work, capture_output=True,
                               text=True, timeout=300)
 
-    def build(self, dockerfile: str, files: dict[str, bytes] | None = None
-              ) -> tuple[subprocess.CompletedProcess, str]:
-        """A build with a cache of its own, of a context holding `dockerfile` and `files`;
-        returns the process and the image ID (the tarball is `self.output`)."""
+    def build(self, dockerfile: str, files: dict[str, bytes] | None = None,
+              options: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, str]:
+        """A build with a cache of its own, of a context holding `dockerfile` and `files`, with
+        the command-line `options`; returns the process and the image ID (the tarball is
+        `self.output`)."""
         build = uuid.uuid4().hex[:6]
         context = self.work / f"context-{build}"
         context.mkdir()
@@ -87,7 +88,8 @@ class User:
         assert loaded.returncode == 0, loaded.stderr
         iid = self.home / f"{build}.iid"
         self.output = self.home / f"{build}.tar"
-        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.output), str(context))
+        result = self.pybuild(cache, "--iidfile", str(iid), "-o", str(self.output), *options,
+                              str(context))
         return result, iid.read_text() if result.returncode == 0 else ""
 
     def remove(self) -> None:

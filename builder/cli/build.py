@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from builder import __version__
+from builder.cli import runflags
 from builder.cli.options import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
                                  add_registry_options, usage)
 
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--metadata-file", metavar="FILE",
                         help="write what the build made to FILE as JSON (image and config "
                              "digests, tags, layers, steps, pushes), as buildx does")
+    runflags.add_image_flags(group)
     group = parser.add_argument_group("registries and shared caches")
     group.add_argument("--push", action="store_true",
                         help="push every -t to its registry (layers gzip unless --compression "
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pids-limit", metavar="N",
                         help="most processes (threads included) each RUN may have at once "
                              "(default 4096; 0 or -1: no limit)")
+    runflags.add_run_flags(group)
     group = parser.add_argument_group("the local build cache")
     group.add_argument("--no-cache", action="store_true",
                         help="reuse no earlier result: run every step (results are still stored "
@@ -168,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--trace", metavar="FILE",
                         help="write the build's timeline to FILE in Chrome's trace-event format "
                              "(open it in Perfetto or chrome://tracing), also when it fails")
+    runflags.add_builder_flags(parser)
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     return parser
 
@@ -223,7 +227,12 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
     caches = _caches(options)
     text = sys.stdin.read() if options.file == "-" else None
     source_date_epoch = _source_date_epoch()
-    return BuildRequest(
+    try:
+        flags = runflags.read(options, outputs.push_media_types == "docker" or any(
+            spec.oci_mediatypes is False for spec in outputs.exports))
+    except ValueError as error:
+        raise _usage_error(str(error)) from None
+    return BuildRequest(**flags,
         context=options.context, dockerfile=None if options.file in (None, "-") else options.file,
         dockerfile_text=text, tags=outputs.tags, build_args=_build_args(options.build_arg),
         target=options.target, labels=_labels(options.label), output=output,

@@ -69,18 +69,22 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if to.remote is not None:
         to.remote.ensure(image.diff_ids)
     blobs = layer_blobs(to.blobs, image, request.compression)
+    archive = ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations)
     manifest_digest = ""
     if request.output:
-        manifest_digest = _write_tarball(ArchiveImage(config, blobs, tuple(tags)), tags, to)
+        manifest_digest = _write_tarball(archive, tags, to)
     for spec in request.exports:
         digest = _export(spec, image, config, tags, to)
         manifest_digest = manifest_digest or digest
     if request.docker_load:
-        loaded = _docker_load(ArchiveImage(config, blobs, tuple(tags)), to)
+        loaded = _docker_load(archive, to)
         manifest_digest = manifest_digest or loaded
     if tags:
         to.images.put(config, refs=tags)
     to.cache.settle()
+    if request.push and (request.annotations.index or request.annotations.descriptor):
+        log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes one "
+                 "image manifest, no index (they are in the archives' index.json)")
     pushed = _push(config, tags, to) if request.push else ()
     _export_caches(records, to)
     if request.iidfile:
@@ -93,7 +97,7 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     """-o: skipped when the file there is the one an earlier build wrote for this image."""
     output = to.request.output
     number = to.log.step(f"exporting to {output}")
-    identity = sha256_digest(manifest_of(archive) + repr(tags).encode())
+    identity = sha256_digest(manifest_of(archive) + repr((tags, archive.annotations)).encode())
     if to.cache.output_holds(output, identity):
         to.log.info(number, "unchanged: it already holds this image")
         manifest_digest = sha256_digest(manifest_of(archive))
@@ -112,6 +116,7 @@ def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Ref
     digest, warnings = export(spec, image, config, to.blobs, tags=tags,
                               compression=to.request.compression,
                               epoch=to.request.source_date_epoch,
+                              annotations=to.request.annotations,
                               progress=partial(to.log.progress, number))
     for warning in warnings:
         to.log.warn(warning)
@@ -142,7 +147,7 @@ def _push(config: bytes, tags: tuple[Reference, ...],
     for ref in tags:
         number = to.log.step(f"pushing {ref.familiar()}")
         digest = push(ref, config, to.blobs, to.request.compression, to.session(ref),
-                      to.request.push_media_types)
+                      to.request.push_media_types, to.request.annotations.manifest)
         to.log.info(number, f"{ref.familiar()}@{digest}")
         to.log.done(number)
         pushed.append((ref.familiar(), digest))

@@ -15,17 +15,18 @@ from layers.archive import ArchiveImage
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.flatten import write_flat_tar
-from layers.image import ImageConfig
+from layers.image import Annotations, ImageConfig
 from layers.reference import Reference, parse_reference
 
 
 def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore, *,
            tags: tuple[Reference, ...], compression: Compression, epoch: int | None,
-           progress: Callable[[int, int], None] | None = None) -> tuple[str, list[str]]:
+           progress: Callable[[int, int], None] | None = None,
+           annotations: Annotations = Annotations()) -> tuple[str, list[str]]:
     """Write one output; returns the manifest digest of an image archive (else "") and
     warnings. An archive is named `tags` and compressed with `compression` unless the spec says
-    otherwise (name=, compression=). `epoch` is SOURCE_DATE_EPOCH, the files' mtime in a tar or
-    directory, as BuildKit sets it there."""
+    otherwise (name=, compression=), and carries `annotations`. `epoch` is SOURCE_DATE_EPOCH,
+    the files' mtime in a tar or directory, as BuildKit sets it there."""
     layers = [blobs.path(diff_id) for diff_id in image.diff_ids]
     if spec.kind == "local":
         return "", write_local(spec.dest, layers, epoch)
@@ -38,7 +39,8 @@ def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore
         return "", []
     names = tuple(parse_reference(name) for name in spec.names) or tags
     archive = ArchiveImage(config, layer_blobs(blobs, image, spec.compression or compression),
-                           names, "docker" if spec.oci_mediatypes is False else "oci")
+                           names, "docker" if spec.oci_mediatypes is False else "oci",
+                           annotations)
     # buildx's annotation is RFC 3339 to the second
     created = image.created.partition(".")[0].rstrip("Z") + "Z" if spec.kind == "oci" else None
     return write_output(spec.dest, archive, progress, oci_created=created), []

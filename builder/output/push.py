@@ -22,10 +22,12 @@ from layers.registry.variants import compressed_layer, variants
 
 
 def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,
-         session: Session, media_types: str = "") -> str:
-    """Push the image whose config is `config` (its layers in `blobs`) as `ref`; returns the
-    manifest digest. `media_types` ("oci" or "docker") chooses the manifest's family; by
-    default the compression does."""
+         session: Session, media_types: str = "",
+         annotations: tuple[tuple[str, str], ...] = ()) -> str:
+    """Push the image whose config is `config` (its layers in `blobs`) as `ref`, its manifest
+    annotated with `annotations`; returns the manifest digest. `media_types` ("oci" or
+    "docker") chooses the manifest's family; by default the compression does, and annotations
+    make it OCI (Docker's schema 2 has no annotations)."""
     if compression is Compression.NONE:
         compression = Compression.GZIP
     layers, sources = [], []
@@ -40,9 +42,10 @@ def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compressi
                                     _reader(session, repository, pulled[0].digest)))
             continue
         layers.append(compressed_layer(blobs, diff_id, compression))
-    family = media_types or ("oci" if compression is Compression.ZSTD else "docker")
+    family = media_types or ("oci" if compression is Compression.ZSTD or annotations
+                             else "docker")
     return push_image(session, ref, config, layers, media_types=family,
-                      mount_from=tuple(dict.fromkeys(sources)))
+                      mount_from=tuple(dict.fromkeys(sources)), annotations=annotations)
 
 
 def _reader(session: Session, repository: str, digest: str) -> Callable:

@@ -71,21 +71,28 @@ def hierarchies() -> dict[str, Hierarchy]:
 
 
 @contextlib.contextmanager
-def applied(limits: Limits, warn: Callable[[str], None]) -> Iterator[Group]:
+def applied(limits: Limits, warn: Callable[[str], None],
+            parent: str | None = None) -> Iterator[Group]:
     """A group for one RUN with each limit this machine can apply, and a warning for each it
-    cannot; on the way out, whatever of the RUN is left in it is killed and the group removed."""
+    cannot; on the way out, whatever of the RUN is left in it is killed and the group removed.
+    `parent` (--cgroup-parent, checked by runoptions.parse_cgroup_parent) replaces the
+    `pybuild` parent: from the hierarchy's root when it starts with `/`, else from this
+    process's group; pybuild makes what is missing of it and leaves it, as Docker does."""
     made: list[str] = []
     try:
-        yield _create(limits, made, warn)
+        yield _create(limits, made, warn, parent)
     finally:
         for directory in made:
             _remove(directory, warn)
 
 
-def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Group:
+def _create(limits: Limits, made: list[str], warn: Callable[[str], None],
+            parent: str | None) -> Group:
     wanted = [controller for controller, value in (("memory", limits.memory_bytes),
                                                    ("cpu", limits.cpus), ("pids", limits.pids))
               if value is not None]
+    if parent is not None and not wanted:
+        wanted = ["pids"]  # no limit, but a group under --cgroup-parent all the same
     if not wanted:
         return Group()
     try:
@@ -98,37 +105,50 @@ def _create(limits: Limits, made: list[str], warn: Callable[[str], None]) -> Gro
     for controller in wanted:
         # The default --pids-limit is a safety net, not a request: skipped quietly where it
         # cannot be applied.
-        say = warn if controller != "pids" or limits.pids_asked else lambda text: None
+        say = warn if controller != "pids" or limits.pids_asked or parent is not None \
+            else lambda text: None
+        flag = "--cgroup-parent" if controller == "pids" and limits.pids is None \
+            else _FLAGS[controller]
         hierarchy = found.get(controller)
         if hierarchy is None:
-            say(f"{_FLAGS[controller]} is not applied: no cgroup hierarchy here has the "
+            say(f"{flag} is not applied: no cgroup hierarchy here has the "
                 f"{controller} controller")
             continue
         try:
             if hierarchy.mount not in directories:
                 siblings = [c for c in wanted if found.get(c) == hierarchy]
-                directories[hierarchy.mount] = _make(hierarchy, siblings, name, made)
+                directories[hierarchy.mount] = _make(hierarchy, siblings, name, made, parent)
             directory = directories[hierarchy.mount]
             for file, value in _settings(controller, limits, hierarchy.unified).items():
                 if file not in _OPTIONAL or os.path.exists(os.path.join(directory, file)):
                     _write(os.path.join(directory, file), value)
         except OSError as error:
-            say(f"{_FLAGS[controller]} is not applied: cannot set up a cgroup "
+            say(f"{flag} is not applied: cannot set up a cgroup "
                 f"({error.strerror}: {error.filename})")
             continue
         joined[controller] = directory
     return Group(tuple(dict.fromkeys(joined.values())), joined.get("memory"), joined.get("pids"))
 
 
-def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[str]) -> str:
-    """The RUN's directory under `pybuild` in this process's group, else in the root."""
+def _make(hierarchy: Hierarchy, controllers: list[str], name: str, made: list[str],
+          asked: str | None) -> str:
+    """The RUN's directory under `pybuild` in this process's group, else in the root; or under
+    the --cgroup-parent `asked`."""
     failure: OSError | None = None
-    for base in dict.fromkeys((hierarchy.own, hierarchy.mount)):
-        parent = os.path.join(base, PARENT)
+    if asked is None:
+        bases = [(base, PARENT) for base in dict.fromkeys((hierarchy.own, hierarchy.mount))]
+    else:
+        bases = [(hierarchy.mount if asked.startswith("/") else hierarchy.own, asked.lstrip("/"))]
+    for base, below in bases:
+        parent = os.path.join(base, below)
         try:
-            if hierarchy.unified:
-                _delegate(base, controllers)
-            os.makedirs(parent, exist_ok=True)
+            level = base
+            for component in below.split("/"):
+                if hierarchy.unified:
+                    _delegate(level, controllers)
+                level = os.path.join(level, component)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(level)
             _remove_stale(parent)
             if hierarchy.unified:
                 _delegate(parent, controllers)
@@ -178,7 +198,7 @@ def _settings(controller: str, limits: Limits, unified: bool) -> dict[str, str]:
             return {"memory.max": size, "memory.swap.max": "0"}
         return {"memory.limit_in_bytes": size, "memory.memsw.limit_in_bytes": size}
     if controller == "pids":
-        return {"pids.max": str(limits.pids)}
+        return {"pids.max": str(limits.pids or "max")}
     quota = str(round(limits.cpus * PERIOD_US))
     if unified:
         return {"cpu.max": f"{quota} {PERIOD_US}"}

@@ -58,9 +58,13 @@ class ChrootSandbox:
             raise BuildError("RUN --mount needs a mount namespace, which the chroot sandbox "
                              "cannot make (unshare and mount are forbidden here); use the "
                              "namespaces or rootless isolation where the kernel allows it")
+        if spec.shm_size is not None:
+            raise BuildError("--shm-size sizes the tmpfs mounted at /dev/shm, which the chroot "
+                             "sandbox cannot mount (mount is forbidden here); RUN has no "
+                             "/dev/shm of its own there")
         linux.become_subreaper()
-        with inplace.placed(spec.upperdir, spec.scratch,
-                            rootfs.etc_files(spec.scratch, spec.hostname), devices=True):
+        etc_files = rootfs.etc_files(spec.scratch, spec.hostname, spec.hosts)
+        with inplace.placed(spec.upperdir, spec.scratch, etc_files, devices=True):
             return process.supervise(lambda write: _command(spec, write), output)
 
 

@@ -59,7 +59,7 @@ class NamespaceSandbox:
         self.name = "rootless" if rootless else "namespaces"
 
     def run(self, spec: RunSpec, output: Callable[[bytes], None]) -> int:
-        etc_files = rootfs.etc_files(spec.scratch, spec.hostname)
+        etc_files = rootfs.etc_files(spec.scratch, spec.hostname, spec.hosts)
 
         def keeper(write: int) -> NoReturn:
             self._keeper(spec, etc_files, write)
@@ -106,7 +106,7 @@ class NamespaceSandbox:
             rootfs.mount_image(root, spec.lowerdirs, spec.upperdir, spec.workdir,
                                os.path.join(spec.scratch, "stubs"), self.overlay, self.rootless,
                                nodev=not spec.insecure)
-            rootfs.populate(root, etc_files)
+            rootfs.populate(root, etc_files, spec.shm_size or rootfs.SHM_SIZE)
             mounts.mount_all(root, spec.mounts, spec.scratch)
             rootfs.enter(root)
             if not spec.insecure:

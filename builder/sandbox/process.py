@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import selectors
 import signal
 import time
 from typing import Callable, NoReturn
 
+from builder.runoptions import ULIMITS
 from builder.sandbox import cgroups, linux
 from builder.sandbox.spec import RunSpec
 
@@ -135,12 +137,26 @@ def fail(write: int, message: str) -> NoReturn:
     os._exit(_STATUS_SETUP_FAILED)
 
 
+def _set_ulimits(spec: RunSpec, write: int) -> None:
+    for limit in spec.ulimits:
+        try:
+            resource.setrlimit(ULIMITS[limit.name], (_rlim(limit.soft), _rlim(limit.hard)))
+        except (OSError, ValueError) as error:
+            fail(write, f"--ulimit {limit.text}: cannot set it: {describe(error)}")
+
+
+def _rlim(value: int) -> int:
+    return resource.RLIM_INFINITY if value == -1 else value
+
+
 def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: bool = True,
                  isolate: Callable[[], None] | None = None) -> NoReturn:
     """In the command's process, inside its root: signals at their defaults, stdin an empty
     pipe and output to `write` (as BuildKit gives them; no other descriptor survives the exec),
-    into the RUN's cgroup, `isolate()` (a user namespace of its own), Docker's capabilities and
-    seccomp filter (`spec.confinement`), become the RUN's user, exec. `setgroups` is False in a
+    into the RUN's cgroup, its --ulimit limits (set before `isolate`: raising a hard limit
+    needs CAP_SYS_RESOURCE in the host's user namespace), `isolate()` (a user namespace of its
+    own), Docker's capabilities and seccomp filter (`spec.confinement`), become the RUN's user,
+    exec. `setgroups` is False in a
     user namespace that forbids it (a single-id map): the command keeps the groups it has."""
     try:
         linux.reset_signals()
@@ -151,6 +167,7 @@ def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: b
         os.dup2(write, 2)
         linux.close_on_exec(3)
         cgroups.join(joins)
+        _set_ulimits(spec, write)
         if isolate is not None:
             isolate()
         if spec.confinement is not None:

@@ -30,15 +30,19 @@ _PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "sched_debug
                 "timer_list", "timer_stats")
 _DIR_STUBS = ("proc", "sys", "dev")
 _FILE_STUBS = ("etc/resolv.conf", "etc/hosts")
+SHM_SIZE = 64 * 1024 * 1024  # Docker's /dev/shm, unless --shm-size says otherwise
 
 
-def etc_files(scratch: str, hostname: str) -> dict[str, str]:
+def etc_files(scratch: str, hostname: str,
+              extra_hosts: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """The host's resolv.conf and a generated hosts (written to `scratch`) shaped as BuildKit's,
-    by the path they take in the root."""
+    `extra_hosts` (--add-host) appended in order as `address<TAB>name` lines, by the path they
+    take in the root."""
     hosts = os.path.join(scratch, "hosts")
     with open(hosts, "w") as handle:
         handle.write(f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost "
-                     "ip6-loopback\n")
+                     "ip6-loopback\n" + "".join(f"{address}\t{name}\n"
+                                                 for name, address in extra_hosts))
     files = {"etc/hosts": hosts}
     if os.path.exists("/etc/resolv.conf"):
         files["etc/resolv.conf"] = os.path.realpath("/etc/resolv.conf")
@@ -135,8 +139,9 @@ def _mount_overlay(root: str, options: str, flags: int = 0) -> None:
         linux.mount("overlay", root, "overlay", flags, options)
 
 
-def populate(root: str, etc_files: dict[str, str]) -> None:
-    """Mount /proc, /sys, /dev and the /etc files over their (stub) mount points."""
+def populate(root: str, etc_files: dict[str, str], shm_size: int = SHM_SIZE) -> None:
+    """Mount /proc, /sys, /dev (its /dev/shm `shm_size` bytes) and the /etc files over their
+    (stub) mount points."""
     linux.mount("proc", os.path.join(root, "proc"), "proc",
                 linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     # A fresh read-only sysfs, not a bind of the host's: its submounts (cgroups) would stay
@@ -150,7 +155,7 @@ def populate(root: str, etc_files: dict[str, str]) -> None:
     except PermissionError:
         linux.mount("/sys", sys, None, linux.MS_BIND | linux.MS_REC)
         read_only(sys)
-    _dev(os.path.join(root, "dev"))
+    _dev(os.path.join(root, "dev"), shm_size)
     for rel, source in etc_files.items():
         target = os.path.join(root, rel)
         if os.path.islink(target) or not os.path.isfile(target):
@@ -194,7 +199,7 @@ def _remount(target: str, added: int) -> None:
     linux.mount(None, target, None, kept)
 
 
-def _dev(dev: str) -> None:
+def _dev(dev: str, shm_size: int) -> None:
     """A tmpfs /dev with the usual nodes bound from the host, devpts, shm and mqueue, with
     Docker's flags (/dev itself is not noexec: a `#!` heredoc runs from /dev/pipes); writes
     here never reach the image."""
@@ -209,7 +214,7 @@ def _dev(dev: str) -> None:
                 "newinstance,ptmxmode=0666,mode=620")
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     linux.mount("shm", os.path.join(dev, "shm"), "tmpfs",
-                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, "mode=1777,size=65536k")
+                linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC, f"mode=1777,size={shm_size}")
     os.mkdir(os.path.join(dev, "mqueue"), 0o1777)
     linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
                 linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)

@@ -9,6 +9,7 @@ from builder.sandbox.cgroups import Group
 
 if TYPE_CHECKING:
     from builder.sandbox.confine import Confinement
+    from builder.runoptions import Ulimit
     from builder.sandbox.mounts import MountPoint
 
 
@@ -24,7 +25,10 @@ class RunSpec:
     --security=insecure) leaves the command with the sandbox's own privileges: no user namespace
     of its own, /proc as mounted. `confinement` (Docker's default capabilities and seccomp
     profile, confine.py) is applied in the command's process just before exec; None leaves the
-    command what the sandbox gives it."""
+    command what the sandbox gives it. `hosts` are (name, address) lines appended to the
+    generated /etc/hosts (--add-host); `ulimits` are set in the command's process before it
+    drops its privileges (--ulimit); `shm_size` is the size of the /dev/shm tmpfs, None for
+    Docker's 64 MiB (--shm-size)."""
 
     lowerdirs: tuple[str, ...]
     upperdir: str
@@ -42,6 +46,9 @@ class RunSpec:
     insecure: bool = False
     confinement: Confinement | None = None
     mounts: tuple[MountPoint, ...] = ()
+    hosts: tuple[tuple[str, str], ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    shm_size: int | None = None
 
 
 class Sandbox(Protocol):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.errors import BuildError, NotSupported
 from builder.limits import Limits, memory_text
+from builder.runoptions import RunOptions
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.mounts import Planned, planned as mount_plan
 from builder.sandbox import cgroups
@@ -44,6 +45,7 @@ class RunEnv:
     insecure_allowed: bool
     output: Callable[[bytes], None]
     limits: Limits
+    options: RunOptions
     warn: Callable[[str], None]
     confinement: Callable[[], Confinement | None]
     mounts: Callable[[], MountEnv]
@@ -125,7 +127,8 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
             planned = held.enter_context(mount_plan(state, instruction, env.mounts(),
                                                          scratch)) \
                 if instruction.mounts else Planned((), ())
-            group = held.enter_context(cgroups.applied(env.limits, env.warn))
+            group = held.enter_context(cgroups.applied(env.limits, env.warn,
+                                                             env.options.cgroup_parent))
             spec = RunSpec(lowerdirs=tuple(lowerdirs), upperdir=upper, workdir=work,
                            scratch=scratch, argv=command,
                            env=tuple(f"{k}={v}" for k, v in
@@ -134,7 +137,8 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
                            groups=user.groups, network=network, cgroup=group,
                            insecure=insecure,
                            confinement=None if insecure else env.confinement(),
-                           mounts=planned.mounts)
+                           mounts=planned.mounts, hosts=env.options.hosts,
+                           ulimits=env.options.ulimits, shm_size=env.options.shm_size)
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
             starved = status != 0 and cgroups.pids_exhausted(group)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from layers.image import Descriptor, dumps, sha256_digest
+from layers.image import Descriptor, manifest_bytes, sha256_digest
 from layers.layerblob import LayerBlob
 from layers.reference import Reference
 from layers.registry.errors import RegistryError, about
@@ -66,9 +66,9 @@ def push_manifest(session: Session, ref: Reference, body: bytes, media_type: str
 
 def push_image(session: Session, ref: Reference, config: bytes, layers: Sequence[LayerBlob], *,
                media_types: Literal["oci", "docker"] = "oci", mount_from: Sequence[str] = (),
-               workers: int = 3) -> str:
+               workers: int = 3, annotations: tuple[tuple[str, str], ...] = ()) -> str:
     """Push the layers (a few at a time), the config, and an image manifest of the `media_types`
-    family naming them; returns the manifest digest."""
+    family naming them, with `annotations` (OCI only); returns the manifest digest."""
     with about("push", ref):
         manifest_type, config_type = FAMILIES[media_types]
         try:
@@ -82,9 +82,8 @@ def push_image(session: Session, ref: Reference, config: bytes, layers: Sequence
         config_digest = sha256_digest(config)
         push_blob(session, ref, config_digest, len(config), lambda: io.BytesIO(config),
                   mount_from=mount_from)
-        manifest = dumps({"schemaVersion": 2, "mediaType": manifest_type,
-                          "config": Descriptor(config_type, config_digest, len(config)).to_json(),
-                          "layers": [descriptor.to_json() for descriptor in descriptors]})
+        manifest = manifest_bytes(Descriptor(config_type, config_digest, len(config)),
+                                  descriptors, manifest_type, annotations)
         return push_manifest(session, ref, manifest, manifest_type)
 
 

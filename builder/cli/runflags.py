@@ -1,0 +1,62 @@
+"""The `docker buildx build` flags that shape what RUN sees (`--add-host`, `--ulimit`,
+`--shm-size`, `--cgroup-parent`) and what the manifests carry (`--annotation`), and buildx's
+builder selection, which a daemonless pybuild has no use for: defined and read here so the
+build command stays a list of groups."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_run_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                       help="add a line `IP NAME` to RUN's /etc/hosts (repeatable; NAME=IP "
+                            "works too)")
+    group.add_argument("--ulimit", action="append", default=[], metavar="TYPE=SOFT[:HARD]",
+                       help="a resource limit of each RUN's command, Docker's names (nofile, "
+                            "nproc, core, stack, ...; -1: unlimited; repeatable)")
+    group.add_argument("--shm-size", metavar="SIZE",
+                       help="size of RUN's /dev/shm (default 64m, as Docker's); not with "
+                            "--isolation chroot, which has no /dev/shm")
+    group.add_argument("--cgroup-parent", metavar="PATH",
+                       help="make RUN's cgroups under PATH (from the hierarchy's root when it "
+                            "starts with /, else from pybuild's own cgroup) instead of `pybuild`")
+
+
+def add_image_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--annotation", action="append", default=[],
+                       metavar="[TYPE:]KEY=VALUE",
+                       help="annotate the image manifest (TYPE manifest, the default), the "
+                            "archives' index.json (index) or the manifest's entry there "
+                            "(manifest-descriptor); repeatable")
+
+
+def add_builder_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("buildx builders (pybuild has none)")
+    group.add_argument("--builder", metavar="NAME",
+                       help="accepted and ignored with a warning: pybuild is daemonless, every "
+                            "build runs in the pybuild process")
+    for flag in ("--driver", "--driver-opt"):
+        group.add_argument(flag, action="append", default=[], help=argparse.SUPPRESS)
+
+
+def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
+    """The BuildRequest fields these flags give; ValueError for a usage error (manifest
+    annotations where an output asks for `docker_media_types`: Docker's schema 2 has none).
+    Warns on stderr about --builder."""
+    from builder.output.annotations import parse_annotations
+    from builder.runoptions import parse_run_options
+    from layers.platform import host_platform
+    if options.driver or options.driver_opt:
+        raise ValueError("--driver and --driver-opt are `docker buildx create` options: pybuild "
+                         "is daemonless, it has no builder to create or configure")
+    if options.builder is not None:
+        print(f"pybuild: warning: --builder {options.builder} is ignored: pybuild is daemonless, "
+              "the build runs in this process", file=sys.stderr)
+    annotations = parse_annotations(options.annotation, host_platform())
+    if annotations.manifest and docker_media_types:
+        raise ValueError("--annotation: manifest annotations need an OCI manifest, and "
+                         "oci-mediatypes=false asks for Docker's, which has none")
+    return {"run_options": parse_run_options(options.add_host, options.ulimit,
+                                             options.shm_size, options.cgroup_parent),
+            "annotations": annotations}
