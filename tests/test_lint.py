@@ -26,7 +26,12 @@ MAINTAINER = "Maintainer instruction is deprecated in favor of using label"
         "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"]),
     ("from scratch AS base\n", [
         "Dockerfile:1: FromAsCasing: 'AS' and 'from' keywords' casing do not match"]),
-    ("from scratch as base\nFROM scratch AS other\nFrom scratch as mixed\n", []),
+    # A mixed-case keyword is left to ConsistentInstructionCasing (a tie of cases is upper).
+    ("from scratch as base\nFROM scratch AS other\nFrom scratch as mixed\n", [
+        "Dockerfile:1: ConsistentInstructionCasing: Command 'from' should match the case of the "
+        "command majority (uppercase)",
+        "Dockerfile:3: ConsistentInstructionCasing: Command 'From' should match the case of the "
+        "command majority (uppercase)"]),
     ("FROM scratch AS Builder\n", [
         "Dockerfile:1: StageNameCasing: Stage name 'Builder' should be lowercase"]),
     ("ARG VERSION=1\nFROM alpine:$VERSION\nFROM --platform=$BUILDPLATFORM alpine:${VERSION}\n",
