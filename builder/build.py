@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import replace
 
+from builder.checks import dockerfile_checks, failure
 from builder.output.deliver import Destinations, deliver
 from builder.plan.stages import plan
 from builder.progress.sinks import Log
@@ -19,7 +20,6 @@ from builder.request import BuildRequest, BuildResult
 from builder.session import BuildSession
 from builder.stage import StageBuilder
 from grammar.errors import DockerfileError
-from grammar.lint import lint
 from layers.image import ImageConfig
 from layers.reference import Reference, parse_reference
 
@@ -66,8 +66,13 @@ class Build:
     def _run(self, text: str, name: str) -> BuildResult:
         session = self.session
         dockerfile = session.parse(text, name)
-        for finding in lint(dockerfile):
+        dockerfile_path = "-" if self.request.dockerfile_text is not None \
+            else self.request.dockerfile
+        findings = dockerfile_checks(dockerfile, self.request.context, dockerfile_path)
+        for finding in findings:
             self.log.warn(finding.render(name))
+        if (error := failure(dockerfile, findings)) is not None:
+            raise error
         planned = plan(dockerfile)
         stages = StageBuilder(session, dockerfile, planned)
         tags = tuple(self._tag(t) for t in self.request.tags)
