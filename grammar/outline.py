@@ -10,7 +10,7 @@ from grammar import instructions as ins
 from grammar.checks.common import Stage, expanded, parent_index, split_stages, variables
 from grammar.checks.text import doc_comment
 from grammar.errors import DockerfileError
-from grammar.mounts import MountError, parse_mount
+from grammar.mounts import BindMount, CacheMount, MountError, parse_mount
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def _sources(step: ins.Instruction) -> list[str]:
                 mount = parse_mount(text)
             except MountError:
                 continue
-            froms += [mount.from_] if getattr(mount, "from_", None) else []
+            if isinstance(mount, (BindMount, CacheMount)) and mount.from_:
+                froms.append(mount.from_)
         return froms
     return []
 

@@ -94,3 +94,14 @@ def test_error_true_fails_the_build_after_the_warnings(directive: str, status: i
         failed = f"ERROR: Dockerfile:{line}: lint violation found for rules: FromAsCasing"
         assert result.stderr.index(warned) < result.stderr.index(failed)
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+def test_outline_follows_run_mount_stages(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM scratch AS tools\n# TOOL the tool to fetch\nARG TOOL=make\n"
+        "FROM scratch AS other\nARG OTHER=1\n"
+        "FROM scratch\nRUN --mount=type=bind,from=tools,target=/t true\n")
+    result = pybuild("--call=outline", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == ("BUILD ARG   VALUE   DESCRIPTION\n"
+                                      "TOOL        make    the tool to fetch\n\n")

@@ -37,3 +37,25 @@ def test_check_report(case: Path, update_golden: bool) -> None:
     if rule not in NOT_RULES:
         fired = {finding.rule for finding in findings}
         assert (rule in fired) == (case.name == "triggers"), fired
+
+
+@pytest.mark.parametrize(("ignore", "sources", "expected"), [
+    ("secret.txt\n", "secret.txt", ['"secret.txt"']),
+    ("secret.txt\n", "./sub/../secret.txt", ['"secret.txt"']),
+    ("cache\n", "cache/a cache", ['"cache/a"', '"cache"']),
+    # An exception may re-include a file below an excluded directory: BuildKit does not guess.
+    ("secret.txt\n!keep.txt\n", "secret.txt", []),
+    # The root is reported only when a pattern leaves all of it out.
+    ("secret.txt\n", ".", []),
+    ("*\n", ".", ['"."']),
+    ("**\n", "./", ['"."']),
+    ("", "secret.txt", []),
+])
+def test_copy_ignored_file(ignore: str, sources: str, expected: list[str],
+                           tmp_path: Path) -> None:
+    if ignore:
+        (tmp_path / ".dockerignore").write_text(ignore)
+    dockerfile = parse(f"FROM scratch\nCOPY {sources} /dst/\n", "Dockerfile")
+    findings = dockerfile_checks(dockerfile, str(tmp_path), None)
+    assert [f.message for f in findings] == [
+        f"Attempting to Copy file {name} that is excluded by .dockerignore" for name in expected]
