@@ -2,7 +2,7 @@
 context's .dockerignore, what an image reference is), and `# check=error=true`."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from builder.sources.context import load_ignore
 from builder.sources.dockerignore import IgnoreMatcher
@@ -15,21 +15,29 @@ from layers.reference import parse_reference
 _WHOLE_ROOT = frozenset({"*", "**", "**/*"})
 
 
-def dockerfile_checks(dockerfile: ins.Dockerfile, context_dir: str,
-                      dockerfile_path: str | None) -> list[Finding]:
+# The build arg that replaces the Dockerfile's `# check=` directive, as in BuildKit.
+CHECK_ARG = "BUILDKIT_DOCKERFILE_CHECK"
+
+
+def dockerfile_checks(dockerfile: ins.Dockerfile, context_dir: str, dockerfile_path: str | None,
+                      build_args: Mapping[str, str | None] | None = None) -> list[Finding]:
     """The findings for a Dockerfile built from `context_dir` (`dockerfile_path` as
     load_ignore takes it: None for the default, `-` for stdin)."""
     try:
         matcher = load_ignore(context_dir, dockerfile_path)
     except ValueError:  # a bad .dockerignore: the build says so when it reads the context
         matcher = IgnoreMatcher()
-    return lint(dockerfile, ignored=_copy_ignored(matcher), valid_reference=_is_reference)
+    return lint(dockerfile, ignored=_copy_ignored(matcher), valid_reference=_is_reference,
+                check=(build_args or {}).get(CHECK_ARG))
 
 
-def failure(dockerfile: ins.Dockerfile, findings: list[Finding]) -> DockerfileError | None:
+def failure(dockerfile: ins.Dockerfile, findings: list[Finding],
+            build_args: Mapping[str, str | None]) -> DockerfileError | None:
     """The error a build with findings ends in under `# check=error=true`, as BuildKit words it,
     placed at the first finding's line; None when it may go on."""
-    if not findings or not check_config(dockerfile.directives.check).error:
+    check = build_args.get(CHECK_ARG)
+    check = dockerfile.directives.check if check is None else check
+    if not findings or not check_config(check).error:
         return None
     rules = ", ".join(dict.fromkeys(f.rule for f in findings))
     first = findings[0].line

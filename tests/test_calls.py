@@ -76,20 +76,25 @@ def _context(tmp_path: Path, dockerfile: str) -> Path:
     return context
 
 
-@pytest.mark.parametrize(("directive", "status"), [("# check=error=true\n", 1), ("", 0),
-                                                   ("# check=error=true;skip=FromAsCasing\n", 0)])
-def test_error_true_fails_the_build_after_the_warnings(directive: str, status: int,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize(("directive", "args", "status"), [
+    ("# check=error=true\n", [], 1), ("", [], 0),
+    ("# check=error=true;skip=FromAsCasing\n", [], 0),
+    # The build arg replaces the directive, as in BuildKit.
+    ("", ["--build-arg", "BUILDKIT_DOCKERFILE_CHECK=error=true"], 1),
+    ("# check=error=true\n", ["--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all"], 0)])
+def test_error_true_fails_the_build_after_the_warnings(directive: str, args: list[str],
+                                                       status: int, tmp_path: Path) -> None:
     context = _context(tmp_path, directive + "FROM scratch as base\nCOPY a.txt /a.txt\n")
     out = tmp_path / "image.tar"
-    result = pybuild("--progress=plain", "-o", str(out), str(context),
+    result = pybuild("--progress=plain", "-o", str(out), *args, str(context),
                      env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == status, result.stderr
     assert out.exists() == (status == 0)
     line = 1 + directive.count("\n")
     warned = f"WARNING: Dockerfile:{line}: FromAsCasing: 'as' and 'FROM' keywords' casing do not " \
              "match"
-    assert (warned in result.stderr) == ("skip" not in directive)
+    assert (warned in result.stderr) == ("skip" not in directive + " ".join(args))
+    assert "not consumed" not in result.stderr
     if status:
         failed = f"ERROR: Dockerfile:{line}: lint violation found for rules: FromAsCasing"
         assert result.stderr.index(warned) < result.stderr.index(failed)

@@ -54,6 +54,12 @@ MAINTAINER = "Maintainer instruction is deprecated in favor of using label"
     ("# check=experimental=all;skip=all\n# nothing\nFROM scratch AS a\n", [
         "Dockerfile:3: InvalidDefinitionDescription: Comment for FROM should follow the format: "
         "`# a <description>`"]),
+    # A `# check=` comment above an instruction adds to the file's directive for it alone.
+    ("# check=skip=MaintainerDeprecated\nFROM scratch\n# check=skip=JSONArgsRecommended\n"
+     "CMD run\nMAINTAINER x\nCMD run\n", [
+        "Dockerfile:4: MultipleInstructionsDisallowed: Multiple CMD instructions should not be "
+        "used in the same stage because only the last one will be used",
+        "Dockerfile:6: JSONArgsRecommended: " + CMD_SIGNALS]),
     # An empty comment line ends a description; a blank line does not (BuildKit's parser).
     ("# check=experimental=all\n# nothing\n#\nFROM scratch AS a\n# nothing\n\nARG A\n", [
         "Dockerfile:7: InvalidDefinitionDescription: Comment for ARG should follow the format: "

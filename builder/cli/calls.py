@@ -25,7 +25,7 @@ def call_command(options: argparse.Namespace, build_args: dict[str, str | None])
         dockerfile = parse(text, name)
         if options.call == "check":
             from builder.checks import dockerfile_checks
-            findings = dockerfile_checks(dockerfile, options.context, path)
+            findings = dockerfile_checks(dockerfile, options.context, path, build_args)
             print(check_report(dockerfile, findings), end="")
             return EXIT_FAILURE if findings else 0
         from grammar.outline import outline, targets
