@@ -84,7 +84,7 @@ class _Lookups(dict):
 def variables(word: str, escape: str) -> list[str]:
     """The variables `word` uses, in order; a word that does not expand has its error reported
     by the build itself, so here it uses the names read before the error."""
-    return expanded(word, {}, escape)[1]
+    return expanded(word, {}, escape)[1] if "$" in word else []
 
 
 def expanded(word: str, values: dict[str, str], escape: str) -> tuple[str | None, list[str]]:
