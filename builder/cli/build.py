@@ -45,7 +45,7 @@ environment:
 
 exit status:
   0 success; 1 the build failed (the message names the Dockerfile line, no output is left
-  behind); 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
+  behind), or --check found something; 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
   143 terminated. The README has the full reference: what matches Docker, and the known limits."""
 
 
