@@ -6,10 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from builder.cli.options import EXIT_FAILURE
 from grammar import instructions as ins
 from grammar.errors import DockerfileError, excerpt
+
+if TYPE_CHECKING:
+    from grammar.lint import Finding
+    from grammar.outline import Outline, Target
 
 CALLS = ("build", "check", "outline", "targets")
 
@@ -56,7 +61,7 @@ def _dockerfile(options: argparse.Namespace) -> tuple[str, str, str | None]:
                               file=os.path.basename(path)) from None
 
 
-def check_report(dockerfile: ins.Dockerfile, findings: list) -> str:
+def check_report(dockerfile: ins.Dockerfile, findings: list[Finding]) -> str:
     """buildx's `--call=check` text: a count, then each warning with its rule's URL, its
     message and the Dockerfile around its line."""
     if not findings:
@@ -71,7 +76,7 @@ def check_report(dockerfile: ins.Dockerfile, findings: list) -> str:
     return "".join(parts)
 
 
-def targets_table(stages: tuple) -> str:
+def targets_table(stages: tuple[Target, ...]) -> str:
     rows = [("TARGET", "DESCRIPTION")]
     for target in stages:
         name = target.name
@@ -81,7 +86,7 @@ def targets_table(stages: tuple) -> str:
     return _columns(rows, 1)
 
 
-def outline_text(outline) -> str:
+def outline_text(outline: Outline) -> str:
     """The target, its description and its build args; a part with nothing is left out."""
     text = ""
     if outline.name or outline.description:
