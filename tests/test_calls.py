@@ -53,7 +53,11 @@ def test_unknown_call_is_a_usage_error(value: str, tmp_path: Path) -> None:
     (["--call=targets"], "targets.txt"),
     (["--call=outline"], "outline-default.txt"),
     (["--call=outline", "--target", "build", "--build-arg", "GOARCH=arm64"], "outline-build.txt"),
-    (["--call=outline", "--target", "docs"], "outline-docs.txt")])
+    (["--call=outline", "--target", "docs"], "outline-docs.txt"),
+    # Globals a FROM uses (and those their defaults use), a stage's ARGs inheriting, a
+    # description above a `# check=` comment, the stages a COPY --from needs.
+    (["--call=outline", "-f", str(OUTLINE / "Dockerfile.inherited"), "--target", "release",
+      "--build-arg", "RETRIES=5"], "outline-inherited.txt")])
 def test_outline_and_targets(args: list[str], golden: str, update_golden: bool) -> None:
     result = pybuild(*args, str(OUTLINE))
     assert result.returncode == 0, result.stderr
