@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import replace
 
+from builder.checks import CHECK_ARG, dockerfile_checks, failure
 from builder.output.deliver import Destinations, deliver
 from builder.plan.stages import plan
 from builder.progress.sinks import Log
@@ -19,13 +20,12 @@ from builder.request import BuildRequest, BuildResult
 from builder.session import BuildSession
 from builder.stage import StageBuilder
 from grammar.errors import DockerfileError
-from grammar.lint import lint
 from layers.image import ImageConfig
 from layers.reference import Reference, parse_reference
 
-# Build args Docker accepts without an ARG line (proxies).
+# Build args Docker accepts without an ARG line (proxies, and the one the checks read).
 _PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
-               "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"}
+               "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy", CHECK_ARG}
 
 
 def build(request: BuildRequest, log: Log) -> BuildResult:
@@ -66,8 +66,14 @@ class Build:
     def _run(self, text: str, name: str) -> BuildResult:
         session = self.session
         dockerfile = session.parse(text, name)
-        for finding in lint(dockerfile):
+        dockerfile_path = "-" if self.request.dockerfile_text is not None \
+            else self.request.dockerfile
+        findings = dockerfile_checks(dockerfile, self.request.context, dockerfile_path,
+                                     self.request.build_args)
+        for finding in findings:
             self.log.warn(finding.render(name))
+        if (error := failure(dockerfile, findings, self.request.build_args)) is not None:
+            raise error
         planned = plan(dockerfile)
         stages = StageBuilder(session, dockerfile, planned)
         tags = tuple(self._tag(t) for t in self.request.tags)

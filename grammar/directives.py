@@ -12,6 +12,17 @@ _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN = ("escape", "syntax", "check")
 
 
+def directive_count(lines: tuple[str, ...] | list[str]) -> int:
+    """How many leading lines are directives (comments, yet not a description of what follows)."""
+    count = 0
+    for raw in lines:
+        match = _DIRECTIVE.match(raw.lstrip(SPACES))
+        if not match or match.group(1).lower() not in _KNOWN:
+            break
+        count += 1
+    return count
+
+
 def read_directives(lines: list[str], file: str) -> Directives:
     """Directives are the leading `# key=value` comments; the first other line ends them, and an
     unknown key is an ordinary comment that ends them too (Docker's rules)."""

@@ -1,128 +1,84 @@
 """Dockerfile checks, named and worded as BuildKit's build checks, so a warning reads the same
 from pybuild as from `docker build` and a `# check=skip=...` directive written for Docker works
-here too. A pure function of the parsed Dockerfile: no image or context is looked at.
+here too. A pure function of the parsed Dockerfile; what the grammar cannot know (which context
+files .dockerignore leaves out, what an image reference is) the caller may pass in.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from grammar import instructions as ins
-from grammar.errors import DockerfileError
-from grammar.expand import expand_word
-from grammar.suggest import suggest
-from grammar.words import split_whitespace
+from grammar.checks.common import Finding, split_stages
+from grammar.checks.stages import stage_checks
+from grammar.checks.steps import step_checks
+from grammar.checks.text import comments_above, text_checks
 
-# The ARGs BuildKit defines for FROM lines without an ARG instruction.
-_AUTOMATIC_ARGS = ("BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT", "TARGETPLATFORM",
-                   "TARGETOS", "TARGETARCH", "TARGETVARIANT")
+__all__ = ["CheckConfig", "Finding", "check_config", "lint"]
+
+# Rules BuildKit runs only when `# check=experimental=NAME` (or `all`) asks for them.
+_EXPERIMENTAL = frozenset({"InvalidDefinitionDescription"})
+# A `# check=...` comment right above an instruction: its skip and experimental lists add to
+# the file's for that instruction.
+_CHECK_COMMENT = re.compile(r"check\s*=\s*(\S*).*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Finding:
-    """A check that failed at a line of the Dockerfile."""
+class CheckConfig:
+    """The `# check=skip=A,B;error=true;experimental=C` directive."""
 
-    line: int
-    rule: str
-    message: str
+    skip: frozenset[str] = frozenset()
+    error: bool = False
+    experimental: frozenset[str] = frozenset()
 
-    def render(self, file: str) -> str:
-        return f"{file}:{self.line}: {self.rule}: {self.message}"
+    def runs(self, rule: str) -> bool:
+        if rule in _EXPERIMENTAL:
+            return bool({rule, "all"} & self.experimental)
+        return not {rule, "all"} & self.skip
 
-
-def lint(dockerfile: ins.Dockerfile) -> list[Finding]:
-    """The findings of every check, in the order of the lines, less the rules the Dockerfile's
-    `# check=skip=A,B` (or `skip=all`) directive turns off."""
-    skipped = _skipped(dockerfile.directives.check)
-    if "all" in skipped:
-        return []
-    findings: list[Finding] = []
-    declared: set[str] = set()  # the ARGs before the first FROM: the ones FROM may use
-    shells: list[bool] = []  # per stage so far: whether its SHELL is set
-    names: dict[str, int] = {}
-    for instruction in dockerfile.instructions:
-        line = instruction.span.line
-        match instruction:
-            case ins.From(image=image, name=name):
-                findings += _from_checks(instruction, declared, dockerfile.directives.escape)
-                # A stage FROM an earlier one inherits its shell, as its image config does.
-                parent = names.get(image.lower(), int(image) if image.isdigit() else None)
-                shells.append(parent is not None and parent < len(shells) and shells[parent])
-                if name is not None:
-                    names[name] = len(shells) - 1
-            case ins.Arg() if not shells:
-                declared.update(decl.name for decl in instruction.args)
-            case ins.Shell() if shells:
-                shells[-1] = True
-            case ins.Maintainer():
-                findings.append(Finding(line, "MaintainerDeprecated",
-                                        "Maintainer instruction is deprecated in favor of using "
-                                        "label"))
-            case ins.Cmd() | ins.Entrypoint() if instruction.command.shell \
-                    and not (shells and shells[-1]):
-                findings.append(Finding(line, "JSONArgsRecommended",
-                                        f"JSON arguments recommended for {instruction.keyword} to "
-                                        "prevent unintended behavior related to OS signals"))
-    return [finding for finding in findings if finding.rule not in skipped]
+    def merged(self, other: CheckConfig) -> CheckConfig:
+        return CheckConfig(self.skip | other.skip, self.error,
+                           self.experimental | other.experimental)
 
 
-def _from_checks(instruction: ins.From, declared: set[str], escape: str) -> list[Finding]:
-    """FromAsCasing and StageNameCasing on the words as written; UndefinedArgInFrom on the
-    variables of the image and --platform."""
-    line = instruction.span.line
-    findings = []
-    words = split_whitespace(instruction.original)
-    keyword = words[0]
-    if instruction.name is not None:
-        as_word, name = words[-2], words[-1]
-        if (keyword.islower() and not as_word.islower()) or (keyword.isupper()
-                                                              and not as_word.isupper()):
-            findings.append(Finding(line, "FromAsCasing",
-                                    f"'{as_word}' and '{keyword}' keywords' casing do not match"))
-        if name != name.lower():
-            findings.append(Finding(line, "StageNameCasing",
-                                    f"Stage name '{name}' should be lowercase"))
-    known = declared | set(_AUTOMATIC_ARGS)
-    for word in (instruction.image, instruction.platform or ""):
-        for name in _variables(word, escape):
-            if name not in known:
-                close = suggest(name, sorted(known), case_sensitive=True)
-                findings.append(Finding(line, "UndefinedArgInFrom",
-                                        f"FROM argument '{name}' is not declared"
-                                        + (f" (did you mean {close}?)" if close else "")))
-                known.add(name)  # once per name and line
-    return findings
-
-
-class _Lookups(dict):
-    """An empty scope that remembers the names expansion asked it for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def get(self, name, default=None):
-        if name not in self.names:
-            self.names.append(name)
-        return default
-
-
-def _variables(word: str, escape: str) -> list[str]:
-    """The variables `word` uses, in order; a word that does not expand has its error reported
-    by the build itself, so here it uses the names read before the error."""
-    lookups = _Lookups()
-    try:
-        expand_word(word, lookups, escape)
-    except DockerfileError:
-        pass
-    return lookups.names
-
-
-def _skipped(check: str | None) -> set[str]:
-    """The rules `# check=skip=A,B;error=true` names (BuildKit's syntax; `error` is not
-    honoured: a finding stays a warning)."""
-    skipped: set[str] = set()
+def check_config(check: str | None) -> CheckConfig:
+    """BuildKit's reading of the directive: `;`-separated keys, `,`-separated rule names."""
+    values: dict[str, set[str]] = {"skip": set(), "error": set(), "experimental": set()}
     for part in (check or "").split(";"):
         key, _, value = part.partition("=")
-        if key.strip() == "skip":
-            skipped.update(rule.strip() for rule in value.split(",") if rule.strip())
-    return skipped
+        if key.strip() in values:
+            values[key.strip()].update(v.strip() for v in value.split(",") if v.strip())
+    return CheckConfig(frozenset(values["skip"]), "true" in {v.lower() for v in values["error"]},
+                       frozenset(values["experimental"]))
+
+
+def lint(dockerfile: ins.Dockerfile, *, ignored: Callable[[str], bool] | None = None,
+         valid_reference: Callable[[str], bool] | None = None,
+         check: str | None = None) -> list[Finding]:
+    """The findings of every check the Dockerfile's `# check=` directive (or `check`, which
+    replaces it, as the BUILDKIT_DOCKERFILE_CHECK build arg does) and the `# check=` comment
+    above an instruction leave on, in the order of the lines. `ignored(path)`: whether the
+    context's .dockerignore leaves a COPY source out (CopyIgnoredFile); `valid_reference(name)`:
+    whether a base image name is an image reference (InvalidDefaultArgInFrom). Without them,
+    those rules do not run."""
+    config = check_config(dockerfile.directives.check if check is None else check)
+    configs = _instruction_configs(dockerfile, config)
+    header, stages = split_stages(dockerfile)
+    escape = dockerfile.directives.escape
+    findings = (stage_checks(header, stages, escape, valid_reference)
+                + step_checks(stages, escape, ignored) + text_checks(dockerfile, stages))
+    return sorted((f for f in findings if configs.get(f.line, config).runs(f.rule)),
+                  key=lambda f: f.line)
+
+
+def _instruction_configs(dockerfile: ins.Dockerfile,
+                         config: CheckConfig) -> dict[int, CheckConfig]:
+    """By line, the configuration of the instructions with a `# check=` comment above them."""
+    configs = {}
+    for instruction in dockerfile.instructions:
+        for comment in comments_above(dockerfile, instruction):
+            if match := _CHECK_COMMENT.fullmatch(comment):
+                configs[instruction.span.line] = config.merged(check_config(match.group(1)))
+                break
+    return configs

@@ -26,7 +26,12 @@ MAINTAINER = "Maintainer instruction is deprecated in favor of using label"
         "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match"]),
     ("from scratch AS base\n", [
         "Dockerfile:1: FromAsCasing: 'AS' and 'from' keywords' casing do not match"]),
-    ("from scratch as base\nFROM scratch AS other\nFrom scratch as mixed\n", []),
+    # A mixed-case keyword is left to ConsistentInstructionCasing (a tie of cases is upper).
+    ("from scratch as base\nFROM scratch AS other\nFrom scratch as mixed\n", [
+        "Dockerfile:1: ConsistentInstructionCasing: Command 'from' should match the case of the "
+        "command majority (uppercase)",
+        "Dockerfile:3: ConsistentInstructionCasing: Command 'From' should match the case of the "
+        "command majority (uppercase)"]),
     ("FROM scratch AS Builder\n", [
         "Dockerfile:1: StageNameCasing: Stage name 'Builder' should be lowercase"]),
     ("ARG VERSION=1\nFROM alpine:$VERSION\nFROM --platform=$BUILDPLATFORM alpine:${VERSION}\n",
@@ -38,6 +43,27 @@ MAINTAINER = "Maintainer instruction is deprecated in favor of using label"
     ("# check=skip=JSONArgsRecommended,FromAsCasing\nFROM scratch as a\nCMD run\nMAINTAINER x\n",
      ["Dockerfile:4: MaintainerDeprecated: " + MAINTAINER]),
     ("# check=skip=all\nFROM scratch as a\nCMD run\nMAINTAINER x\n", []),
+    # A stage FROM an image: its environment is unknown, so no variable is reported undefined.
+    ("FROM alpine\nENV PATH=$GOPATH/bin:$PATH\n", []),
+    # An ARG default is expanded before the ARG defines its name; a later stage FROM this one
+    # inherits its variables.
+    ("FROM scratch AS a\nARG V=$V\nENV W=1\nFROM a\nLABEL x=$V$W\n", [
+        "Dockerfile:2: UndefinedVar: Usage of undefined variable '$V'"]),
+    # The body of a heredoc is not a continuation.
+    ("FROM scratch\nCOPY <<EOF /f\nx \\\n\nEOF\n", []),
+    ("# check=experimental=all;skip=all\n# nothing\nFROM scratch AS a\n", [
+        "Dockerfile:3: InvalidDefinitionDescription: Comment for FROM should follow the format: "
+        "`# a <description>`"]),
+    # A `# check=` comment above an instruction adds to the file's directive for it alone.
+    ("# check=skip=MaintainerDeprecated\nFROM scratch\n# check=skip=JSONArgsRecommended\n"
+     "CMD run\nMAINTAINER x\nCMD run\n", [
+        "Dockerfile:4: MultipleInstructionsDisallowed: Multiple CMD instructions should not be "
+        "used in the same stage because only the last one will be used",
+        "Dockerfile:6: JSONArgsRecommended: " + CMD_SIGNALS]),
+    # An empty comment line ends a description; a blank line does not (BuildKit's parser).
+    ("# check=experimental=all\n# nothing\n#\nFROM scratch AS a\n# nothing\n\nARG A\n", [
+        "Dockerfile:7: InvalidDefinitionDescription: Comment for ARG should follow the format: "
+        "`# A <description>`"]),
 ])
 def test_lint(text: str, expected: list[str]) -> None:
     assert [finding.render("Dockerfile") for finding in lint(parse(text))] == expected

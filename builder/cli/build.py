@@ -46,7 +46,7 @@ environment:
 
 exit status:
   0 success; 1 the build failed (the message names the Dockerfile line, no output is left
-  behind); 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
+  behind), or --check found something; 2 usage error, or a Dockerfile feature pybuild does not support yet; 130 interrupted;
   143 terminated. The README has the full reference: what matches Docker, and the known limits."""
 
 
@@ -172,12 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the build's timeline to FILE in Chrome's trace-event format "
                              "(open it in Perfetto or chrome://tracing), also when it fails")
     runflags.add_builder_flags(parser)
+    group = parser.add_argument_group("instead of a build")
+    group.add_argument("--call", default="build", metavar="build|check|outline|targets",
+                       help="check: run the Dockerfile checks only (exit 1 when one finds "
+                            "something); outline: the target's build args; targets: the "
+                            "stages, as buildx prints them (default build)")
+    group.add_argument("--check", dest="call", action="store_const", const="check",
+                       help="same as --call=check")
     parser.add_argument("--version", action="version", version=f"pybuild {__version__}")
     return parser
 
 
 def build_command(argv: list[str]) -> int:
     options = build_parser().parse_args(argv)
+    if options.call != "build":
+        from builder.cli.calls import CALLS, call_command
+        if options.call not in CALLS:
+            return usage(f"--call {options.call}: not one of {', '.join(CALLS)}")
+        return call_command(options, _build_args(options.build_arg))
     from builder.api import build
     from builder.errors import UsageError
     # The objects of the modules just imported live as long as the process: the collector need
