@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
-from builder.errors import BuildError, NotSupported, describe_os_error
+from builder.errors import BuildError, describe_os_error
 from builder.plan.stages import Plan, Stage
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
 from builder.session import PLATFORM, BuildSession
@@ -85,6 +85,7 @@ class StageBuilder:
         self.dockerfile = dockerfile
         self.plan = plan
         self.states: dict[int, StageState] = {}
+        self.building: list[int] = []  # the stages under way, in the order they were asked for
         self.consumed: set[str] = set()
         self.hits = 0
         self.misses = 0
@@ -193,12 +194,14 @@ class StageBuilder:
     def stage(self, stage: Stage) -> StageState:
         """The final state of a stage, built once per build whoever asks first."""
         if stage.index not in self.states:
+            self.building.append(stage.index)
             state = self._base(stage)
             total = len(stage.instructions)
             for position, instruction in enumerate(stage.instructions, start=1):
                 state = self.step(stage, state, instruction,
                                   f"[{stage.label} {position}/{total}]", str(position))
             self.states[stage.index] = state
+            self.building.pop()
         return self.states[stage.index]
 
     def _base(self, stage: Stage) -> StageState:
@@ -233,7 +236,7 @@ class StageBuilder:
             state = StageState(image, scope=image.config.env_dict(), escape=escape)
             return state, ("base image scratch", f"scratch {_ARCH}")
         contexts = self.session.request.build_contexts
-        parent = self.plan.find(image_name, stage.index)
+        parent = self.plan.base(image_name, stage.index)
         if parent is None or image_name in contexts:
             from builder.sources.baseimage import resolve_base
             base = self.located(stage.from_, lambda: resolve_base(
@@ -301,17 +304,22 @@ class StageBuilder:
         else:
             named = None
         if named is None:
-            source = self.plan.find(name, stage.index)
+            source = self.plan.source(name)
             if source is not None:
+                self._refuse_cycle(source, name, instruction, asked_by)
                 self.stage(source)
                 return CopyFrom(name, stage=source)
-            self._refuse_stage_reference(name, instruction, stage, asked_by)
+            if name.isdigit():
+                raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: the "
+                                    f"file has {len(self.plan.stages)} stage"
+                                    f"{'s' if len(self.plan.stages) != 1 else ''}",
+                                    self._line(instruction))
         from builder.sources.baseimage import resolve_base
         try:
             image = self.located(instruction, lambda: resolve_base(
                 name, self.session.images, contexts, self.session.find_image, by=asked_by))
         except BuildError as error:
-            names = [s.name for s in self.plan.stages[:stage.index] if s.name]
+            names = [s.name for s in self.plan.stages if s.name]
             meant = suggest(name, names, case_sensitive=False) if named is None else None
             if meant is None:
                 raise
@@ -319,24 +327,15 @@ class StageBuilder:
                                 hint=f"did you mean the stage {meant}?") from None
         return CopyFrom(name, image=image)
 
-    def _refuse_stage_reference(self, name: str, instruction: ins.Instruction,
-                                stage: Stage, asked_by: str) -> None:
-        """A --from that names no earlier stage but looks like one is not taken for an image:
-        an index (Docker: `invalid stage index`), the stage itself, or a later stage."""
-        named = self.plan.find(name, len(self.plan.stages))
-        verb = "copy from" if asked_by.startswith("COPY") else "mount"
-        if named is not None and named.index == stage.index:
-            raise BuildError.at(instruction, f"{asked_by}={name}: a stage cannot {verb} "
-                                "itself", self._line(instruction))
-        if named is not None:
-            raise NotSupported.at(instruction, f"{asked_by}={name}: the stage {named.label} is "
-                                  "defined after this one, which is not supported yet",
-                                  self._line(instruction),
-                                  hint="move that stage above this one")
-        if name.isdigit():
-            raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: only "
-                                f"{stage.index} stage{'s are' if stage.index != 1 else ' is'} "
-                                "defined before this one", self._line(instruction))
+    def _refuse_cycle(self, source: Stage, name: str, instruction: ins.Instruction,
+                      asked_by: str) -> None:
+        """A stage that needs one still being built (itself, or one that needs it) is a cycle,
+        which BuildKit refuses as `circular dependency detected on stage`."""
+        if source.index in self.building:
+            chain = " -> ".join(self.plan.stages[i].label for i in self.building)
+            raise BuildError.at(instruction, f"{asked_by}={name}: circular dependency detected "
+                                f"on stage {source.label} (building {chain})",
+                                self._line(instruction))
 
     def _from_input(self, source: CopyFrom) -> tuple[str, str]:
         """The cache input that stands for the files of a stage or an image COPY --from reads:
