@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
+from builder.cache.key import Inputs, step_key
 from builder.errors import BuildError, describe_os_error
 from builder.plan.stages import Plan, Stage
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
 from builder.session import PLATFORM, BuildSession
 from builder.sources.tree import StageTree, Tree
 from builder.steps.config import METADATA
-from builder.steps.files import CopySelection, StepEnv, select_copy, workdir, write_copy
+from builder.steps.files import (CopySelection, StepEnv, linked_inputs, select_copy, workdir,
+                                 write_copy)
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
@@ -29,6 +31,7 @@ from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
 from layers.image import ContainerConfig, History, ImageConfig
+from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.sources.baseimage import BaseImage, DirectorySource
@@ -126,7 +129,13 @@ class StageBuilder:
                 self.log.info(number, f"from {named.image.origin}")
         env = self._step_env(source)
         step = self._cache_step(stage, state, instruction, position, source, env, mounted)
+        linked = isinstance(instruction, ins.Copy) and instruction.link
+        if linked:
+            step = self.located(instruction, lambda: self._linked_step(step, state, instruction,
+                                                                       env))
         decision = self.located(instruction, lambda: decide(session.cache, step))
+        if isinstance(decision, Hit) and linked:
+            return self._relink(number, decision, state, instruction, step.slot)
         if isinstance(decision, Hit):
             return self._reuse(number, decision.record, state, decision.key)
         if isinstance(decision, Miss):
@@ -146,8 +155,46 @@ class StageBuilder:
         after = after.with_history(History(instruction.original, session.created,
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
+        recorded = _alone(after, diff_id).to_json() if linked else after.to_json()
+        self.exported[key] = CacheRecord(key, step.parent, inputs.items, recorded)
+        session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
+        return self._chained(after, state, key, step.slot, diff_id) if linked else after
+
+    def _linked_step(self, step: Step, state: StageState, instruction: ins.Copy,
+                     env: StepEnv) -> Step:
+        """COPY --link as the cache sees it: its own inputs only (the files it reads, its
+        words expanded, the owner it gives), no parent, so a changed base still hits."""
+        epoch = self.session.request.source_date_epoch
+        items = (("linked", linked_inputs(state, instruction, env)),
+                 ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch)))
+        return replace(step, parent="", pending=(), items=step.items + items)
+
+    def _relink(self, number: int, hit: Hit, state: StageState, instruction: ins.Instruction,
+                slot: str) -> StageState:
+        """A linked step's hit: its layer (made without the layers below) put on this state."""
+        self.hits += 1
+        self.log.cached(number)
+        record = hit.record
+        blobs = self.session.blobs
+        if record.diff_id is not None and blobs.has(record.diff_id):
+            self.log.layer(number, record.diff_id, os.path.getsize(blobs.path(record.diff_id)))
+        self.exported[hit.key] = CacheRecord(hit.key, "", record.inputs.items, record.state)
+        created = StageState.from_json(record.state, state.escape, hit.key).image.history[-1].created
+        self.reused_created.append(created)
+        after = state.with_history(History(instruction.original, created,
+                                           empty_layer=record.diff_id is None), record.diff_id)
+        return self._chained(after, state, hit.key, slot, record.diff_id)
+
+    def _chained(self, after: StageState, state: StageState, linked_key: str, slot: str,
+                 diff_id: str | None) -> StageState:
+        """The state after a linked step, keyed on the state before it and the linked layer's
+        key: the steps after it chain on both, as after any step."""
+        inputs = Inputs(state.pending + (("linked layer", linked_key),))
+        key = step_key(state.key, inputs)
+        after = replace(after, key=key, pending=())
         self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
-        session.cache.record(key, state.key, step.slot, inputs, diff_id, after.to_json())
+        self.session.cache.record(key, state.key, f"{slot}|chained", inputs, diff_id,
+                                  after.to_json())
         return after
 
     # -- what each layer step runs: (state after, its layer or None, digests read on the way) ---
@@ -167,7 +214,10 @@ class StageBuilder:
         selection = job.selection
         if selection is None:
             selection = select_copy(job.state, job.instruction, job.env)
-        diff_id, digests = write_copy(job.state, selection, job.env, job.hash_on_the_way)
+        env = job.env
+        if job.instruction.link:  # made on nothing: the layers below are neither read nor followed
+            env = replace(env, image_view=lambda _: UnionView([]))
+        diff_id, digests = write_copy(job.state, selection, env, job.hash_on_the_way)
         return job.state, diff_id, digests
 
     def _missed(self, number: int, miss: Miss) -> None:
@@ -446,6 +496,14 @@ class StageBuilder:
                        from_tree=lambda: self._from_tree(source),
                        commit_layer=session.commit_layer, now=session.now,
                        temp_dir=lambda: session.temp_dir)
+
+
+def _alone(after: StageState, diff_id: str | None) -> StageState:
+    """What a linked step's cache record keeps: its own layer and history entry, nothing of the
+    base it was first made on (whose layers may be gone when a later build reuses it)."""
+    image = after.image
+    return replace(after, image=replace(image, diff_ids=(diff_id,) if diff_id else (),
+                                        history=image.history[-1:]))
 
 
 _LAYER_STEPS = {ins.Run: StageBuilder._run, ins.Workdir: StageBuilder._workdir,

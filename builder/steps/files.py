@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import re
@@ -90,6 +91,18 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
                     keep_owner=not tree.confined, now=env.now)
     extract = is_add and instruction.unpack is not False  # ADD --unpack=false copies archives
     return CopySelection(tuple(sources), spec, from_stage, extract)
+
+
+def linked_inputs(state: StageState, instruction: ins.Copy, env: StepEnv) -> str:
+    """What a COPY --link or ADD --link takes from the steps before it, expanded: the working
+    directory, the words, the owner --chown names (ids). Its cache key has these instead of
+    the previous state's key, so a changed base does not change it."""
+    owner = _owner(state, instruction.chown, lambda: env.image_view(state))
+    words = [state.expand(word) for word in (*instruction.sources, instruction.dest,
+                                              *instruction.excludes, instruction.from_ or "",
+                                              instruction.chmod or "")]
+    return json.dumps([state.image.config.working_dir or "/", words,
+                       None if owner is None else [owner.uid, owner.gid]])
 
 
 def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
