@@ -179,7 +179,8 @@ class StageBuilder:
         if record.diff_id is not None and blobs.has(record.diff_id):
             self.log.layer(number, record.diff_id, os.path.getsize(blobs.path(record.diff_id)))
         self.exported[hit.key] = CacheRecord(hit.key, "", record.inputs.items, record.state)
-        created = StageState.from_json(record.state, state.escape, hit.key).image.history[-1].created
+        recorded = StageState.from_json(record.state, state.escape, hit.key)
+        created = recorded.image.history[-1].created
         self.reused_created.append(created)
         after = state.with_history(History(instruction.original, created,
                                            empty_layer=record.diff_id is None), record.diff_id)

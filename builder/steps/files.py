@@ -87,7 +87,8 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
         if is_add and _REMOTE.match(source):
             raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
         sources.extend(_select(tree, source, instruction.parents, excludes))
-    spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir or instruction.parents, owner=owner, chmod=chmod,
+    dest_is_dir = dest_is_dir or instruction.parents  # --parents copies into a directory
+    spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
                     keep_owner=not tree.confined, now=env.now)
     extract = is_add and instruction.unpack is not False  # ADD --unpack=false copies archives
     return CopySelection(tuple(sources), spec, from_stage, extract)
