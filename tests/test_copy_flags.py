@@ -51,6 +51,8 @@ PARENTS = [  # (the COPY, the paths it writes below /d)
     ("COPY --parents ./x/./y /d/", {"y", "y/file", "y/t.txt", "y/z", "y/z/deep.md"}),
     ("COPY --parents x/y/file a/keep /d", {"x", "x/y", "x/y/file", "a", "a/keep"}),
     ("COPY --parents */keep /d/", {"a", "a/keep"}),
+    ("COPY --parents ./*/./y/file /d/", {"y", "y/file"}),
+    ("COPY --parents ./x/./*/z /d/", {"y", "y/z", "y/z/deep.md"}),
 ]
 
 

@@ -210,6 +210,7 @@ def _select(tree: Tree, source: str, parents: bool = False,
     rel = posixpath.normpath("/" + source).lstrip("/")
     pivot = posixpath.normpath("/" + source.partition("/./")[0]).lstrip("/") \
         if parents and "/./" in source else ""
+    depth = len(pivot.split("/")) if pivot else 0  # a glob in it matches as many components
     selected = []
     try:
         for named in glob(tree, rel) if has_glob(rel) else (None,):
@@ -220,7 +221,7 @@ def _select(tree: Tree, source: str, parents: bool = False,
                 raise DockerfileError(f"{source!r}: not found in {tree.label}" if named is None
                                       else f"{path!r} (matched by {source!r}) is a symlink to "
                                            f"nothing in {tree.label}")
-            landing = path[len(pivot):].lstrip("/") if parents else None
+            landing = "/".join(path.split("/")[depth:]) if parents else None
             if excludes is not None and not stat.S_ISDIR(found.st.st_mode) and \
                     excludes.excluded(landing or posixpath.basename(path)):
                 continue
