@@ -106,9 +106,11 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
             prefix = len(source.found.rel) + 1 if source.found.rel else 0
             top = _join(dest, source.landing or "")
             below = list(source.walk())
-            if source.landing and (below or source.excludes is None
-                                   or not source.excludes.excluded(source.landing)):
-                out[top] = _tree_entry(top, source.found, spec)  # type: ignore[assignment]
+            itself = _tree_entry(top, source.found, spec)
+            excludes = source.excludes
+            left_out = excludes is not None and excludes.excluded(source.landing or "")
+            if source.landing and itself is not None and (below or not left_out):
+                out[top] = itself
             for found in below:
                 rel = _join(top, found.rel[prefix:])
                 planned = _tree_entry(rel, found, spec)
