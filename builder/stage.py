@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
-from builder.errors import BuildError, NotSupported, describe_os_error
+from builder.cache.key import Inputs, step_key
+from builder.errors import BuildError, describe_os_error
 from builder.plan.stages import Plan, Stage
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
 from builder.session import PLATFORM, BuildSession
 from builder.sources.tree import StageTree, Tree
 from builder.steps.config import METADATA
-from builder.steps.files import CopySelection, StepEnv, select_copy, workdir, write_copy
+from builder.steps.files import (CopySelection, StepEnv, linked_inputs, select_copy, workdir,
+                                 write_copy)
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
@@ -29,6 +31,7 @@ from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
 from layers.image import ContainerConfig, History, ImageConfig
+from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.sources.baseimage import BaseImage, DirectorySource
@@ -85,6 +88,7 @@ class StageBuilder:
         self.dockerfile = dockerfile
         self.plan = plan
         self.states: dict[int, StageState] = {}
+        self.building: list[int] = []  # the stages under way, in the order they were asked for
         self.consumed: set[str] = set()
         self.hits = 0
         self.misses = 0
@@ -125,7 +129,13 @@ class StageBuilder:
                 self.log.info(number, f"from {named.image.origin}")
         env = self._step_env(source)
         step = self._cache_step(stage, state, instruction, position, source, env, mounted)
+        linked = isinstance(instruction, ins.Copy) and instruction.link
+        if linked:
+            step = self.located(instruction, lambda: self._linked_step(step, state, instruction,
+                                                                       env))
         decision = self.located(instruction, lambda: decide(session.cache, step))
+        if isinstance(decision, Hit) and linked:
+            return self._relink(number, decision, state, instruction, step.slot)
         if isinstance(decision, Hit):
             return self._reuse(number, decision.record, state, decision.key)
         if isinstance(decision, Miss):
@@ -145,8 +155,47 @@ class StageBuilder:
         after = after.with_history(History(instruction.original, session.created,
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
+        recorded = _alone(after, diff_id).to_json() if linked else after.to_json()
+        self.exported[key] = CacheRecord(key, step.parent, inputs.items, recorded)
+        session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
+        return self._chained(after, state, key, step.slot, diff_id) if linked else after
+
+    def _linked_step(self, step: Step, state: StageState, instruction: ins.Copy,
+                     env: StepEnv) -> Step:
+        """COPY --link as the cache sees it: its own inputs only (the files it reads, its
+        words expanded, the owner it gives), no parent, so a changed base still hits."""
+        epoch = self.session.request.source_date_epoch
+        items = (("linked", linked_inputs(state, instruction, env)),
+                 ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch)))
+        return replace(step, parent="", pending=(), items=step.items + items)
+
+    def _relink(self, number: int, hit: Hit, state: StageState, instruction: ins.Instruction,
+                slot: str) -> StageState:
+        """A linked step's hit: its layer (made without the layers below) put on this state."""
+        self.hits += 1
+        self.log.cached(number)
+        record = hit.record
+        blobs = self.session.blobs
+        if record.diff_id is not None and blobs.has(record.diff_id):
+            self.log.layer(number, record.diff_id, os.path.getsize(blobs.path(record.diff_id)))
+        self.exported[hit.key] = CacheRecord(hit.key, "", record.inputs.items, record.state)
+        recorded = StageState.from_json(record.state, state.escape, hit.key)
+        created = recorded.image.history[-1].created
+        self.reused_created.append(created)
+        after = state.with_history(History(instruction.original, created,
+                                           empty_layer=record.diff_id is None), record.diff_id)
+        return self._chained(after, state, hit.key, slot, record.diff_id)
+
+    def _chained(self, after: StageState, state: StageState, linked_key: str, slot: str,
+                 diff_id: str | None) -> StageState:
+        """The state after a linked step, keyed on the state before it and the linked layer's
+        key: the steps after it chain on both, as after any step."""
+        inputs = Inputs(state.pending + (("linked layer", linked_key),))
+        key = step_key(state.key, inputs)
+        after = replace(after, key=key, pending=())
         self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
-        session.cache.record(key, state.key, step.slot, inputs, diff_id, after.to_json())
+        self.session.cache.record(key, state.key, f"{slot}|chained", inputs, diff_id,
+                                  after.to_json())
         return after
 
     # -- what each layer step runs: (state after, its layer or None, digests read on the way) ---
@@ -166,7 +215,10 @@ class StageBuilder:
         selection = job.selection
         if selection is None:
             selection = select_copy(job.state, job.instruction, job.env)
-        diff_id, digests = write_copy(job.state, selection, job.env, job.hash_on_the_way)
+        env = job.env
+        if job.instruction.link:  # made on nothing: the layers below are neither read nor followed
+            env = replace(env, image_view=lambda _: UnionView([]))
+        diff_id, digests = write_copy(job.state, selection, env, job.hash_on_the_way)
         return job.state, diff_id, digests
 
     def _missed(self, number: int, miss: Miss) -> None:
@@ -193,12 +245,14 @@ class StageBuilder:
     def stage(self, stage: Stage) -> StageState:
         """The final state of a stage, built once per build whoever asks first."""
         if stage.index not in self.states:
+            self.building.append(stage.index)
             state = self._base(stage)
             total = len(stage.instructions)
             for position, instruction in enumerate(stage.instructions, start=1):
                 state = self.step(stage, state, instruction,
                                   f"[{stage.label} {position}/{total}]", str(position))
             self.states[stage.index] = state
+            self.building.pop()
         return self.states[stage.index]
 
     def _base(self, stage: Stage) -> StageState:
@@ -233,7 +287,7 @@ class StageBuilder:
             state = StageState(image, scope=image.config.env_dict(), escape=escape)
             return state, ("base image scratch", f"scratch {_ARCH}")
         contexts = self.session.request.build_contexts
-        parent = self.plan.find(image_name, stage.index)
+        parent = self.plan.base(image_name, stage.index)
         if parent is None or image_name in contexts:
             from builder.sources.baseimage import resolve_base
             base = self.located(stage.from_, lambda: resolve_base(
@@ -301,17 +355,22 @@ class StageBuilder:
         else:
             named = None
         if named is None:
-            source = self.plan.find(name, stage.index)
+            source = self.plan.source(name)
             if source is not None:
+                self._refuse_cycle(source, name, instruction, asked_by)
                 self.stage(source)
                 return CopyFrom(name, stage=source)
-            self._refuse_stage_reference(name, instruction, stage, asked_by)
+            if name.isdigit():
+                raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: the "
+                                    f"file has {len(self.plan.stages)} stage"
+                                    f"{'s' if len(self.plan.stages) != 1 else ''}",
+                                    self._line(instruction))
         from builder.sources.baseimage import resolve_base
         try:
             image = self.located(instruction, lambda: resolve_base(
                 name, self.session.images, contexts, self.session.find_image, by=asked_by))
         except BuildError as error:
-            names = [s.name for s in self.plan.stages[:stage.index] if s.name]
+            names = [s.name for s in self.plan.stages if s.name]
             meant = suggest(name, names, case_sensitive=False) if named is None else None
             if meant is None:
                 raise
@@ -319,24 +378,15 @@ class StageBuilder:
                                 hint=f"did you mean the stage {meant}?") from None
         return CopyFrom(name, image=image)
 
-    def _refuse_stage_reference(self, name: str, instruction: ins.Instruction,
-                                stage: Stage, asked_by: str) -> None:
-        """A --from that names no earlier stage but looks like one is not taken for an image:
-        an index (Docker: `invalid stage index`), the stage itself, or a later stage."""
-        named = self.plan.find(name, len(self.plan.stages))
-        verb = "copy from" if asked_by.startswith("COPY") else "mount"
-        if named is not None and named.index == stage.index:
-            raise BuildError.at(instruction, f"{asked_by}={name}: a stage cannot {verb} "
-                                "itself", self._line(instruction))
-        if named is not None:
-            raise NotSupported.at(instruction, f"{asked_by}={name}: the stage {named.label} is "
-                                  "defined after this one, which is not supported yet",
-                                  self._line(instruction),
-                                  hint="move that stage above this one")
-        if name.isdigit():
-            raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: only "
-                                f"{stage.index} stage{'s are' if stage.index != 1 else ' is'} "
-                                "defined before this one", self._line(instruction))
+    def _refuse_cycle(self, source: Stage, name: str, instruction: ins.Instruction,
+                      asked_by: str) -> None:
+        """A stage that needs one still being built (itself, or one that needs it) is a cycle,
+        which BuildKit refuses as `circular dependency detected on stage`."""
+        if source.index in self.building:
+            chain = " -> ".join(self.plan.stages[i].label for i in self.building)
+            raise BuildError.at(instruction, f"{asked_by}={name}: circular dependency detected "
+                                f"on stage {source.label} (building {chain})",
+                                self._line(instruction))
 
     def _from_input(self, source: CopyFrom) -> tuple[str, str]:
         """The cache input that stands for the files of a stage or an image COPY --from reads:
@@ -448,6 +498,14 @@ class StageBuilder:
                        from_tree=lambda: self._from_tree(source),
                        commit_layer=session.commit_layer, now=session.now,
                        temp_dir=lambda: session.temp_dir)
+
+
+def _alone(after: StageState, diff_id: str | None) -> StageState:
+    """What a linked step's cache record keeps: its own layer and history entry, nothing of the
+    base it was first made on (whose layers may be gone when a later build reuses it)."""
+    image = after.image
+    return replace(after, image=replace(image, diff_ids=(diff_id,) if diff_id else (),
+                                        history=image.history[-1:]))
 
 
 _LAYER_STEPS = {ins.Run: StageBuilder._run, ins.Workdir: StageBuilder._workdir,

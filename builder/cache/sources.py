@@ -71,7 +71,7 @@ def scan(selection: CopySelection, memos: dict[str, tuple]) -> SourceScan:
             result.rows.append([source.name or source.found.rel, "stage", None, 0, "", ""])
         else:
             found = source.found
-            entries = source.tree.walk(found.rel) if S_ISDIR(found.st.st_mode) else ()
+            entries = source.walk() if S_ISDIR(found.st.st_mode) else ()
             # A followed symlink's row has the link's path: a file lands under that name.
             named = found._replace(rel=source.name) if source.name else found
             _add_rows(result, (named, *entries), keep_mode, memos)
@@ -90,7 +90,7 @@ def signature(selection: CopySelection) -> str | None:
         if not isinstance(source, TreeSource) or not isinstance(source.tree, ContextTree):
             return None
         found = source.found
-        entries = source.tree.walk(found.rel) if S_ISDIR(found.st.st_mode) else ()
+        entries = source.walk() if S_ISDIR(found.st.st_mode) else ()
         parts.append(source.tree.root)
         if source.name:  # a followed symlink: the file lands under the link's name
             parts.append(source.name)

@@ -28,15 +28,20 @@ class Plan:
     meta_args: tuple[ins.Arg, ...]
     stages: tuple[Stage, ...]
 
-    def find(self, ref: str, before: int) -> Stage | None:
-        """The stage `ref` names (an AS name, case-insensitive, or an index) among the stages
-        defined before stage number `before`; None when it names no stage (so it is an image)."""
-        for stage in self.stages[:before]:
-            if stage.name is not None and stage.name == ref.lower():
-                return stage
-        if ref.isdigit() and int(ref) < before:
+    def base(self, ref: str, before: int) -> Stage | None:
+        """The stage a FROM names: an AS name (case-insensitive) of a stage defined before
+        stage number `before`. As in BuildKit, neither an index nor a later stage: `FROM 0` is
+        the image `0`."""
+        return next((s for s in self.stages[:before] if s.name is not None
+                     and s.name == ref.lower()), None)
+
+    def source(self, ref: str) -> Stage | None:
+        """The stage a COPY --from or a mount's from= names: an AS name or an index, of any
+        stage of the file (BuildKit allows a later one; a cycle is refused where it closes)."""
+        named = self.base(ref, len(self.stages))
+        if named is None and ref.isdigit() and int(ref) < len(self.stages):
             return self.stages[int(ref)]
-        return None
+        return named
 
     def target(self, name: str | None) -> Stage:
         if name is None:

@@ -15,8 +15,9 @@ import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
 
+from builder.sources.dockerignore import IgnoreMatcher
 from builder.sources.tree import Found, Tree
 from builder.steps.users import Owner
 from layers.byteorder import tar_sorted
@@ -43,11 +44,33 @@ class CopySpec:
 class TreeSource:
     """A resolved path of the context or of another stage. `name` is the path as the source
     named it when that was a symlink, followed to `found`: a file copied into a directory is
-    named after the link, as in Docker, not after its target."""
+    named after the link, as in Docker, not after its target. `landing` is, for COPY
+    --parents, the path it gets below the destination (its parents after the `./` pivot);
+    `excludes` what --exclude leaves out below a directory source."""
 
     tree: Tree
     found: Found
     name: str = ""
+    landing: str | None = None
+    excludes: IgnoreMatcher | None = None
+
+    def walk(self) -> Iterable[Found]:
+        """Everything below a directory source, parents before children, minus what --exclude
+        leaves out (matched against the path below the destination, as .dockerignore patterns
+        are; a directory left out stays as the parent of what an exception re-includes)."""
+        entries = self.tree.walk(self.found.rel)
+        if self.excludes is None:
+            return entries
+        prefix = len(self.found.rel) + 1 if self.found.rel else 0
+        listed = list(entries)
+        kept = {found.rel for found in listed
+                if not self.excludes.excluded(_join(self.landing or "", found.rel[prefix:]))}
+        for rel in list(kept):
+            parent = rel.rpartition("/")[0]
+            while len(parent) >= prefix and parent not in kept:
+                kept.add(parent)
+                parent = parent.rpartition("/")[0]
+        return [found for found in listed if found.rel in kept]
 
 
 @dataclass(frozen=True)
@@ -77,17 +100,29 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
     dest = spec.dest.strip("/")
     into_dir = spec.dest_is_dir or _is_dir(image, dest)
     for number, source in enumerate(sources):
+        if isinstance(source, TreeSource) and source.landing is not None:
+            _add_landing_parents(out, source, dest, spec)
         if isinstance(source, TreeSource) and stat.S_ISDIR(source.found.st.st_mode):
             prefix = len(source.found.rel) + 1 if source.found.rel else 0
-            for found in source.tree.walk(source.found.rel):
-                rel = _join(dest, found.rel[prefix:])
+            top = _join(dest, source.landing or "")
+            below = list(source.walk())
+            itself = _tree_entry(top, source.found, spec)
+            excludes = source.excludes
+            left_out = excludes is not None and excludes.excluded(source.landing or "")
+            if source.landing and itself is not None and (below or not left_out):
+                out[top] = itself
+            for found in below:
+                rel = _join(top, found.rel[prefix:])
                 planned = _tree_entry(rel, found, spec)
                 if planned is not None:
                     out[rel] = planned
                     _remember_inode(inodes, rel, number, found.st)
         elif isinstance(source, TreeSource):
             named = source.name or source.found.rel
-            rel = _join(dest, posixpath.basename(named)) if into_dir else dest
+            if source.landing is not None:
+                rel = _join(dest, source.landing)
+            else:
+                rel = _join(dest, posixpath.basename(named)) if into_dir else dest
             planned = _tree_entry(rel, source.found, spec)
             if planned is None and not source.tree.confined:
                 continue  # a stage's FIFO or socket named alone: nothing, as BuildKit (case 166)
@@ -188,6 +223,26 @@ def _link_hardlinks(out: dict[str, tuple[Entry, Body]], inodes: dict[str, object
             out[path] = (replace(entry, kind=Kind.HARDLINK, linkname=first[key], size=0), None)
         else:
             first[key] = path
+
+
+def _add_landing_parents(out: dict[str, tuple[Entry, Body]], source: TreeSource, dest: str,
+                         spec: CopySpec) -> None:
+    """COPY --parents: the directories between the pivot and a source are copied from the
+    source's tree (metadata, --chown, --chmod as for any copied directory), as BuildKit copies
+    them on the way to what its include pattern matches."""
+    named = source.name or source.found.rel
+    base = named[:len(named) - len(source.landing or "")].rstrip("/")
+    parts = (source.landing or "").split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        below = "/".join(parts[:depth])
+        rel = _join(dest, below)
+        if rel in out:
+            continue
+        found = source.tree.find(_join(base, below))
+        if found is not None:
+            planned = _tree_entry(rel, Found(_join(base, below), *found), spec)
+            if planned is not None:
+                out[rel] = planned
 
 
 def _add_parents(out: dict[str, tuple[Entry, Body]], top: str, spec: CopySpec,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import re
@@ -14,6 +15,7 @@ from typing import Callable
 from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, plan_layer,
                                 write_layer)
 from builder.errors import NotSupported
+from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
 from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
 from builder.plan.state import StageState
 from builder.steps.users import Owner, UnknownUser, resolve_owner
@@ -72,6 +74,7 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
     absolute = posixpath.normpath(posixpath.join(workdir, dest))
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     heredocs = {h.name: h for h in instruction.heredocs}
+    excludes = _excludes(state, instruction)
     sources: list[TreeSource | DataSource] = []
     for word in instruction.sources:
         heredoc = _heredoc_of(word, heredocs)
@@ -83,11 +86,24 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
         source = state.expand(word)
         if is_add and _REMOTE.match(source):
             raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
-        sources.extend(_select(tree, source))
+        sources.extend(_select(tree, source, instruction.parents, excludes))
+    dest_is_dir = dest_is_dir or instruction.parents  # --parents copies into a directory
     spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
                     keep_owner=not tree.confined, now=env.now)
     extract = is_add and instruction.unpack is not False  # ADD --unpack=false copies archives
     return CopySelection(tuple(sources), spec, from_stage, extract)
+
+
+def linked_inputs(state: StageState, instruction: ins.Copy, env: StepEnv) -> str:
+    """What a COPY --link or ADD --link takes from the steps before it, expanded: the working
+    directory, the words, the owner --chown names (ids). Its cache key has these instead of
+    the previous state's key, so a changed base does not change it."""
+    owner = _owner(state, instruction.chown, lambda: env.image_view(state))
+    words = [state.expand(word) for word in (*instruction.sources, instruction.dest,
+                                              *instruction.excludes, instruction.from_ or "",
+                                              instruction.chmod or "")]
+    return json.dumps([state.image.config.working_dir or "/", words,
+                       None if owner is None else [owner.uid, owner.gid]])
 
 
 def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
@@ -131,11 +147,18 @@ def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[
     return state, env.commit_layer(lambda writer: write_layer(entries, writer))
 
 
+def _excludes(state: StageState, instruction: ins.Copy) -> IgnoreMatcher | None:
+    """The --exclude patterns (expanded), in .dockerignore syntax; None without any."""
+    if not instruction.excludes:
+        return None
+    patterns = [state.expand(pattern) for pattern in instruction.excludes]
+    try:
+        return IgnoreMatcher(parse_dockerignore("\n".join(patterns)))
+    except ValueError as error:
+        raise DockerfileError(f"{instruction.keyword} --exclude: {error}") from None
+
+
 def _refuse_unsupported(instruction: ins.Copy) -> None:
-    if instruction.parents:
-        raise NotSupported(f"{instruction.keyword} --parents is not supported yet")
-    if instruction.excludes:
-        raise NotSupported(f"{instruction.keyword} --exclude is not supported yet")
     if isinstance(instruction, ins.Add) and (instruction.checksum or instruction.keep_git_dir):
         raise NotSupported("ADD --checksum and --keep-git-dir need remote sources, which are "
                               "not supported yet")
@@ -173,15 +196,21 @@ def _chmod(text: str | None) -> int | None:
     return int(text, 8) & 0o777
 
 
-def _select(tree: Tree, source: str) -> list[TreeSource]:
+def _select(tree: Tree, source: str, parents: bool = False,
+            excludes: IgnoreMatcher | None = None) -> list[TreeSource]:
     """The entries a source names: a glob's matches (none is fine, as in Docker), or exactly one
     path. Symlinks are followed inside the tree, a glob's matches too (as BuildKit does), and a
-    followed link keeps its own name."""
+    followed link keeps its own name. With --parents each keeps its path below the pivot (the
+    first `/./`, else the root); --exclude leaves out a file or a match by that path (without
+    --parents, by its name)."""
     confined = tree.confined
     if confined and (source.startswith("/") or posixpath.normpath(source).split("/")[0] == ".."):
         raise DockerfileError(f"source {source!r} is outside {tree.label}",
                               hint="sources are paths inside the context directory")
     rel = posixpath.normpath("/" + source).lstrip("/")
+    pivot = posixpath.normpath("/" + source.partition("/./")[0]).lstrip("/") \
+        if parents and "/./" in source else ""
+    depth = len(pivot.split("/")) if pivot else 0  # a glob in it matches as many components
     selected = []
     try:
         for named in glob(tree, rel) if has_glob(rel) else (None,):
@@ -192,7 +221,12 @@ def _select(tree: Tree, source: str) -> list[TreeSource]:
                 raise DockerfileError(f"{source!r}: not found in {tree.label}" if named is None
                                       else f"{path!r} (matched by {source!r}) is a symlink to "
                                            f"nothing in {tree.label}")
-            selected.append(TreeSource(tree, found, path if found.rel != path else ""))
+            landing = "/".join(path.split("/")[depth:]) if parents else None
+            if excludes is not None and not stat.S_ISDIR(found.st.st_mode) and \
+                    excludes.excluded(landing or posixpath.basename(path)):
+                continue
+            named = path if found.rel != path or parents else ""
+            selected.append(TreeSource(tree, found, named, landing, excludes))
     except OutsideTree as error:
         raise DockerfileError(f"source {source!r} is a symlink out of {tree.label} "
                               f"({error})") from None

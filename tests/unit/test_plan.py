@@ -33,11 +33,20 @@ def test_stages_in_order_with_their_instructions() -> None:
 
 
 @pytest.mark.parametrize("ref, before, found", [
-    ("build", 1, 0), ("BUILD", 3, 0), ("0", 1, 0), ("1", 2, 1), ("1", 1, None),
-    ("build", 0, None), ("test", 2, None), ("test", 3, 2), ("alpine", 3, None), ("7", 3, None),
+    ("build", 1, 0), ("BUILD", 3, 0), ("0", 1, None), ("1", 2, None), ("build", 0, None),
+    ("test", 2, None), ("test", 3, 2), ("alpine", 3, None),
 ])
-def test_find_names_only_earlier_stages(ref: str, before: int, found: int | None) -> None:
-    stage = plan(parse(MULTI)).find(ref, before)
+def test_from_names_only_earlier_stages_by_name(ref: str, before: int, found: int | None) -> None:
+    """As BuildKit: an index, or a later stage's name, in FROM is an image."""
+    stage = plan(parse(MULTI)).base(ref, before)
+    assert (stage.index if stage else None) == found
+
+
+@pytest.mark.parametrize("ref, found", [
+    ("build", 0), ("TEST", 2), ("0", 0), ("2", 2), ("3", None), ("alpine", None),
+])
+def test_copy_from_names_any_stage_by_name_or_index(ref: str, found: int | None) -> None:
+    stage = plan(parse(MULTI)).source(ref)
     assert (stage.index if stage else None) == found
 
 
