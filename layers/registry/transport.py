@@ -355,7 +355,8 @@ class Session:
                 sock.settimeout(self._read_wait)  # the answer came: now each read has its wait
                 opened = _Stream(raw, connection, key)
                 return Response(raw.status, raw.headers, b"", url), opened
-            data = _read_within(raw, limit, f"{method} {url}")
+            # A HEAD's Content-Length is the size of what a GET would send, not a body.
+            data = raw.read() if method == "HEAD" else _read_within(raw, limit, f"{method} {url}")
         except BaseException:
             connection.close()
             raise
