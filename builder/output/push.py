@@ -4,7 +4,7 @@ Layers are pushed gzip-compressed unless zstd is asked for (every consumer reads
 an OCI manifest, gzip goes in a Docker schema2 manifest, which every registry and Docker version
 reads). A layer that came from the same registry is not compressed again: its pulled blob is named
 and mounted from the repository it came from, so pushing `FROM` a company base moves only the new
-layers.
+layers. A layer compressed for the push is uploaded while it is compressed.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import parse_config
 from layers.reference import Reference
+from layers.registry.compress_upload import push_compressing
 from layers.registry.mediatypes import layer_compression
 from layers.layerblob import LayerBlob
 from layers.registry.push import push_image
 from layers.registry.transport import Session
-from layers.registry.variants import compressed_layer, variants
+from layers.registry.variants import known_layer, variants
 
 
 def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,
@@ -38,7 +39,8 @@ def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compressi
             layers.append(LayerBlob(pulled[0].digest, pulled[0].size, pulled[0].media_type,
                                     _reader(session, repository, pulled[0].digest)))
             continue
-        layers.append(compressed_layer(blobs, diff_id, compression))
+        made = known_layer(blobs, diff_id, compression)
+        layers.append(made or push_compressing(session, ref, blobs, diff_id, compression))
     family = "oci" if compression is Compression.ZSTD else "docker"
     return push_image(session, ref, config, layers, media_types=family,
                       mount_from=tuple(dict.fromkeys(sources)))
