@@ -22,7 +22,7 @@ from layers.registry.push import push_streamed
 from layers.registry.transport import Session
 from layers.registry.variants import compressed_layer
 
-_DEPTH = 8  # pieces (about 0.5 MiB each) waiting for the socket at most
+_DEPTH = 16  # pieces (1 MiB at most each) waiting for the socket at most
 
 
 class _Pipe:
