@@ -356,7 +356,7 @@ class Proxy:
 class _ProxyHandler(QuietHandler):
     def _forward(self) -> None:
         proxy: Proxy = self.server.proxy
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
         proxy.record(Seen(self.command, self.path, dict(self.headers.items())))
         fault = proxy.take_fault(self.command, self.path) or ""
         if fault.isdigit():
@@ -391,6 +391,18 @@ class _ProxyHandler(QuietHandler):
             self._hang_up()
             return
         self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        """The request body, by its Content-Length or, sent chunked, chunk by chunk."""
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(chunks)
 
     def _hang_up(self) -> None:
         self.wfile.flush()

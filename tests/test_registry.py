@@ -227,6 +227,15 @@ def test_pushing_again_only_checks_and_pulling_again_downloads_nothing(registry,
         f"/v2/{ref.repository}{config_path}"]
 
 
+def test_a_blob_larger_than_any_response_limit_is_found_by_its_head(registry, tmp_path):
+    client = session(registry.address)
+    ref = Reference(registry.address, unique_repository(), "1")
+    data = os.urandom(9 << 20)
+    digest = sha256_digest(data)
+    push_blob(client, ref, digest, len(data), lambda: io.BytesIO(data))
+    push_blob(client, ref, digest, len(data), lambda: pytest.fail("uploaded again"))
+
+
 def test_a_push_to_another_repository_mounts_the_blobs(registry, proxy, tmp_path):
     image = make_image(tmp_path, salt="mount")
     client = session(proxy.address)

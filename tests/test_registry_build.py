@@ -2,7 +2,9 @@
 the build cache shared through the registry (--cache-to / --cache-from type=registry)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 import subprocess
 import uuid
@@ -169,3 +171,43 @@ def test_pybuild_push_sends_an_image_of_the_store(project) -> None:
     assert {layer["mediaType"] for layer in manifest["layers"]} == {
         "application/vnd.oci.image.layer.v1.tar+zstd"}
     assert pushed.stdout.decode() == f"{target}: digest: {sha256_digest(raw)}\n"
+
+
+def test_a_large_layer_pushed_gzip_is_pulled_and_run_by_docker_and_pushes_the_same_blob(
+        tmp_path: Path, registry: Registry) -> None:  # noqa: F811
+    """A layer of many compression blocks, text and noise (spans stored, not deflated), streamed
+    to the registry while it is compressed: Docker pulls it and reads every file back, and
+    another runner pushing the same build sends a blob of the same digest."""
+    archive = busybox_base(tmp_path)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    rnd = random.Random(16)
+    text = b"".join(rnd.choice([b"push ", b"gzip ", b"layer ", b"\n"]) for _ in range(600_000))
+    files = {f"text{n}.txt": text[n * 7919:] for n in range(4)}
+    files.update({f"noise{n}.bin": rnd.randbytes(1_500_000 + n) for n in range(4)})
+    for name, content in files.items():
+        (context / name).write_bytes(content)
+    (context / "Dockerfile").write_text(
+        "FROM busybox:test\nCOPY . /data\nCMD [\"sh\", \"-c\", \"cd /data && sha256sum *\"]\n")
+    pushed = {}
+    for runner in ("one", "two"):
+        target = f"{registry.address}/large-{runner}:1"
+        env = {"PYBUILD_CACHE_DIR": str(tmp_path / runner), "SOURCE_DATE_EPOCH": "1700000000"}
+        assert pybuild("load", "-q", "-i", str(archive), env=env).returncode == 0
+        result = pybuild("--network", "none", "--push", "-t", target, str(context), env=env)
+        assert result.returncode == 0, result.stderr
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                              f"docker://{target}"], capture_output=True, check=True).stdout
+        pushed[runner] = [layer["digest"] for layer in json.loads(raw)["layers"]]
+    assert pushed["one"] == pushed["two"]
+
+    require(docker_available(), "a Docker engine")
+    target = f"{registry.address}/large-one:1"
+    try:
+        docker("pull", target)
+        ran = docker("run", "--rm", "--network", "none", target).stdout.decode()
+    finally:
+        docker("rmi", "-f", target, check=False)
+    expected = {f"{hashlib.sha256(content).hexdigest()}  {name}"
+                for name, content in files.items()}
+    assert expected <= set(ran.splitlines())

@@ -2,13 +2,14 @@
 repository when it can be), then its config, then the manifest that names them.
 
 Uploads are monolithic (POST, then one PUT with the whole body) unless a chunk size is asked for:
-registries and proxies that cap request sizes want PATCHes. The Location a registry answers with
+registries and proxies that cap request sizes want PATCHes. A blob still being made (a layer
+compressed for the push) streams in one chunked PATCH, as `docker push` sends it. The Location a registry answers with
 is used as it comes (relative or absolute, with whatever query it carries); only `digest` is added.
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import BinaryIO, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -47,6 +48,21 @@ def push_blob(session: Session, ref: Reference, digest: str, size: int,
             # upload already closed; the blob is then complete.
             if not _exists(session, ref, digest):
                 raise
+
+
+def push_streamed(session: Session, ref: Reference, pieces: Iterable[bytes],
+                  digest: Callable[[], str]) -> None:
+    """Upload a blob while it is being made: one PATCH whose body is `pieces`, sent chunked as
+    they come, then the PUT that names `digest()`, known once the pieces are done. Not retried
+    (the pieces cannot be sent again): on a RegistryError the caller uploads the finished blob."""
+    scope = push_scope(ref.repository)
+    with about("push", ref):
+        started = session.request("POST", f"/v2/{ref.repository}/blobs/uploads/", scope=scope,
+                                  expect=(202,))
+        patched = session.request("PATCH", started.location(), scope=scope, headers=_OCTETS,
+                                  body=pieces, expect=(202,))
+        session.request("PUT", _with_digest(patched.location(), digest()), scope=scope,
+                        headers=_OCTETS, body=b"", expect=(201,))
 
 
 def push_manifest(session: Session, ref: Reference, body: bytes, media_type: str) -> str:

@@ -27,7 +27,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -90,24 +90,28 @@ class Response:
 
 @dataclass(frozen=True)
 class _Body:
-    """A request body and how to send it again: bytes always can be, a file only if seekable."""
+    """A request body and how to send it again: bytes always can be, a file only if seekable,
+    pieces made as they are sent (length -1: sent chunked) never."""
 
-    content: bytes | BinaryIO | None
+    content: bytes | BinaryIO | Iterable[bytes] | None
     length: int
     start: int
 
     @property
     def rewindable(self) -> bool:
-        return not hasattr(self.content, "read") or self.start >= 0
+        return self.start >= 0
 
     def rewind(self) -> None:
         if hasattr(self.content, "read") and self.start >= 0:
             self.content.seek(self.start)
 
 
-def _body(content: bytes | BinaryIO | None, headers: Mapping[str, str]) -> _Body:
+def _body(content: bytes | BinaryIO | Iterable[bytes] | None,
+          headers: Mapping[str, str]) -> _Body:
     if content is None or isinstance(content, (bytes, bytearray, memoryview)):
         return _Body(content, len(content or b""), 0)
+    if not hasattr(content, "read"):
+        return _Body(content, -1, -1)
     if not content.seekable():
         return _Body(content, int(headers["Content-Length"]), -1)
     start = content.tell()
@@ -152,14 +156,15 @@ class Session:
 
     def request(self, method: str, target: str, *, scope: str,
                 headers: Mapping[str, str] | None = None,
-                body: bytes | BinaryIO | None = None,
+                body: bytes | BinaryIO | Iterable[bytes] | None = None,
                 expect: Collection[int] = (200,),
                 limit: BodyLimit = RESPONSE_LIMIT) -> Response:
         """Send `method` to `target` (a path on the registry, or a URL it gave, such as an
         upload Location), with a token for `scope` (`repository:app:pull,push`; several are
         separated by spaces). A status outside `expect` raises RegistryError with the
         registry's error codes, and a body larger than `limit` raises one too. A file body
-        must be seekable or come with a Content-Length."""
+        must be seekable or come with a Content-Length; an iterable body is sent chunked, as
+        it is made, and never retried."""
         response, _ = self._authorized(method, target, scope, dict(headers or {}), body, False,
                                        limit)
         return self._checked(response, expect)
@@ -180,7 +185,7 @@ class Session:
     # -- authentication -------------------------------------------------------------------
 
     def _authorized(self, method: str, target: str, scope: str, headers: dict[str, str],
-                    content: bytes | BinaryIO | None, stream: bool,
+                    content: bytes | BinaryIO | Iterable[bytes] | None, stream: bool,
                     limit: BodyLimit = RESPONSE_LIMIT) -> tuple[Response, _Stream | None]:
         url = urljoin(self.base_url + "/", target)
         body = _body(content, headers)
@@ -331,7 +336,7 @@ class Session:
         key = (parts.scheme, parts.netloc)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": _USER_AGENT, **headers}
-        if body.content is not None or method in ("POST", "PUT", "PATCH"):
+        if body.length >= 0 and (body.content is not None or method in ("POST", "PUT", "PATCH")):
             headers["Content-Length"] = str(body.length)
         wait = min(self._read_wait, deadline - time.monotonic())
         if wait <= 0:
@@ -355,7 +360,8 @@ class Session:
                 sock.settimeout(self._read_wait)  # the answer came: now each read has its wait
                 opened = _Stream(raw, connection, key)
                 return Response(raw.status, raw.headers, b"", url), opened
-            data = _read_within(raw, limit, f"{method} {url}")
+            # A HEAD's Content-Length is the size of what a GET would send, not a body.
+            data = raw.read() if method == "HEAD" else _read_within(raw, limit, f"{method} {url}")
         except BaseException:
             connection.close()
             raise

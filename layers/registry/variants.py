@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from layers.blobstore import BlobStore
@@ -68,20 +69,30 @@ def variants(blobs: BlobStore, diff_id: str) -> tuple[Variant, ...]:
     return tuple(found)
 
 
-def compressed_layer(store: BlobStore, diff_id: str, compression: Compression) -> LayerBlob:
+def compressed_layer(store: BlobStore, diff_id: str, compression: Compression, *,
+                     tee: Callable[[bytes], None] | None = None) -> LayerBlob:
     """A stored layer as a blob compressed with `compression`. A compressed blob is kept in the
     store and remembered as a variant of the layer, so it is made once, not for every output,
-    push or cache export; one pulled in that compression is reused as it came."""
+    push or cache export; one pulled in that compression is reused as it came. `tee` is handed
+    the pieces of a blob compressed now as they are written, nothing for one made before."""
     path = store.path(diff_id)
     if compression is Compression.NONE:
         return stored_blob(path, diff_id, compression.media_type)
+    made = known_layer(store, diff_id, compression)
+    if made is not None:
+        return made
+    with store.temp() as (handle, temp_path):
+        handle.close()
+        digest = compress_file(path, temp_path, compression, tee=tee)
+    final = store.commit(temp_path, digest.digest)
+    remember(store, diff_id, Variant(digest.digest, digest.size, compression.media_type, ""))
+    return stored_blob(final, digest.digest, compression.media_type, digest.size)
+
+
+def known_layer(store: BlobStore, diff_id: str, compression: Compression) -> LayerBlob | None:
+    """The blob of a stored layer in `compression` that the store already holds, if any."""
     for variant in variants(store, diff_id):
         if layer_compression(variant.media_type) is compression and store.has(variant.digest):
             return stored_blob(store.path(variant.digest), variant.digest,
                                compression.media_type, variant.size)
-    with store.temp() as (handle, temp_path):
-        handle.close()
-        digest = compress_file(path, temp_path, compression)
-    final = store.commit(temp_path, digest.digest)
-    remember(store, diff_id, Variant(digest.digest, digest.size, compression.media_type, ""))
-    return stored_blob(final, digest.digest, compression.media_type, digest.size)
+    return None
