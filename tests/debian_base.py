@@ -6,7 +6,8 @@ A missing preparation skips a developer's test and fails under CI, like any miss
 """
 from __future__ import annotations
 
-import json
+import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,25 +21,45 @@ from tests.registry_support import serve, shut_down
 from tests.support import ROOT, require
 
 RECIPE = ROOT / "testdata" / "images" / "debian" / "make.py"
-DATA = Path(os.environ.get("PYBUILD_DEBIAN_DATA", "/var/cache/pybuild-testdata/debian"))
 BASE = "debian:test"
 NO_PATH_BASE = "debian-nopath:test"  # the same root, an empty config (no Env PATH)
 
 
-def debian_archive(directory: Path) -> Path:
+@functools.cache
+def _recipe():
+    """The recipe as a module, for its READY check and its default directory."""
+    spec = importlib.util.spec_from_file_location("debian_make", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def data_dir() -> Path:
+    return Path(_recipe().DEFAULT_DIR)
+
+
+def _prepared() -> dict:
+    """What the recipe's READY says; a missing or outdated preparation skips (fails under CI)."""
+    made = _recipe().ready(str(data_dir()))
+    require(made is not None, f"the Debian base prepared in {data_dir()} by the current recipe "
+                              f"(as root: `{RECIPE} prepare`, which .ci/setup runs)")
+    return made
+
+
+def make_debian_archive(directory: Path) -> Path:
     """A docker-save archive in `directory` of BASE and NO_PATH_BASE; needs root (the root
-    holds files only root may read)."""
-    require((DATA / "READY").exists() and os.geteuid() == 0,
-            f"the Debian base prepared in {DATA} (as root: `{RECIPE} prepare`, run by .ci/setup)")
+    holds files only root may read). Tests take it from the session fixture `debian_archive`."""
+    _prepared()
+    require(os.geteuid() == 0, "root, to read the Debian root")
     archive = directory / "debian.tar"
-    subprocess.run([sys.executable, str(RECIPE), "image", str(DATA), str(archive), "--tag", BASE,
-                    "--imported-tag", NO_PATH_BASE], check=True)
+    subprocess.run([sys.executable, str(RECIPE), "image", str(data_dir()), str(archive),
+                    "--tag", BASE, "--imported-tag", NO_PATH_BASE], check=True)
     return archive
 
 
 def prepared_debs() -> list[str]:
     """The .deb files of the local repository."""
-    return json.loads((DATA / "READY").read_text())["debs"]
+    return _prepared()["debs"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +96,8 @@ class _RepoHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def apt_repo() -> Iterator[AptRepo]:
     """The prepared repository over http on a free port of 127.0.0.1, for the block."""
-    require((DATA / "READY").exists(), f"the local apt repository prepared in {DATA} (.ci/setup)")
-    server = serve(_RepoHandler, repo=DATA / "repo", requests=[])
+    _prepared()
+    server = serve(_RepoHandler, repo=data_dir() / "repo", requests=[])
     try:
         yield AptRepo(server)
     finally:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import Options, load_cases, report, run_corpus
-from tests.debian_base import BASE as DEBIAN_BASE, NO_PATH_BASE, AptRepo, apt_repo, debian_archive
+from tests.debian_base import BASE as DEBIAN_BASE, NO_PATH_BASE, AptRepo, apt_repo
 from tests.rootless_user import rootless_user
 from tests.support import ROOT, docker, docker_available, pybuild, require
 
@@ -113,11 +113,11 @@ def conformance_report(request, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def debian_images(tmp_path_factory) -> Iterator[tuple[Path, str]]:
-    """The Debian base images (debian_base.py) as an archive, loaded into Docker, and their IDs
-    (Docker's cached results are only good for the same bases)."""
+def debian_images(debian_archive: Path) -> Iterator[tuple[Path, str]]:
+    """The Debian base images (debian_base.py), loaded into Docker, and their IDs (Docker's
+    cached results are only good for the same bases)."""
     require(docker_available(), "a running Docker engine")
-    archive = debian_archive(tmp_path_factory.mktemp("debian-base"))
+    archive = debian_archive
     docker("load", "-i", str(archive))
     try:
         ids = [docker("image", "inspect", "--format", "{{.Id}}", name).stdout.decode().strip()

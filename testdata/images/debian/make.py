@@ -10,11 +10,12 @@ runs `debootstrap --variant=minbase --include=python3-pip bookworm DIR/rootfs`, 
 .deb files of PACKAGES (jq and the libraries it needs that minbase lacks) into DIR/repo, a flat
 repository (`Packages` from dpkg-scanpackages, `Release` with its digests) to serve over http
 with `deb [trusted=yes] http://127.0.0.1:PORT/ ./`, then makes the root look like Docker's
-`debian` images: no apt lists, caches or .deb files, Docker's apt.conf.d/docker-clean, no /dev nodes,
-no hostname, resolv.conf or bootstrap log, and an apt source list with no source in it (so an
-apt-get run by mistake reaches nothing). It does nothing when DIR/READY says the same recipe
-already ran; a failed run leaves no DIR/READY. DIR defaults to $PYBUILD_DEBIAN_DATA, else
-/var/cache/pybuild-testdata/debian.
+`debian:bookworm-slim` image: no apt lists, caches or .deb files, no documentation, manual
+pages or translations (and a dpkg.cfg.d file that keeps later installs so), Docker's
+apt.conf.d/docker-clean, no /dev nodes, no hostname, resolv.conf or bootstrap log, and an apt
+source list with no source in it (so an apt-get run by mistake reaches nothing). It does nothing
+when DIR/READY says the same recipe already ran; a failed run leaves no DIR/READY. DIR defaults
+to $PYBUILD_DEBIAN_DATA, else /var/cache/pybuild-testdata/debian.
 
 `image` (standard library only, as root: the root holds files only root may read) writes a
 `docker save` tarball of DIR/rootfs as one layer (entries sorted, owner names empty, hardlinks
@@ -37,7 +38,7 @@ import tarfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from archive import Entry, Image, check_tag, docker_save, tar_bytes, write_atomically  # noqa: E402
 
-RECIPE = 1  # bump when what `prepare` makes changes: DIR is made again
+RECIPE = 2  # bump when what `prepare` makes changes: DIR is made again
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 INCLUDE = "python3-pip"
@@ -45,14 +46,18 @@ PACKAGES = ("jq", "libjq1", "libonig5")
 DEFAULT_DIR = os.environ.get("PYBUILD_DEBIAN_DATA", "/var/cache/pybuild-testdata/debian")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What debuerreotype puts in Docker's debian images: apt removes what it downloaded.
-DOCKER_CLEAN = """\
-DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
-APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
-
-Dir::Cache::pkgcache "";
-Dir::Cache::srcpkgcache "";
-"""
+REMOVE_DEBS = ('"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+               '/var/cache/apt/*.bin || true"')
+DOCKER_CLEAN = (f"DPkg::Post-Invoke {{ {REMOVE_DEBS}; }};\n"
+                f"APT::Update::Post-Invoke {{ {REMOVE_DEBS}; }};\n\n"
+                'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n')
 SOURCES = "# no source: the tests write their own (a local repository on 127.0.0.1)\n"
+# What debuerreotype leaves out of Docker's debian:*-slim images (its slimify excludes): dpkg
+# installs none of it, in the image's own later installs too.
+SLIM_EXCLUDED = ("usr/share/doc", "usr/share/groff", "usr/share/info", "usr/share/linda",
+                 "usr/share/lintian/overrides", "usr/share/locale", "usr/share/man")
+SLIM = "".join(f"path-exclude /{path}/*\n" for path in SLIM_EXCLUDED) + \
+    "path-include /usr/share/doc/*/copyright\n"
 # made by debootstrap for the host it ran on, or volatile: not part of the image
 DROPPED = ("etc/hostname", "etc/resolv.conf", "var/log/bootstrap.log",
            "var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin")
@@ -88,8 +93,9 @@ def prepare(directory: str) -> None:
     os.makedirs(repo)
     subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, rootfs,
                     os.environ.get("DEBIAN_MIRROR", MIRROR)], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["chroot", rootfs, "sh", "-c", 'cd /tmp && apt-get -q -o APT::Sandbox::User=root '
-                    'download "$@" >/dev/null', "sh", *PACKAGES], check=True)
+    subprocess.run(["chroot", rootfs, "sh", "-c", "cd /tmp && apt-get -q -o "
+                    'APT::Sandbox::User=root download "$@" >/dev/null', "sh", *PACKAGES],
+                   check=True)
     for name in os.listdir(os.path.join(rootfs, "tmp")):
         if name.endswith(".deb"):
             shutil.move(os.path.join(rootfs, "tmp", name), repo)
@@ -117,17 +123,32 @@ def index(repo: str) -> None:
 
 
 def clean(rootfs: str) -> None:
+    """What debootstrap leaves that Docker's debian:bookworm-slim has not, removed; its apt and
+    dpkg configuration added."""
     for pattern_dir, keep in (("var/cache/apt/archives", {"partial", "lock"}),
                               ("var/lib/apt/lists", {"partial", "lock"}), ("dev", set())):
         top = os.path.join(rootfs, pattern_dir)
         for name in set(os.listdir(top)) - keep:
             path = os.path.join(top, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
     for path in DROPPED:
         if os.path.lexists(os.path.join(rootfs, path)):
             os.unlink(os.path.join(rootfs, path))
+    for path in SLIM_EXCLUDED:
+        top = os.path.join(rootfs, path)
+        for directory, dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                if not (name == "copyright" and os.path.dirname(directory) == os.path.join(
+                        rootfs, "usr/share/doc")):
+                    os.unlink(os.path.join(directory, name))
+            if directory != top and not os.listdir(directory):
+                os.rmdir(directory)
     for path, text in (("etc/apt/apt.conf.d/docker-clean", DOCKER_CLEAN),
-                       ("etc/apt/sources.list", SOURCES)):
+                       ("etc/apt/sources.list", SOURCES),
+                       ("etc/dpkg/dpkg.cfg.d/docker-slim", SLIM)):
         with open(os.path.join(rootfs, path), "w") as f:
             f.write(text)
         os.chmod(os.path.join(rootfs, path), 0o644)
@@ -149,10 +170,11 @@ def layer(rootfs: str) -> bytes:
             info.uname = info.gname = ""
             data = None
             if stat.S_ISREG(st.st_mode):
-                if st.st_nlink > 1 and (st.st_dev, st.st_ino) in first:
-                    info.type, info.linkname, info.size = tarfile.LNKTYPE, first[st.st_dev, st.st_ino], 0
+                inode = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and inode in first:
+                    info.type, info.linkname, info.size = tarfile.LNKTYPE, first[inode], 0
                 else:
-                    first[st.st_dev, st.st_ino] = name
+                    first[inode] = name
                     with open(path, "rb") as f:
                         data = f.read()
             entries.append((info, data))
