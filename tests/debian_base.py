@@ -26,7 +26,7 @@ NO_PATH_BASE = "debian-nopath:test"  # the same root, an empty config (no Env PA
 
 
 @functools.cache
-def _recipe():
+def recipe_module():
     """The recipe as a module, for its READY check and its default directory."""
     spec = importlib.util.spec_from_file_location("debian_make", RECIPE)
     module = importlib.util.module_from_spec(spec)
@@ -35,12 +35,12 @@ def _recipe():
 
 
 def data_dir() -> Path:
-    return Path(_recipe().DEFAULT_DIR)
+    return Path(recipe_module().DEFAULT_DIR)
 
 
 def _prepared() -> dict:
     """What the recipe's READY says; a missing or outdated preparation skips (fails under CI)."""
-    made = _recipe().ready(str(data_dir()))
+    made = recipe_module().ready(str(data_dir()))
     require(made is not None, f"the Debian base prepared in {data_dir()} by the current recipe "
                               f"(as root: `{RECIPE} prepare`, which .ci/setup runs)")
     return made
