@@ -1,4 +1,6 @@
 """Shared pytest options and fixtures."""
+from pathlib import Path
+
 import pytest
 
 from tests.support import DockerImages, docker_available, require
@@ -23,3 +25,11 @@ def images():
     images = DockerImages()
     yield images
     images.cleanup()
+
+
+@pytest.fixture(scope="session")
+def debian_archive(tmp_path_factory) -> Path:
+    """The Debian base images of tests/debian_base.py as one docker-save archive, made once per
+    session (it takes seconds and holds the whole root)."""
+    from tests.debian_base import make_debian_archive  # loads the recipe: only when asked
+    return make_debian_archive(tmp_path_factory.mktemp("debian-base"))

@@ -4,9 +4,15 @@ by pybuild, both loaded into Docker, configs and exported filesystems compared e
 The comparison is the project's harness, tests/conformance (used here as a library); it runs
 once per strategy and session (its JSON report beside the session's other files), and each case
 is its own test. The base image of the RUN cases, busybox:test, is made offline by
-testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged `version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and
-pybuild follows the newer one) or `pybuild-differs` (a deliberate difference, listed in the
+testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged
+`version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and pybuild follows
+the newer one) or `pybuild-differs` (a deliberate difference, listed in the
 README) are left to tests/test_differences.py, which asserts pybuild's side of them.
+
+Cases tagged `debian` build FROM the Debian base images of tests/debian_base.py (debootstrap,
+prepared once per machine by .ci/setup; under CI a missing preparation fails) and run apart:
+the apt ones install from a local repository the test serves on 127.0.0.1, whose address
+reaches both builders as the build arg APT_REPO.
 
 The corpus runs once per isolation strategy: `namespaces`, `chroot` (what unprivileged
 containers get) and `rootless`, as a user the test creates with subordinate ids
@@ -18,10 +24,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conformance import Options, load_cases, report, run_corpus
+from tests.debian_base import BASE as DEBIAN_BASE, NO_PATH_BASE, AptRepo, apt_repo
 from tests.rootless_user import rootless_user
 from tests.support import ROOT, docker, docker_available, pybuild, require
 
@@ -29,6 +38,7 @@ CASES = ROOT / "testdata" / "conformance"
 BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
 BASE_IMAGE = "busybox:test"
 SKIPPED_TAGS = ("version-specific", "pybuild-differs")
+DEBIAN = "debian"  # cases FROM the Debian base images (tests/debian_base.py), run apart
 STRATEGIES = ("namespaces", "chroot", "rootless")
 # Where chroot, having no mount namespace, cannot do what Docker does (README, "How RUN runs"):
 # what the harness must then say (a deliberate difference: the case's status is DIFFERS).
@@ -44,7 +54,7 @@ CHROOT_DIFFERS = {
         "180-run-mount-cache", "181-run-mount-bind-context", "182-run-mount-tmpfs",
         "183-run-mount-secret", "186-run-mount-bind-from-stage",
         "187-run-mount-bind-from-stage-rw", "188-run-mount-cache-from-stage",
-        "189-run-mount-bind-from-image")},
+        "189-run-mount-bind-from-image", "196-debian-apt-cache-mount-pattern")},
 }
 # Where the kernel forbids what Docker's root daemon may do: no device nodes in a user namespace
 # (every strategy but chroot runs the command in one).
@@ -55,46 +65,99 @@ USERNS_DIFFERS = {
 DIFFERS = {"namespaces": USERNS_DIFFERS, "chroot": CHROOT_DIFFERS, "rootless": USERNS_DIFFERS}
 
 
-def _case_names() -> list[str]:
-    return [case.name for case in load_cases(CASES, skip_tags=SKIPPED_TAGS)]
+def _case_names(tag: str | None = None) -> list[str]:
+    """The cases the busybox run takes (tag None) or those tagged `tag`."""
+    cases = load_cases(CASES, skip_tags=SKIPPED_TAGS)
+    return [case.name for case in cases if (tag in case.tags if tag else DEBIAN not in case.tags)]
 
 
-@pytest.fixture(scope="session", params=STRATEGIES)
-def conformance_report(request, tmp_path_factory) -> dict:
-    require(docker_available(), "a running Docker engine")
-    work = tmp_path_factory.mktemp(f"conformance-{request.param}")
+def _run(strategy: str, work: Path, archive: Path, base: str, cases: list[str],
+         build_args: dict[str, str] | None = None, base_key: str = "") -> dict:
+    """The harness over `cases` with pybuild under `strategy` as the candidate, the base images
+    of `archive` (already in Docker) loaded into its store; the results by case."""
     cache = work / "cache"
-    base = work / "busybox.tar"
-    subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
-    docker("load", "-i", str(base))
     with contextlib.ExitStack() as stack:
-        stack.callback(docker, "rmi", BASE_IMAGE, check=False)  # the harness is done with it
-        if request.param == "rootless":
-            user = stack.enter_context(rootless_user(base))
+        if strategy == "rootless":
+            user = stack.enter_context(rootless_user(archive))
             user.grant(ranges=True)
             cache = user.home / "cache"
             loaded = user.pybuild(cache, "load", "-i", str(user.work / "base.tar"))
             candidate = (f"{sys.executable} {ROOT / 'tests' / 'rootless_candidate.py'} "
                          f"{user.name} {user.work} {user.python} {cache} ")
         else:
-            loaded = pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)})
-            candidate = f"{sys.executable} -m builder.cli --isolation {request.param} "
+            loaded = pybuild("load", "-i", str(archive), env={"PYBUILD_CACHE_DIR": str(cache)})
+            candidate = f"{sys.executable} -m builder.cli --isolation {strategy} "
         assert loaded.returncode == 0, loaded.stderr
-        candidate += "-f {dockerfile} -t {tag} -o {out} {buildargs} {secrets} {target} {context}"
-        run = run_corpus(load_cases(CASES, skip_tags=SKIPPED_TAGS), Options(
-            candidate=candidate, probe_base=BASE_IMAGE, strict_lines=True,
+        candidate += ("-f {dockerfile} -t {tag} -o {out} {buildargs} {secrets} {network} {target} "
+                      "{context}")
+        selected = [case for case in load_cases(CASES) if case.name in set(cases)]
+        # the probe only gives meaning to an error case's failure
+        probe = base if any(case.expect == "error" for case in selected) else None
+        run = run_corpus(selected, Options(
+            candidate=candidate, probe_base=probe, strict_lines=True,
             env={"PYBUILD_CACHE_DIR": str(cache)}, cwd=str(ROOT), work_root=work / "stage",
-            expected=DIFFERS[request.param]))
+            expected=DIFFERS[strategy], build_args=build_args or {}, base_key=base_key))
         report.write(run, candidate, work / "report.json")
-    return {"strategy": request.param, "cases": {result.case.name: result for result in run.results}}
+    return {"strategy": strategy, "cases": {result.case.name: result for result in run.results}}
+
+
+@pytest.fixture(scope="session", params=STRATEGIES)
+def conformance_report(request, tmp_path_factory) -> dict:
+    require(docker_available(), "a running Docker engine")
+    work = tmp_path_factory.mktemp(f"conformance-{request.param}")
+    base = work / "busybox.tar"
+    subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
+    docker("load", "-i", str(base))
+    try:
+        return _run(request.param, work, base, BASE_IMAGE, _case_names())
+    finally:
+        docker("rmi", BASE_IMAGE, check=False)  # the harness is done with it
+
+
+@pytest.fixture(scope="session")
+def debian_images(debian_archive: Path) -> Iterator[tuple[Path, str]]:
+    """The Debian base images (debian_base.py), loaded into Docker, and their IDs (Docker's
+    cached results are only good for the same bases)."""
+    require(docker_available(), "a running Docker engine")
+    archive = debian_archive
+    docker("load", "-i", str(archive))
+    try:
+        ids = [docker("image", "inspect", "--format", "{{.Id}}", name).stdout.decode().strip()
+               for name in (DEBIAN_BASE, NO_PATH_BASE)]
+        yield archive, " ".join(ids)
+    finally:
+        docker("rmi", DEBIAN_BASE, NO_PATH_BASE, check=False)
+
+
+@pytest.fixture(scope="session")
+def local_apt_repo() -> Iterator[AptRepo]:
+    with apt_repo() as repo:
+        yield repo
+
+
+@pytest.fixture(scope="session", params=STRATEGIES)
+def debian_report(request, tmp_path_factory, debian_images, local_apt_repo) -> dict:
+    archive, base_key = debian_images
+    return _run(request.param, tmp_path_factory.mktemp(f"conformance-debian-{request.param}"),
+                archive, DEBIAN_BASE, _case_names(DEBIAN), {"APT_REPO": local_apt_repo.url},
+                base_key)
+
+
+def _assert_verdict(case: str, report_: dict) -> None:
+    result = report_["cases"].get(case)
+    assert result is not None, f"{case} was not run"
+    verdict = result.verdict
+    if case in DIFFERS[report_["strategy"]]:
+        assert verdict.status == "DIFFERS", "\n".join(verdict.differences) or verdict.status
+        return
+    assert verdict.status == "PASS", "\n".join(verdict.differences) or verdict.status
 
 
 @pytest.mark.parametrize("case", _case_names())
 def test_matches_docker(case: str, conformance_report: dict) -> None:
-    result = conformance_report["cases"].get(case)
-    assert result is not None, f"{case} was not run"
-    verdict = result.verdict
-    if case in DIFFERS[conformance_report["strategy"]]:
-        assert verdict.status == "DIFFERS", "\n".join(verdict.differences) or verdict.status
-        return
-    assert verdict.status == "PASS", "\n".join(verdict.differences) or verdict.status
+    _assert_verdict(case, conformance_report)
+
+
+@pytest.mark.parametrize("case", _case_names(DEBIAN))
+def test_debian_case_matches_docker(case: str, debian_report: dict) -> None:
+    _assert_verdict(case, debian_report)

@@ -20,6 +20,7 @@ CASES = {
                             "COPY tool.sh /bin/tool.sh\nCMD [\"/bin/tool.sh\"]\n"),
     "02-error-unknown-instruction": ({"expect": "error", "error_line": 2},
                                      "FROM scratch\nCPY hello.txt /\n"),
+    "03-run-build-arg": ({}, "FROM scratch\nARG V\nLABEL v=$V\n"),
 }
 
 
@@ -64,6 +65,18 @@ def test_docker_side_is_cached(corpus) -> None:
     first = run(corpus, PYBUILD, "^01-")
     again = run(corpus, PYBUILD, "^01-")
     assert again.cached and again.docker == first.docker
+
+
+def test_run_build_args_reach_both_builders_and_stay_out_of_the_cache_key(corpus) -> None:
+    """A value only the run knows (a local server's address) must not make Docker's side
+    rebuild; an image that keeps such a value then fails, it never passes on a stale result.
+    The base images' key does rebuild it."""
+    first = run(corpus, PYBUILD, "^03-", build_args={"V": "one"})
+    assert first.verdict.status == "PASS" and first.docker.image["config"]["Labels"] == {"v": "one"}
+    again = run(corpus, PYBUILD, "^03-", build_args={"V": "two"})
+    assert again.cached and again.verdict.status == "FAIL"
+    rebased = run(corpus, PYBUILD, "^03-", build_args={"V": "two"}, base_key="another base")
+    assert not rebased.cached and rebased.verdict.status == "PASS"
 
 
 @pytest.mark.parametrize("candidate, strict, status, difference", [

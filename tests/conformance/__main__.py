@@ -13,7 +13,7 @@ from tests.conformance.reference import ROOT
 from tests.conformance.runner import Options, run_corpus
 
 PYBUILD = (f"{shlex.quote(sys.executable)} -m builder.cli -f {{dockerfile}} -t {{tag}} -o {{out}} "
-           "{buildargs} {secrets} {target} {context}")
+           "{buildargs} {secrets} {network} {target} {context}")
 
 
 def main(argv: list[str] | None = None) -> int:

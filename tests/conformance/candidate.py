@@ -23,7 +23,7 @@ def command(template: str, case: Case, staged: Staged, tag: str, out: str) -> st
         "context": quote(str(staged.context)),
         "tag": quote(tag),
         "out": quote(out),
-        "buildargs": " ".join(f"--build-arg {quote(f'{k}={v}')}" for k, v in case.build_args.items()),
+        "buildargs": " ".join(f"--build-arg {quote(f'{k}={v}')}" for k, v in case.all_build_args.items()),
         "target": f"--target {quote(case.target)}" if case.target else "",
         "target_name": quote(case.target or ""),
         "case": quote(case.name),

@@ -37,6 +37,13 @@ class Case:
     ignore_paths: tuple[str, ...] = ()  # volatile paths (globs allowed) dropped on both sides
     differs: tuple[str, ...] = ()  # deliberate differences: each a substring of one reported
     notes: str = ""
+    # build args only this run knows (a local server's address): given to both builders, never
+    # part of Docker's cache key, so an image must not keep them
+    run_args: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_build_args(self) -> dict[str, str]:
+        return {**self.run_args, **self.build_args}
 
     @property
     def name(self) -> str:

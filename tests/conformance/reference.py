@@ -22,10 +22,12 @@ def cache_dir() -> Path:
 
 
 def reference(case: Case, staged: Staged, docker_version: str, cache: Path, timeout: int,
-              refresh: bool = False) -> tuple[Outcome, bool]:
-    """Docker's outcome for the staged case, and whether it came from the cache."""
-    key = hashlib.sha256(json.dumps([SCHEMA, docker_version, staged_digest(staged),
-                                     case.build_inputs()], sort_keys=True).encode()).hexdigest()
+              refresh: bool = False, base_key: str = "") -> tuple[Outcome, bool]:
+    """Docker's outcome for the staged case, and whether it came from the cache; `base_key`
+    names what else the result depends on (the base images' IDs)."""
+    inputs = [SCHEMA, docker_version, staged_digest(staged), case.build_inputs()]
+    key = hashlib.sha256(json.dumps(inputs + [base_key] if base_key else inputs,
+                                    sort_keys=True).encode()).hexdigest()
     cached = cache / f"{case.name}.json"
     if not refresh and cached.exists():
         try:
@@ -47,7 +49,7 @@ def _build(case: Case, staged: Staged, timeout: int) -> Outcome:
     started = time.monotonic()
     secrets = {key: str((case.path / name).resolve()) for key, name in case.secrets.items()}
     ran = engine.build(case.reference, str(staged.dockerfile), str(staged.context), tag,
-                       case.build_args, case.target, case.network, secrets, timeout)
+                       case.all_build_args, case.target, case.network, secrets, timeout)
     seconds = round(time.monotonic() - started, 2)
     if ran.returncode != 0:
         return Outcome(ran.returncode, tail(ran.output), seconds)

@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tests.conformance import engine
@@ -34,6 +34,8 @@ class Options:
     expected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # case -> differences
     timeout: int = 300
     jobs: int = 2
+    build_args: Mapping[str, str] = field(default_factory=dict)  # Case.run_args of every case
+    base_key: str = ""  # what else Docker's results depend on (the base images' IDs)
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,12 @@ def run_case(case: Case, options: Options, docker_version: str, probe_problem: s
              work: Path) -> Result:
     """One case, start to verdict; a harness or engine failure is a FAIL, never a pass."""
     started = time.monotonic()
+    case = replace(case, run_args=dict(options.build_args))
     try:
         staged = stage(case, work)
         try:
             docker, cached = reference(case, staged, docker_version, options.cache or cache_dir(),
-                                       options.timeout, options.refresh)
+                                       options.timeout, options.refresh, options.base_key)
             theirs = candidate(options.candidate, case, staged, dict(options.env), options.cwd,
                                options.timeout)
         finally:

@@ -33,16 +33,14 @@ config empty, as `docker import` makes it: no Env (so no PATH), no Cmd.
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
-import io
-import json
 import os
 import struct
 import subprocess
 import sys
 import tarfile
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from archive import Image, check_tag, docker_save, entry, tar_bytes, write_atomically  # noqa: E402
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -110,28 +108,6 @@ def applet_paths(busybox: str) -> list[str]:
     return [p for p in paths if p != "bin/busybox"]
 
 
-def sort_key(name: str) -> list[str]:
-    return name.split("/")  # parents before children, siblings by name
-
-
-def tar_bytes(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in sorted(entries, key=lambda e: sort_key(e[0].name)):
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def entry(name: str, kind: bytes, mode: int, mtime: int, uid: int = 0, gid: int = 0,
-          data: bytes | None = None, linkname: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime, info.uid, info.gid = kind, mode, mtime, uid, gid
-    info.uname = info.gname = ""
-    info.linkname = linkname
-    info.size = len(data) if data is not None else 0
-    return info, data
-
-
 def make_layer(busybox: bytes, applets: list[str], mtime: int) -> bytes:
     entries = [entry(p, tarfile.DIRTYPE, m, mtime, u, g) for p, m, u, g in DIRS]
     known = {p for p, *_ in DIRS}
@@ -159,36 +135,9 @@ def make_archive(busybox_path: str, tags: list[str], mtime: int, imported: bool 
     version = subprocess.run([busybox_path], check=False, capture_output=True, text=True).stdout
     version = version.splitlines()[0].strip() if version else "BusyBox"
     layer = make_layer(busybox, applet_paths(busybox_path), mtime)
-    diff_id = hashlib.sha256(layer).hexdigest()
-    created = datetime.datetime.fromtimestamp(mtime, datetime.UTC)
-    created = created.strftime("%Y-%m-%dT%H:%M:%SZ")
-    config = {
-        "architecture": arch,
-        "os": "linux",
-        "created": created,
-        "config": {} if imported else {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
-        "history": [{"created": created, "created_by": "testdata/images/busybox/make.py",
-                     "comment": version}],
-    }
-    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    layer_name = f"{diff_id}/layer.tar"
-    manifest = [{"Config": config_name, "RepoTags": tags, "Layers": [layer_name]}]
-    repositories: dict[str, dict[str, str]] = {}
-    for tag in tags:
-        repo, _, name = tag.rpartition(":")
-        repositories.setdefault(repo, {})[name] = diff_id
-    files = [
-        entry(config_name, tarfile.REGTYPE, 0o644, mtime, data=config_bytes),
-        entry(diff_id, tarfile.DIRTYPE, 0o755, mtime),
-        entry(layer_name, tarfile.REGTYPE, 0o644, mtime, data=layer),
-        entry("manifest.json", tarfile.REGTYPE, 0o644, mtime,
-              data=json.dumps(manifest, separators=(",", ":")).encode()),
-        entry("repositories", tarfile.REGTYPE, 0o644, mtime,
-              data=json.dumps(repositories, sort_keys=True, separators=(",", ":")).encode()),
-    ]
-    return tar_bytes(files)
+    config = {} if imported else {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]}
+    image = Image(config, tuple(tags), "testdata/images/busybox/make.py", version)
+    return docker_save(layer, [image], arch, mtime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,23 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="an empty config, as `docker import` makes it (no Env, no PATH)")
     args = ap.parse_args(argv)
     tags = args.tag or ["busybox:test"]
-    for tag in tags:
-        repo, sep, name = tag.rpartition(":")
-        if not sep or not repo or "/" in name:
-            fail(f"--tag {tag!r}: want name:tag")
+    for problem in filter(None, map(check_tag, tags)):
+        fail(problem)
     if not os.path.isfile(args.busybox):
         fail(f"{args.busybox} not found (on Debian: apt-get install busybox-static)")
-    data = make_archive(args.busybox, tags, args.mtime, args.imported)
-    out = os.path.abspath(args.out)
-    fd, tmp = tempfile.mkstemp(prefix=".make-busybox-", dir=os.path.dirname(out))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(args.out, make_archive(args.busybox, tags, args.mtime, args.imported))
     return 0
 
 
