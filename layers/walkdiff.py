@@ -8,7 +8,8 @@ the root with the stat records taken after the previous one and writes what chan
 directory in the snapshot store's form (layers/union.py: new and changed entries as themselves,
 deletions as whiteouts, a directory deleted and made again marked opaque), exactly as overlayfs
 would have left it, so the layer tar and the snapshot are the same as with overlayfs. The walk
-costs one lstat per entry of the root and copies only what changed.
+costs one lstat per entry of the root (an inode whose ctime did not move is passed over at once)
+and copies only what changed.
 
 Files hardlinked in the image are copied apart, as overlayfs's copy-up parts them when one is
 written; links a RUN makes are parted after its diff, for the same reason.
@@ -30,6 +31,7 @@ import stat
 import struct
 import tempfile
 import threading
+import time
 
 from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layers.union import FILES, UnionView, is_opaque, is_whiteout, make_opaque, make_whiteout
@@ -38,33 +40,36 @@ _SKIP_XATTRS = ("trusted.overlay.", "user.overlay.")
 # FS_IOC_GETVERSION, _IOR('v', 1, long) in the common ioctl encoding; elsewhere it fails (ENOTTY)
 # and the inode number alone is the identity.
 _GET_GENERATION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
-# What the diff compares: type and mode, owner, size, mtime, inode, links, device numbers.
-Record = tuple[int, int, int, int, int, int, int, int]
+# CLOCK_REALTIME_COARSE, the clock the kernel stamps inode times with (Linux's number; Python
+# names only the fine one).
+_REALTIME_COARSE = 5
 
 
-def _record(st: os.stat_result) -> Record:
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ino,
-            st.st_nlink, st.st_rdev)
+def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a non-directory unchanged: its inode's ctime first (set by every change of
+    content, owner, mode, times, links or xattrs), then what a reused inode would differ in."""
+    return st.st_ctime_ns, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns
 
 
-def _attributes_of(record: Record) -> tuple[int, int, int, int]:
+def _attributes_of(st: os.stat_result) -> tuple[int, int, int, int]:
     """What a directory's or placeholder's change is judged on: mode, owner, mtime (a
     directory's size follows its entries, differently on each filesystem)."""
-    return record[0], record[1], record[2], record[4]
+    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
 
 
 class WorkingRoot:
     """One directory a stage's RUNs change in place, the layers it holds (`diff_ids`), and the
-    stat records the next diff compares against."""
+    stat records the next diff compares against: per directory, each entry's `os.stat_result`
+    by name."""
 
     def __init__(self, path: str, devices: bool) -> None:
         self.path = path
         self.devices = devices
         self.diff_ids: tuple[str, ...] = ()
-        self._records: dict[str, Record] = {}
-        self._children: dict[str, set[str]] = {}
+        self._records: dict[str, dict[str, os.stat_result]] = {}
         self._generations: dict[str, int | None] = {}
         self._devices: dict[str, tuple[int, int]] = {}  # placeholder -> (node's mode, rdev)
+        self._granularity = _time_granularity(os.path.dirname(path))
 
     def extend(self, snapshots: list[str], form: str, diff_ids: tuple[str, ...]) -> None:
         """Apply snapshot directories (lowest first, in `form`) on top: the root then holds
@@ -76,8 +81,48 @@ class WorkingRoot:
         else:
             os.chmod(self.path, 0o755)
         self.diff_ids = diff_ids
-        self._records, self._children, self._generations = {}, {}, {}
-        self._scan(None, "", fresh=True, parent_changed=True)
+        self._walk(None)
+
+    def diff(self, upper: str, lower: UnionView, settled: tuple[str, ...] = ()) -> None:
+        """Write into the empty directory `upper`, in `lower`'s form, what the root changed
+        since the records; then take the records again. `settled` are paths the sandbox moved
+        away and back: their inode changed only in its ctime, which is no change of the image."""
+        self._settle(settled)
+        diff = _Diff(upper, lower.form)
+        self._walk(diff)
+        self._part(diff.multiple)
+        # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
+        # parent's, so they get root's back (a parent the command did not change keeps its own).
+        for directory, _, _ in os.walk(upper):
+            if directory != upper:
+                st = os.lstat(os.path.join(self.path, os.path.relpath(directory, upper)))
+                os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _walk(self, diff: _Diff | None) -> None:
+        """Take the records again (with `diff`, comparing them with the old ones). An inode's
+        ctime is what tells that it changed, so the walk ends only once the clock the kernel
+        stamps ctimes with has moved past its start: a change made after the walk then never
+        has the ctime a record holds, even where timestamps are coarse (the kernel's tick, or
+        whole seconds)."""
+        started = time.time_ns()
+        old = self._records, self._generations
+        self._records, self._generations = {}, {}
+        self._scan(diff, old, "", fresh=diff is None, parent_changed=True)
+        after = (started // self._granularity + 1) * self._granularity
+        while time.clock_gettime_ns(_REALTIME_COARSE) < after:
+            time.sleep(0.001)
+
+    def _settle(self, paths: tuple[str, ...]) -> None:
+        for rel in paths:
+            parent, _, name = rel.rpartition("/")
+            records = self._records.get(parent, {})
+            before = records.get(name)
+            try:
+                now = os.lstat(os.path.join(self.path, rel))
+            except FileNotFoundError:
+                continue
+            if before is not None and _key(before)[1:] == _key(now)[1:]:
+                records[name] = now
 
     def _part(self, linked: list[str]) -> None:
         """Copy apart the files a RUN hardlinked (its layer has the links): overlayfs would copy
@@ -96,22 +141,8 @@ class WorkingRoot:
                 os.rename(temp, path)
                 os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
         for rel in linked:
-            self._records[rel] = _record(os.lstat(os.path.join(self.path, rel)))
-
-    def diff(self, upper: str, lower: UnionView) -> None:
-        """Write into the empty directory `upper`, in `lower`'s form, what the root changed
-        since the records; then take the records again."""
-        old = (self._records, self._children, self._generations)
-        self._records, self._children, self._generations = {}, {}, {}
-        diff = _Diff(upper, lower.form, old)
-        self._scan(diff, "", fresh=False, parent_changed=True)
-        self._part(diff.multiple)
-        # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
-        # parent's, so they get root's back (a parent the command did not change keeps its own).
-        for directory, _, _ in os.walk(upper):
-            if directory != upper:
-                st = os.lstat(os.path.join(self.path, os.path.relpath(directory, upper)))
-                os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            parent, _, name = rel.rpartition("/")
+            self._records[parent][name] = os.lstat(os.path.join(self.path, rel))
 
     # -- applying a snapshot ---------------------------------------------------------------------
 
@@ -163,41 +194,47 @@ class WorkingRoot:
 
     # -- the walk --------------------------------------------------------------------------------
 
-    def _scan(self, diff: _Diff | None, rel: str, fresh: bool, parent_changed: bool) -> bool:
-        """Take the records below `rel` and, with `diff`, record what changed since the old
+    def _scan(self, diff: _Diff | None, old: tuple[dict, dict], rel: str, fresh: bool,
+              parent_changed: bool) -> bool:
+        """Take the records below `rel` and, with `diff`, record what changed since the `old`
         ones (all of it when `fresh`: a directory new, replaced or remade). Returns whether
-        anything below changed."""
+        anything below changed. An entry whose inode kept its ctime is unchanged: any write,
+        chmod, chown, utime, link or xattr change sets it, so only a directory's own entries
+        need more than one lstat and a comparison."""
         here = os.path.join(self.path, rel) if rel else self.path
+        prefix = f"{rel}/" if rel else ""
+        old_records, old_generations = old
+        before_all = {} if fresh else old_records.get(rel, {})
+        records: dict[str, os.stat_result] = {}
+        self._records[rel] = records
+        changed = False
         with os.scandir(here) as it:
             entries = list(it)
-        names = {entry.name for entry in entries}
-        self._children[rel] = names
-        changed = False
-        if diff is not None and not fresh:
-            for name in sorted(diff.children.get(rel, set()) - names):
-                diff.whiteout(self.path, f"{rel}/{name}" if rel else name)
-                changed = True
         for entry in entries:
-            child = f"{rel}/{entry.name}" if rel else entry.name
-            st = entry.stat(follow_symlinks=False)
-            record = self._records[child] = _record(st)
-            before = None if diff is None or fresh else diff.records.get(child)
-            if stat.S_ISDIR(st.st_mode):
-                was_dir = before is not None and stat.S_ISDIR(before[0])
-                if was_dir and before[5] == st.st_ino and not parent_changed:
-                    generation = diff.generations.get(child) if diff else None
+            name = entry.name
+            st = records[name] = entry.stat(follow_symlinks=False)
+            before = before_all.get(name)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not is_dir and before is not None and _key(before) == _key(st):
+                continue
+            child = prefix + name
+            if is_dir:
+                was_dir = before is not None and stat.S_ISDIR(before.st_mode)
+                if was_dir and before.st_ino == st.st_ino and not parent_changed:
+                    generation = old_generations.get(child)
                 else:
                     generation = _generation(entry.path)
                 self._generations[child] = generation
                 if diff is None:
-                    self._scan(None, child, True, True)
+                    self._scan(None, old, child, True, True)
                     continue
                 # overlayfs marks opaque a directory made where a lower entry was deleted
                 remade = before is not None and (not was_dir or (
-                    before[5], diff.generations.get(child)) != (st.st_ino, generation))
+                    before.st_ino, old_generations.get(child)) != (st.st_ino, generation))
                 new = before is None or remade
-                own = new or _attributes_of(before) != _attributes_of(record)
-                below = self._scan(diff, child, new, before is None or before[4] != record[4])
+                own = new or _attributes_of(before) != _attributes_of(st)
+                below = self._scan(diff, old, child, new,
+                                   before is None or before.st_mtime_ns != st.st_mtime_ns)
                 if below or own:
                     diff.ensure_parent(self.path, child)
                     if remade:
@@ -207,9 +244,9 @@ class WorkingRoot:
             if diff is None:
                 continue
             device = self._devices.get(child)
-            if device is not None and before is not None and before[5] == st.st_ino \
+            if device is not None and before is not None and before.st_ino == st.st_ino \
                     and stat.S_ISSOCK(st.st_mode):
-                if _attributes_of(before) != _attributes_of(record):
+                if _attributes_of(before) != _attributes_of(st):
                     diff.ensure_parent(self.path, rel)
                     target = os.path.join(diff.upper, child)
                     os.mknod(target, stat.S_IFMT(device[0]) | 0o600, device[1])
@@ -219,8 +256,12 @@ class WorkingRoot:
             self._devices.pop(child, None)
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 diff.multiple.append(child)
-            if before is None or before != record:
-                diff.copy(self.path, rel, child, st)
+            diff.copy(self.path, rel, child, st)
+            changed = True
+        if diff is not None and not fresh:
+            for name in sorted(before_all.keys() - records.keys()):
+                self._devices.pop(prefix + name, None)
+                diff.whiteout(self.path, prefix + name)
                 changed = True
         return changed
 
@@ -269,11 +310,10 @@ class RootPool:
 
 
 class _Diff:
-    """One diff's output and the records it compares against."""
+    """One diff's output."""
 
-    def __init__(self, upper: str, form: str, old) -> None:
+    def __init__(self, upper: str, form: str) -> None:
         self.upper, self.form = upper, form
-        self.records, self.children, self.generations = old
         self.linked: dict[int, str] = {}  # inode -> its first path in upper (links the RUN made)
         self.multiple: list[str] = []     # files of the root with more than one link
 
@@ -363,3 +403,10 @@ def _generation(path: str) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def _time_granularity(directory: str) -> int:
+    """The nanoseconds the filesystem of `directory` rounds inode times to: 1, or a whole
+    second where it keeps no fractions (ext4 with small inodes, some network filesystems)."""
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".clock-") as probe:
+        return 1 if os.fstat(probe.fileno()).st_ctime_ns % 1_000_000_000 else 1_000_000_000

@@ -32,6 +32,9 @@ _DIR_STUBS = ("proc", "sys", "dev")
 _FILE_STUBS = ("etc/resolv.conf", "etc/hosts")
 
 
+HOSTS, RESOLV_CONF = "etc/hosts", "etc/resolv.conf"
+
+
 def etc_files(scratch: str, hostname: str) -> dict[str, str]:
     """The host's resolv.conf and a generated hosts (written to `scratch`) shaped as BuildKit's,
     by the path they take in the root."""
@@ -39,9 +42,9 @@ def etc_files(scratch: str, hostname: str) -> dict[str, str]:
     with open(hosts, "w") as handle:
         handle.write(f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost "
                      "ip6-loopback\n")
-    files = {"etc/hosts": hosts}
+    files = {HOSTS: hosts}
     if os.path.exists("/etc/resolv.conf"):
-        files["etc/resolv.conf"] = os.path.realpath("/etc/resolv.conf")
+        files[RESOLV_CONF] = os.path.realpath("/etc/resolv.conf")
     return files
 
 

@@ -13,7 +13,7 @@ from builder.errors import BuildError, NotSupported
 from builder.limits import Limits, memory_text
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.mounts import Planned, planned as mount_plan
-from builder.sandbox import cgroups
+from builder.sandbox import cgroups, inplace
 from builder.sandbox.spec import RunSpec, Sandbox
 from builder.sources.tree import StageTree
 from builder.plan.state import StageState
@@ -149,7 +149,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         if root is not None:
             changes = os.path.join(scratch, "changes")
             os.mkdir(changes)
-            root.diff(changes, view)
+            root.diff(changes, view, settled=inplace.MOVED)
             upper = changes
         diff_id = env.commit_upper(state, upper) if os.listdir(upper) else None
         if root is not None:
