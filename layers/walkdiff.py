@@ -1,15 +1,16 @@
 """Where overlayfs cannot be mounted: a working root in a plain directory, and a walk diff.
 
 A `WorkingRoot` is an image copied into a plain directory that RUN commands change in place. It
-lives for a whole stage, not for one RUN: the root a RUN leaves is the root the next one starts
-from, and a layer the build adds without a RUN (a COPY, a cache hit) is applied to it from its
-snapshot, so the image is copied once per stage, not once per RUN. After each RUN a walk compares
-the root with the stat records taken after the previous one and writes what changed as an upper
-directory in the snapshot store's form (layers/union.py: new and changed entries as themselves,
-deletions as whiteouts, a directory deleted and made again marked opaque), exactly as overlayfs
-would have left it, so the layer tar and the snapshot are the same as with overlayfs. The walk
-costs one lstat per entry of the root (an inode whose ctime did not move is passed over at once)
-and copies only what changed.
+outlives a RUN, and a build (layers/rootpool.py keeps it under the cache): the root a RUN leaves
+is the root the next one starts from, a layer the build adds without a RUN (a COPY, a cache hit)
+is applied to it from its snapshot, and a root holding layers the next RUN's image lacks is
+rewound past them from their snapshots, so an image is copied once, not once per RUN or build.
+After each RUN a walk compares the root with the stat records taken after the previous one and
+writes what changed as an upper directory in the snapshot store's form (layers/union.py: new and
+changed entries as themselves, deletions as whiteouts, a directory deleted and made again marked
+opaque), exactly as overlayfs would have left it, so the layer tar and the snapshot are the same
+as with overlayfs. The walk costs one lstat per entry of the root (an inode whose ctime did not
+move is passed over at once) and copies only what changed.
 
 Files hardlinked in the image are copied apart, as overlayfs's copy-up parts them when one is
 written; links a RUN makes are parted after its diff, for the same reason.
@@ -30,7 +31,6 @@ import shutil
 import stat
 import struct
 import tempfile
-import threading
 import time
 
 from layers.tarwriter import OPAQUE_MARKER, WHITEOUT_PREFIX
@@ -73,15 +73,89 @@ class WorkingRoot:
 
     def extend(self, snapshots: list[str], form: str, diff_ids: tuple[str, ...]) -> None:
         """Apply snapshot directories (lowest first, in `form`) on top: the root then holds
-        `diff_ids`."""
+        `diff_ids`. The records are taken afresh."""
         for snapshot in snapshots:
             self._apply(snapshot, "", form)
         if snapshots:
             _attributes(snapshots[-1], self.path, os.lstat(snapshots[-1]))
-        else:
+        elif not diff_ids:
             os.chmod(self.path, 0o755)
         self.diff_ids = diff_ids
         self._walk(None)
+
+    def rewind(self, extra: list[str], lower: list[str], form: str,
+               diff_ids: tuple[str, ...]) -> None:
+        """Take the root back to `diff_ids` (their snapshots `lower`, lowest first) from those
+        layers and `extra` (the snapshots of the layers above them): each path the extra layers
+        hold is put back as the lower ones have it, a directory they deleted or made opaque
+        with all it held. It costs what the extra layers hold, not what the image holds; the
+        records are left to the `extend` that follows."""
+        view = UnionView(lower, form)
+        paths: dict[str, bool] = {"": False}  # path -> whether its whole subtree goes back
+        for snapshot in extra:
+            _layer_paths(snapshot, "", form == FILES, paths)
+        done: set[str] = set()  # paths whose subtree is back (or gone), or not a directory
+        directories: list[tuple[str, str, os.stat_result]] = []
+        for rel in sorted(paths, key=lambda path: path.split("/")):
+            if _below(rel, done):  # never through a symlink a RUN left: its parents are dirs
+                continue
+            target = os.path.join(self.path, rel) if rel else self.path
+            for placeholder in [p for p in self._devices if p == rel or p.startswith(rel + "/")]:
+                del self._devices[placeholder]
+            found = view.find(rel)
+            if found is None:
+                _remove(target)
+                done.add(rel)
+                continue
+            source, st = found
+            if not stat.S_ISDIR(st.st_mode):
+                _remove(target)
+                if self._copy(source, target, st):
+                    _attributes(source, target, st)
+                done.add(rel)
+                continue
+            if rel and (paths[rel] or not _is_directory(target)):
+                _remove(target)
+                os.mkdir(target, 0o700)
+                self._fill(view, rel)
+                done.add(rel)
+            directories.append((target, source, st))
+        for target, source, st in reversed(directories):
+            _attributes(source, target, st)
+        self.diff_ids = diff_ids
+
+    def _fill(self, view: UnionView, rel: str) -> None:
+        """Copy what directory `rel` holds in `view` into the root's empty one."""
+        for name in view.listdir(rel):
+            child = f"{rel}/{name}"
+            source, st = view.find(child)
+            target = os.path.join(self.path, child)
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(target, 0o700)
+                self._fill(view, child)
+                _attributes(source, target, st)
+            elif self._copy(source, target, st):
+                _attributes(source, target, st)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the records of a walk are there to diff against."""
+        return bool(self._records)
+
+    @property
+    def placeholders(self) -> dict[str, tuple[int, int]]:
+        """The device nodes the root holds placeholders for: path -> (node's mode, rdev)."""
+        return dict(self._devices)
+
+    @classmethod
+    def kept(cls, path: str, devices: bool, diff_ids: tuple[str, ...],
+             placeholders: dict[str, tuple[int, int]]) -> WorkingRoot:
+        """A root kept from an earlier build, holding `diff_ids`; without records until its
+        `extend`."""
+        root = cls(path, devices)
+        root.diff_ids = diff_ids
+        root._devices = dict(placeholders)
+        return root
 
     def diff(self, upper: str, lower: UnionView, settled: tuple[str, ...] = ()) -> None:
         """Write into the empty directory `upper`, in `lower`'s form, what the root changed
@@ -266,49 +340,6 @@ class WorkingRoot:
         return changed
 
 
-class RootPool:
-    """The working roots not in use, for the next RUN to take (exclusively: stages may run
-    at once). At most `keep` are kept; a root whose RUN failed is discarded, never kept."""
-
-    def __init__(self, directory: str, keep: int = 2) -> None:
-        self.directory = directory
-        self.keep = keep
-        self._idle: list[WorkingRoot] = []
-        self._lock = threading.Lock()
-
-    def take(self, diff_ids: tuple[str, ...], snapshots: list[str], form: str,
-             devices: bool) -> WorkingRoot:
-        """A root holding `diff_ids` (their `snapshots`, lowest first): the idle one holding
-        the longest part of them, with the rest applied, or a new one."""
-        with self._lock:
-            fitting = [r for r in self._idle if r.devices == devices
-                       and diff_ids[:len(r.diff_ids)] == r.diff_ids]
-            root = max(fitting, key=lambda r: len(r.diff_ids), default=None)
-            if root is not None:
-                self._idle.remove(root)
-        if root is None:
-            root = WorkingRoot(tempfile.mkdtemp(dir=self.directory, prefix="root-"), devices)
-        elif root.diff_ids == diff_ids:
-            return root
-        try:
-            root.extend(snapshots[len(root.diff_ids):], form, diff_ids)
-        except BaseException:
-            self.discard(root)
-            raise
-        return root
-
-    def give(self, root: WorkingRoot) -> None:
-        with self._lock:
-            self._idle.append(root)
-            surplus, self._idle = self._idle[:-self.keep], self._idle[-self.keep:]
-        for old in surplus:
-            self.discard(old)
-
-    @staticmethod
-    def discard(root: WorkingRoot) -> None:
-        shutil.rmtree(root.path, ignore_errors=True)
-
-
 class _Diff:
     """One diff's output."""
 
@@ -375,6 +406,47 @@ def _attributes(source: str, target: str, st: os.stat_result) -> None:
 
 def _is_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+
+
+def _layer_paths(directory: str, rel: str, files: bool, paths: dict[str, bool]) -> None:
+    """Every path a snapshot holds into `paths`, True for those whose whole subtree it replaces
+    (a deletion, an opaque directory)."""
+    if rel and (os.path.lexists(os.path.join(directory, OPAQUE_MARKER)) if files
+                else is_opaque(directory)):
+        paths[rel] = True
+    with os.scandir(directory) as it:
+        for entry in it:
+            name = entry.name
+            if files and name.startswith(WHITEOUT_PREFIX):
+                if name != OPAQUE_MARKER:
+                    name = name[len(WHITEOUT_PREFIX):]
+                    paths[f"{rel}/{name}" if rel else name] = True
+                continue
+            child = f"{rel}/{name}" if rel else name
+            st = entry.stat(follow_symlinks=False)
+            if not files and is_whiteout(st):
+                paths[child] = True
+                continue
+            paths.setdefault(child, False)
+            if stat.S_ISDIR(st.st_mode):
+                _layer_paths(entry.path, child, files, paths)
+
+
+def _below(rel: str, directories: set[str]) -> bool:
+    """Whether `rel` is inside one of `directories`."""
+    parent = rel.rpartition("/")[0]
+    while parent:
+        if parent in directories:
+            return True
+        parent = parent.rpartition("/")[0]
+    return False
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _remove(path: str) -> None:

@@ -21,7 +21,7 @@ from builder.steps.users import UnknownUser, resolve_run_user
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from layers.union import UnionView
-from layers.walkdiff import RootPool
+from layers.rootpool import RootPool
 
 if TYPE_CHECKING:
     from builder.steps.mounts import MountEnv
