@@ -43,6 +43,7 @@ _GET_GENERATION = (2 << 30) | (struct.calcsize("l") << 16) | (ord("v") << 8) | 1
 # CLOCK_REALTIME_COARSE, the clock the kernel stamps inode times with (Linux's number; Python
 # names only the fine one).
 _REALTIME_COARSE = 5
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -181,7 +182,11 @@ class WorkingRoot:
         started = time.time_ns()
         old = self._records, self._generations
         self._records, self._generations = {}, {}
-        self._scan(diff, old, "", fresh=diff is None, parent_changed=True)
+        fd = os.open(self.path, _DIRECTORY)
+        try:
+            self._scan(diff, old, "", fd, fresh=diff is None, parent_changed=True)
+        finally:
+            os.close(fd)
         after = (started // self._granularity + 1) * self._granularity
         while time.clock_gettime_ns(_REALTIME_COARSE) < after:
             time.sleep(0.001)
@@ -268,52 +273,40 @@ class WorkingRoot:
 
     # -- the walk --------------------------------------------------------------------------------
 
-    def _scan(self, diff: _Diff | None, old: tuple[dict, dict], rel: str, fresh: bool,
+    def _scan(self, diff: _Diff | None, old: tuple[dict, dict], rel: str, fd: int, fresh: bool,
               parent_changed: bool) -> bool:
-        """Take the records below `rel` and, with `diff`, record what changed since the `old`
-        ones (all of it when `fresh`: a directory new, replaced or remade). Returns whether
-        anything below changed. An entry whose inode kept its ctime is unchanged: any write,
-        chmod, chown, utime, link or xattr change sets it, so only a directory's own entries
-        need more than one lstat and a comparison."""
-        here = os.path.join(self.path, rel) if rel else self.path
+        """Take the records below `rel` (open as `fd`) and, with `diff`, record what changed
+        since the `old` ones (all of it when `fresh`: a directory new, replaced or remade).
+        Returns whether anything below changed. An entry whose inode kept its ctime is
+        unchanged: any write, chmod, chown, utime, link or xattr change sets it, so only a
+        directory's own entries need more than one lstat (relative to the directory's
+        descriptor: no path lookup) and a comparison."""
         prefix = f"{rel}/" if rel else ""
         old_records, old_generations = old
         before_all = {} if fresh else old_records.get(rel, {})
         records: dict[str, os.stat_result] = {}
         self._records[rel] = records
         changed = False
-        with os.scandir(here) as it:
+        with os.scandir(fd) as it:
             entries = list(it)
         for entry in entries:
             name = entry.name
             st = records[name] = entry.stat(follow_symlinks=False)
             before = before_all.get(name)
             is_dir = stat.S_ISDIR(st.st_mode)
-            if not is_dir and before is not None and _key(before) == _key(st):
+            # _key(before) == _key(st), written out: the walk's hottest line
+            if before is not None and not is_dir and before.st_ctime_ns == st.st_ctime_ns \
+                    and before.st_ino == st.st_ino and before.st_mode == st.st_mode \
+                    and before.st_size == st.st_size and before.st_mtime_ns == st.st_mtime_ns:
                 continue
             child = prefix + name
             if is_dir:
-                was_dir = before is not None and stat.S_ISDIR(before.st_mode)
-                if was_dir and before.st_ino == st.st_ino and not parent_changed:
-                    generation = old_generations.get(child)
-                else:
-                    generation = _generation(entry.path)
-                self._generations[child] = generation
-                if diff is None:
-                    self._scan(None, old, child, True, True)
-                    continue
-                # overlayfs marks opaque a directory made where a lower entry was deleted
-                remade = before is not None and (not was_dir or (
-                    before.st_ino, old_generations.get(child)) != (st.st_ino, generation))
-                new = before is None or remade
-                own = new or _attributes_of(before) != _attributes_of(st)
-                below = self._scan(diff, old, child, new,
-                                   before is None or before.st_mtime_ns != st.st_mtime_ns)
-                if below or own:
-                    diff.ensure_parent(self.path, child)
-                    if remade:
-                        make_opaque(os.path.join(diff.upper, child), diff.form)
-                    changed = True
+                below_fd = os.open(name, _DIRECTORY, dir_fd=fd)
+                try:
+                    changed |= self._directory(diff, old, child, below_fd, before, st,
+                                               parent_changed)
+                finally:
+                    os.close(below_fd)
                 continue
             if diff is None:
                 continue
@@ -324,7 +317,7 @@ class WorkingRoot:
                     diff.ensure_parent(self.path, rel)
                     target = os.path.join(diff.upper, child)
                     os.mknod(target, stat.S_IFMT(device[0]) | 0o600, device[1])
-                    _attributes(entry.path, target, st)
+                    _attributes(os.path.join(self.path, child), target, st)
                     changed = True
                 continue
             self._devices.pop(child, None)
@@ -338,6 +331,34 @@ class WorkingRoot:
                 diff.whiteout(self.path, prefix + name)
                 changed = True
         return changed
+
+    def _directory(self, diff: _Diff | None, old: tuple[dict, dict], rel: str, fd: int,
+                   before: os.stat_result | None, st: os.stat_result,
+                   parent_changed: bool) -> bool:
+        """`_scan` for a directory of the root (open as `fd`): whether it or anything below
+        changed."""
+        old_generations = old[1]
+        was_dir = before is not None and stat.S_ISDIR(before.st_mode)
+        if was_dir and before.st_ino == st.st_ino and not parent_changed:
+            generation = old_generations.get(rel)
+        else:
+            generation = _generation(fd)
+        self._generations[rel] = generation
+        if diff is None:
+            return self._scan(None, old, rel, fd, True, True)
+        # overlayfs marks opaque a directory made where a lower entry was deleted
+        remade = before is not None and (not was_dir or (
+            before.st_ino, old_generations.get(rel)) != (st.st_ino, generation))
+        new = before is None or remade
+        own = new or _attributes_of(before) != _attributes_of(st)
+        below = self._scan(diff, old, rel, fd, new,
+                           before is None or before.st_mtime_ns != st.st_mtime_ns)
+        if below or own:
+            diff.ensure_parent(self.path, rel)
+            if remade:
+                make_opaque(os.path.join(diff.upper, rel), diff.form)
+            return True
+        return False
 
 
 class _Diff:
@@ -460,21 +481,15 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _generation(path: str) -> int | None:
+def _generation(fd: int) -> int | None:
     """The inode's generation: ext4 gives a directory deleted and made again its old inode
     number at once, but a new generation; tmpfs and others give none (they do not reuse inode
     numbers at once)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
     try:
         size = struct.calcsize("l")
         return struct.unpack("l", fcntl.ioctl(fd, _GET_GENERATION, bytes(size)))[0]
     except OSError:
         return None
-    finally:
-        os.close(fd)
 
 
 def _time_granularity(directory: str) -> int:
