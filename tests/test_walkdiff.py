@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.cache.prune import prune, usage
 from layers.image import chain_ids
 from layers.rootpool import RootPool, roots_dir
 from layers.snapshots import SnapshotStore
@@ -210,3 +211,15 @@ def test_a_later_build_takes_the_kept_root_back_to_its_image(snapshot, tmp_path)
     WorkingRoot(str(fresh), devices=True).extend(base, store.form, ("sha256:base",))
     assert tree_of(Path(again.path)) == tree_of(fresh)
     assert os.listdir(roots_dir(str(cache))) == []
+
+
+def test_prune_removes_the_kept_roots_and_du_counts_them(snapshot, tmp_path):
+    cache, scratch = tmp_path / "cache", tmp_path / "scratch"
+    scratch.mkdir()
+    store = SnapshotStore(str(cache))
+    pool = RootPool(roots_dir(str(cache)), str(scratch), store)
+    pool.give(pool.take(("sha256:base",), [str(snapshot)], store.form, devices=True))
+    assert usage(str(cache)).roots_bytes >= len("alphabravocharlie")
+    prune(str(cache))
+    assert os.listdir(roots_dir(str(cache))) == []
+    assert usage(str(cache)).roots_bytes == 0
