@@ -43,7 +43,8 @@ class RootPool:
 
     def __init__(self, directory: str, scratch: str, snapshots: SnapshotStore,
                  keep: int = 2) -> None:
-        self.directory, self.scratch, self.snapshots, self.keep = directory, scratch, snapshots, keep
+        self.directory, self.scratch, self.snapshots = directory, scratch, snapshots
+        self.keep = keep
         self._mine: dict[str, tuple[str, WorkingRoot]] = {}  # name -> (token, its records)
         self._lock = threading.Lock()
 
