@@ -82,7 +82,7 @@ class WorkingRoot:
         elif not diff_ids:
             os.chmod(self.path, 0o755)
         self.diff_ids = diff_ids
-        self._walk(None)
+        self._wait_past(self._walk(None))
 
     def rewind(self, extra: list[str], lower: list[str], form: str,
                diff_ids: tuple[str, ...]) -> None:
@@ -164,8 +164,11 @@ class WorkingRoot:
         away and back: their inode changed only in its ctime, which is no change of the image."""
         self._settle(settled)
         diff = _Diff(upper, lower.form)
-        self._walk(diff)
-        self._part(diff.multiple)
+        changed = self._walk(diff)
+        if diff.multiple:
+            self._part(diff.multiple)
+            changed = time.time_ns()
+        self._wait_past(changed)
         # Filling the upper dir's directories changed their mtimes; overlayfs keeps a copied-up
         # parent's, so they get root's back (a parent the command did not change keeps its own).
         for directory, _, _ in os.walk(upper):
@@ -173,12 +176,9 @@ class WorkingRoot:
                 st = os.lstat(os.path.join(self.path, os.path.relpath(directory, upper)))
                 os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    def _walk(self, diff: _Diff | None) -> None:
-        """Take the records again (with `diff`, comparing them with the old ones). An inode's
-        ctime is what tells that it changed, so the walk ends only once the clock the kernel
-        stamps ctimes with has moved past its start: a change made after the walk then never
-        has the ctime a record holds, even where timestamps are coarse (the kernel's tick, or
-        whole seconds)."""
+    def _walk(self, diff: _Diff | None) -> int:
+        """Take the records again (with `diff`, comparing them with the old ones); the time it
+        started, after every change the records hold."""
         started = time.time_ns()
         old = self._records, self._generations
         self._records, self._generations = {}, {}
@@ -187,7 +187,14 @@ class WorkingRoot:
             self._scan(diff, old, "", fd, fresh=diff is None, parent_changed=True)
         finally:
             os.close(fd)
-        after = (started // self._granularity + 1) * self._granularity
+        return started
+
+    def _wait_past(self, changed: int) -> None:
+        """Wait until the clock the kernel stamps ctimes with has moved past `changed` (the time
+        of the last change the records hold), in the filesystem's granularity: a change made
+        after that never has the ctime a record holds, even where timestamps are coarse (the
+        kernel's tick, or whole seconds). The walk itself mostly takes longer than a tick."""
+        after = (changed // self._granularity + 1) * self._granularity
         while time.clock_gettime_ns(_REALTIME_COARSE) < after:
             time.sleep(0.001)
 
