@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from builder.steps.run import RunEnv
     from layers.imagestore import StoredImage
     from layers.registry.transport import Session
-    from layers.walkdiff import RootPool
+    from layers.rootpool import RootPool
 
 # Imported where used, so a build imports only what its Dockerfile needs (start-up is most of a
 # cached rebuild): builder.sources.baseimage (FROM an image), builder.steps.run and
@@ -265,5 +265,5 @@ class BuildSession:
     @cached_property
     def roots(self) -> RootPool:
         """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
-        from layers.walkdiff import RootPool
-        return RootPool(self.temp_dir)
+        from layers.rootpool import RootPool, roots_dir
+        return RootPool(roots_dir(self.request.cache_dir), self.temp_dir, self.snapshots)

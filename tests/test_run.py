@@ -23,7 +23,9 @@ RUN mkdir -p /data/keep /data/gone /data/remade /data/asfile && echo 1 > /data/k
 RUN rm -rf /data/gone && rm -rf /data/remade && mkdir /data/remade && echo new > /data/remade/n \\
  && rm -rf /data/asfile && echo file > /data/asfile && rm /data/todir && mkdir /data/todir \\
  && chmod 600 /data/chmod-me && ln /data/keep/a /data/keep/hard && ln -s a /data/keep/soft \\
- && mkfifo /data/fifo && chown 1000:50 /data/keep/a && echo x >> /tmp/t && touch /data/keep
+ && mkfifo /data/fifo && chown 1000:50 /data/keep/a && echo x >> /tmp/t && touch /data/keep \
+ && echo aaaa > /data/same && touch -d @1000000000 /data/same
+RUN echo bbbb > /data/same && touch -d @1000000000 /data/same
 RUN true
 """
 

@@ -3,7 +3,9 @@
 Pruning removes step results least recently used first, never one a running build has used (its
 lease says since when), then deletes the blobs and snapshots nothing left refers to: no remaining
 step result and no image of the local store (images go with `pybuild rmi`), and the temp files of
-builds that died (killed, or a crashed machine) before removing them (layers/scratch.py).
+builds that died (killed, or a crashed machine) before removing them (layers/scratch.py), and
+the working roots kept for RUN where overlayfs is not used (layers/rootpool.py), which only save
+copying an image again.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from builder.units import human_size, parse_size
 from grammar.durations import parse_duration
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
+from layers.rootpool import remove_all as remove_roots, roots_dir
 from layers.scratch import leftovers, sweep, tree_size
 from layers.snapshots import chain_of
 
@@ -35,6 +38,7 @@ class Usage:
     snapshot_bytes: int
     dead_temp: int  # temp directories of dead builds
     dead_temp_bytes: int
+    roots_bytes: int  # working roots kept for RUN without overlayfs
 
 
 def usage(cache_dir: str) -> Usage:
@@ -50,14 +54,14 @@ def usage(cache_dir: str) -> Usage:
     dead = leftovers(cache_dir)
     return Usage(steps, len(blob_names), blob_bytes, len(snapshots),
                  sum(tree_size(os.path.join(root.snapshots, n)) for n in snapshots),
-                 dead.count, dead.size)
+                 dead.count, dead.size, tree_size(roots_dir(cache_dir)))
 
 
 def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = None,
           older_than: float | None = None) -> tuple[int, int]:
     """Remove step results (all; beyond a size budget, least recently used first; or unused for
-    `older_than` seconds), then unreferenced blobs and snapshots, and the temp files of dead
-    builds. Returns (results removed, bytes freed)."""
+    `older_than` seconds), then unreferenced blobs and snapshots, the temp files of dead
+    builds and the kept working roots. Returns (results removed, bytes freed)."""
     index = CacheIndex(cache_dir)
     try:
         records = index.steps()
@@ -82,7 +86,7 @@ def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = 
         kept = [r for r in records if r.key not in doomed]
     finally:
         index.close()
-    freed = _collect(cache_dir, kept) + sweep(cache_dir).size
+    freed = _collect(cache_dir, kept) + sweep(cache_dir).size + remove_roots(cache_dir)
     return len(doomed), freed
 
 
@@ -149,13 +153,15 @@ def du_command(argv: list[str]) -> int:
     print(f"blobs          {found.blobs} ({human_size(found.blob_bytes)})")
     print(f"snapshots      {found.snapshots} ({human_size(found.snapshot_bytes)})")
     print(f"temporary files of dead builds  {found.dead_temp} ({human_size(found.dead_temp_bytes)})")
+    print(f"working roots  {human_size(found.roots_bytes)}")
     from builder.cache.mounts import listed
     mounts = listed(cache_dir)
     print(f"cache mounts   {len(mounts)} ({human_size(sum(m.size for m in mounts))})")
     for mount in mounts:
         print(f"  {human_size(mount.size):>8}  {mount.id}")
     print("total          " + human_size(found.blob_bytes + found.snapshot_bytes
-                                          + found.dead_temp_bytes + sum(m.size for m in mounts)))
+                                          + found.dead_temp_bytes + found.roots_bytes
+                                          + sum(m.size for m in mounts)))
     return 0
 
 

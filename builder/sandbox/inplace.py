@@ -21,6 +21,9 @@ from typing import Callable, Iterator
 
 from builder.sandbox import rootfs
 
+# Every path `placed` may move the image's entry away from and back to (a changed ctime there is
+# no change of the image: layers/walkdiff.py).
+MOVED = ("dev", "proc", "sys", rootfs.HOSTS, rootfs.RESOLV_CONF)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

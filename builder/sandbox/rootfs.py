@@ -33,6 +33,9 @@ _FILE_STUBS = ("etc/resolv.conf", "etc/hosts")
 SHM_SIZE = 64 * 1024 * 1024  # Docker's /dev/shm, unless --shm-size says otherwise
 
 
+HOSTS, RESOLV_CONF = "etc/hosts", "etc/resolv.conf"
+
+
 def etc_files(scratch: str, hostname: str,
               extra_hosts: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
     """The host's resolv.conf and a generated hosts (written to `scratch`) shaped as BuildKit's,
@@ -43,9 +46,9 @@ def etc_files(scratch: str, hostname: str,
         handle.write(f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost "
                      "ip6-loopback\n" + "".join(f"{address}\t{name}\n"
                                                  for name, address in extra_hosts))
-    files = {"etc/hosts": hosts}
+    files = {HOSTS: hosts}
     if os.path.exists("/etc/resolv.conf"):
-        files["etc/resolv.conf"] = os.path.realpath("/etc/resolv.conf")
+        files[RESOLV_CONF] = os.path.realpath("/etc/resolv.conf")
     return files
 
 

@@ -14,7 +14,7 @@ from builder.limits import Limits, memory_text
 from builder.runoptions import RunOptions
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.mounts import Planned, planned as mount_plan
-from builder.sandbox import cgroups
+from builder.sandbox import cgroups, inplace
 from builder.sandbox.spec import RunSpec, Sandbox
 from builder.sources.tree import StageTree
 from builder.plan.state import StageState
@@ -22,7 +22,7 @@ from builder.steps.users import UnknownUser, resolve_run_user
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from layers.union import UnionView
-from layers.walkdiff import RootPool
+from layers.rootpool import RootPool
 
 if TYPE_CHECKING:
     from builder.steps.mounts import MountEnv
@@ -153,7 +153,7 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
         if root is not None:
             changes = os.path.join(scratch, "changes")
             os.mkdir(changes)
-            root.diff(changes, view)
+            root.diff(changes, view, settled=inplace.MOVED)
             upper = changes
         diff_id = env.commit_upper(state, upper) if os.listdir(upper) else None
         if root is not None:
