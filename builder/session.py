@@ -10,7 +10,8 @@ import contextlib
 import os
 import time
 from datetime import datetime, timezone
-from functools import cached_property
+from collections.abc import Callable
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from builder.cache.root import secure_cache_dir
@@ -21,6 +22,7 @@ from builder.plan.state import StageState
 from builder.request import BuildRequest
 from builder.sources.context import load_ignore
 from builder.sources.tree import ContextTree, Tree
+from builder.units import human_size
 from grammar import instructions as ins, stored
 from layers.errors import LayerError
 from layers.image import chain_ids
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from builder.sources.pull import Puller
     from builder.steps.mounts import MountEnv
     from builder.steps.run import RunEnv
+    from layers.cachemanifest import MountBlob
     from layers.imagestore import StoredImage
     from layers.registry.transport import Session
     from layers.walkdiff import RootPool
@@ -110,9 +113,12 @@ class BuildSession:
             else:
                 self.cache.add_imported(imported.records, imported.manifests,
                                         self.remote.available)
-                self.remote.add(imported.layers)
+                self.remote.add(imported.layers, imported.mounts)
+                mounts = imported.mounts
                 self.log.info(number, f"{len(imported.records)} steps, "
-                                      f"{len(imported.layers)} layers")
+                                      f"{len(imported.layers) - len(mounts)} layers" + (
+                    f", {len(mounts)} cache mounts ({human_size(sum(m.size for m in mounts))}, "
+                    "restored when a step that uses one runs)" if mounts else ""))
             self.log.done(number)
 
     # -- the Dockerfile and the context --------------------------------------------------------
@@ -227,7 +233,39 @@ class BuildSession:
     def mount_env(self) -> MountEnv:
         from builder.steps.mounts import MountEnv
         return MountEnv(self.request.cache_dir, lambda name: self.context,
-                        self.request.secrets, self.request.ssh)
+                        self.request.secrets, self.request.ssh, self._mount_restorer)
+
+    def _mount_restorer(self, ident: str) -> Callable[[str], None] | None:
+        """How to fill the cache mount `ident` from an imported cache, if one holds it."""
+        mount = self.remote.mounts.get(ident) if self.remote is not None else None
+        return partial(self._restore_mount, mount) if mount is not None else None
+
+    def _restore_mount(self, mount: MountBlob, directory: str) -> None:
+        """Fetch an imported cache mount and unpack it into its empty `directory`: a step of
+        the log saying what came and from where. A mount that cannot be had is a warning; the
+        RUN then starts with the cache empty."""
+        from builder.cache.mountblobs import unpack
+        layer = self.remote.known[mount.diff_id]
+        number = self.log.step(f"importing cache mount {mount.id} from {layer.source}")
+        started, entries = time.monotonic(), [0]
+
+        def progress(count: int, done: int) -> None:
+            entries[0] = count
+            self.log.progress(number, done, None, count)
+        fetched = not self.blobs.has(mount.diff_id)
+        try:
+            self.remote.ensure((mount.diff_id,))
+            warnings = unpack(self.blobs.path(mount.diff_id), directory, self.temp_dir, progress)
+        except (LayerError, OSError) as error:
+            self.log.warn(f"cache mount {mount.id} not restored: {error}")
+        else:
+            for warning in warnings:
+                self.log.warn(f"cache mount {mount.id}: {warning}")
+            self.log.info(number, f"{entries[0]:,} entries, {human_size(mount.size)} of files "
+                                  f"({human_size(layer.blob.size) if fetched else 'nothing'} "
+                                  f"fetched) in "
+                                  f"{time.monotonic() - started:.1f}s")
+        self.log.done(number)
 
     def sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""

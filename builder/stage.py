@@ -24,6 +24,7 @@ from builder.steps.files import CopySelection, StepEnv, select_copy, workdir, wr
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
+from grammar.mounts import CacheMount
 from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
@@ -75,7 +76,8 @@ class _Job:
 
 class StageBuilder:
     """Builds the stages of one Dockerfile in one session; guards what they accumulate (stage
-    results, consumed build args, the hit and miss counts, the records for --cache-to)."""
+    results, consumed build args, the hit and miss counts, the records and the cache mounts
+    of RUN steps, run or reused, for --cache-to)."""
 
     def __init__(self, session: BuildSession, dockerfile: ins.Dockerfile, plan: Plan) -> None:
         self.session = session
@@ -88,6 +90,7 @@ class StageBuilder:
         self.misses = 0
         self.reused_created: list[str] = []
         self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self.cache_mounts: set[CacheMount] = set()  # of every RUN, for --cache-to mounts=true
         self.global_args = self._global_args()
 
     def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
@@ -350,9 +353,11 @@ class StageBuilder:
             network = instruction.network or self.session.request.network
             items = step.items + (("network", network),)
             if instruction.mounts:
-                from builder.steps.mounts import key_inputs
+                from builder.steps.mounts import key_inputs, parsed
                 items += self.located(instruction, lambda: key_inputs(
                     state, instruction, partial(self._bound_digest, state, instruction)))
+                self.cache_mounts.update(m for m in parsed(state, instruction)
+                                         if isinstance(m, CacheMount))
             return replace(step, items=items)
         return step
 

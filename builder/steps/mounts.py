@@ -32,12 +32,15 @@ from grammar.mounts import (BindMount, CacheMount, Mount, MountError, SecretMoun
 class MountEnv:
     """What planning mounts needs from the build. `tree(name)` is the tree a bind mount's `from`
     names (None: the build context); `stage_key(name)` the key standing for a stage's or an
-    image's files, or None when `name` is the build context or a directory build context."""
+    image's files, or None when `name` is the build context or a directory build context.
+    `restorer(id)` is how to fill the cache `id` when it is missing or empty (an imported
+    cache's copy of it), or None."""
 
     cache_dir: str
     tree: Callable[[str | None], Tree]
     secrets: dict[str, SecretSource] = field(default_factory=dict)
     ssh: dict[str, SshSource] = field(default_factory=dict)
+    restorer: Callable[[str], Callable[[str], None] | None] = lambda ident: None
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ def planned(state: StageState, instruction: ins.Run, env: MountEnv,
                 if mount.from_ is not None:
                     raise BuildError(f"--mount=type=cache,from={mount.from_}: seeding a cache "
                                      "from a stage is not supported yet")
-                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch))
+                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch,
+                                                             env.restorer(mount.id)))
                 points.append(MountPoint(target, "bind", data, readonly=mount.readonly))
             elif isinstance(mount, BindMount):
                 source = _bind_source(mount, env)
