@@ -1,6 +1,6 @@
 """A build secret reaches its RUN and nothing else: not a layer, the config or history, any log
-mode, --metadata-file, --trace, the cache root (index included), an exported cache (its cache mounts too), an error
-message or `pybuild parse`. A changed value does not make a step run again; --no-cache does."""
+mode, --metadata-file, --trace, the cache root (index included), an exported cache (its cache
+mounts too), an error message or `pybuild parse`. A changed value does not make a step run again; --no-cache does."""
 from __future__ import annotations
 
 import gzip
