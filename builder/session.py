@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from builder.sources.baseimage import DirectorySource
     from builder.sources.pull import Puller
     from builder.steps.mounts import MountEnv
+    from builder.cache.transfer import ImportedCache
     from builder.steps.run import RunEnv
     from layers.cachemanifest import MountBlob
     from layers.imagestore import StoredImage
@@ -114,11 +115,7 @@ class BuildSession:
                 self.cache.add_imported(imported.records, imported.manifests,
                                         self.remote.available)
                 self.remote.add(imported.layers, imported.mounts)
-                mounts = imported.mounts
-                self.log.info(number, f"{len(imported.records)} steps, "
-                                      f"{len(imported.layers) - len(mounts)} layers" + (
-                    f", {len(mounts)} cache mounts ({human_size(sum(m.size for m in mounts))}, "
-                    "restored when a step that uses one runs)" if mounts else ""))
+                self.log.info(number, _summary(imported))
             self.log.done(number)
 
     # -- the Dockerfile and the context --------------------------------------------------------
@@ -261,10 +258,9 @@ class BuildSession:
         else:
             for warning in warnings:
                 self.log.warn(f"cache mount {mount.id}: {warning}")
+            came = human_size(layer.blob.size) if fetched else "nothing"
             self.log.info(number, f"{entries[0]:,} entries, {human_size(mount.size)} of files "
-                                  f"({human_size(layer.blob.size) if fetched else 'nothing'} "
-                                  f"fetched) in "
-                                  f"{time.monotonic() - started:.1f}s")
+                                  f"({came} fetched) in {time.monotonic() - started:.1f}s")
         self.log.done(number)
 
     def sandbox(self) -> Sandbox:
@@ -293,3 +289,14 @@ class BuildSession:
         """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
         from layers.walkdiff import RootPool
         return RootPool(self.temp_dir)
+
+
+def _summary(imported: ImportedCache) -> str:
+    """What an imported cache holds, for the log: its mounts are layers too, counted apart."""
+    mounts = imported.mounts
+    layers = {layer.diff_id for layer in imported.layers} - {m.diff_id for m in mounts}
+    text = f"{len(imported.records)} steps, {len(layers)} layers"
+    if mounts:
+        text += (f", {len(mounts)} cache mounts ({human_size(sum(m.size for m in mounts))}, "
+                 "restored when a step that uses one runs)")
+    return text

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from builder.cache.mounts import listed
-from layers.cachemanifest import CacheLayer, MountBlob, config_bytes, manifest_bytes
+from layers.cachemanifest import CacheLayer, MountBlob, config_bytes, manifest_bytes, parse
 from layers.image import OCI_MANIFEST, dumps, sha256_digest
 from tests.registry_support import registry  # noqa: F401  (a fixture)
 from tests.support import busybox_base, pybuild
@@ -190,6 +190,38 @@ def test_without_mounts_true_no_mount_is_exported(runner, tmp_path) -> None:
     log, _ = build("one", "--cache-to", f"type=local,dest={shared}")
     assert "cache mount" not in log
     assert _exported_mounts(shared) == {}
+
+
+# -- the manifest's mounts ---------------------------------------------------------------------
+
+LAYER = CacheLayer("sha256:" + "1" * 64, "sha256:" + "2" * 64, 10,
+                   "application/vnd.oci.image.layer.v1.tar+gzip")
+DAMAGED = [
+    # (the config's "mounts", what the error names)
+    ([{"id": "", "diff_id": LAYER.diff_id, "size": 1}], "cache mount ''"),
+    ([{"id": "pip", "diff_id": "sha256:" + "3" * 64, "size": 1}], "cache mount 'pip'"),
+    ([{"id": "pip", "diff_id": LAYER.diff_id, "size": -1}], "cache mount 'pip'"),
+    ([{"id": "pip", "diff_id": LAYER.diff_id, "size": "big"}], "cache mount 'pip'"),
+    ([{"id": 7, "diff_id": LAYER.diff_id, "size": 1}], "cache mount 7"),
+    ([{"id": "pip", "size": 1}], "'diff_id'"),
+    ("pip", "damaged"),
+]
+
+
+def test_mounts_round_trip_through_the_manifest() -> None:
+    mounts = (MountBlob("pip", LAYER.diff_id, 1234),)
+    config = config_bytes((), {}, mounts)
+    assert parse(manifest_bytes(config, (LAYER,)), config).mounts == mounts
+    config = config_bytes((), {})
+    assert b"mounts" not in config and parse(manifest_bytes(config, (LAYER,)), config).mounts == ()
+
+
+@pytest.mark.parametrize("mounts, named", DAMAGED)
+def test_a_damaged_mount_entry_is_refused(mounts, named) -> None:
+    config = json.dumps({"format": 1, "records": [], "manifests": {}, "mounts": mounts}).encode()
+    with pytest.raises(ValueError) as caught:
+        parse(manifest_bytes(config, (LAYER,)), config)
+    assert "a damaged cache manifest" in str(caught.value) and named in str(caught.value)
 
 
 # -- hostile imports --------------------------------------------------------------------------
