@@ -132,6 +132,27 @@ def test_an_empty_runner_gets_the_mount_only_when_its_step_runs(runner, request,
         assert not (third / "blobs" / "sha256" / diff_id.partition(":")[2]).exists()
 
 
+def test_a_mount_is_restored_into_an_empty_one_never_over_files(runner, tmp_path) -> None:
+    context, build = runner
+    shared = tmp_path / "shared"
+    build("one", "--cache-to", f"type=local,dest={shared},mounts=true")
+    project = (context / "Dockerfile").read_text()
+    (context / "source.txt").write_text("source 2\n")
+    for runner_name, command in (("empty", "true"), ("own", "echo own > /f/own")):
+        (context / "Dockerfile").write_text(
+            f"FROM busybox:test\nRUN --mount=type=cache,id=fetch,target=/f {command}\n")
+        _, cache = build(runner_name)
+        (context / "Dockerfile").write_text(project)
+        log, _ = build(runner_name, "--cache-from", f"type=local,src={shared}")
+        data = _mount_data(cache, "fetch")
+        if runner_name == "empty":  # the mount was there, empty: filled
+            assert "importing cache mount fetch" in log and _said(log) == ["REUSED"], log
+            _check_restored(data)
+        else:  # the runner's own files are kept, nothing is merged into them
+            assert "importing cache mount" not in log and _said(log) == ["FETCHED"], log
+            assert (data / "own").read_text() == "own\n"
+
+
 def test_an_unchanged_mount_is_not_written_again(runner, tmp_path) -> None:
     context, build = runner
     shared = tmp_path / "shared"
