@@ -24,7 +24,6 @@ from builder.steps.files import CopySelection, StepEnv, select_copy, workdir, wr
 from grammar import instructions as ins
 from grammar.errors import DockerfileError
 from grammar.expand import expand_word
-from grammar.mounts import CacheMount
 from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
@@ -32,6 +31,7 @@ from layers.image import ContainerConfig, History, ImageConfig
 
 if TYPE_CHECKING:
     from builder.sources.baseimage import BaseImage, DirectorySource
+    from grammar.mounts import CacheMount
 
 _ARCH = PLATFORM.architecture
 # The automatic platform ARGs.
@@ -353,11 +353,10 @@ class StageBuilder:
             network = instruction.network or self.session.request.network
             items = step.items + (("network", network),)
             if instruction.mounts:
-                from builder.steps.mounts import key_inputs, parsed
+                from builder.steps.mounts import cache_mounts, key_inputs
                 items += self.located(instruction, lambda: key_inputs(
                     state, instruction, partial(self._bound_digest, state, instruction)))
-                self.cache_mounts.update(m for m in parsed(state, instruction)
-                                         if isinstance(m, CacheMount))
+                self.cache_mounts.update(cache_mounts(state, instruction))
             return replace(step, items=items)
         return step
 

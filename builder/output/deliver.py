@@ -12,7 +12,6 @@ from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
 from builder.units import human_size
-from grammar.mounts import CacheMount
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from builder.cache.remote import RemoteLayers
     from builder.cache.spec import CacheSpec
     from builder.cache.steps import StepCache
+    from grammar.mounts import CacheMount
     from layers.blobstore import BlobStore
     from layers.cachemanifest import CacheRecord, MountBlob
     from layers.imagestore import ImageStore

@@ -67,6 +67,11 @@ def key_inputs(state: StageState, instruction: ins.Run,
                  for m in parsed(state, instruction) if isinstance(m, BindMount))
 
 
+def cache_mounts(state: StageState, instruction: ins.Run) -> list[CacheMount]:
+    """The RUN's cache mounts (for --cache-to mounts=true, whether the RUN runs or is reused)."""
+    return [m for m in parsed(state, instruction) if isinstance(m, CacheMount)]
+
+
 def _relative(source: str) -> str:
     """A source as a path inside its tree (`..` stops at the root), `.` for the root."""
     return posixpath.normpath("/" + source).lstrip("/") or "."
