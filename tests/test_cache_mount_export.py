@@ -120,12 +120,14 @@ def test_an_empty_runner_gets_the_mount_only_when_its_step_runs(runner, request,
     _check_restored(_mount_data(second, "fetch"))
 
     # Against the export, only a later step changed: the mount step is a hit, and nothing of the
-    # mount is fetched.
+    # mount is fetched; exported again, the imported mount is named, not sent.
     (context / "source.txt").write_text("source 1\n")
     (context / "later.txt").write_text("later 2\n")
-    log, third = build("three", "--cache-from", from_)
+    log, third = build("three", "--cache-from", from_, "--cache-to", to + ",mounts=true")
     assert steps(log) == ["CACHED", "CACHED", "later.txt changed", "an earlier step changed"], log
     assert "importing cache mount" not in log
+    assert re.search(r"cache mount fetch: \d+B of files, blob \S+ [\d.]+k?B, unchanged, not sent",
+                     log), log
     assert _mount_data(third, "fetch") is None
     if destination == "local":
         diff_id = _exported_mounts(tmp_path / "shared")["fetch"]["diff_id"]
