@@ -10,7 +10,6 @@ import contextlib
 import os
 import time
 from datetime import datetime, timezone
-from collections.abc import Callable
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
@@ -36,12 +35,12 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.cache.remote import RemoteLayers
+    from builder.cache.transfer import ImportedCache
     from builder.sandbox.confine import Confinement
     from builder.sandbox.spec import Sandbox
     from builder.sources.baseimage import DirectorySource
     from builder.sources.pull import Puller
     from builder.steps.mounts import MountEnv
-    from builder.cache.transfer import ImportedCache
     from builder.steps.run import RunEnv
     from layers.cachemanifest import MountBlob
     from layers.imagestore import StoredImage
@@ -230,12 +229,20 @@ class BuildSession:
     def mount_env(self) -> MountEnv:
         from builder.steps.mounts import MountEnv
         return MountEnv(self.request.cache_dir, lambda name: self.context,
-                        self.request.secrets, self.request.ssh, self._mount_restorer)
+                        self.request.secrets, self.request.ssh)
 
-    def _mount_restorer(self, ident: str) -> Callable[[str], None] | None:
-        """How to fill the cache mount `ident` from an imported cache, if one holds it."""
-        mount = self.remote.mounts.get(ident) if self.remote is not None else None
-        return partial(self._restore_mount, mount) if mount is not None else None
+    def restore_mounts(self, state: StageState, instruction: ins.Run) -> None:
+        """Before a RUN runs: fill each of its cache mounts that is missing or empty here with
+        the copy an imported cache holds (`--cache-from` of an export with mounts=true)."""
+        imported = self.remote.mounts if self.remote is not None else {}
+        if not (imported and instruction.mounts):
+            return
+        from builder.cache.mounts import fill_if_empty
+        from builder.steps.mounts import cache_mounts
+        for mount in cache_mounts(state, instruction):
+            if mount.id in imported:
+                fill_if_empty(self.request.cache_dir, mount,
+                              partial(self._restore_mount, imported[mount.id]), self.temp_dir)
 
     def _restore_mount(self, mount: MountBlob, directory: str) -> None:
         """Fetch an imported cache mount and unpack it into its empty `directory`: a step of

@@ -152,6 +152,7 @@ class StageBuilder:
 
     def _run(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
         from builder.steps.run import run
+        self.session.restore_mounts(job.state, job.instruction)
         after, diff_id = run(job.state, job.instruction, self.session.run_env(job.number))
         return after, diff_id, {}
 

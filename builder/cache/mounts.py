@@ -6,10 +6,9 @@ Sharing is BuildKit's, across builds and processes, with flock(2) on the `lock` 
 as the RUN runs (the kernel drops it however the process dies): `shared` holds a shared lock (any
 number of RUNs at once), `locked` an exclusive one (a second RUN waits), and `private` an
 exclusive one without waiting: when the cache is busy, the RUN gets a fresh empty directory of
-its own, thrown away after it. Prune removes only caches it can lock exclusively.
-
-A cache that is missing or empty when a RUN holds it may be filled first (`seed`): that is how
-`--cache-from` restores an exported mount (builder/cache/mountblobs.py), lazily.
+its own, thrown away after it. Prune removes only caches it can lock exclusively. An export
+(`--cache-to ...,mounts=true`) reads a cache under a shared lock; an import fills an empty one
+under an exclusive lock, before the RUN that uses it runs.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from grammar.mounts import CacheMount
@@ -42,8 +41,7 @@ def _base(cache_dir: str, ident: str) -> str:
 def held(cache_dir: str, mount: CacheMount, scratch: str,
          seed: Callable[[str], None] | None = None) -> Iterator[str]:
     """The data directory of the cache `mount.id`, locked as its sharing says for the duration;
-    made (owned `uid`:`gid`, mode `mode`) on first use, and filled by `seed` when given while it
-    is missing or empty (filled beside it and renamed over it: a reader sees it empty or full)."""
+    made (owned `uid`:`gid`, mode `mode`, filled by `seed` when given) on first use."""
     base = _base(cache_dir, mount.id)
     os.makedirs(base, 0o700, exist_ok=True)
     if not os.path.exists(os.path.join(base, "id")):
@@ -52,7 +50,7 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
         os.replace(os.path.join(base, "id.new"), os.path.join(base, "id"))
     lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        own = data = os.path.join(base, "data")
+        data = os.path.join(base, "data")
         if mount.sharing == "shared":
             fcntl.flock(lock, fcntl.LOCK_SH)
         elif mount.sharing == "locked":
@@ -64,7 +62,7 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
                 data = tempfile.mkdtemp(dir=scratch, prefix="private-cache-")
                 os.chown(data, mount.uid, mount.gid)
                 os.chmod(data, mount.mode)
-        if not os.path.isdir(data) or (seed is not None and data == own and not os.listdir(data)):
+        if not os.path.isdir(data):
             fresh = tempfile.mkdtemp(dir=base, prefix="new-")
             os.chown(fresh, mount.uid, mount.gid)
             os.chmod(fresh, mount.mode)
@@ -72,27 +70,9 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
                 seed(fresh)
             try:
                 os.rename(fresh, data)
-            except OSError:  # another build made (or filled) it meanwhile
+            except OSError:  # another build made it meanwhile
                 shutil.rmtree(fresh, ignore_errors=True)
         yield data
-    finally:
-        os.close(lock)
-
-
-@contextlib.contextmanager
-def reading(cache_dir: str, ident: str) -> Iterator[str | None]:
-    """The data directory of the cache `ident` under a shared lock (no `locked` RUN writes it
-    meanwhile), or None when it is missing or empty."""
-    base = _base(cache_dir, ident)
-    try:
-        lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        data = os.path.join(base, "data")
-        yield data if os.path.isdir(data) and os.listdir(data) else None
     finally:
         os.close(lock)
 
@@ -137,3 +117,32 @@ def remove_all(cache_dir: str) -> tuple[int, int]:
         removed += 1
         freed += cache.size
     return removed, freed
+
+
+@contextlib.contextmanager
+def reading(cache_dir: str, ident: str) -> Iterator[str | None]:
+    """The data directory of the cache `ident` under a shared lock (no `locked` RUN writes it
+    meanwhile), or None when it is missing or empty."""
+    base = _base(cache_dir, ident)
+    try:
+        lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        data = os.path.join(base, "data")
+        yield data if os.path.isdir(data) and os.listdir(data) else None
+    finally:
+        os.close(lock)
+
+
+def fill_if_empty(cache_dir: str, mount: CacheMount, fill: Callable[[str], None],
+                  scratch: str) -> None:
+    """Let `fill` fill the data directory of the cache `mount.id` (made as the mount says when
+    missing) if it is empty: how `--cache-from` restores an exported cache before a RUN that uses
+    it runs (builder/cache/mountblobs.py). Under an exclusive lock, so no RUN sees it half
+    filled; a cache with files is left as it is, never merged into."""
+    with held(cache_dir, replace(mount, sharing="locked"), scratch) as data:
+        if not os.listdir(data):
+            fill(data)

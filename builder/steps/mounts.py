@@ -32,15 +32,12 @@ from grammar.mounts import (BindMount, CacheMount, Mount, MountError, SecretMoun
 class MountEnv:
     """What planning mounts needs from the build. `tree(name)` is the tree a bind mount's `from`
     names (None: the build context); `stage_key(name)` the key standing for a stage's or an
-    image's files, or None when `name` is the build context or a directory build context.
-    `restorer(id)` is how to fill the cache `id` when it is missing or empty (an imported
-    cache's copy of it), or None."""
+    image's files, or None when `name` is the build context or a directory build context."""
 
     cache_dir: str
     tree: Callable[[str | None], Tree]
     secrets: dict[str, SecretSource] = field(default_factory=dict)
     ssh: dict[str, SshSource] = field(default_factory=dict)
-    restorer: Callable[[str], Callable[[str], None] | None] = lambda ident: None
 
 
 @dataclass(frozen=True)
@@ -67,11 +64,6 @@ def key_inputs(state: StageState, instruction: ins.Run,
                  for m in parsed(state, instruction) if isinstance(m, BindMount))
 
 
-def cache_mounts(state: StageState, instruction: ins.Run) -> list[CacheMount]:
-    """The RUN's cache mounts (for --cache-to mounts=true, whether the RUN runs or is reused)."""
-    return [m for m in parsed(state, instruction) if isinstance(m, CacheMount)]
-
-
 def _relative(source: str) -> str:
     """A source as a path inside its tree (`..` stops at the root), `.` for the root."""
     return posixpath.normpath("/" + source).lstrip("/") or "."
@@ -93,8 +85,7 @@ def planned(state: StageState, instruction: ins.Run, env: MountEnv,
                 if mount.from_ is not None:
                     raise BuildError(f"--mount=type=cache,from={mount.from_}: seeding a cache "
                                      "from a stage is not supported yet")
-                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch,
-                                                             env.restorer(mount.id)))
+                data = stack.enter_context(cachemounts.held(env.cache_dir, mount, scratch))
                 points.append(MountPoint(target, "bind", data, readonly=mount.readonly))
             elif isinstance(mount, BindMount):
                 source = _bind_source(mount, env)
@@ -191,3 +182,9 @@ def _agent(mount: SshMount, env: MountEnv) -> str | None:
         raise BuildError(f"ssh agent {mount.id} is required but not forwarded (--ssh "
                          f"{mount.id}=SOCKET, or --ssh default with SSH_AUTH_SOCK set)")
     return socket
+
+
+def cache_mounts(state: StageState, instruction: ins.Run) -> list[CacheMount]:
+    """The RUN's cache mounts, for --cache-to mounts=true (whether the RUN runs or is reused)
+    and the --cache-from that restores them."""
+    return [m for m in parsed(state, instruction) if isinstance(m, CacheMount)]
