@@ -86,7 +86,7 @@ class Build:
         self._warn_unconsumed(stages.consumed)
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
                           session.registry, session.remote)
-        done = deliver(image, tags, to, tuple(stages.exported.values()))
+        done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts)
         return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in done.blobs),
                            tuple(self.log.warnings), stages.misses, stages.hits,

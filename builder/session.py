@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Callable
 
 from builder.cache.root import secure_cache_dir
@@ -21,6 +21,7 @@ from builder.plan.state import StageState
 from builder.request import BuildRequest
 from builder.sources.context import load_ignore
 from builder.sources.tree import ContextTree, Tree
+from builder.units import human_size
 from grammar import instructions as ins, stored
 from layers.errors import LayerError
 from layers.image import chain_ids
@@ -34,6 +35,7 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.cache.remote import RemoteLayers
+    from builder.cache.transfer import ImportedCache
     from builder.sandbox.confine import Confinement
     from builder.sandbox.spec import Sandbox
     from builder.sources.baseimage import DirectorySource
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from builder.sources.sshagent import SshAgents
     from builder.steps.mounts import MountEnv
     from builder.steps.run import RunEnv
+    from layers.cachemanifest import MountBlob
     from layers.imagestore import StoredImage
     from layers.registry.transport import Session
     from layers.rootpool import RootPool
@@ -113,9 +116,8 @@ class BuildSession:
             else:
                 self.cache.add_imported(imported.records, imported.manifests,
                                         self.remote.available)
-                self.remote.add(imported.layers)
-                self.log.info(number, f"{len(imported.records)} steps, "
-                                      f"{len(imported.layers)} layers")
+                self.remote.add(imported.layers, imported.mounts)
+                self.log.info(number, _summary(imported))
             self.log.done(number)
 
     # -- the Dockerfile and the context --------------------------------------------------------
@@ -241,6 +243,45 @@ class BuildSession:
         from builder.sources.sshagent import SshAgents
         return SshAgents(self.request.ssh)
 
+    def restore_mounts(self, state: StageState, instruction: ins.Run) -> None:
+        """Before a RUN runs: fill each of its cache mounts that is missing or empty here with
+        the copy an imported cache holds (`--cache-from` of an export with mounts=true)."""
+        imported = self.remote.mounts if self.remote is not None else {}
+        if not (imported and instruction.mounts):
+            return
+        from builder.cache.mounts import fill_if_empty
+        from builder.steps.mounts import cache_mounts
+        for mount in cache_mounts(state, instruction):
+            if mount.id in imported:
+                fill_if_empty(self.request.cache_dir, mount,
+                              partial(self._restore_mount, imported[mount.id]), self.temp_dir)
+
+    def _restore_mount(self, mount: MountBlob, directory: str) -> None:
+        """Fetch an imported cache mount and unpack it into its empty `directory`: a step of
+        the log saying what came and from where. A mount that cannot be had is a warning; the
+        RUN then starts with the cache empty."""
+        from builder.cache.mountblobs import unpack
+        layer = self.remote.known[mount.diff_id]
+        number = self.log.step(f"importing cache mount {mount.id} from {layer.source}")
+        started, entries = time.monotonic(), [0]
+
+        def progress(count: int, done: int) -> None:
+            entries[0] = count
+            self.log.progress(number, done, None, count)
+        fetched = not self.blobs.has(mount.diff_id)
+        try:
+            self.remote.ensure((mount.diff_id,))
+            warnings = unpack(self.blobs.path(mount.diff_id), directory, self.temp_dir, progress)
+        except (LayerError, OSError) as error:
+            self.log.warn(f"cache mount {mount.id} not restored: {error}")
+        else:
+            for warning in warnings:
+                self.log.warn(f"cache mount {mount.id}: {warning}")
+            came = human_size(layer.blob.size) if fetched else "nothing"
+            self.log.info(number, f"{entries[0]:,} entries, {human_size(mount.size)} of files "
+                                  f"({came} fetched) in {time.monotonic() - started:.1f}s")
+        self.log.done(number)
+
     def sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use; the log says which."""
         if self._chosen_sandbox is None:
@@ -267,3 +308,14 @@ class BuildSession:
         """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
         from layers.rootpool import RootPool, roots_dir
         return RootPool(roots_dir(self.request.cache_dir), self.temp_dir, self.snapshots)
+
+
+def _summary(imported: ImportedCache) -> str:
+    """What an imported cache holds, for the log: its mounts are layers too, counted apart."""
+    mounts = imported.mounts
+    layers = {layer.diff_id for layer in imported.layers} - {m.diff_id for m in mounts}
+    text = f"{len(imported.records)} steps, {len(layers)} layers"
+    if mounts:
+        text += (f", {len(mounts)} cache mounts ({human_size(sum(m.size for m in mounts))}, "
+                 "restored when a step that uses one runs)")
+    return text

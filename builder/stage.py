@@ -35,6 +35,7 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.sources.baseimage import BaseImage, DirectorySource
+    from grammar.mounts import CacheMount
 
 _ARCH = PLATFORM.architecture
 # The automatic platform ARGs.
@@ -80,7 +81,8 @@ class _Job:
 
 class StageBuilder:
     """Builds the stages of one Dockerfile in one session; guards what they accumulate (stage
-    results, consumed build args, the hit and miss counts, the records for --cache-to)."""
+    results, consumed build args, the hit and miss counts, the records and the cache mounts
+    of RUN steps, run or reused, for --cache-to)."""
 
     def __init__(self, session: BuildSession, dockerfile: ins.Dockerfile, plan: Plan) -> None:
         self.session = session
@@ -94,6 +96,7 @@ class StageBuilder:
         self.misses = 0
         self.reused_created: list[str] = []
         self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self.cache_mounts: set[CacheMount] = set()  # of every RUN, for --cache-to mounts=true
         self.global_args = self._global_args()
 
     def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
@@ -202,6 +205,7 @@ class StageBuilder:
 
     def _run(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
         from builder.steps.run import run
+        self.session.restore_mounts(job.state, job.instruction)
         after, diff_id = run(job.state, job.instruction, self.session.run_env(
             job.number, lambda name: self._from_tree(job.mounted[name])))
         return after, diff_id, {}
@@ -427,10 +431,11 @@ class StageBuilder:
             items = step.items + (("network", network),) + \
                 self.session.request.run_options.key_items()
             if instruction.mounts:
-                from builder.steps.mounts import key_inputs
+                from builder.steps.mounts import cache_mounts, key_inputs
                 items += self.located(instruction, lambda: key_inputs(
                     state, instruction, partial(self._bound_digest, state, instruction,
                                                 mounted)))
+                self.cache_mounts.update(cache_mounts(state, instruction))
             return replace(step, items=items)
         return step
 

@@ -7,6 +7,11 @@ source lists of its COPY steps, so an importer that must run a step can still sa
 file differs; `state` is the stage state after the step, as the cache index keeps it);
 its layers are every layer those states name, compressed, each annotated with its diff ID, so an
 importer knows which blob to fetch for a layer of a hit, and fetches nothing else.
+
+With cache mounts exported (`--cache-to ...,mounts=true`) the config also has `"mounts": [{"id",
+"diff_id", "size"}]`: each a directory's files as one more layer of the manifest (so a registry
+keeps its blob), `size` the bytes of its files. Readers that do not know `mounts` see only an
+extra layer no record names, which they never fetch.
 """
 from __future__ import annotations
 
@@ -42,16 +47,31 @@ class CacheRecord:
 
 
 @dataclass(frozen=True)
+class MountBlob:
+    """A cache mount's files as a layer: the mount's id, the diff ID of its tar, and the bytes
+    of its files."""
+
+    id: str
+    diff_id: str
+    size: int
+
+
+@dataclass(frozen=True)
 class ExportedCache:
     records: tuple[CacheRecord, ...]
     layers: tuple[CacheLayer, ...]
     manifests: dict[str, list]
+    mounts: tuple[MountBlob, ...] = ()
 
 
-def config_bytes(records: tuple[CacheRecord, ...], manifests: dict[str, list]) -> bytes:
-    return dumps({"format": _FORMAT, "records": [
+def config_bytes(records: tuple[CacheRecord, ...], manifests: dict[str, list],
+                 mounts: tuple[MountBlob, ...] = ()) -> bytes:
+    body = {"format": _FORMAT, "records": [
         {"key": r.key, "parent": r.parent, "inputs": [list(i) for i in r.inputs],
-         "state": r.state} for r in records], "manifests": manifests})
+         "state": r.state} for r in records], "manifests": manifests}
+    if mounts:
+        body["mounts"] = [{"id": m.id, "diff_id": m.diff_id, "size": m.size} for m in mounts]
+    return dumps(body)
 
 
 def manifest_bytes(config: bytes, layers: tuple[CacheLayer, ...]) -> bytes:
@@ -78,9 +98,16 @@ def parse(manifest: bytes, config: bytes) -> ExportedCache:
                                     tuple((name, value) for name, value in r["inputs"]),
                                     r["state"]) for r in settings["records"])
         manifests = dict(settings.get("manifests", {}))
+        mounts = tuple(MountBlob(m["id"], m["diff_id"], m["size"])
+                       for m in settings.get("mounts", ()))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"a damaged cache manifest ({error})") from None
     for layer in layers:
         if not (is_digest(layer.diff_id) and is_digest(layer.digest)):
             raise ValueError(f"a damaged cache manifest (layer {layer.digest!r})")
-    return ExportedCache(records, layers, manifests)
+    named = {layer.diff_id for layer in layers}
+    for mount in mounts:
+        if not (isinstance(mount.id, str) and mount.id and mount.diff_id in named
+                and isinstance(mount.size, int) and mount.size >= 0):
+            raise ValueError(f"a damaged cache manifest (cache mount {mount.id!r})")
+    return ExportedCache(records, layers, manifests, mounts)

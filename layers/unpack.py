@@ -47,7 +47,8 @@ T = TypeVar("T")
 def apply_layer(tar_stream: BinaryIO, root: str, *,
                 whiteouts: Literal["apply", "overlay", "files"] = "apply",
                 opaque_xattr: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[str]:
+                progress: Callable[[int, int], None] | None = None,
+                devices: bool = True) -> list[str]:
     """Apply the uncompressed layer tar `tar_stream` (wrap it in `decompressing_reader` first if
     need be) to the existing directory `root`. Returns warnings about what could not be applied
     (device nodes and ownership when not root, xattrs the kernel refused). Raises LayerError naming
@@ -58,10 +59,11 @@ def apply_layer(tar_stream: BinaryIO, root: str, *,
     attributes last, deepest first, so a 0555 directory can still be filled.
 
     `progress(entries, bytes)`, if given, hears how far the stream has been read, every
-    PROGRESS_EVERY entries and at the end."""
+    PROGRESS_EVERY entries and at the end. Without `devices`, device nodes are skipped with a
+    warning (a directory that is not an image's root never needs one)."""
     if whiteouts not in ("apply", "overlay", "files"):
         raise ValueError(f"whiteouts must be 'apply', 'overlay' or 'files', not {whiteouts!r}")
-    applier = _Applier(root, None if whiteouts == "apply" else whiteouts, opaque_xattr)
+    applier = _Applier(root, None if whiteouts == "apply" else whiteouts, opaque_xattr, devices)
     reader = TarReader(tar_stream)
     count = 0
     try:
@@ -97,7 +99,8 @@ class _Applier:
     """The state of one application: resolved directories, what this layer wrote (whiteouts and
     opaque markers only hide lower content), and directory attributes still to set."""
 
-    def __init__(self, root: str, form: str | None, opaque_xattr: str | None) -> None:
+    def __init__(self, root: str, form: str | None, opaque_xattr: str | None,
+                 devices: bool = True) -> None:
         self.root = os.path.realpath(root)
         if self.root == "/" or not os.path.isdir(self.root):
             raise LayerError(f"{root}: not a directory a layer can be applied to")
@@ -105,6 +108,7 @@ class _Applier:
         self.overlay = form is not None
         self.opaque_xattr = opaque_xattr
         self.privileged = os.geteuid() == 0
+        self.devices = devices
         self.chown = self.privileged
         self.umask = _umask()
         self.warnings: list[str] = []
@@ -230,6 +234,9 @@ class _Applier:
         if member.kind == b"6":
             self._create(path, lambda p: os.mkfifo(p, 0o600))
         else:
+            if not self.devices:
+                self.warnings.append(f"{member.name}: device node skipped (not allowed here)")
+                return
             if not self.privileged:
                 self.warnings.append(f"{member.name}: device node skipped (needs root)")
                 return

@@ -42,6 +42,19 @@ INVALID = [
     ("--cache-to", "type=local,dest=/x,ignore-error=yes", "ignore-error must be true or false"),
     ("--cache-to", "type=local,dest=/x,oops", "'oops' is not KEY=VALUE"),
     ("--cache-to", "type=registry,ref=UPPER/case", "invalid reference"),
+    ("--cache-to", "type=local,dest=/x,mounts=yes", "mounts must be true or false"),
+    ("--cache-to", "type=local,dest=/x,mount-max=lots", "mount-max: not a size: 'lots'"),
+    ("--cache-from", "type=local,src=/x,mounts=true", "unknown attribute mounts"),
+    ("--cache-from", "type=registry,ref=r,mount-max=1g", "unknown attribute mount-max"),
+]
+
+MOUNTS = [
+    # (--cache-to text, mounts exported, the limit per mount in bytes)
+    ("type=local,dest=/x", False, 1 << 30),
+    ("type=local,dest=/x,mounts=true", True, 1 << 30),
+    ("type=registry,ref=r,mounts=true,mount-max=2g", True, 2 << 30),
+    ("type=registry,ref=r,mounts=false,mount-max=512m", False, 512 << 20),
+    ("type=local,dest=/x,mounts=true,mount-max=1500", True, 1500),
 ]
 
 
@@ -59,3 +72,9 @@ def test_invalid(option, text, problem) -> None:
         parse_cache_spec(text, option)
     assert str(caught.value).startswith(f"{option} ")
     assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("text, mounts, limit", MOUNTS)
+def test_mount_options(text, mounts, limit) -> None:
+    spec = parse_cache_spec(text, "--cache-to")
+    assert (spec.mounts, spec.mount_max) == (mounts, limit)

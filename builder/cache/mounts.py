@@ -6,7 +6,9 @@ Sharing is BuildKit's, across builds and processes, with flock(2) on the `lock` 
 as the RUN runs (the kernel drops it however the process dies): `shared` holds a shared lock (any
 number of RUNs at once), `locked` an exclusive one (a second RUN waits), and `private` an
 exclusive one without waiting: when the cache is busy, the RUN gets a fresh empty directory of
-its own, thrown away after it. Prune removes only caches it can lock exclusively.
+its own, thrown away after it. Prune removes only caches it can lock exclusively. An export
+(`--cache-to ...,mounts=true`) reads a cache under a shared lock; an import fills an empty one
+under an exclusive lock, before the RUN that uses it runs.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from grammar.mounts import CacheMount
@@ -123,3 +125,32 @@ def remove_all(cache_dir: str) -> tuple[int, int]:
         removed += 1
         freed += cache.size
     return removed, freed
+
+
+@contextlib.contextmanager
+def reading(cache_dir: str, ident: str) -> Iterator[str | None]:
+    """The data directory of the cache `ident` under a shared lock (no `locked` RUN writes it
+    meanwhile), or None when it is missing or empty."""
+    base = _base(cache_dir, ident)
+    try:
+        lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        data = os.path.join(base, "data")
+        yield data if os.path.isdir(data) and os.listdir(data) else None
+    finally:
+        os.close(lock)
+
+
+def fill_if_empty(cache_dir: str, mount: CacheMount, fill: Callable[[str], None],
+                  scratch: str) -> None:
+    """Let `fill` fill the data directory of the cache `mount.id` (made as the mount says when
+    missing) if it is empty: how `--cache-from` restores an exported cache before a RUN that uses
+    it runs (builder/cache/mountblobs.py). Under an exclusive lock, so no RUN sees it half
+    filled; a cache with files is left as it is, never merged into."""
+    with held(cache_dir, replace(mount, sharing="locked"), scratch) as data:
+        if not os.listdir(data):
+            fill(data)

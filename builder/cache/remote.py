@@ -3,7 +3,8 @@
 A cache hit only needs the layer's diff ID; its bytes are fetched when something reads them (a
 RUN's lower dirs, a COPY --from, the exported image, a push), all missing ones of a request at
 once, a few at a time. So a runner that imports a cache downloads only the layers the image it
-makes needs, never those of intermediate steps it reused.
+makes needs, never those of intermediate steps it reused. The cache mounts an import holds are
+layers too, fetched when a RUN that uses the mount runs with it empty (builder/session.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ContextManager
 
 from layers.blobstore import BlobStore
+from layers.cachemanifest import MountBlob
 from layers.image import Descriptor
 from layers.registry.parallel import run_all
 from layers.registry.pull import store_layer
@@ -32,16 +34,21 @@ class RemoteLayer:
 
 
 class RemoteLayers:
-    """The remote layers known to one build; guards the fetches under way."""
+    """The remote layers (and cache mounts, by id) known to one build; guards the fetches under
+    way. The first import that names a layer or a mount wins."""
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
         self.known: dict[str, RemoteLayer] = {}
+        self.mounts: dict[str, MountBlob] = {}
         self._lock = threading.Lock()
 
-    def add(self, layers: Iterable[RemoteLayer]) -> None:
+    def add(self, layers: Iterable[RemoteLayer], mounts: Iterable[MountBlob] = ()) -> None:
         for layer in layers:
             self.known.setdefault(layer.diff_id, layer)
+        for mount in mounts:
+            if mount.diff_id in self.known:
+                self.mounts.setdefault(mount.id, mount)
 
     def available(self, diff_id: str) -> bool:
         return diff_id in self.known

@@ -8,6 +8,10 @@
 plus `tag=TAG` for local caches (default `latest`: several caches may share a directory),
 `compression=gzip|zstd` and `ignore-error=true|false` for --cache-to. pybuild always exports every
 step of the build (buildx's `mode=max`); other buildx types and attributes are refused.
+
+Beyond buildx, --cache-to takes `mounts=true` (export the build's RUN --mount=type=cache
+directories too, builder/cache/mountblobs.py) and `mount-max=SIZE` (a larger mount is skipped,
+default 1g); --cache-from restores exported mounts without being asked.
 """
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ import os
 from dataclasses import dataclass, replace
 
 from builder.errors import UsageError
+from builder.units import parse_size
 from layers.compression import Compression
 from layers.reference import Reference, parse_reference
 
 _UNSUPPORTED_TYPES = ("inline", "gha", "s3", "azblob")
+DEFAULT_MOUNT_MAX = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class CacheSpec:
     tag: str = "latest"
     compression: Compression = Compression.GZIP
     ignore_error: bool = False
+    mounts: bool = False
+    mount_max: int = DEFAULT_MOUNT_MAX
 
     def describe(self) -> str:
         return self.ref.familiar() if self.ref else f"{self.directory} ({self.tag})"
@@ -62,7 +70,7 @@ def parse_cache_spec(text: str, option: str) -> CacheSpec:
         raise fail(f"type={kind} needs {', '.join(sorted(missing))}=")
     allowed = wanted | ({"tag"} if kind == "local" else set())
     if option == "--cache-to":
-        allowed |= {"compression", "ignore-error", "mode"}
+        allowed |= {"compression", "ignore-error", "mode", "mounts", "mount-max"}
     unknown = set(attrs) - allowed
     if unknown:
         raise fail(f"unknown attribute {sorted(unknown)[0]}")
@@ -74,7 +82,15 @@ def parse_cache_spec(text: str, option: str) -> CacheSpec:
     ignore_error = attrs.get("ignore-error", "false")
     if ignore_error not in ("true", "false"):
         raise fail("ignore-error must be true or false")
-    spec = CacheSpec(text, compression=Compression(compression), ignore_error=ignore_error == "true")
+    mounts = attrs.get("mounts", "false")
+    if mounts not in ("true", "false"):
+        raise fail("mounts must be true or false")
+    try:
+        mount_max = parse_size(attrs["mount-max"]) if "mount-max" in attrs else DEFAULT_MOUNT_MAX
+    except ValueError as error:
+        raise fail(f"mount-max: {error}") from None
+    spec = CacheSpec(text, compression=Compression(compression), ignore_error=ignore_error == "true",
+                     mounts=mounts == "true", mount_max=mount_max)
     if kind == "registry":
         try:
             ref = parse_reference(attrs["ref"])

@@ -5,6 +5,10 @@ OCI layout directory. An import reads only the manifest and its config (the step
 layers stay where they are until a hit's layer is read (builder/cache/remote.py). An export pushes
 or copies only the blobs the destination lacks: a layer the destination already holds is named,
 not sent, so a runner that imported from and exports to the same place moves little.
+
+Cache mounts (`mounts=true`) travel as more layers of the same manifest, named in its config
+(layers/cachemanifest.py `MountBlob`): an unchanged mount packs to the same blob, which the
+destination has, so only a changed one is sent.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from builder.cache.remote import RemoteLayer
 from builder.plan.state import RecordedState
 from layers import cachemanifest
 from layers.blobstore import BlobStore, blobs_dir
-from layers.cachemanifest import CacheLayer, CacheRecord
+from layers.cachemanifest import CacheLayer, CacheRecord, MountBlob
 from layers.errors import LayerError
 from layers.image import OCI_MANIFEST, Descriptor, dumps, sha256_digest
 from layers.registry.variants import compressed_layer
@@ -37,6 +41,17 @@ class ImportedCache:
     records: tuple[CacheRecord, ...]
     layers: tuple[RemoteLayer, ...]
     manifests: dict[str, list]
+    mounts: tuple[MountBlob, ...]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: its manifest's digest, the layers it names (by diff ID) and the
+    digests of the blobs it sent (the destination lacked them)."""
+
+    digest: str
+    layers: dict[str, CacheLayer]
+    sent: frozenset[str]
 
 
 def import_cache(spec: CacheSpec, sessions: Callable) -> ImportedCache:
@@ -52,21 +67,25 @@ def import_cache(spec: CacheSpec, sessions: Callable) -> ImportedCache:
         raise LayerError(f"{spec.describe()}: {error}") from None
     layers = tuple(RemoteLayer(layer.diff_id, _descriptor(layer), source, opener(layer.digest))
                    for layer in cache.layers)
-    return ImportedCache(cache.records, layers, cache.manifests)
+    return ImportedCache(cache.records, layers, cache.manifests, cache.mounts)
 
 
 def export_cache(spec: CacheSpec, records: Iterable[CacheRecord], manifests: dict[str, list],
-                 blobs: BlobStore, remote: dict[str, RemoteLayer], sessions: Callable) -> str:
+                 blobs: BlobStore, remote: dict[str, RemoteLayer], sessions: Callable,
+                 mounts: tuple[MountBlob, ...] = ()) -> Exported:
     """Export `records` and the source `manifests` of their COPY steps, with every layer their
-    states name; returns the manifest digest."""
+    states name, and the cache `mounts` (their tars stored or known remotely by diff ID)."""
     records = tuple(records)
-    diff_ids = dict.fromkeys(d for r in records for d in RecordedState.of(r.state).diff_ids)
+    diff_ids = dict.fromkeys([*(d for r in records for d in RecordedState.of(r.state).diff_ids),
+                              *(m.diff_id for m in mounts)])
     layers = [_layer(diff_id, spec, blobs, remote) for diff_id in diff_ids]
-    config = cachemanifest.config_bytes(records, manifests)
+    config = cachemanifest.config_bytes(records, manifests, mounts)
     manifest = cachemanifest.manifest_bytes(config, tuple(layer for layer, _ in layers))
     if spec.ref is not None:
-        return _push(spec, sessions, layers, config, manifest)
-    return _write_directory(spec, layers, config, manifest)
+        digest, sent = _push(spec, sessions, layers, config, manifest)
+    else:
+        digest, sent = _write_directory(spec, layers, config, manifest)
+    return Exported(digest, {layer.diff_id: layer for layer, _ in layers}, sent)
 
 
 # -- the layers of an export ----------------------------------------------------------------
@@ -111,14 +130,18 @@ def _registry_cache(spec: CacheSpec, sessions: Callable):
 
 
 def _push(spec: CacheSpec, sessions: Callable, layers: list[tuple[CacheLayer, Opener]],
-          config: bytes, manifest: bytes) -> str:
+          config: bytes, manifest: bytes) -> tuple[str, frozenset[str]]:
     from layers.registry.parallel import run_all
     from layers.registry.push import push_blob, push_manifest
     session = sessions(spec.ref)
-    run_all(lambda item: push_blob(session, spec.ref, item[0].digest, item[0].size, item[1]),
-            layers, 4)
+    sent: set[str] = set()
+
+    def push(item: tuple[CacheLayer, Opener]) -> None:
+        if push_blob(session, spec.ref, item[0].digest, item[0].size, item[1]):
+            sent.add(item[0].digest)
+    run_all(push, layers, 4)
     push_blob(session, spec.ref, sha256_digest(config), len(config), lambda: io.BytesIO(config))
-    return push_manifest(session, spec.ref, manifest, OCI_MANIFEST)
+    return push_manifest(session, spec.ref, manifest, OCI_MANIFEST), frozenset(sent)
 
 
 # -- a directory (an OCI layout) -----------------------------------------------------------------
@@ -162,16 +185,18 @@ def _read_verified(directory: str, digest: str) -> bytes:
 
 
 def _write_directory(spec: CacheSpec, layers: list[tuple[CacheLayer, Opener]], config: bytes,
-                     manifest: bytes) -> str:
+                     manifest: bytes) -> tuple[str, frozenset[str]]:
     """Blobs first, each under a temp name renamed into place, then index.json by rename: a
     reader (or a crash) never sees an index naming a blob that is not whole."""
     directory = spec.directory
     os.makedirs(blobs_dir(directory), exist_ok=True)
+    sent = set()
     for layer, opener in layers:
         with _absent(directory, layer.digest) as out:
             if out is not None:
                 with opener() as stream:
                     shutil.copyfileobj(stream, out, 1 << 20)
+                sent.add(layer.digest)
     for data in (config, manifest):
         with _absent(directory, sha256_digest(data)) as out:
             if out is not None:
@@ -187,7 +212,7 @@ def _write_directory(spec: CacheSpec, layers: list[tuple[CacheLayer, Opener]], c
     entries.append(Descriptor(OCI_MANIFEST, digest, len(manifest), ((_REF_NAME, spec.tag),)).to_json())
     write_atomically(index_path, dumps({"schemaVersion": 2, "manifests": entries}))
     write_atomically(os.path.join(directory, "oci-layout"), _LAYOUT)
-    return digest
+    return digest, frozenset(sent)
 
 
 @contextmanager

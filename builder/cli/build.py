@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cache-to", action="append", default=[], metavar="DEST",
                         help="export this build's cache: type=registry,ref=REF or "
                              "type=local,dest=DIR[,tag=TAG], with compression=gzip|zstd, "
-                             "ignore-error=true (repeatable)")
+                             "ignore-error=true, mounts=true (the RUN --mount=type=cache "
+                             "directories too, each up to mount-max=SIZE, default 1g) "
+                             "(repeatable)")
     group = parser.add_argument_group("how RUN runs")
     group.add_argument("--network", choices=("default", "host", "none"), default="default",
                         help="network for RUN: host (shares the host's network; the default, so "

@@ -4,7 +4,7 @@ root filesystem tar or directory), docker load (--load), the local image store (
 step of the log; none changes the image."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from builder.output.exports import export
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
+from builder.units import human_size
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
@@ -22,10 +23,12 @@ from layers.reference import Reference
 
 if TYPE_CHECKING:
     from builder.cache.remote import RemoteLayers
+    from builder.cache.spec import CacheSpec
     from builder.output.spec import OutputSpec
     from builder.cache.steps import StepCache
+    from grammar.mounts import CacheMount
     from layers.blobstore import BlobStore
-    from layers.cachemanifest import CacheRecord
+    from layers.cachemanifest import CacheRecord, MountBlob
     from layers.imagestore import ImageStore
     from layers.registry.transport import Session
 
@@ -52,9 +55,9 @@ class Destinations:
 
 
 def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
-            records: tuple[CacheRecord, ...]) -> Delivered:
+            records: tuple[CacheRecord, ...], mounts: Iterable[CacheMount] = ()) -> Delivered:
     """Hand the image to every destination the request names; `records` are every step's cache
-    record, for --cache-to."""
+    record, and `mounts` every cache mount of a RUN of the build, for --cache-to."""
     request, log = to.request, to.log
     if (request.compression is Compression.ZSTD and (request.output or request.docker_load)) or \
             any(spec.kind == "docker" and (spec.compression or request.compression)
@@ -86,7 +89,7 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
         log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes one "
                  "image manifest, no index (they are in the archives' index.json)")
     pushed = _push(config, tags, to) if request.push else ()
-    _export_caches(records, to)
+    _export_caches(records, tuple(mounts), to)
     if request.iidfile:
         with open(request.iidfile, "w") as handle:
             handle.write(image_id)
@@ -154,20 +157,51 @@ def _push(config: bytes, tags: tuple[Reference, ...],
     return tuple(pushed)
 
 
-def _export_caches(records: tuple[CacheRecord, ...], to: Destinations) -> None:
+def _export_caches(records: tuple[CacheRecord, ...], mounts: tuple[CacheMount, ...],
+                   to: Destinations) -> None:
     if not to.request.cache_to:
         return
     from builder.cache.transfer import export_cache
     remote = to.remote.known if to.remote else {}
+    packed: dict[str, MountBlob] = {}
     for spec in to.request.cache_to:
         number = to.log.step(f"exporting cache to {spec.describe()}")
         try:
-            digest = export_cache(spec, records, to.cache.source_manifests(records),
-                                  to.blobs, remote, to.session)
-        except LayerError as error:
+            carried = _mount_blobs(spec, mounts, packed, to) if spec.mounts else ()
+            exported = export_cache(spec, records, to.cache.source_manifests(records),
+                                    to.blobs, remote, to.session, carried)
+        except (LayerError, OSError) as error:
             if not spec.ignore_error:
                 raise LayerError(f"--cache-to {spec.text}: {error}") from None
             to.log.warn(f"cache not exported to {spec.describe()}: {error}")
         else:
-            to.log.info(number, f"{len(records)} steps, manifest {digest}")
+            to.log.info(number, f"{len(records)} steps, manifest {exported.digest}")
+            for mount in carried:
+                layer = exported.layers[mount.diff_id]
+                news = "sent" if layer.digest in exported.sent else "unchanged, not sent"
+                to.log.info(number, f"cache mount {mount.id}: {human_size(mount.size)} of files, "
+                                    f"blob {layer.digest[:19]} {human_size(layer.size)}, {news}")
         to.log.done(number)
+
+
+def _mount_blobs(spec: CacheSpec, mounts: tuple[CacheMount, ...], packed: dict[str, MountBlob],
+                 to: Destinations) -> tuple[MountBlob, ...]:
+    """The cache mounts `spec` exports: those the build used (never a private one) that this
+    runner has files of or its import named, within `mount-max` (a larger one is a warning).
+    Each is packed once per build, whatever the number of destinations."""
+    from builder.cache.mountblobs import choose, exportable, pack
+    imported = to.remote.mounts if to.remote else {}
+    carried = []
+    for ident in exportable(mounts):
+        choice = choose(to.request.cache_dir, ident, imported.get(ident))
+        if choice is None:
+            continue
+        if choice.size > spec.mount_max:
+            to.log.warn(f"cache mount {ident} not exported to {spec.describe()}: "
+                        f"{human_size(choice.size)} is over mount-max "
+                        f"{human_size(spec.mount_max)}")
+            continue
+        if ident not in packed:
+            packed[ident] = pack(to.request.cache_dir, choice, to.blobs)
+        carried.append(packed[ident])
+    return tuple(carried)

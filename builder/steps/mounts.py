@@ -208,3 +208,9 @@ def _agent(mount: SshMount, env: MountEnv) -> str | None:
                          f"{mount.id}=SOCKET, --ssh {mount.id}=KEYFILE, or --ssh default with "
                          "SSH_AUTH_SOCK set)")
     return socket
+
+
+def cache_mounts(state: StageState, instruction: ins.Run) -> list[CacheMount]:
+    """The RUN's cache mounts, for --cache-to mounts=true (whether the RUN runs or is reused)
+    and the --cache-from that restores them."""
+    return [m for m in parsed(state, instruction) if isinstance(m, CacheMount)]

@@ -31,16 +31,17 @@ def push_scope(repository: str) -> str:
 
 def push_blob(session: Session, ref: Reference, digest: str, size: int,
               open_blob: Callable[[], BinaryIO], *, mount_from: Sequence[str] = (),
-              chunk_size: int | None = None) -> None:
+              chunk_size: int | None = None) -> bool:
     """Make the blob present in `ref`'s repository: nothing if it is there, a mount from the
-    first of `mount_from` (repositories of the same registry) that has it, else an upload."""
+    first of `mount_from` (repositories of the same registry) that has it, else an upload.
+    Returns whether its bytes were uploaded."""
     scope = push_scope(ref.repository)
     with about("push", ref):
         if _exists(session, ref, digest):
-            return
+            return False
         started = _mount_or_start(session, ref, digest, mount_from)
         if started is None:
-            return
+            return False
         try:
             _upload(session, scope, started, digest, size, open_blob, chunk_size)
         except RegistryError:
@@ -48,6 +49,7 @@ def push_blob(session: Session, ref: Reference, digest: str, size: int,
             # upload already closed; the blob is then complete.
             if not _exists(session, ref, digest):
                 raise
+        return True
 
 
 def push_streamed(session: Session, ref: Reference, pieces: Iterable[bytes],

@@ -1,8 +1,9 @@
 """A build secret reaches its RUN and nothing else: not a layer, the config or history, any log
-mode, --metadata-file, --trace, the cache root (index included), an exported cache, an error
-message or `pybuild parse`. A changed value does not make a step run again; --no-cache does."""
+mode, --metadata-file, --trace, the cache root (index included), an exported cache (its cache
+mounts too), an error message or `pybuild parse`. A changed value does not make a step run again; --no-cache does."""
 from __future__ import annotations
 
+import gzip
 import secrets as random
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from tests.support import busybox_base, pybuild
 
 DOCKERFILE = """\
 FROM busybox:test
-RUN --mount=type=secret,id=tok test -s /run/secrets/tok && wc -c /run/secrets/tok > /len
+RUN --mount=type=cache,id=near,target=/run/secrets --mount=type=secret,id=tok \
+    test -s /run/secrets/tok && wc -c /run/secrets/tok > /len && echo kept > /run/secrets/other
 RUN --mount=type=secret,id=tok,env=TOKEN,required test -n "$TOKEN" && echo seen > /env
 RUN --mount=type=secret,id=tok sh -c 'exit 3'
 """
@@ -24,8 +26,13 @@ def base(tmp_path_factory) -> Path:
 
 
 def everything_under(directory: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*"))
+    """The bytes of every file under `directory`, gzip blobs (an exported cache's) unpacked."""
+    return b"".join(_unpacked(p.read_bytes()) for p in sorted(directory.rglob("*"))
                     if p.is_file() and not p.is_symlink())
+
+
+def _unpacked(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 def test_a_secret_is_nowhere_but_in_its_run(tmp_path, base):
@@ -45,7 +52,7 @@ def test_a_secret_is_nowhere_but_in_its_run(tmp_path, base):
                          "--secret", f"id=tok,src={secret}",
                          "--metadata-file", str(tmp_path / f"{mode}.json"),
                          "--trace", str(tmp_path / f"{mode}.trace"),
-                         "--cache-to", f"type=local,dest={tmp_path / 'exported'}",
+                         "--cache-to", f"type=local,dest={tmp_path / 'exported'},mounts=true",
                          str(context), env=env)
         assert result.returncode == 0, result.stderr
         outputs += [result.stderr.encode(), result.stdout, out.read_bytes()]
@@ -62,6 +69,8 @@ def test_a_secret_is_nowhere_but_in_its_run(tmp_path, base):
     assert not found
     for directory in (cache, tmp_path / "exported"):
         assert value.encode() not in everything_under(directory), directory
+    # The cache mount the secret was mounted into was exported (with a stub where the secret was).
+    assert b"kept\n" in everything_under(tmp_path / "exported")
     for path in tmp_path.glob("*.json"):
         assert value not in path.read_text()
     for path in tmp_path.glob("*.trace"):
