@@ -9,7 +9,7 @@ import io
 import json
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from builder.sources.download import DownloadError, Downloads, file_name
 from tests.http_support import LAST_MODIFIED_EPOCH, file_server
 from tests.registry_support import shut_down
-from tests.support import pybuild
+from tests.support import docker, docker_available, pybuild, require
 
 HELLO = b"hello from the server\n"
 ARCHIVE = gzip.compress(b"not really a tar, and never extracted")
@@ -166,3 +166,29 @@ def test_the_size_limit_from_the_environment_fails_the_build(tmp_path: Path, ser
 ])
 def test_file_name(url: str, name: str) -> None:
     assert file_name(url) == name
+
+
+def test_docker_20_10_agrees(tmp_path: Path, server) -> None:
+    """Docker's BuildKit (its http source reaches 127.0.0.1 with --network host) and pybuild
+    give each downloaded file the same name, content, mode, owner and mtime."""
+    require(docker_available(), "a Docker engine")
+    base, _ = server
+    dockerfile = ("FROM scratch\n"
+                  f"ADD {base}/hello.txt /dl/\n"
+                  f"ADD {base}/pkg.tar.gz /dl/\n"
+                  f"ADD {base}/hello.txt?v=1 /named\n"
+                  f"ADD --chown=7:8 --chmod=755 {base}/hello.txt /tool\n")
+    out, result = build(tmp_path, dockerfile)
+    assert result.returncode == 0, result.stderr
+    ours = {path: entry for path, entry in layer_entries(out).items() if entry.data}
+    docker("build", "--network", "host", "--no-cache", "-o",
+           f"type=tar,dest={tmp_path / 'docker.tar'}", str(tmp_path / "context"))
+    with tarfile.open(tmp_path / "docker.tar") as archive:
+        theirs = {info.name.strip("/"): Entry(info.mode, info.uid, info.gid, int(info.mtime),
+                                              archive.extractfile(info).read())
+                  for info in archive if info.isfile()}
+    # Docker 20.10's built-in frontend leaves an ADD <url> --chmod at 0600, a bug fixed in
+    # docker/dockerfile:1.3 (moby/buildkit#2114): pybuild applies it, as BuildKit does since.
+    assert theirs["tool"].mode == 0o600
+    assert ours == {**theirs, "tool": replace(theirs["tool"], mode=0o755)}
+    assert set(ours) == {"dl/hello.txt", "dl/pkg.tar.gz", "named", "tool"}
