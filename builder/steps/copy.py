@@ -15,15 +15,17 @@ import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
-from builder.sources.download import Downloaded
 from builder.sources.tree import Found, Tree
 from builder.steps.users import Owner
 from layers.byteorder import tar_sorted
 from layers.errors import LayerError
 from layers.tarwriter import WHITEOUT_PREFIX, Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
 from layers.union import UnionView
+
+if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
+    from builder.sources.download import Downloaded
 
 Body = Union[str, bytes, Callable[[], object], None]
 

@@ -9,12 +9,11 @@ import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, UrlSource,
                                 plan_layer, write_layer)
 from builder.errors import NotSupported
-from builder.sources.download import Downloaded, DownloadError, Downloads, file_name
 from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
 from builder.plan.state import StageState
 from builder.steps.users import Owner, UnknownUser, resolve_owner
@@ -23,6 +22,9 @@ from grammar.errors import DockerfileError
 from layers.archive_files import decompressed
 from layers.errors import LayerError
 from layers.union import UnionView
+
+if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
+    from builder.sources.download import Downloaded, Downloads
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 _GIT = re.compile(r"^(git@|git://|ssh://)|^https?://[^#]*\.git(#|$)", re.IGNORECASE)
@@ -168,10 +170,12 @@ def _url_source(source: str, is_add: bool, checksum: str | None, env: StepEnv) -
         raise NotSupported(f"ADD {source}: git sources are not supported yet")
     if not _URL.match(source):
         raise DockerfileError(f"ADD {source}: only http:// and https:// URLs can be downloaded")
+    from builder.sources.download import file_name
     return UrlSource(source, file_name(source), checksum, lambda: _fetch(env, source))
 
 
 def _fetch(env: StepEnv, url: str) -> Downloaded:
+    from builder.sources.download import DownloadError
     try:
         return env.downloads().fetch(url)
     except DownloadError as error:
