@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -30,7 +31,8 @@ class FileHandler(QuietHandler):
     """Files with a fixed Last-Modified and an ETag of their content; 304 to a matching
     If-None-Match. Hostile paths: /endless (a body without end), /short (a Content-Length
     larger than the body), /huge-header, /loop (redirects to itself), /to-file (redirects to
-    file://), /flaky (503 twice, then a file)."""
+    file://), /flaky (503 twice, then a file), /silent (no answer for 3 s). Paths under /undated/
+    are answered without Last-Modified."""
 
     def do_GET(self) -> None:
         served: Served = self.server.served
@@ -67,6 +69,9 @@ class FileHandler(QuietHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return 302
+        if path == "/silent":
+            time.sleep(3)
+            return 0
         if path == "/flaky" and len(served.statuses("/flaky")) < 2:
             self.send_response(503)
             self.send_header("Content-Length", "0")
@@ -84,7 +89,8 @@ class FileHandler(QuietHandler):
             return 304
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Last-Modified", LAST_MODIFIED)
+        if not path.startswith("/undated/"):
+            self.send_header("Last-Modified", LAST_MODIFIED)
         self.send_header("ETag", etag)
         self.end_headers()
         self.wfile.write(body)

@@ -25,7 +25,8 @@ ARCHIVE = gzip.compress(b"not really a tar, and never extracted")
 
 @pytest.fixture
 def server():
-    files = {"/hello.txt": HELLO, "/pkg.tar.gz": ARCHIVE, "/flaky": b"third time lucky"}
+    files = {"/hello.txt": HELLO, "/pkg.tar.gz": ARCHIVE, "/flaky": b"third time lucky",
+             "/undated/hello.txt": HELLO}
     httpd, served = file_server(files)
     yield f"http://127.0.0.1:{httpd.server_address[1]}", served
     shut_down(httpd)
@@ -130,6 +131,7 @@ def test_sources_that_are_refused(tmp_path: Path, line: str, message: str, statu
     ("/loop", "more than 10 redirects"),
     ("/to-file", "only http and https URLs can be downloaded, not file"),
     ("/missing", "404"),
+    ("/silent", "timed out"),
 ])
 def test_hostile_servers_fail_clearly_and_leave_nothing(tmp_path: Path, server, path: str,
                                                         message: str) -> None:
@@ -177,7 +179,8 @@ def test_docker_20_10_agrees(tmp_path: Path, server) -> None:
                   f"ADD {base}/hello.txt /dl/\n"
                   f"ADD {base}/pkg.tar.gz /dl/\n"
                   f"ADD {base}/hello.txt?v=1 /named\n"
-                  f"ADD --chown=7:8 --chmod=755 {base}/hello.txt /tool\n")
+                  f"ADD --chown=7:8 --chmod=755 {base}/hello.txt /tool\n"
+                  f"ADD {base}/undated/hello.txt /undated\n")
     out, result = build(tmp_path, dockerfile)
     assert result.returncode == 0, result.stderr
     ours = {path: entry for path, entry in layer_entries(out).items() if entry.data}
@@ -191,4 +194,5 @@ def test_docker_20_10_agrees(tmp_path: Path, server) -> None:
     # docker/dockerfile:1.3 (moby/buildkit#2114): pybuild applies it, as BuildKit does since.
     assert theirs["tool"].mode == 0o600
     assert ours == {**theirs, "tool": replace(theirs["tool"], mode=0o755)}
-    assert set(ours) == {"dl/hello.txt", "dl/pkg.tar.gz", "named", "tool"}
+    assert set(ours) == {"dl/hello.txt", "dl/pkg.tar.gz", "named", "tool", "undated"}
+    assert ours["undated"].mtime == 0  # no Last-Modified: the epoch
