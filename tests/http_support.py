@@ -30,7 +30,7 @@ class Served:
 class FileHandler(QuietHandler):
     """Files with a fixed Last-Modified and an ETag of their content; 304 to a matching
     If-None-Match. Hostile paths: /endless (a body without end), /short (a Content-Length
-    larger than the body), /huge-header, /loop (redirects to itself), /to-file (redirects to
+    larger than the body), /big-length (one past any limit, announced), /huge-header, /loop (redirects to itself), /to-file (redirects to
     file://), /flaky (503 twice, then a file), /silent (no answer for 3 s). Paths under /undated/
     are answered without Last-Modified."""
 
@@ -56,6 +56,13 @@ class FileHandler(QuietHandler):
             self.send_header("Content-Length", "1000")
             self.end_headers()
             self.wfile.write(b"only this")
+            self.close_connection = True
+            return 200
+        if path == "/big-length":
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))
+            self.end_headers()
+            self.wfile.write(b"x" * 65536)
             self.close_connection = True
             return 200
         if path == "/huge-header":

@@ -127,6 +127,7 @@ def test_sources_that_are_refused(tmp_path: Path, line: str, message: str, statu
 @pytest.mark.parametrize("path, message", [
     ("/endless", "more than the 65536 bytes an ADD may download"),
     ("/short", "the connection closed after 9 bytes of 1000"),
+    ("/big-length", f"{1 << 40} bytes, more than the 65536"),
     ("/huge-header", "not an answer pybuild can read"),
     ("/loop", "more than 10 redirects"),
     ("/to-file", "only http and https URLs can be downloaded, not file"),

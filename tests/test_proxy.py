@@ -80,7 +80,8 @@ def test_add_url_goes_through_the_proxy_unless_no_proxy(tmp_path: Path, proxy) -
         shut_down(files)
 
 
-def test_push_and_pull_go_through_the_proxy(tmp_path: Path, proxy, registry: Registry) -> None:  # noqa: F811
+def test_push_and_pull_go_through_the_proxy(tmp_path: Path, proxy,
+                                            registry: Registry) -> None:  # noqa: F811
     address, server = proxy
     name = f"registry.invalid:{registry.port}"
     image = f"{name}/proxied-{uuid.uuid4().hex[:8]}:1"
