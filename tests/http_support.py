@@ -3,6 +3,8 @@ conditional requests, hostile answers, and a forwarding proxy that counts what i
 from __future__ import annotations
 
 import http.client
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -139,6 +141,29 @@ class ProxyHandler(QuietHandler):
         upstream.close()
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+    def do_CONNECT(self) -> None:
+        """A tunnel to 127.0.0.1 at the port asked for: bytes both ways until either closes."""
+        host, _, port = self.path.rpartition(":")
+        with self.server.lock:
+            self.server.forwarded.append(f"CONNECT {host}")
+        upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 30)
+                if not readable:
+                    break
+                for ready in readable:
+                    data = ready.recv(65536)
+                    if not data:
+                        return
+                    (upstream if ready is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+            self.close_connection = True
 
 
 def proxy_server():

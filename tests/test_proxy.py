@@ -2,6 +2,8 @@
 and builds whose ADD <url>, push and pull reach hosts only a proxy on 127.0.0.1 can resolve."""
 from __future__ import annotations
 
+import ssl
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from layers.proxy import Proxy, ProxyError, proxy_for
 from tests.http_support import file_server, proxy_server
 from tests.registry_support import Registry, registry, shut_down  # noqa: F401  (a fixture)
-from tests.support import pybuild
+from tests.support import image_file, pybuild
 
 P = Proxy("proxy", 3128, None)
 
@@ -102,3 +104,31 @@ def test_push_and_pull_go_through_the_proxy(tmp_path: Path, proxy,
     exempt = pybuild("--insecure-registry", name, "--push", "-t", image, str(context),
                      env={**env, "NO_PROXY": "registry.invalid"})
     assert exempt.returncode != 0 and "registry.invalid" in exempt.stderr
+
+
+def test_https_goes_through_a_connect_tunnel(tmp_path: Path, proxy) -> None:
+    """An https:// origin is reached through CONNECT, its certificate checked for its own name
+    (trusted here through SSL_CERT_FILE, which OpenSSL's default paths honour)."""
+    address, server = proxy
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=files.invalid", "-addext", "subjectAltName=DNS:files.invalid",
+                    "-keyout", str(key), "-out", str(certificate)], check=True,
+                   capture_output=True)
+    files, _ = file_server({"/hello.txt": b"over TLS\n"})
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, key)
+    files.socket = tls.wrap_socket(files.socket, server_side=True)
+    try:
+        url = f"https://files.invalid:{files.server_address[1]}/hello.txt"
+        context = tmp_path / "context"
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM scratch\nADD {url} /\n")
+        built = pybuild("--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out.tar"),
+                        str(context), env={"HTTPS_PROXY": address,
+                                           "SSL_CERT_FILE": str(certificate)})
+        assert built.returncode == 0, built.stderr
+        assert server.forwarded == ["CONNECT files.invalid"]
+        assert image_file(tmp_path / "out.tar", "hello.txt") == b"over TLS\n"
+    finally:
+        shut_down(files)
