@@ -193,10 +193,15 @@ class _Retry(Exception):
 
 
 def check_scheme(url: str, prefix: str = "") -> None:
-    scheme = urlsplit(url).scheme.lower()
+    """Only http and https, without credentials in the URL (which pybuild would not send)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise DownloadError(f"{prefix or url + ': '}only http and https URLs can be downloaded, "
                             f"not {scheme or 'a URL without a scheme'}")
+    if parts.username is not None:
+        raise DownloadError(f"{prefix or (parts.hostname or 'a URL') + ': '}a user name or password in the "
+                            "URL is not supported yet")
 
 
 def _downloaded(directory: str, meta: dict) -> Downloaded:
