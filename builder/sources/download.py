@@ -200,8 +200,8 @@ def check_scheme(url: str, prefix: str = "") -> None:
         raise DownloadError(f"{prefix or url + ': '}only http and https URLs can be downloaded, "
                             f"not {scheme or 'a URL without a scheme'}")
     if parts.username is not None:
-        raise DownloadError(f"{prefix or (parts.hostname or 'a URL') + ': '}a user name or password in the "
-                            "URL is not supported yet")
+        where = prefix or f"{parts.hostname or 'a URL'}: "
+        raise DownloadError(f"{where}a user name or password in the URL is not supported yet")
 
 
 def _downloaded(directory: str, meta: dict) -> Downloaded:
