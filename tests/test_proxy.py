@@ -15,6 +15,7 @@ from tests.registry_support import Registry, registry, shut_down  # noqa: F401  
 from tests.support import image_file, pybuild
 
 P = Proxy("proxy", 3128, None)
+NO_EXEMPTIONS = {"NO_PROXY": "", "no_proxy": ""}  # whatever the machine's environment says
 
 
 @pytest.mark.parametrize("scheme, netloc, environ, expected", [
@@ -71,7 +72,7 @@ def test_add_url_goes_through_the_proxy_unless_no_proxy(tmp_path: Path, proxy) -
         (context / "Dockerfile").write_text(f"FROM scratch\nADD {url} /\n")
         args = ("--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out.tar"),
                 str(context))
-        built = pybuild(*args, env={"http_proxy": address})
+        built = pybuild(*args, env={"HTTP_PROXY": "", "http_proxy": address, **NO_EXEMPTIONS})
         assert built.returncode == 0, built.stderr
         assert server.forwarded == ["GET files.invalid/hello.txt"]
         refused = pybuild("--no-cache", *args, env={"HTTP_PROXY": address,
@@ -91,7 +92,7 @@ def test_push_and_pull_go_through_the_proxy(tmp_path: Path, proxy,
     context.mkdir()
     (context / "file").write_text("pushed through a proxy\n")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY file /\n")
-    env = {"HTTP_PROXY": address, "PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    env = {"HTTP_PROXY": address, "PYBUILD_CACHE_DIR": str(tmp_path / "cache"), **NO_EXEMPTIONS}
     pushed = pybuild("--insecure-registry", name, "--push", "-t", image, str(context), env=env)
     assert pushed.returncode == 0, pushed.stderr
     assert any(line.startswith("PUT registry.invalid/v2/") for line in server.forwarded)
@@ -125,7 +126,7 @@ def test_https_goes_through_a_connect_tunnel(tmp_path: Path, proxy) -> None:
         context.mkdir()
         (context / "Dockerfile").write_text(f"FROM scratch\nADD {url} /\n")
         built = pybuild("--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "out.tar"),
-                        str(context), env={"HTTPS_PROXY": address,
+                        str(context), env={"HTTPS_PROXY": address, **NO_EXEMPTIONS,
                                            "SSL_CERT_FILE": str(certificate)})
         assert built.returncode == 0, built.stderr
         assert server.forwarded == ["CONNECT files.invalid"]
