@@ -45,6 +45,7 @@ class BuildRequest:
     push_media_types: str = ""  # "oci" or "docker" (oci-mediatypes=); "" as the compression needs
     insecure_registries: frozenset[str] = frozenset()
     registry_timeout: float = 120.0  # seconds a registry request may take, retries included
+    add_max_size: int | None = None  # bytes one ADD <url> may download (None: the default)
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
     isolation: str = "auto"  # or namespaces, rootless, chroot (builder/sandbox)

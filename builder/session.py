@@ -34,6 +34,7 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
+    from builder.sources.download import Downloads
     from builder.cache.remote import RemoteLayers
     from builder.cache.transfer import ImportedCache
     from builder.sandbox.confine import Confinement
@@ -211,6 +212,16 @@ class BuildSession:
         return diff_id
 
     # -- RUN -----------------------------------------------------------------------------------
+
+    @cached_property
+    def downloads(self) -> Downloads:
+        """ADD's URL fetcher: what it fetched is kept under the cache root between builds."""
+        from builder.cache.root import CacheRoot
+        from builder.sources.download import DEFAULT_MAX_SIZE, Downloads
+        return Downloads(CacheRoot(self.request.cache_dir).downloads,
+                         timeout=self.request.registry_timeout,
+                         max_size=self.request.add_max_size or DEFAULT_MAX_SIZE,
+                         warn=self.log.alert)
 
     @cached_property
     def temp_dir(self) -> str:

@@ -31,6 +31,11 @@ class CacheRoot:
         return os.path.join(self.path, "mounts")
 
     @property
+    def downloads(self) -> str:
+        """What ADD fetched from URLs, one directory per URL (builder/sources/download.py)."""
+        return os.path.join(self.path, "downloads")
+
+    @property
     def step_index(self) -> str:
         """The step cache's SQLite database (builder/cache/index.py)."""
         return os.path.join(self.path, "index.sqlite")

@@ -41,7 +41,9 @@ environment:
   SOURCE_DATE_EPOCH   clamp file times and the config's `created` time: reproducible images
   PYBUILD_CACHE_DIR   the cache root (blobs, snapshots, the step index, the local image store)
   DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
-  PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds)
+  PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds), also ADD <url>'s
+  PYBUILD_ADD_MAX_SIZE  the most one ADD <url> may download (default 8GiB; 512MB, 2GiB...)
+  HTTP_PROXY, HTTPS_PROXY, NO_PROXY  proxies for pulls, pushes and ADD <url> (as Docker's)
   NO_COLOR            no colour, and no live view with --progress auto
 
 exit status:
@@ -264,7 +266,7 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         entitlements=frozenset(options.allow),
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
-        source_date_epoch=source_date_epoch)
+        source_date_epoch=source_date_epoch, add_max_size=_add_max_size())
 
 
 def _usage_error(message: str) -> Exception:
@@ -430,6 +432,17 @@ def _source_date_epoch() -> int | None:
     if value is not None and not value.isdigit():
         raise _usage_error(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds")
     return int(value) if value else None
+
+
+def _add_max_size() -> int | None:
+    value = os.environ.get("PYBUILD_ADD_MAX_SIZE")
+    if not value:
+        return None
+    from builder.units import parse_size
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise _usage_error(f"PYBUILD_ADD_MAX_SIZE: {error}") from None
 
 
 def _build_args(values: list[str]) -> dict[str, str | None]:

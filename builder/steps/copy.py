@@ -15,7 +15,7 @@ import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from builder.sources.dockerignore import IgnoreMatcher
 from builder.sources.tree import Found, Tree
@@ -24,6 +24,9 @@ from layers.byteorder import tar_sorted
 from layers.errors import LayerError
 from layers.tarwriter import WHITEOUT_PREFIX, Entry, Kind, LayerWriter, entry_from_stat, read_xattrs
 from layers.union import UnionView
+
+if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
+    from builder.sources.download import Downloaded
 
 Body = Union[str, bytes, Callable[[], object], None]
 
@@ -88,7 +91,31 @@ class TarSource:
     archive: tarfile.TarFile
 
 
-Source = Union[TreeSource, DataSource, TarSource]
+@dataclass(frozen=True)
+class UrlSource:
+    """ADD <url>: a file fetched only when the cache key or the layer needs it (with
+    --checksum, the key needs only the checksum). Never extracted; 0600 unless --chmod, its
+    mtime the server's Last-Modified, as in Docker."""
+
+    url: str
+    name: str  # its name in a directory destination
+    checksum: str | None  # sha256:<hex>, verified
+    fetch: Callable[[], Downloaded]
+
+    def digest(self) -> str:
+        """What the cache key holds: the checksum given, else the content's digest."""
+        return self.checksum or self.fetch().digest
+
+    def file(self) -> Downloaded:
+        """The download, checked against --checksum."""
+        downloaded = self.fetch()
+        if self.checksum and downloaded.digest != self.checksum:
+            raise LayerError(f"{self.url}: checksum mismatch: --checksum={self.checksum}, the "
+                             f"download is {downloaded.digest}")
+        return downloaded
+
+
+Source = Union[TreeSource, DataSource, TarSource, UrlSource]
 _ROOT = Owner(0, 0)
 _UNCOPIED = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket"}
 
@@ -132,6 +159,14 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
                                  "inside a copied directory is left out)")
             out[rel] = planned
             _remember_inode(inodes, rel, number, source.found.st)
+        elif isinstance(source, UrlSource):
+            rel = _join(dest, source.name) if into_dir else dest
+            owner = spec.owner or _ROOT
+            file = source.file()
+            mode = spec.chmod if spec.chmod is not None else 0o600
+            out[rel] = (Entry(rel, Kind.FILE, mode, owner.uid, owner.gid, file.mtime, file.size),
+                        file.path)
+            inodes.pop(rel, None)
         elif isinstance(source, DataSource):
             rel = _join(dest, source.name) if into_dir else dest
             owner = spec.owner or _ROOT

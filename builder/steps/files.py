@@ -10,10 +10,10 @@ import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, plan_layer,
-                                write_layer)
+from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, UrlSource,
+                                plan_layer, write_layer)
 from builder.errors import NotSupported
 from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
 from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
@@ -25,7 +25,13 @@ from layers.archive_files import decompressed
 from layers.errors import LayerError
 from layers.union import UnionView
 
-_REMOTE = re.compile(r"^(https?://|git@|git://|ssh://)")
+if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
+    from builder.sources.download import Downloaded, Downloads
+
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+_GIT = re.compile(r"^(git@|git://|ssh://)|^https?://[^#]*\.git(#|$)", re.IGNORECASE)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class StepEnv:
     commit_layer: Callable[[Callable], str]
     now: int
     temp_dir: Callable[[], str]  # made on first use
+    downloads: Callable[[], Downloads]  # ADD's URL fetcher, made on first use
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class CopySelection:
     """What a COPY or ADD will read, resolved but not yet read: the cache key is computed from
     it (see builder/cache/sources.py) before deciding whether to write the layer at all."""
 
-    sources: tuple[TreeSource | DataSource, ...]
+    sources: tuple[TreeSource | DataSource | UrlSource, ...]
     spec: CopySpec
     from_stage: str | None  # the name COPY --from gave (a stage, an image or a build context)
     extract: bool
@@ -75,7 +82,8 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     heredocs = {h.name: h for h in instruction.heredocs}
     excludes = _excludes(state, instruction)
-    sources: list[TreeSource | DataSource] = []
+    checksum = _checksum(state, instruction) if is_add else None
+    sources: list[TreeSource | DataSource | UrlSource] = []
     for word in instruction.sources:
         heredoc = _heredoc_of(word, heredocs)
         if heredoc is not None:
@@ -84,9 +92,12 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
             sources.append(DataSource(heredoc.name, data.encode()))
             continue
         source = state.expand(word)
-        if is_add and _REMOTE.match(source):
-            raise NotSupported(f"ADD {source}: remote sources (URLs, git) are not supported yet")
+        if _SCHEME.match(source) or source.startswith("git@"):
+            sources.append(_url_source(source, is_add, checksum, env))
+            continue
         sources.extend(_select(tree, source, instruction.parents, excludes))
+    if checksum and not (len(sources) == 1 and isinstance(sources[0], UrlSource)):
+        raise DockerfileError("ADD --checksum needs exactly one source, an http(s) URL")
     dest_is_dir = dest_is_dir or instruction.parents  # --parents copies into a directory
     spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
                     keep_owner=not tree.confined, now=env.now)
@@ -159,9 +170,39 @@ def _excludes(state: StageState, instruction: ins.Copy) -> IgnoreMatcher | None:
 
 
 def _refuse_unsupported(instruction: ins.Copy) -> None:
-    if isinstance(instruction, ins.Add) and (instruction.checksum or instruction.keep_git_dir):
-        raise NotSupported("ADD --checksum and --keep-git-dir need remote sources, which are "
-                              "not supported yet")
+    if isinstance(instruction, ins.Add) and instruction.keep_git_dir:
+        raise NotSupported("ADD --keep-git-dir: git sources are not supported yet")
+
+
+def _checksum(state: StageState, instruction: ins.Add) -> str | None:
+    if instruction.checksum is None:
+        return None
+    checksum = state.expand(instruction.checksum)
+    if not _CHECKSUM.fullmatch(checksum):
+        raise DockerfileError(f"invalid --checksum={checksum}: sha256:<64 lower-case hex "
+                              "digits> is expected")
+    return checksum
+
+
+def _url_source(source: str, is_add: bool, checksum: str | None, env: StepEnv) -> UrlSource:
+    """ADD's http(s) URL; git URLs and other schemes are refused clearly, and so is a URL in
+    COPY (as BuildKit)."""
+    if not is_add:
+        raise DockerfileError(f"COPY {source}: COPY cannot read a URL (ADD downloads one)")
+    if _GIT.match(source):
+        raise NotSupported(f"ADD {source}: git sources are not supported yet")
+    if not _URL.match(source):
+        raise DockerfileError(f"ADD {source}: only http:// and https:// URLs can be downloaded")
+    from builder.sources.download import file_name
+    return UrlSource(source, file_name(source), checksum, lambda: _fetch(env, source))
+
+
+def _fetch(env: StepEnv, url: str) -> Downloaded:
+    from builder.sources.download import DownloadError
+    try:
+        return env.downloads().fetch(url)
+    except DownloadError as error:
+        raise DockerfileError(f"ADD: {error}") from None
 
 
 def _heredoc_of(word: str, heredocs: dict[str, ins.Heredoc]) -> ins.Heredoc | None:

@@ -15,6 +15,8 @@ the request in bounded time; each retry is told to `warn` as it is decided. A bl
 drops halfway is picked up where it stopped (`Range: bytes=N-`), so a reader never sees the
 seam. Redirects are followed; Authorization never goes to another host. A body read whole (not
 streamed) is read no further than its `BodyLimit`, so a hostile registry cannot fill memory.
+Connections go through the proxy HTTP_PROXY/HTTPS_PROXY name, unless NO_PROXY exempts the
+registry (layers/proxy.py).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from layers.registry.auth import Challenge, Scopes, Token, parse_challenge, parse_scopes, \
     parse_token, render_scopes
 from layers.registry.credentials import Credentials
+from layers.proxy import ProxyError, Route, connect
 from layers.registry.errors import RegistryError, describe
 
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -146,7 +149,7 @@ class Session:
         self._reached = False  # whether the registry ever answered this session
         self._tls = ssl.create_default_context()
         self._pool_lock = threading.Lock()
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str], list[Route]] = {}
         self._auth_lock = threading.Lock()  # held while a token is fetched: one fetch at a time
         self._challenge: Challenge | None = None
         self._asked: Scopes = frozenset()
@@ -178,9 +181,9 @@ class Session:
         """Close the idle connections (those in use close when their response is read)."""
         with self._pool_lock:
             idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+        for routes in idle.values():
+            for route in routes:
+                route.connection.close()
 
     # -- authentication -------------------------------------------------------------------
 
@@ -334,14 +337,15 @@ class Session:
         here, up to `limit`."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = {"User-Agent": _USER_AGENT, **headers}
+        route = self._connection(key)
+        target = route.target(url)
+        headers = {"User-Agent": _USER_AGENT, **route.headers, **headers}
         if body.length >= 0 and (body.content is not None or method in ("POST", "PUT", "PATCH")):
             headers["Content-Length"] = str(body.length)
         wait = min(self._read_wait, deadline - time.monotonic())
         if wait <= 0:
             raise TimeoutError(f"no answer within {self._timeout:g}s")
-        connection = self._connection(key)
+        connection = route.connection
         try:
             reused = connection.sock is not None
             try:
@@ -358,14 +362,14 @@ class Session:
             self._log(f"{method} {parts.scheme}://{parts.netloc}{parts.path} {raw.status}")
             if stream and raw.status in (200, 206):
                 sock.settimeout(self._read_wait)  # the answer came: now each read has its wait
-                opened = _Stream(raw, connection, key)
+                opened = _Stream(raw, route, key)
                 return Response(raw.status, raw.headers, b"", url), opened
             # A HEAD's Content-Length is the size of what a GET would send, not a body.
             data = raw.read() if method == "HEAD" else _read_within(raw, limit, f"{method} {url}")
         except BaseException:
             connection.close()
             raise
-        self._release(key, connection)
+        self._release(key, route)
         return Response(raw.status, raw.headers, data, url), None
 
     @staticmethod
@@ -385,26 +389,29 @@ class Session:
         """Hand back a streamed response's connection: to the pool when its body was read to
         the end, closed when it was abandoned midway."""
         if complete:
-            self._release(opened.key, opened.connection)
+            self._release(opened.key, opened.route)
         else:
-            opened.connection.close()
+            opened.route.connection.close()
 
-    def _connection(self, key: tuple[str, str]) -> http.client.HTTPConnection:
+    def _connection(self, key: tuple[str, str]) -> Route:
+        """An idle connection to `key`'s origin, else a new one (through the proxy the
+        environment names for it)."""
         with self._pool_lock:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop()
         scheme, netloc = key
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self._read_wait,
-                                               context=self._tls, blocksize=_BLOCK)
-        return http.client.HTTPConnection(netloc, timeout=self._read_wait, blocksize=_BLOCK)
+        try:
+            return connect(scheme, netloc, timeout=self._read_wait, context=self._tls,
+                           blocksize=_BLOCK)
+        except ProxyError as error:
+            raise RegistryError(str(error)) from None
 
-    def _release(self, key: tuple[str, str], connection: http.client.HTTPConnection) -> None:
+    def _release(self, key: tuple[str, str], route: Route) -> None:
         """Return a connection whose response was read to the end; a closed one reconnects
         by itself when next used."""
         with self._pool_lock:
-            self._idle.setdefault(key, []).append(connection)
+            self._idle.setdefault(key, []).append(route)
 
 
 class _ResumingBody(io.RawIOBase):
@@ -475,7 +482,7 @@ class _Stream:
     """A response whose body is still on its connection."""
 
     raw: http.client.HTTPResponse
-    connection: http.client.HTTPConnection
+    route: Route
     key: tuple[str, str]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 META_FILES = ("case.json", "setup.sh")
 KEYS = {"expect", "error_line", "build_args", "target", "tags", "reference", "notes",
-        "network", "secrets", "ignore_paths", "differs"}
+        "network", "secrets", "ignore_paths", "differs", "serve"}
 
 
 class CaseError(ValueError):
@@ -36,6 +36,7 @@ class Case:
     secrets: dict[str, str] = field(default_factory=dict)  # id -> file of the case directory
     ignore_paths: tuple[str, ...] = ()  # volatile paths (globs allowed) dropped on both sides
     differs: tuple[str, ...] = ()  # deliberate differences: each a substring of one reported
+    serve: str | None = None  # a directory of the staged context served on 127.0.0.1 (serve.py)
     notes: str = ""
     # build args only this run knows (a local server's address): given to both builders, never
     # part of Docker's cache key, so an image must not keep them
@@ -51,7 +52,10 @@ class Case:
 
     def build_inputs(self) -> dict:
         """What of the metadata reaches Docker's build (notes and expectations do not)."""
-        return {"build_args": self.build_args, "target": self.target, "network": self.network,
+        from tests.conformance.serve import SERVER_ARG
+        build_args = {k: v for k, v in self.build_args.items()
+                      if not (self.serve and k == SERVER_ARG)}
+        return {"build_args": build_args, "target": self.target, "network": self.network,
                 "reference": self.reference,
                 "secrets": {key: _file_digest(self.path / name) for key, name in self.secrets.items()}}
 
@@ -79,7 +83,8 @@ def load_case(path: Path) -> Case:
                 reference=meta.get("reference", "buildkit"), network=meta.get("network", "none"),
                 secrets={str(k): str(v) for k, v in meta.get("secrets", {}).items()},
                 ignore_paths=tuple(str(p).strip("/") for p in meta.get("ignore_paths", ())),
-                differs=tuple(meta.get("differs", ())), notes=meta.get("notes", ""))
+                differs=tuple(meta.get("differs", ())), notes=meta.get("notes", ""),
+                serve=meta.get("serve"))
 
 
 def load_cases(directory: Path, select: str | None = None,

@@ -2,6 +2,7 @@
 the cache) and by the candidate, and judged; cases run `jobs` at a time."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -16,6 +17,7 @@ from tests.conformance.cases import Case, stage
 from tests.conformance.compare import Verdict, judge
 from tests.conformance.outcome import Outcome
 from tests.conformance.reference import cache_dir, reference
+from tests.conformance.serve import SERVER_ARG, served
 
 PROBE = "FROM {base}\nRUN echo probe > /probe.txt\n"
 
@@ -86,10 +88,15 @@ def run_case(case: Case, options: Options, docker_version: str, probe_problem: s
     try:
         staged = stage(case, work)
         try:
-            docker, cached = reference(case, staged, docker_version, options.cache or cache_dir(),
-                                       options.timeout, options.refresh, options.base_key)
-            theirs = candidate(options.candidate, case, staged, dict(options.env), options.cwd,
-                               options.timeout)
+            with contextlib.ExitStack() as stack:
+                if case.serve:
+                    url = stack.enter_context(served(staged.context / case.serve))
+                    case = replace(case, build_args={**case.build_args, SERVER_ARG: url})
+                docker, cached = reference(case, staged, docker_version,
+                                           options.cache or cache_dir(), options.timeout,
+                                           options.refresh, options.base_key)
+                theirs = candidate(options.candidate, case, staged, dict(options.env),
+                                   options.cwd, options.timeout)
         finally:
             shutil.rmtree(staged.root, ignore_errors=True)
         verdict = judge(case, docker, theirs, probe_problem, options.strict_lines,

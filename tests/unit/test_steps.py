@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.steps.copy import DataSource, TreeSource
+from builder.steps.copy import DataSource, TreeSource, UrlSource
 from builder.errors import NotSupported
+from builder.sources.download import Downloads
 from builder.sources.tree import StageTree
 from builder.plan.state import StageState
 from builder.steps.files import StepEnv, select_copy, workdir, write_copy
@@ -31,7 +32,8 @@ def select(tmp_path: Path, line: str, state: StageState = STATE, from_tree=None)
     tree = context(tmp_path / "ctx", FILES)
     env = StepEnv(context=tree, image_view=lambda s: UnionView([]),
                   from_tree=lambda: from_tree, commit_layer=None, now=42,
-                  temp_dir=lambda: str(tmp_path))
+                  temp_dir=lambda: str(tmp_path),
+                  downloads=lambda: Downloads(str(tmp_path / "downloads")))
     instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
     return select_copy(state, instruction, env)
 
@@ -103,12 +105,24 @@ def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> No
     ("COPY --chmod=u+x a.txt /x", DockerfileError, "invalid --chmod=u\\+x"),
     ("COPY --chmod=999 a.txt /x", DockerfileError, "invalid --chmod=999"),
     ("COPY --from=nope a.txt /x", DockerfileError, "COPY --from=nope: no stage, image"),
-    ("ADD https://example.com/x /x", NotSupported, "remote sources"),
+    ("ADD https://example.com/x.git /x", NotSupported, "git sources are not supported"),
+    ("ADD --keep-git-dir https://example.com/x.git /x", NotSupported, "--keep-git-dir"),
     ("COPY --exclude=[ a.txt /x", DockerfileError, "COPY --exclude:"),
 ])
 def test_refused(tmp_path: Path, line: str, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         select(tmp_path, line)
+
+
+def test_a_url_is_selected_without_a_request(tmp_path: Path) -> None:
+    """Selecting names the file; nothing is fetched until the key or the layer needs it (the
+    host here resolves nowhere)."""
+    checksum = "sha256:" + "a" * 64
+    selection = select(tmp_path, f"ADD --checksum={checksum} http://h.invalid/a/b.tgz?x=1 /d/")
+    (source,) = selection.sources
+    assert isinstance(source, UrlSource)
+    assert (source.name, source.checksum, source.digest()) == ("b.tgz", checksum, checksum)
+    assert not (tmp_path / "downloads").exists()
 
 
 class Layers:
@@ -132,7 +146,8 @@ def env_for(tmp_path: Path, layers: Layers, image: dict) -> StepEnv:
     view = UnionView([str(write_tree(tmp_path / "image", image))])
     return StepEnv(context=context(tmp_path / "ctx", FILES), image_view=lambda s: view,
                    from_tree=lambda: None, commit_layer=layers.commit, now=42,
-                   temp_dir=lambda: str(tmp_path))
+                   temp_dir=lambda: str(tmp_path),
+                   downloads=lambda: Downloads(str(tmp_path / "downloads")))
 
 
 @pytest.mark.parametrize("line, working_dir, members", [
