@@ -14,6 +14,7 @@ from typing import Iterator, NamedTuple, Protocol
 
 from builder.sources import context
 from builder.sources.dockerignore import IgnoreMatcher
+from layers.errors import LayerError
 from layers.union import UnionView
 
 _GLOB = re.compile(r"[*?\[\\]")
@@ -148,6 +149,30 @@ def resolve(tree: Tree, rel: str, *, confined: bool, follow_last: bool = True) -
     rel = "/".join(done)
     found = tree.find(rel)
     return Found(rel, *found) if found else None
+
+
+def landing(tree: Tree, rel: str) -> str:
+    """Where a write to `rel` lands, as Docker resolves a COPY destination or a WORKDIR: every
+    symlink on the way followed (the last one too), absolute targets taken from the tree's root
+    and `..` stopping there; what does not exist is kept as named, so a link to a missing
+    directory leads to where that directory will be created."""
+    parts = [p for p in rel.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        found = tree.find("/".join(done + [name]))
+        if found is None or not stat.S_ISLNK(found[1].st_mode):
+            done.append(name)
+            continue
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise LayerError(f"/{rel}: too many levels of symbolic links")
+        target = os.readlink(found[0])
+        base = "/" if target.startswith("/") else "/" + "/".join(done)
+        parts = [p for p in posixpath.normpath(posixpath.join(base, target)).split("/") if p] + parts
+        done = []
+    return "/".join(done)
 
 
 def _climbs(base: str, target: str) -> bool:
