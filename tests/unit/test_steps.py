@@ -141,13 +141,16 @@ def env_for(tmp_path: Path, layers: Layers, image: dict) -> StepEnv:
     ("WORKDIR /srv//app/", "/srv//app/", [["srv", "srv/app"]]),
     ("WORKDIR /etc", "/etc", []),
     ("WORKDIR $D", "/app/dest", [["app", "app/dest"]]),
+    ("WORKDIR /opt/w", "/opt/w", [["etc", "etc/w"]]),
+    ("WORKDIR /opt", "/opt", []),
 ])
 def test_workdir_makes_a_layer_only_for_a_new_directory(tmp_path: Path, line: str,
                                                         working_dir: str,
                                                         members: list) -> None:
     layers = Layers()
     instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
-    state, diff_id = workdir(STATE, instruction, env_for(tmp_path, layers, {"etc": None}))
+    image = {"etc": None, "opt": "-> /etc"}
+    state, diff_id = workdir(STATE, instruction, env_for(tmp_path, layers, image))
     assert state.image.config.working_dir == working_dir
     assert layers.members == members and (diff_id is None) == (members == [])
 
