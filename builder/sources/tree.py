@@ -189,7 +189,9 @@ def _climbs(base: str, target: str) -> bool:
 
 
 def glob(tree: Tree, pattern: str) -> list[Found]:
-    """Entries matching a Go filepath.Match pattern, component by component, sorted."""
+    """Entries matching a Go filepath.Match pattern, component by component, sorted. A symlink
+    to a directory on the way is followed inside the tree, as BuildKit does (one out of a
+    confined tree raises OutsideTree): the matches are named by where it leads."""
     parts = [p for p in pattern.split("/") if p]
     matches = [""]
     for i, part in enumerate(parts):
@@ -205,8 +207,12 @@ def glob(tree: Tree, pattern: str) -> list[Found]:
                 candidates = [n for n in tree.listdir(base) if regex.fullmatch(n)]
             for name in candidates:
                 child = f"{base}/{name}" if base else name
-                if i == len(parts) - 1 or _is_dir(tree, child):
+                if i == len(parts) - 1:
                     following.append(child)
+                    continue
+                directory = resolve(tree, child, confined=tree.confined)
+                if directory is not None and stat.S_ISDIR(directory.st.st_mode):
+                    following.append(directory.rel)
         matches = following
     result = []
     for rel in sorted(matches):
@@ -214,11 +220,6 @@ def glob(tree: Tree, pattern: str) -> list[Found]:
         if found is not None:
             result.append(Found(rel, *found))
     return result
-
-
-def _is_dir(tree: Tree, rel: str) -> bool:
-    found = tree.find(rel)
-    return found is not None and stat.S_ISDIR(found[1].st_mode)
 
 
 def go_match_regex(pattern: str) -> str:

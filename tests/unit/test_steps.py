@@ -22,7 +22,8 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 from tests.unit.trees import context, write_tree
 
-FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up"}
+FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up",
+         "srclink": "-> /src", "outdir": "-> ../src"}
 STATE = StageState(ImageConfig(config=ContainerConfig(working_dir="/app")),
                    scope={"F": "a.txt", "D": "dest"})
 
@@ -52,6 +53,7 @@ def names(selection) -> list[str]:
     ("COPY link /l", ["link"], "/l", False),
     ("COPY . ..", [""], "/", True),
     ("COPY a.txt b.txt /d/./", ["a.txt", "b.txt"], "/d", True),
+    ("COPY srclink/*.py /d/", ["src/x.py"], "/d", True),
 ])
 def test_sources_and_destination(tmp_path: Path, line: str, sources: list[str], dest: str,
                                  dest_is_dir: bool) -> None:
@@ -100,6 +102,8 @@ def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> No
     ("COPY /etc/passwd /x", DockerfileError, "source '/etc/passwd' is outside the build context"),
     ("COPY ../a /x", DockerfileError, "source '../a' is outside the build context"),
     ("COPY out /x", DockerfileError, "source 'out' is a symlink out of the build context"),
+    ("COPY outdir/* /x/", DockerfileError,
+     "source 'outdir/\\*' is a symlink out of the build context"),
     ("COPY --chmod=u+x a.txt /x", DockerfileError, "invalid --chmod=u\\+x"),
     ("COPY --chmod=999 a.txt /x", DockerfileError, "invalid --chmod=999"),
     ("COPY --from=nope a.txt /x", DockerfileError, "COPY --from=nope: no stage, image"),
