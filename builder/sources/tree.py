@@ -167,7 +167,7 @@ def landing(tree: Tree, rel: str) -> str:
             continue
         hops += 1
         if hops > _MAX_LINKS:
-            raise LayerError(f"/{rel}: too many levels of symbolic links")
+            raise LayerError(f"/{rel.lstrip('/')}: too many levels of symbolic links")
         target = os.readlink(found[0])
         base = "/" if target.startswith("/") else "/" + "/".join(done)
         parts = [p for p in posixpath.normpath(posixpath.join(base, target)).split("/") if p] + parts

@@ -83,7 +83,7 @@ def test_the_destination_follows_the_images_symlinks(tmp_path: Path, dest: str,
 def test_a_symlink_loop_on_the_way_to_the_destination_is_refused(tmp_path: Path) -> None:
     tree = context(tmp_path / "ctx", FILES)
     view = UnionView([str(write_tree(tmp_path / "image", LINKED))])
-    with pytest.raises(LayerError, match="/loop/a: too many levels of symbolic links"):
+    with pytest.raises(LayerError, match="^/loop/a: too many levels of symbolic links$"):
         plan_layer(sources(tree, "a.txt"), spec("/loop/a"), view)
 
 
