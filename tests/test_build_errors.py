@@ -108,7 +108,7 @@ def test_a_failing_run_shows_its_output_its_status_and_its_line(tmp_path: Path) 
 @pytest.mark.parametrize("step", ["COPY f /loop/w", "WORKDIR /loop/w"])
 def test_a_symlink_loop_in_the_image_fails_naming_the_step(tmp_path: Path, step: str) -> None:
     """The image's symlinks are followed to a destination (as Docker: `too many links`): a link
-    that leads to itself is an error of that step, nothing written."""
+    that leads to itself is an error of that step."""
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "loop").symlink_to("/loop/x")
     (tmp_path / "f").write_text("f")
