@@ -103,3 +103,19 @@ def test_a_failing_run_shows_its_output_its_status_and_its_line(tmp_path: Path) 
     failed = json.loads(result.stderr.splitlines()[-1])
     assert failed["event"] == "BuildFailed"
     assert "status 3" in failed["error"] and "   3 | >>> RUN echo oops && exit 3" in failed["error"]
+
+
+@pytest.mark.parametrize("step", ["COPY f /loop/w", "WORKDIR /loop/w"])
+def test_a_symlink_loop_in_the_image_fails_naming_the_step(tmp_path: Path, step: str) -> None:
+    """The image's symlinks are followed to a destination (as Docker: `too many links`): a link
+    that leads to itself is an error of that step."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "loop").symlink_to("/loop/x")
+    (tmp_path / "f").write_text("f")
+    text = f"FROM scratch\nCOPY tree/ /\n{step}\n"
+    with pytest.raises(DockerfileError) as caught:
+        build(BuildRequest(context=str(tmp_path), dockerfile_text=text, output=None,
+                           cache_dir=str(tmp_path / "cache")))
+    keyword = step.split()[0]
+    assert caught.value.render().splitlines()[0] == \
+        f"Dockerfile:3: {keyword}: /loop/w: too many levels of symbolic links"

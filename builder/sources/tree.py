@@ -14,6 +14,7 @@ from typing import Iterator, NamedTuple, Protocol
 
 from builder.sources import context
 from builder.sources.dockerignore import IgnoreMatcher
+from layers.errors import LayerError
 from layers.union import UnionView
 
 _GLOB = re.compile(r"[*?\[\\]")
@@ -150,6 +151,30 @@ def resolve(tree: Tree, rel: str, *, confined: bool, follow_last: bool = True) -
     return Found(rel, *found) if found else None
 
 
+def landing(tree: Tree, rel: str) -> str:
+    """Where a write to `rel` lands, as Docker resolves a COPY destination or a WORKDIR: every
+    symlink on the way followed (the last one too), absolute targets taken from the tree's root
+    and `..` stopping there; what does not exist is kept as named, so a link to a missing
+    directory leads to where that directory will be created."""
+    parts = [p for p in rel.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        found = tree.find("/".join(done + [name]))
+        if found is None or not stat.S_ISLNK(found[1].st_mode):
+            done.append(name)
+            continue
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise LayerError(f"/{rel.lstrip('/')}: too many levels of symbolic links")
+        target = os.readlink(found[0])
+        base = "/" if target.startswith("/") else "/" + "/".join(done)
+        parts = [p for p in posixpath.normpath(posixpath.join(base, target)).split("/") if p] + parts
+        done = []
+    return "/".join(done)
+
+
 def _climbs(base: str, target: str) -> bool:
     """Whether following `target` from directory `base` goes above the root at any point."""
     depth = 0 if target.startswith("/") else len([p for p in base.split("/") if p])
@@ -164,7 +189,9 @@ def _climbs(base: str, target: str) -> bool:
 
 
 def glob(tree: Tree, pattern: str) -> list[Found]:
-    """Entries matching a Go filepath.Match pattern, component by component, sorted."""
+    """Entries matching a Go filepath.Match pattern, component by component, sorted. A symlink
+    to a directory on the way is followed inside the tree, as BuildKit does (one out of a
+    confined tree raises OutsideTree): the matches are named by where it leads."""
     parts = [p for p in pattern.split("/") if p]
     matches = [""]
     for i, part in enumerate(parts):
@@ -180,8 +207,12 @@ def glob(tree: Tree, pattern: str) -> list[Found]:
                 candidates = [n for n in tree.listdir(base) if regex.fullmatch(n)]
             for name in candidates:
                 child = f"{base}/{name}" if base else name
-                if i == len(parts) - 1 or _is_dir(tree, child):
+                if i == len(parts) - 1:
                     following.append(child)
+                    continue
+                directory = resolve(tree, child, confined=tree.confined)
+                if directory is not None and stat.S_ISDIR(directory.st.st_mode):
+                    following.append(directory.rel)
         matches = following
     result = []
     for rel in sorted(matches):
@@ -189,11 +220,6 @@ def glob(tree: Tree, pattern: str) -> list[Found]:
         if found is not None:
             result.append(Found(rel, *found))
     return result
-
-
-def _is_dir(tree: Tree, rel: str) -> bool:
-    found = tree.find(rel)
-    return found is not None and stat.S_ISDIR(found[1].st_mode)
 
 
 def go_match_regex(pattern: str) -> str:

@@ -4,7 +4,8 @@ The layer is written straight from the sources (context files are read once, whi
 hashed); nothing is staged in an intermediate directory. Docker's destination rules apply: a
 directory source copies its contents, a file goes into a destination ending in `/` (or that is a
 directory in the image) under its own name, missing parents are created, and every parent the layer
-touches is written with the metadata it already has in the image.
+touches is written with the metadata it already has in the image. Symlinks on the way to the
+destination are followed inside the image, as Docker does: the layer writes where they lead.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from builder.sources.dockerignore import IgnoreMatcher
-from builder.sources.tree import Found, Tree
+from builder.sources.tree import Found, StageTree, Tree, landing
 from builder.steps.users import Owner
 from layers.byteorder import tar_sorted
 from layers.errors import LayerError
@@ -124,7 +125,7 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
     """The entries of the layer, keyed by path (no leading `/`); later sources win."""
     out: dict[str, tuple[Entry, Body]] = {}
     inodes: dict[str, object] = {}
-    dest = spec.dest.strip("/")
+    dest = landing(StageTree(image), spec.dest)
     into_dir = spec.dest_is_dir or _is_dir(image, dest)
     for number, source in enumerate(sources):
         if isinstance(source, TreeSource) and source.landing is not None:

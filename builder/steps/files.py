@@ -16,7 +16,7 @@ from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSou
                                 plan_layer, write_layer)
 from builder.errors import NotSupported
 from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
-from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, resolve
+from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, landing, resolve
 from builder.plan.state import StageState
 from builder.steps.users import Owner, UnknownUser, resolve_owner
 from grammar import instructions as ins
@@ -141,13 +141,14 @@ def write_copy(state: StageState, selection: CopySelection, env: StepEnv,
 def workdir(state: StageState, instruction: ins.Workdir, env: StepEnv) -> tuple[StageState, str | None]:
     """Set the working directory and create it, owned by the current USER, in a layer of its own
     unless it already exists. A relative path is joined to the current one and cleaned; an
-    absolute one is stored as written (BuildKit's quirk) and only the created path is cleaned."""
+    absolute one is stored as written (BuildKit's quirk) and only the created path is cleaned.
+    Symlinks on the way are followed inside the image, as for a COPY destination."""
     written = state.expand(instruction.path)
     if not written.startswith("/"):
         written = posixpath.normpath(posixpath.join("/", state.image.config.working_dir or "/", written))
     state = state.with_config(working_dir=written)
-    path = "/" + posixpath.normpath(written).lstrip("/")
     image = env.image_view(state)
+    path = "/" + landing(StageTree(image), posixpath.normpath(written))
     found = image.find(path.strip("/"))
     if path == "/" or (found is not None and stat.S_ISDIR(found[1].st_mode)):
         return state, None

@@ -55,6 +55,38 @@ def test_destination_rules(tmp_path: Path, names: list[str], dest: str, dest_is_
     assert paths(plan_layer(sources(tree, *names), spec(dest, dest_is_dir), view)) == expected
 
 
+LINKED = {"usr": None, "usr/share": None, "deep/er": None, "opt": "-> usr", "chain": "-> opt",
+          "abs": "-> /usr/share", "deep/er/up": "-> ../../../../usr", "dangling": "-> /no/dir",
+          "file": "-> /usr/f", "loop": "-> /loop/x"}
+
+
+@pytest.mark.parametrize("dest, dest_is_dir, expected", [
+    ("/opt/app/", True, {"usr": "DIR", "usr/app": "DIR", "usr/app/a.txt": "FILE"}),
+    ("/chain/c/", True, {"usr": "DIR", "usr/c": "DIR", "usr/c/a.txt": "FILE"}),
+    ("/abs/s/", True, {"usr": "DIR", "usr/share": "DIR", "usr/share/s": "DIR",
+                       "usr/share/s/a.txt": "FILE"}),
+    ("/deep/er/up/", True, {"usr": "DIR", "usr/a.txt": "FILE"}),
+    ("/opt", False, {"usr": "DIR", "usr/a.txt": "FILE"}),
+    ("/dangling/n/", True, {"no": "DIR", "no/dir": "DIR", "no/dir/n": "DIR",
+                            "no/dir/n/a.txt": "FILE"}),
+    ("/file", False, {"usr": "DIR", "usr/f": "FILE"}),
+])
+def test_the_destination_follows_the_images_symlinks(tmp_path: Path, dest: str,
+                                                     dest_is_dir: bool, expected: dict) -> None:
+    """As Docker: every link on the way, the last one too, inside the image's root (`..`
+    stopping there); a link to a missing path leads to that path, created."""
+    tree = context(tmp_path / "ctx", FILES)
+    view = UnionView([str(write_tree(tmp_path / "image", LINKED))])
+    assert paths(plan_layer(sources(tree, "a.txt"), spec(dest, dest_is_dir), view)) == expected
+
+
+def test_a_symlink_loop_on_the_way_to_the_destination_is_refused(tmp_path: Path) -> None:
+    tree = context(tmp_path / "ctx", FILES)
+    view = UnionView([str(write_tree(tmp_path / "image", LINKED))])
+    with pytest.raises(LayerError, match="^/loop/a: too many levels of symbolic links$"):
+        plan_layer(sources(tree, "a.txt"), spec("/loop/a"), view)
+
+
 def test_files_are_owned_by_root_or_the_chown_owner_with_their_mode_or_chmod(
         tmp_path: Path) -> None:
     tree = context(tmp_path / "ctx", FILES)

@@ -23,7 +23,8 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 from tests.unit.trees import context, write_tree
 
-FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up"}
+FILES = {"a.txt": "a", "b.txt": "b", "src/x.py": "x", "link": "-> a.txt", "out": "-> ../up",
+         "srclink": "-> /src", "outdir": "-> ../src"}
 STATE = StageState(ImageConfig(config=ContainerConfig(working_dir="/app")),
                    scope={"F": "a.txt", "D": "dest"})
 
@@ -54,6 +55,7 @@ def names(selection) -> list[str]:
     ("COPY link /l", ["link"], "/l", False),
     ("COPY . ..", [""], "/", True),
     ("COPY a.txt b.txt /d/./", ["a.txt", "b.txt"], "/d", True),
+    ("COPY srclink/*.py /d/", ["src/x.py"], "/d", True),
 ])
 def test_sources_and_destination(tmp_path: Path, line: str, sources: list[str], dest: str,
                                  dest_is_dir: bool) -> None:
@@ -102,6 +104,8 @@ def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> No
     ("COPY /etc/passwd /x", DockerfileError, "source '/etc/passwd' is outside the build context"),
     ("COPY ../a /x", DockerfileError, "source '../a' is outside the build context"),
     ("COPY out /x", DockerfileError, "source 'out' is a symlink out of the build context"),
+    ("COPY outdir/* /x/", DockerfileError,
+     "source 'outdir/\\*' is a symlink out of the build context"),
     ("COPY --chmod=u+x a.txt /x", DockerfileError, "invalid --chmod=u\\+x"),
     ("COPY --chmod=999 a.txt /x", DockerfileError, "invalid --chmod=999"),
     ("COPY --from=nope a.txt /x", DockerfileError, "COPY --from=nope: no stage, image"),
@@ -156,13 +160,16 @@ def env_for(tmp_path: Path, layers: Layers, image: dict) -> StepEnv:
     ("WORKDIR /srv//app/", "/srv//app/", [["srv", "srv/app"]]),
     ("WORKDIR /etc", "/etc", []),
     ("WORKDIR $D", "/app/dest", [["app", "app/dest"]]),
+    ("WORKDIR /opt/w", "/opt/w", [["etc", "etc/w"]]),
+    ("WORKDIR /opt", "/opt", []),
 ])
 def test_workdir_makes_a_layer_only_for_a_new_directory(tmp_path: Path, line: str,
                                                         working_dir: str,
                                                         members: list) -> None:
     layers = Layers()
     instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
-    state, diff_id = workdir(STATE, instruction, env_for(tmp_path, layers, {"etc": None}))
+    image = {"etc": None, "opt": "-> /etc"}
+    state, diff_id = workdir(STATE, instruction, env_for(tmp_path, layers, image))
     assert state.image.config.working_dir == working_dir
     assert layers.members == members and (diff_id is None) == (members == [])
 
