@@ -83,7 +83,7 @@ class BuildSession:
     # -- registries and shared caches ----------------------------------------------------------
 
     def registry(self, ref: Reference) -> Session:
-        from layers.registry import session_for
+        from layers.registry.sessions import session_for
         return session_for(ref, insecure_registries=self.request.insecure_registries,
                            warn=self.log.alert, timeout=self.request.registry_timeout)
 
