@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from builder.cache.root import secure_cache_dir
+from builder.cache.root import CacheRoot, secure_cache_dir
 from builder.cache.steps import StepCache
 from builder.errors import BuildError
 from builder.progress.sinks import Log
@@ -222,7 +222,8 @@ class BuildSession:
                       insecure_allowed="security.insecure" in self.request.entitlements,
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, warn=self.log.warn,
-                      confinement=self.confined, mounts=self.mount_env)
+                      confinement=self.confined, mounts=self.mount_env,
+                      sandbox_failed=self.sandbox_failed)
 
     def mount_env(self) -> MountEnv:
         from builder.steps.mounts import MountEnv
@@ -230,10 +231,15 @@ class BuildSession:
                         self.request.secrets, self.request.ssh)
 
     def sandbox(self) -> Sandbox:
-        """The isolation strategy, chosen once per build on first use; the log says which."""
+        """The isolation strategy, chosen once per build on first use (or remembered from an
+        earlier build on this host, builder/sandbox/remembered.py); the log says which."""
         if self._chosen_sandbox is None:
-            from builder.sandbox import choose_sandbox
-            choice = choose_sandbox(self.request.isolation, self.temp_dir)
+            from builder.sandbox import choice_from, choice_record, choose_sandbox
+            what = f"sandbox {self.request.isolation}"
+            choice = choice_from(self._recall(what))
+            if choice is None:
+                choice = choose_sandbox(self.request.isolation, self.temp_dir)
+                self._remember(what, choice_record(choice))
             self._chosen_sandbox = choice.sandbox
             self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
             if choice.warning:
@@ -241,14 +247,40 @@ class BuildSession:
         return self._chosen_sandbox
 
     def confined(self) -> Confinement:
-        """Docker's capabilities and seccomp profile for RUN, compiled once per build; the log
-        warns once about what cannot be had here."""
+        """Docker's capabilities and seccomp profile for RUN, compiled once per build (or
+        remembered); the log warns once about what cannot be had here."""
         if self._confinement is None:
-            from builder.sandbox.confine import prepare
-            self._confinement, warnings = prepare(self.request.seccomp)
+            from builder.sandbox.confine import confinement_from, confinement_record, prepare
+            what = f"confinement seccomp={self.request.seccomp}"
+            found = confinement_from(self._recall(what))
+            if found is None:
+                found = prepare(self.request.seccomp)
+                self._remember(what, confinement_record(*found))
+            self._confinement, warnings = found
             for warning in warnings:
                 self.log.warn(warning)
         return self._confinement
+
+    def sandbox_failed(self) -> None:
+        """A RUN's sandbox could not be set up: the next build probes again."""
+        from builder.sandbox import remembered
+        remembered.forget(CacheRoot(self.request.cache_dir).sandbox_probes)
+
+    @cached_property
+    def _probe_key(self) -> str:
+        from builder.sandbox import remembered
+        from builder.sandbox.seccomp import library_version
+        return remembered.facts_key(self.temp_dir, library_version())
+
+    def _recall(self, what: str) -> dict | None:
+        from builder.sandbox import remembered
+        return remembered.recall(CacheRoot(self.request.cache_dir).sandbox_probes,
+                                 self._probe_key, what)
+
+    def _remember(self, what: str, answer: dict) -> None:
+        from builder.sandbox import remembered
+        remembered.remember(CacheRoot(self.request.cache_dir).sandbox_probes, self._probe_key,
+                            what, answer)
 
     @cached_property
     def roots(self) -> RootPool:
