@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -131,6 +132,18 @@ def best_of(runs: int, *commands: Command) -> list[Timing]:
             best[number] = Timing(min(best[number].wall, timing.wall),
                                   min(best[number].cpu, timing.cpu))
     return best
+
+
+def median_of(runs: int, *commands: Command) -> list[Timing]:
+    """The median wall and CPU times of each command over `runs` rounds, taking turns as in
+    `best_of`: what a user sees, where `best_of` shows what the machine allows."""
+    timings: list[list[Timing]] = [[] for _ in commands]
+    for _ in range(runs):
+        for number, command in enumerate(commands):
+            timings[number].append(command.run())
+    return [Timing(statistics.median(t.wall for t in found),
+                   statistics.median(t.cpu for t in found) if found[0].cpu is not None else None)
+            for found in timings]
 
 
 @dataclass
