@@ -67,8 +67,8 @@ def _load(path: str | None) -> dict[str, CodeType]:
     if path is None:
         return {}
     try:
-        with open(path, "rb") as handle:
-            codes = marshal.load(handle)
+        with open(path, "rb") as handle:  # marshal.load(handle) reads in pieces: 10x slower
+            codes = marshal.loads(handle.read())
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if not isinstance(codes, dict) or not all(
