@@ -35,8 +35,9 @@ import pytest
 
 from tests.benchmarks import buildkit_records
 from tests.benchmarks.test_run_overhead import BuildKit, Pybuild, make_base
-from tests.benchmarks.workload import Command, Table, Timing, make_context, median_of
-from tests.support import DOCKER, ROOT, docker_available
+from tests.benchmarks.workload import (Command, Table, installed_env, make_context, median_of,
+                                       wall_only)
+from tests.support import DOCKER, ROOT, docker, docker_available
 
 pytestmark = pytest.mark.benchmark
 
@@ -48,18 +49,6 @@ SMALL_RUN = "touch /x && rm -rf /usr/share/doc"
 BUSYBOX = "/bin/busybox"
 BUSYBOX_RECIPE = ROOT / "testdata" / "images" / "busybox" / "make.py"
 DOCKERFILE = "FROM {base}\nCOPY . /app\nRUN echo {token} > /app/marker\n"
-
-
-def _run(*argv: str, check: bool = True) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
-                          env=dict(os.environ, DOCKER_BUILDKIT="1"))
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def _wall_only(timing: Timing) -> Timing:
-    return Timing(timing.wall, None)
 
 
 @dataclass
@@ -80,10 +69,10 @@ class Bench:
         return tag
 
     def cleanup(self) -> list[str]:
-        present = set(_run(DOCKER, "images", "-q", "--no-trunc").split())
+        present = set(docker("images", "-q", "--no-trunc").stdout.decode().split())
         if self.images & present:
-            _run(DOCKER, "rmi", "-f", *(self.images & present), check=False)
-        _run(DOCKER, "rmi", "-f", *self.tags, check=False)
+            docker("rmi", "-f", *(self.images & present), check=False)
+        docker("rmi", "-f", *self.tags, check=False)
         problems = self.run_buildkit.cleanup() if self.run_buildkit else []
         return problems + buildkit_records.remove_ours(
             self.records_before, lambda record: self.token in record["Description"],
@@ -98,8 +87,7 @@ def bench() -> Iterator[Bench]:
         pytest.skip("no Docker engine")
     work = tempfile.mkdtemp(prefix="pybuild-bench-fixed-")
     token = uuid.uuid4().hex[:10]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    env = installed_env(work)
     state = Bench(work, env, token, Table(
         f"The fixed cost of a build, pybuild against BuildKit ({os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.2f}; medians of {RUNS})"),
@@ -131,7 +119,7 @@ def test_noop_rebuild(bench: Bench) -> None:
     output = os.path.join(bench.work, "image.tar")
     subprocess.run([sys.executable, "-m", "builder.cli", "load", "-q", "-i", archive],
                    cwd=str(ROOT), env=env, check=True)
-    _run(DOCKER, "load", "-q", "-i", archive)
+    docker("load", "-q", "-i", archive, timeout=1800)
     iidfile = os.path.join(bench.work, "docker.iid")
 
     def noted() -> None:
@@ -153,9 +141,9 @@ def test_noop_rebuild(bench: Bench) -> None:
     python = median_of(RUNS, Command([sys.executable, "-c", "pass"], env=bench.env))[0]
     imports = median_of(RUNS, Command([sys.executable, "-c", "import builder.api"],
                                       cwd=str(ROOT), env=bench.env))[0]
-    bench.table.add(f"(a) no-op rebuild ({context.files:,} files): BuildKit", _wall_only(theirs))
+    bench.table.add(f"(a) no-op rebuild ({context.files:,} files): BuildKit", wall_only(theirs))
     bench.table.add("(a) no-op rebuild: pybuild -o image.tar", ours,
-                    versus=("BuildKit", _wall_only(theirs)), at_most=1.0)
+                    versus=("BuildKit", wall_only(theirs)), at_most=1.0)
     bench.table.add("    python3 -c pass (start-up floor)", python)
     bench.table.add("    python3 -c 'import builder.api' (the builder's imports)", imports)
     bench.table.check()
@@ -181,9 +169,9 @@ def test_small_run_on_a_large_base(bench: Bench) -> None:
     assert len(layers) == 3 and "x" in layers[-1] and ".wh.doc" in "\n".join(layers[-1]), \
         f"pybuild's RUN layer: {layers[-1]}"
     what = f"(b) RUN {SMALL_RUN} on {base.entries:,} entries"
-    bench.table.add(f"{what}: BuildKit --no-cache", _wall_only(theirs))
+    bench.table.add(f"{what}: BuildKit --no-cache", wall_only(theirs))
     bench.table.add(f"{what}: pybuild --no-cache -o - (to /dev/null)", ours,
-                    versus=("BuildKit", _wall_only(theirs)), at_most=1.0)
+                    versus=("BuildKit", wall_only(theirs)), at_most=1.0)
     bench.table.add("    the same into a tarball file (the base's layers copied too)", into_file,
-                    versus=("BuildKit", _wall_only(theirs)))
+                    versus=("BuildKit", wall_only(theirs)))
     bench.table.check()

@@ -78,6 +78,14 @@ def _text(rng: random.Random, lines: list[bytes], size: int) -> bytes:
     return bytes(out[:size])
 
 
+def installed_env(work: str) -> dict[str, str]:
+    """The environment pybuild runs with in a benchmark: its bytecode cached (under `work`), as
+    in an installed pybuild, whatever the caller's PYTHONDONTWRITEBYTECODE."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    return env
+
+
 def _nothing() -> None:
     pass
 
@@ -132,6 +140,12 @@ def best_of(runs: int, *commands: Command) -> list[Timing]:
             best[number] = Timing(min(best[number].wall, timing.wall),
                                   min(best[number].cpu, timing.cpu))
     return best
+
+
+def wall_only(timing: Timing) -> Timing:
+    """BuildKit's work happens in dockerd, not in the timed client: its CPU figure would be the
+    client's alone, so none is shown."""
+    return Timing(timing.wall, None)
 
 
 def median_of(runs: int, *commands: Command) -> list[Timing]:
