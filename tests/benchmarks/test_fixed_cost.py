@@ -147,7 +147,7 @@ def test_noop_rebuild(bench: Bench) -> None:
     bench.table.add("(a) no-op rebuild: pybuild -o image.tar", ours,
                     versus=("BuildKit", wall_only(theirs)), at_most=1.0)
     bench.table.add("    python3 -c pass (start-up floor)", python)
-    bench.table.add("    python3 -c: the imports of a build, as the command line makes them", imports)
+    bench.table.add("    python3 -c: a build's imports, as the command line makes them", imports)
     bench.table.check()
 
 
