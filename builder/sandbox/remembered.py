@@ -23,7 +23,8 @@ _STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"
                   "Seccomp_filters")
 _PROC_FILES = ("/proc/sys/kernel/random/boot_id", "/proc/self/uid_map", "/proc/self/gid_map",
                "/proc/self/setgroups", "/proc/self/attr/current",
-               "/proc/sys/user/max_user_namespaces", "/proc/sys/user/max_mnt_namespaces", "/proc/sys/kernel/unprivileged_userns_clone",
+               "/proc/sys/user/max_user_namespaces", "/proc/sys/user/max_mnt_namespaces",
+               "/proc/sys/kernel/unprivileged_userns_clone",
                "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
                "/proc/sys/kernel/cap_last_cap", "/proc/sys/kernel/seccomp/actions_avail")
 _SWITCHES = ("PYBUILD_NO_OVERLAY", "PYBUILD_WHITEOUT_FILES")
