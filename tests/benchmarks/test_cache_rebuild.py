@@ -40,8 +40,8 @@ import pytest
 
 from tests.benchmarks import buildkit_records
 from tests.benchmarks.workload import (Command, Context, Table, best_of, installed_env,
-                                       make_context, wall_only)
-from tests.support import DOCKER, ROOT, docker_available
+                                       make_context, require_busybox_and_docker, wall_only)
+from tests.support import DOCKER, ROOT
 
 pytestmark = pytest.mark.benchmark
 
@@ -142,10 +142,7 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[Bench]:
-    if not os.path.exists(BUSYBOX):
-        pytest.skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
-    if not docker_available():
-        pytest.skip("no Docker engine")
+    require_busybox_and_docker(BUSYBOX)
     work = tempfile.mkdtemp(prefix="pybuild-bench-cache-")
     token = uuid.uuid4().hex[:10]
     env = installed_env(work)

@@ -36,8 +36,8 @@ import pytest
 from tests.benchmarks import buildkit_records
 from tests.benchmarks.test_run_overhead import BuildKit, Pybuild, make_base
 from tests.benchmarks.workload import (Command, Table, installed_env, make_context, median_of,
-                                       wall_only)
-from tests.support import DOCKER, ROOT, docker, docker_available
+                                       require_busybox_and_docker, wall_only)
+from tests.support import DOCKER, ROOT, docker
 
 pytestmark = pytest.mark.benchmark
 
@@ -83,10 +83,7 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[Bench]:
-    if not os.path.exists(BUSYBOX):
-        pytest.skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
-    if not docker_available():
-        pytest.skip("no Docker engine")
+    require_busybox_and_docker(BUSYBOX)
     work = tempfile.mkdtemp(prefix="pybuild-bench-fixed-")
     token = uuid.uuid4().hex[:10]
     env = installed_env(work)

@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import pytest
+
+from tests.support import docker_available
+
 _WORDS = (b"the of and to in is for on with as def class return import self value name data "
           b"path file list dict none true false error test build layer image tar copy run from "
           b"config index entry size mode user group time write read open close").split()
@@ -76,6 +80,15 @@ def _text(rng: random.Random, lines: list[bytes], size: int) -> bytes:
     while len(out) < size:
         out += b"".join(rng.choices(lines, k=64))
     return bytes(out[:size])
+
+
+def require_busybox_and_docker(busybox: str) -> None:
+    """Skip a benchmark against BuildKit that has no busybox-static to make its base from, or no
+    Docker engine."""
+    if not os.path.exists(busybox):
+        pytest.skip(f"{busybox} is missing (apt-get install busybox-static)")
+    if not docker_available():
+        pytest.skip("no Docker engine")
 
 
 def installed_env(work: str) -> dict[str, str]:
