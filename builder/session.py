@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Callable
 
-from builder.cache.root import secure_cache_dir
+from builder.cache.root import CacheRoot, secure_cache_dir
 from builder.cache.steps import StepCache
 from builder.errors import BuildError
 from builder.progress.sinks import Log
@@ -90,7 +90,7 @@ class BuildSession:
     # -- registries and shared caches ----------------------------------------------------------
 
     def registry(self, ref: Reference) -> Session:
-        from layers.registry import session_for
+        from layers.registry.sessions import session_for
         return session_for(ref, insecure_registries=self.request.insecure_registries,
                            warn=self.log.alert, timeout=self.request.registry_timeout)
 
@@ -240,7 +240,8 @@ class BuildSession:
                       output=lambda chunk: self.log.output(number, chunk),
                       limits=self.request.limits, options=self.request.run_options,
                       warn=self.log.warn, confinement=self.confined,
-                      mounts=lambda: self.mount_env(trees))
+                      mounts=lambda: self.mount_env(trees),
+                      sandbox_failed=self.sandbox_failed)
 
     def mount_env(self, trees: Callable[[str], Tree]) -> MountEnv:
         from builder.steps.mounts import MountEnv
@@ -294,10 +295,15 @@ class BuildSession:
         self.log.done(number)
 
     def sandbox(self) -> Sandbox:
-        """The isolation strategy, chosen once per build on first use; the log says which."""
+        """The isolation strategy, chosen once per build on first use (or remembered from an
+        earlier build on this host, builder/sandbox/remembered.py); the log says which."""
         if self._chosen_sandbox is None:
-            from builder.sandbox import choose_sandbox
-            choice = choose_sandbox(self.request.isolation, self.temp_dir)
+            from builder.sandbox import choice_from, choice_record, choose_sandbox
+            what = f"sandbox {self.request.isolation}"
+            choice = choice_from(self._recall(what))
+            if choice is None:
+                choice = choose_sandbox(self.request.isolation, self.temp_dir)
+                self._remember(what, choice_record(choice))
             self._chosen_sandbox = choice.sandbox
             self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
             if choice.warning:
@@ -305,14 +311,40 @@ class BuildSession:
         return self._chosen_sandbox
 
     def confined(self) -> Confinement:
-        """Docker's capabilities and seccomp profile for RUN, compiled once per build; the log
-        warns once about what cannot be had here."""
+        """Docker's capabilities and seccomp profile for RUN, compiled once per build (or
+        remembered); the log warns once about what cannot be had here."""
         if self._confinement is None:
-            from builder.sandbox.confine import prepare
-            self._confinement, warnings = prepare(self.request.seccomp)
+            from builder.sandbox.confine import confinement_from, confinement_record, prepare
+            what = f"confinement seccomp={self.request.seccomp}"
+            found = confinement_from(self._recall(what))
+            if found is None:
+                found = prepare(self.request.seccomp)
+                self._remember(what, confinement_record(*found))
+            self._confinement, warnings = found
             for warning in warnings:
                 self.log.warn(warning)
         return self._confinement
+
+    def sandbox_failed(self) -> None:
+        """A RUN's sandbox could not be set up: the next build probes again."""
+        from builder.sandbox import remembered
+        remembered.forget(CacheRoot(self.request.cache_dir).sandbox_probes)
+
+    @cached_property
+    def _probe_key(self) -> str:
+        from builder.sandbox import remembered
+        from builder.sandbox.seccomp import library_version
+        return remembered.facts_key(self.temp_dir, library_version())
+
+    def _recall(self, what: str) -> dict | None:
+        from builder.sandbox import remembered
+        return remembered.recall(CacheRoot(self.request.cache_dir).sandbox_probes,
+                                 self._probe_key, what)
+
+    def _remember(self, what: str, answer: dict) -> None:
+        from builder.sandbox import remembered
+        remembered.remember(CacheRoot(self.request.cache_dir).sandbox_probes, self._probe_key,
+                            what, answer)
 
     @cached_property
     def roots(self) -> RootPool:

@@ -23,7 +23,6 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -111,6 +110,7 @@ def compress_file(src_path: str, dst_path: str, compression: Compression, *,
 
 def _gzip(src: BinaryIO, out: _HashingWriter, level: int) -> None:
     """One gzip member whose deflate blocks are compressed in parallel (see the module doc)."""
+    from concurrent.futures import ThreadPoolExecutor  # with logging, 10 ms a build seldom needs
     workers = os.cpu_count() or 1
     crc = length = 0
     previous = b""

@@ -168,13 +168,17 @@ class ImageStore:
 
     @contextmanager
     def _update(self) -> Iterator[dict[str, Any]]:
-        """The index, read under the writers' lock and written back atomically on success."""
+        """The index, read under the writers' lock and written back atomically on success, if
+        it changed (a rebuild that tags the same image again writes nothing, fsyncs nothing)."""
         lock = os.open(os.path.join(self.dir, "index.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                        0o644)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._read()
+            before = json.dumps(index, sort_keys=True)
             yield index
+            if json.dumps(index, sort_keys=True) == before and os.path.exists(self.index_path):
+                return
             fd, temp_path = tempfile.mkstemp(dir=private_dir(self.root), prefix="index-")
             try:
                 with os.fdopen(fd, "w") as handle:

@@ -2,7 +2,7 @@
 builds for, so the one a multi-platform base image is resolved to."""
 from __future__ import annotations
 
-import platform
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,6 @@ class Platform:
 
 
 def host_platform() -> Platform:
-    machine = platform.machine()
+    machine = os.uname().machine
     architecture, variant = _ARCHITECTURES.get(machine, (machine, ""))
     return Platform("linux", architecture, variant)

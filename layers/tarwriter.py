@@ -355,8 +355,7 @@ class _Sink:
         self._error: BaseException | None = None
         self._jobs: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(_BUFFERS):
-            self._free.put(memoryview(bytearray(STAGE + CHUNK)))
+        self._made = 0  # buffers are made as the layer needs them: a small one needs one, not 20 MB
         writes: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
         self._threads = (
             threading.Thread(target=_hash_jobs, args=(self._jobs, writes, self._hash),
@@ -368,7 +367,7 @@ class _Sink:
         weakref.finalize(self, self._jobs.put, None)
 
     def take(self) -> memoryview:
-        return self._free.get()
+        return self._next_free()
 
     def submit(self, buffer: memoryview, length: int,
                ranges: list[tuple[Any, int, int]] = ()) -> memoryview:
@@ -377,7 +376,18 @@ class _Sink:
         self._raise()
         self._size += length
         self._jobs.put((buffer, length, ranges))
-        return self._free.get()
+        return self._next_free()
+
+    def _next_free(self) -> memoryview:
+        """A free buffer: one returned by the writing thread, else a new one while fewer than
+        _BUFFERS exist, else the next one the thread returns."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._made < _BUFFERS:
+                self._made += 1
+                return memoryview(bytearray(STAGE + CHUNK))
+            return self._free.get()
 
     def write_through(self, data: bytes | bytearray | memoryview) -> None:
         """Hash and write `data` here, after everything queued before it."""
@@ -396,7 +406,7 @@ class _Sink:
 
     def _wait_idle(self) -> None:
         """Wait until every queued buffer is written: all but the one being staged are free."""
-        held = [self._free.get() for _ in range(_BUFFERS - 1)]
+        held = [self._free.get() for _ in range(self._made - 1)]
         for buffer in held:
             self._free.put(buffer)
         self._raise()

@@ -77,6 +77,18 @@ def test_a_moved_tag_leaves_the_old_image_untagged(store: ImageStore) -> None:
                        (None, sha256_digest(old))]
 
 
+def test_tagging_an_image_again_rewrites_nothing_and_a_new_tag_does(store: ImageStore) -> None:
+    config = make_image(store.blobs, {"a": b"same"})
+    store.put(config, [ref("app:1")])
+    before = os.stat(store.index_path)
+    store.put(config, [ref("app:1")])
+    after = os.stat(store.index_path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    store.put(config, [ref("app:2")])
+    assert os.stat(store.index_path).st_ino != before.st_ino
+    assert store.get(ref("app:2")).image_id == sha256_digest(config)
+
+
 def test_remove_untags_and_drops_an_image_with_its_last_tag(store: ImageStore) -> None:
     config = make_image(store.blobs, {"a": b"1"})
     manifest_digest = store.put(config, [ref("app:1"), ref("app:2")])

@@ -18,7 +18,7 @@ from layers.compression import Compression
 from layers.image import sha256_digest
 from layers.platform import Platform
 from layers.reference import Reference
-from layers.registry import session_for
+from layers.registry.sessions import session_for
 from layers.registry.auth import Challenge, parse_challenge, parse_token, render_scopes
 from layers.registry.credentials import Credentials, credentials_for
 from layers.registry.errors import RegistryError

@@ -40,6 +40,11 @@ class CacheRoot:
         """The step cache's SQLite database (builder/cache/index.py)."""
         return os.path.join(self.path, "index.sqlite")
 
+    @property
+    def sandbox_probes(self) -> str:
+        """What the sandbox's probes found on this host (builder/sandbox/remembered.py)."""
+        return os.path.join(self.path, "sandbox-probes.json")
+
     def blob_names(self) -> list[str]:
         """The names in the blob directory (a digest's hex each), none when there is none."""
         return os.listdir(self.blobs) if os.path.isdir(self.blobs) else []

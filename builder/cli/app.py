@@ -1,7 +1,8 @@
 """`pybuild`: the command line, shaped like `docker build`.
 
-The build verb is builder/cli/build.py. Only argparse is imported at start-up; the builder is
-imported when a build actually runs, so `pybuild --version` and `--help` answer at once.
+The build verb is builder/cli/build.py. Only argparse and dataclasses (for dataclass_code.py,
+which must come before the first dataclass) are imported at start-up; the builder is imported when
+a build actually runs, so `pybuild --version` and `--help` answer at once.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import os
 import sys
 
+from builder.cli import dataclass_code
 from builder.cli.build import build_command
 from builder.cli.options import EXIT_FAILURE, usage
 
@@ -30,6 +32,7 @@ def _verb_first(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    dataclass_code.install()
     argv = _verb_first(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["parse"]:
         return _parse_command(argv[1:])

@@ -194,11 +194,14 @@ def build_command(argv: list[str]) -> int:
         if options.call not in CALLS:
             return usage(f"--call {options.call}: not one of {', '.join(CALLS)}")
         return call_command(options, _build_args(options.build_arg))
+    # The objects of the modules imported here live as long as the process: the collector need
+    # not walk them while they are made (3% of the imports' instructions) nor afterwards (30 ms
+    # of a cached rebuild with 20,000 files went to full collections).
+    gc.disable()
     from builder.api import build
     from builder.errors import UsageError
-    # The objects of the modules just imported live as long as the process: the collector need
-    # not walk them again (30 ms of a cached rebuild with 20,000 files went to full collections).
     gc.freeze()
+    gc.enable()
     try:
         request = request_from(options)
     except UsageError as error:

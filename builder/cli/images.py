@@ -134,7 +134,7 @@ def push_command(argv: list[str]) -> int:
         return _fail(f"no such image in the local image store: {ref.familiar()}")
     from builder.output.push import push
     from layers.compression import Compression
-    from layers.registry import session_for
+    from layers.registry.sessions import session_for
     session = session_for(ref, insecure_registries=frozenset(options.insecure_registry),
                           warn=lambda line: print(f"WARNING: {line}", file=sys.stderr),
                           timeout=options.registry_timeout)

@@ -75,6 +75,29 @@ _NOT_ROOT_WAYS_OUT = (
     "ids for the user in /etc/subuid and /etc/subgid). A Dockerfile without RUN builds as is")
 
 
+def choice_record(choice: Choice) -> dict:
+    """A choice as JSON data, to remember between builds (remembered.py)."""
+    return {"strategy": choice.sandbox.name, "overlay": choice.sandbox.overlay,
+            "reason": choice.reason, "warning": choice.warning}
+
+
+def choice_from(record: dict | None) -> Choice | None:
+    """A choice back from `choice_record`'s data; None for anything else."""
+    if record is None or not isinstance(record.get("reason"), str) \
+            or not isinstance(record.get("warning"), (str, type(None))):
+        return None
+    strategy, overlay = record.get("strategy"), record.get("overlay")
+    if strategy in ("namespaces", "rootless") and isinstance(overlay, bool):
+        from builder.sandbox.namespaces import NamespaceSandbox
+        sandbox: Sandbox = NamespaceSandbox(overlay, rootless=strategy == "rootless")
+    elif strategy == "chroot":
+        from builder.sandbox.chroot import ChrootSandbox
+        sandbox = ChrootSandbox()
+    else:
+        return None
+    return Choice(sandbox, record["reason"], record["warning"])
+
+
 def _namespaces(scratch: str) -> Choice:
     from builder.sandbox import userns
     if userns.inside():

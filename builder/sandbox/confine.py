@@ -57,6 +57,31 @@ def prepare(seccomp: bool) -> tuple[Confinement, list[str]]:
     return Confinement(caps, program), warnings
 
 
+def confinement_record(confinement: Confinement, warnings: list[str]) -> dict:
+    """What `prepare` found, as JSON data, to remember between builds (remembered.py)."""
+    return {"capabilities": confinement.capabilities is not None,
+            "seccomp": confinement.seccomp.program.hex() if confinement.seccomp else None,
+            "warnings": warnings}
+
+
+def confinement_from(record: dict | None) -> tuple[Confinement, list[str]] | None:
+    """`prepare`'s answer back from `confinement_record`'s data; None for anything else."""
+    if record is None:
+        return None
+    caps, program, warnings = (record.get("capabilities"), record.get("seccomp"),
+                               record.get("warnings"))
+    if not isinstance(caps, bool) or not isinstance(warnings, list) \
+            or not all(isinstance(w, str) for w in warnings):
+        return None
+    try:
+        seccomp = Filter(bytes.fromhex(program)) if program is not None else None
+    except (TypeError, ValueError):
+        return None
+    if seccomp is not None and (not seccomp.instructions or len(seccomp.program) % 8):
+        return None
+    return Confinement(DockerCapabilities.for_this_kernel() if caps else None, seccomp), warnings
+
+
 def _why_not() -> str:
     """Why the kernel refused a filter (EACCES), and what still confines RUN."""
     with open("/proc/self/status") as status:

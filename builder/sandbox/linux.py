@@ -4,7 +4,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import platform
 import resource
 import signal
 
@@ -75,9 +74,9 @@ def umount(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = _PIVOT_ROOT.get(platform.machine())
+    number = _PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise OSError(f"pivot_root: unknown system call number on {platform.machine()}")
+        raise OSError(f"pivot_root: unknown system call number on {os.uname().machine}")
     check(_libc.syscall(number, _bytes(new_root), _bytes(put_old)), "pivot_root")
 
 

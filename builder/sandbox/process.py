@@ -20,7 +20,7 @@ from builder.runoptions import ULIMITS
 from builder.sandbox import cgroups, linux
 from builder.sandbox.spec import RunSpec
 
-_STATUS_SETUP_FAILED = 125
+SETUP_FAILED = 125  # the exit status of a child whose sandbox could not be set up (`fail`)
 
 
 def supervise(start: Callable[[int], NoReturn], output: Callable[[bytes], None]) -> int:
@@ -134,7 +134,7 @@ def exit_code(status: int) -> int:
 def fail(write: int, message: str) -> NoReturn:
     """End a forked child of the sandbox with a message in the RUN's output."""
     os.write(write, f"pybuild sandbox: {message}\n".encode(errors="replace"))
-    os._exit(_STATUS_SETUP_FAILED)
+    os._exit(SETUP_FAILED)
 
 
 def _set_ulimits(spec: RunSpec, write: int) -> None:
@@ -171,7 +171,10 @@ def exec_command(spec: RunSpec, write: int, joins: tuple[int, ...], setgroups: b
         if isolate is not None:
             isolate()
         if spec.confinement is not None:
-            spec.confinement.apply()
+            try:
+                spec.confinement.apply()
+            except OSError as error:  # its EINVAL is no mapping's
+                fail(2, f"cannot confine the command: {error}")
         if setgroups:
             os.setgroups(list(spec.groups))
         os.setgid(spec.gid)

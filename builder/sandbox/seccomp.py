@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ _ENOSYS = 38
 _SCMP_FLTATR_CTL_OPTIMIZE = 8
 _OPTIMIZE_BINARY_TREE = 2
 _OPS = {"<": 2, "==": 4, ">": 6, "&==": 7}  # libseccomp's SCMP_CMP_LT, _EQ, _GT, _MASKED_EQ
-# platform.machine() -> (libseccomp's names of the other ABIs its kernel runs, AUDIT_ARCH_*)
+# os.uname().machine -> (libseccomp's names of the other ABIs its kernel runs, AUDIT_ARCH_*)
 _ARCHES = {"x86_64": (("x86", "x32"), 0xC000003E),
            "aarch64": (("arm",), 0xC00000B7),
            "ppc64le": ((), 0xC0000015),
@@ -99,6 +98,7 @@ class Filter:
     """A compiled BPF program, ready to install in a forked child without allocating."""
 
     def __init__(self, program: bytes) -> None:
+        self.program = program
         self.instructions = len(program) // 8
         self._buffer = ctypes.create_string_buffer(program, len(program))
         self._program = _Program(self.instructions, ctypes.addressof(self._buffer))
@@ -113,13 +113,29 @@ class Filter:
 def docker_default() -> Filter:
     """Docker's default profile for a command with Docker's default capabilities, compiled for
     this machine and kernel. Raises Unavailable when libseccomp is missing or refuses it."""
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine not in _ARCHES:
         raise Unavailable(f"no seccomp profile for the {machine} architecture")
     sub_arches, audit_arch = _ARCHES[machine]
     found = rules(machine, capabilities.DOCKER_MASK, _version(os.uname().release))
     program, highest = _compile(sub_arches, found)
     return Filter(_enosys_prologue(audit_arch, highest) + program)
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def library_version() -> str:
+    """libseccomp's version ("2.5.4"; "" when it cannot be loaded): the program it compiles
+    changes with it."""
+    try:
+        library = _library()
+    except Unavailable:
+        return ""
+    library.seccomp_version.restype = ctypes.POINTER(_Version)
+    found = library.seccomp_version().contents
+    return f"{found.major}.{found.minor}.{found.micro}"
 
 
 def _library() -> ctypes.CDLL:

@@ -15,6 +15,7 @@ from builder.runoptions import RunOptions
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.mounts import Planned, planned as mount_plan
 from builder.sandbox import cgroups, inplace
+from builder.sandbox.process import SETUP_FAILED
 from builder.sandbox.spec import RunSpec, Sandbox
 from builder.sources.tree import StageTree
 from builder.plan.state import StageState
@@ -49,6 +50,7 @@ class RunEnv:
     warn: Callable[[str], None]
     confinement: Callable[[], Confinement | None]
     mounts: Callable[[], MountEnv]
+    sandbox_failed: Callable[[], None]
 
 
 def argv(state: StageState, instruction: ins.Run) -> tuple[str, ...]:
@@ -142,6 +144,8 @@ def run(state: StageState, instruction: ins.Run, env: RunEnv) -> tuple[StageStat
             status = sandbox.run(spec, output)
             killed = status != 0 and cgroups.out_of_memory(group, status)
             starved = status != 0 and cgroups.pids_exhausted(group)
+        if status == SETUP_FAILED:
+            env.sandbox_failed()
         if status != 0:
             shown = "\n".join(f"  > {line}" for line in tail)
             what = (f"killed: out of memory (--memory {memory_text(env.limits.memory_bytes)})"

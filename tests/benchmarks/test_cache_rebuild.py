@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.benchmarks import buildkit_records
-from tests.benchmarks.workload import Command, Context, Table, Timing, best_of, make_context
-from tests.support import DOCKER, ROOT, docker_available
+from tests.benchmarks.workload import (Command, Context, Table, best_of, installed_env,
+                                       make_context, require_busybox_and_docker, wall_only)
+from tests.support import DOCKER, ROOT
 
 pytestmark = pytest.mark.benchmark
 
@@ -71,10 +72,6 @@ def _run(*argv: str, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
     return done.stdout
-
-
-def _wall_only(timing: Timing) -> Timing:
-    return Timing(timing.wall, None)
 
 
 @dataclass
@@ -145,14 +142,10 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[Bench]:
-    if not os.path.exists(BUSYBOX):
-        pytest.skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
-    if not docker_available():
-        pytest.skip("no Docker engine")
+    require_busybox_and_docker(BUSYBOX)
     work = tempfile.mkdtemp(prefix="pybuild-bench-cache-")
     token = uuid.uuid4().hex[:10]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    env = installed_env(work)
     problems: list[str] = []
     state = None
     try:
@@ -221,14 +214,14 @@ def test_cold(bench: Bench) -> None:
     bench.pybuild().run()  # compiles the bytecode; the page cache holds the context from here on
     pybuild = bench.pybuild(before=before).run()
     assert _tarball_layers(bench.output) == LAYERS
-    buildkit = _wall_only(bench.buildkit("--no-cache").run())
+    buildkit = wall_only(bench.buildkit("--no-cache").run())
     (image,) = bench.images
     assert _docker_layers(image) == LAYERS
     new = {i: r for i, r in buildkit_records.records().items() if i not in bench.records_before}
     bench.sources = {i for i, r in new.items() if r["CacheType"] == "source.local"}
     bench.table.add("(a) cold: BuildKit --no-cache (1 run)", buildkit)
     bench.table.add("(a) cold: pybuild, cache root with only the base (1 run)", pybuild,
-                    versus=("BuildKit", _wall_only(buildkit)))
+                    versus=("BuildKit", wall_only(buildkit)))
 
 
 def test_noop_rebuild(bench: Bench) -> None:
@@ -239,9 +232,9 @@ def test_noop_rebuild(bench: Bench) -> None:
     assert bench.pybuild_image() == image and _stat(bench.output) == before, \
         "a no-op rebuild must keep the image ID and leave the tarball alone"
     python = best_of(RUNS, Command([sys.executable, "-c", "pass"], env=bench.env))[0]
-    bench.table.add("(b) no-op: BuildKit", _wall_only(buildkit))
+    bench.table.add("(b) no-op: BuildKit", wall_only(buildkit))
     bench.table.add("(b) no-op: pybuild -o image.tar (not rewritten)", pybuild,
-                    versus=("BuildKit", _wall_only(buildkit)), goal="< 300 ms and <= 0.5x BuildKit",
+                    versus=("BuildKit", wall_only(buildkit)), goal="< 300 ms and <= 0.5x BuildKit",
                     at_most=0.5)
     bench.table.add("    python3 -c pass (start-up floor)", python)
     bench.table.check()
@@ -253,7 +246,7 @@ def test_one_file_changed(bench: Bench) -> None:
                                 bench.buildkit(before=bench.edit))
     assert bench.pybuild_image() != image
     assert _tarball_layers(bench.output) == LAYERS
-    bench.table.add("(c) one file changed: BuildKit", _wall_only(buildkit))
+    bench.table.add("(c) one file changed: BuildKit", wall_only(buildkit))
     bench.table.add("(c) one file changed: pybuild -o image.tar", pybuild,
-                    versus=("BuildKit", _wall_only(buildkit)), at_most=1)
+                    versus=("BuildKit", wall_only(buildkit)), at_most=1)
     bench.table.check()

@@ -64,7 +64,7 @@ from layers.reference import parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import Entry, Kind, LayerWriter
 from tests.benchmarks import buildkit_records
-from tests.benchmarks.workload import Command, Table, Timing, best_of
+from tests.benchmarks.workload import Command, Table, Timing, best_of, installed_env, wall_only
 from tests.support import DOCKER, ROOT, docker_available
 
 pytestmark = pytest.mark.benchmark
@@ -246,7 +246,7 @@ class BuildKit:
 
     def load(self, base: Base) -> Timing:
         self.tags.append(base.tag)
-        return _wall_only(Command([DOCKER, "load", "-i", base.archive]).run())
+        return wall_only(Command([DOCKER, "load", "-i", base.archive]).run())
 
     def build(self, context: str) -> Command:
         iidfile = os.path.join(self.work, "docker.iid")
@@ -374,8 +374,7 @@ def session() -> Iterator[Session]:
     if not os.path.exists(BUSYBOX):
         pytest.skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     work = tempfile.mkdtemp(prefix="pybuild-bench-run-")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    env = installed_env(work)
     token = uuid.uuid4().hex[:8]
     state = Session(work, env, {}, {}, None, None, [], {})
     problems: list[str] = []
@@ -419,12 +418,6 @@ def _load() -> str:
 
 
 NOT_MEASURED = Timing(math.nan, None)
-
-
-def _wall_only(timing: Timing) -> Timing:
-    """BuildKit's work happens in dockerd, not in the timed client: its CPU figure would be the
-    client's alone, so none is shown."""
-    return Timing(timing.wall, None)
 
 
 def _per(timing: Timing, count: float) -> Timing:
@@ -508,7 +501,7 @@ def test_case_a_one_run_on_a_large_base(session: Session) -> None:
 def _best(runs: int, commands: list[tuple[str, Command]]) -> dict[str, Timing]:
     """best_of for named commands, the commands taking turns within each round."""
     timings = best_of(runs, *(command for _, command in commands))
-    return {name: _wall_only(timing) if name.startswith("BuildKit") else timing
+    return {name: wall_only(timing) if name.startswith("BuildKit") else timing
             for (name, _), timing in zip(commands, timings)}
 
 

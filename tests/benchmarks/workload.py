@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import random
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import pytest
+
+from tests.support import docker_available
 
 _WORDS = (b"the of and to in is for on with as def class return import self value name data "
           b"path file list dict none true false error test build layer image tar copy run from "
@@ -77,6 +82,23 @@ def _text(rng: random.Random, lines: list[bytes], size: int) -> bytes:
     return bytes(out[:size])
 
 
+def require_busybox_and_docker(busybox: str) -> None:
+    """Skip a benchmark against BuildKit that has no busybox-static to make its base from, or no
+    Docker engine."""
+    if not os.path.exists(busybox):
+        pytest.skip(f"{busybox} is missing (apt-get install busybox-static)")
+    if not docker_available():
+        pytest.skip("no Docker engine")
+
+
+def installed_env(work: str) -> dict[str, str]:
+    """The environment pybuild runs with in a benchmark: its bytecode cached (under `work`), as
+    in an installed pybuild, whatever the caller's PYTHONDONTWRITEBYTECODE."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(work, "pycache")
+    return env
+
+
 def _nothing() -> None:
     pass
 
@@ -131,6 +153,24 @@ def best_of(runs: int, *commands: Command) -> list[Timing]:
             best[number] = Timing(min(best[number].wall, timing.wall),
                                   min(best[number].cpu, timing.cpu))
     return best
+
+
+def wall_only(timing: Timing) -> Timing:
+    """BuildKit's work happens in dockerd, not in the timed client: its CPU figure would be the
+    client's alone, so none is shown."""
+    return Timing(timing.wall, None)
+
+
+def median_of(runs: int, *commands: Command) -> list[Timing]:
+    """The median wall and CPU times of each command over `runs` rounds, taking turns as in
+    `best_of`: what a user sees, where `best_of` shows what the machine allows."""
+    timings: list[list[Timing]] = [[] for _ in commands]
+    for _ in range(runs):
+        for number, command in enumerate(commands):
+            timings[number].append(command.run())
+    return [Timing(statistics.median(t.wall for t in found),
+                   statistics.median(t.cpu for t in found) if found[0].cpu is not None else None)
+            for found in timings]
 
 
 @dataclass
