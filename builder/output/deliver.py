@@ -13,6 +13,7 @@ from builder.output.exports import export
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
+from builder.supplychain.attestation import Predicate, attest
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
@@ -69,12 +70,14 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if to.remote is not None:
         to.remote.ensure(image.diff_ids)
     blobs = layer_blobs(to.blobs, image, request.compression)
-    archive = ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations)
+    predicates = _attestations(image, tags, to)
+    archive = attest(ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations),
+                     image, predicates)
     manifest_digest = ""
     if request.output:
         manifest_digest = _write_tarball(archive, tags, to)
     for spec in request.exports:
-        digest = _export(spec, image, config, tags, to)
+        digest = _export(spec, image, config, tags, to, predicates)
         manifest_digest = manifest_digest or digest
     if request.docker_load:
         loaded = _docker_load(archive, to)
@@ -97,7 +100,8 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     """-o: skipped when the file there is the one an earlier build wrote for this image."""
     output = to.request.output
     number = to.log.step(f"exporting to {output}")
-    identity = sha256_digest(manifest_of(archive) + repr((tags, archive.annotations)).encode())
+    identity = sha256_digest(manifest_of(archive) + repr((
+        tags, archive.annotations, [a.descriptor.digest for a in archive.attached])).encode())
     if to.cache.output_holds(output, identity):
         to.log.info(number, "unchanged: it already holds this image")
         manifest_digest = sha256_digest(manifest_of(archive))
@@ -108,15 +112,31 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
+def _attestations(image: ImageConfig, tags: tuple[Reference, ...],
+                  to: Destinations) -> tuple[Predicate, ...]:
+    """The in-toto predicates --sbom and --provenance ask for, made once for every output."""
+    wanted = to.request.attestations
+    if not wanted.any:
+        return ()
+    from builder.supplychain.sbom import sbom_predicate
+    number = to.log.step("generating attestations")
+    predicates = []
+    if wanted.sbom:
+        predicates.append(sbom_predicate(image, to.blobs, tags[0].full() if tags else "image"))
+        to.log.info(number, f"SBOM: {len(predicates[-1].body['packages'])} packages")
+    to.log.done(number)
+    return tuple(predicates)
+
+
 def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Reference, ...],
-            to: Destinations) -> str:
+            to: Destinations, predicates: tuple[Predicate, ...]) -> str:
     """One -o type=docker|oci|tar|local; returns the manifest digest of an image archive, else
     ""."""
     number = to.log.step(f"exporting to {spec.kind} {'stdout' if spec.dest == '-' else spec.dest}")
     digest, warnings = export(spec, image, config, to.blobs, tags=tags,
                               compression=to.request.compression,
                               epoch=to.request.source_date_epoch,
-                              annotations=to.request.annotations,
+                              annotations=to.request.annotations, predicates=predicates,
                               progress=partial(to.log.progress, number))
     for warning in warnings:
         to.log.warn(warning)

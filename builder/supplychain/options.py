@@ -1,0 +1,90 @@
+"""`--sbom`, `--provenance` and `--attest` as `docker buildx build` reads them: `--sbom=true` is
+`--attest type=sbom`, `--provenance=mode=max` is `--attest type=provenance,mode=max`; false (or
+`disabled=true`) turns one off."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+_TRUE, _FALSE = ("true", "1", "t", ""), ("false", "0", "f")
+
+
+@dataclass(frozen=True)
+class Attestations:
+    """What to attach: an SBOM, provenance ("" none, "min" or "max"), and provenance's
+    `version` (v0.2, buildx's default, or v1)."""
+
+    sbom: bool = False
+    provenance: str = ""
+    provenance_version: str = "v0.2"
+
+    @property
+    def any(self) -> bool:
+        return self.sbom or bool(self.provenance)
+
+
+def parse_attestations(sbom: str | None, provenance: str | None,
+                       attest: list[str]) -> Attestations:
+    """The attestations the flags ask for; ValueError naming the flag for a usage error."""
+    specs = list(attest)
+    if sbom is not None:
+        specs.append(_shorthand("sbom", sbom))
+    if provenance is not None:
+        specs.append(_shorthand("provenance", provenance))
+    found = Attestations()
+    for text in specs:
+        fields = dict(_pairs(text))
+        kind = fields.pop("type", "")
+        if kind not in ("sbom", "provenance"):
+            raise ValueError(f"--attest {text}: type= must be sbom or provenance")
+        disabled = _bool(text, fields.pop("disabled", "false"))
+        if kind == "sbom":
+            unknown = set(fields) - {"generator"}
+            if fields.get("generator"):
+                raise ValueError(f"--attest {text}: pybuild has its own SBOM generator; "
+                                 "generator= (a scanner image) is not supported")
+            found = Attestations(not disabled, found.provenance, found.provenance_version)
+        else:
+            mode = fields.pop("mode", "min")
+            version = fields.pop("version", "v0.2")
+            unknown = set(fields) - {"builder-id"}
+            if mode not in ("min", "max"):
+                raise ValueError(f"--attest {text}: mode={mode} is not min or max")
+            if version not in ("v0.2", "v1"):
+                raise ValueError(f"--attest {text}: version={version} is not v0.2 or v1")
+            found = Attestations(found.sbom, "" if disabled else mode, version)
+        if unknown:
+            raise ValueError(f"--attest {text}: unknown key {', '.join(sorted(unknown))}")
+    return found
+
+
+def _shorthand(kind: str, value: str) -> str:
+    """`--sbom=true` / `--provenance=mode=max` as an --attest value."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return f"type={kind}"
+    if lowered in _FALSE:
+        return f"type={kind},disabled=true"
+    return f"type={kind},{value}"
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error as error:
+        raise ValueError(f"--attest {text}: {error}") from None
+    pairs = []
+    for field in fields:
+        key, equals, value = field.partition("=")
+        if not equals:
+            raise ValueError(f"--attest {text}: {field!r} is not KEY=VALUE")
+        pairs.append((key.strip().lower(), value.strip()))
+    return pairs
+
+
+def _bool(text: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"--attest {text}: {value} is not true or false")
