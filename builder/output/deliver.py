@@ -13,7 +13,7 @@ from builder.output.exports import export
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
-from builder.supplychain.attestation import Predicate, attest
+from builder.supplychain.attestation import Predicate, attest, attestation_manifest
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
 from layers.errors import LayerError
@@ -88,7 +88,7 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if request.push and (request.annotations.index or request.annotations.descriptor):
         log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes one "
                  "image manifest, no index (they are in the archives' index.json)")
-    pushed = _push(config, tags, to) if request.push else ()
+    pushed = _push(config, tags, to, image, predicates) if request.push else ()
     _export_caches(records, to)
     if request.iidfile:
         with open(request.iidfile, "w") as handle:
@@ -160,14 +160,16 @@ def _docker_load(archive: ArchiveImage, to: Destinations) -> str:
     return digest
 
 
-def _push(config: bytes, tags: tuple[Reference, ...],
-          to: Destinations) -> tuple[tuple[str, str], ...]:
+def _push(config: bytes, tags: tuple[Reference, ...], to: Destinations, image: ImageConfig,
+          predicates: tuple[Predicate, ...]) -> tuple[tuple[str, str], ...]:
     from builder.output.push import push
     pushed = []
     for ref in tags:
         number = to.log.step(f"pushing {ref.familiar()}")
+        attach = (lambda manifest, ref=ref: (attestation_manifest(
+            manifest, (ref,), image, predicates),)) if predicates else None
         digest = push(ref, config, to.blobs, to.request.compression, to.session(ref),
-                      to.request.push_media_types, to.request.annotations.manifest)
+                      to.request.push_media_types, to.request.annotations.manifest, attach)
         to.log.info(number, f"{ref.familiar()}@{digest}")
         to.log.done(number)
         pushed.append((ref.familiar(), digest))

@@ -1,0 +1,302 @@
+"""The SBOM (`--sbom`, `pybuild sbom`): each package database read from layer tars as syft reads
+it, the flags, and end to end on the Debian base image: the packages and versions `dpkg-query`
+reports inside it, a pip-installed wheel, the attestation manifest as skopeo and a registry see
+it, and the tarball `docker load` of Docker 20.10 still loads and runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builder.supplychain.options import Attestations, parse_attestations
+from builder.supplychain.packages import image_packages
+from builder.supplychain.spdx import spdx_document
+from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
+from tests.support import DockerImages, ROOT, docker, pybuild, require
+from tests.test_unpack import tar_of
+
+REG, DIR, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE
+
+DEBIAN_OS = b'PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\nVERSION_ID="12"\n'
+DPKG_STATUS = b"""Package: bash
+Status: install ok installed
+Architecture: amd64
+Version: 5.2.15-2+b2
+Description: GNU Bourne Again SHell
+ Bash is an sh-compatible command language interpreter.
+
+Package: removed
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.0
+
+Package: libc6
+Status: install ok installed
+Architecture: amd64
+Version: 2.36-9+deb12u4
+"""
+COPYRIGHT = b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n" \
+            b"Files: *\nLicense: GPL-3+\n\nFiles: lib/*\nLicense: GPL-2+\n"
+APK = b"C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\n\nC:Q1def=\nP:busybox\nV:1.36.1-r5\n" \
+      b"A:x86_64\nL:GPL-2.0-only\n"
+ALPINE_OS = b"ID=alpine\nVERSION_ID=3.19.1\n"
+METADATA = b"Metadata-Version: 2.1\nName: Requests_Toolbelt\nVersion: 1.0.0\nLicense: Apache 2.0" \
+           b"\n\nlong description\nLicense: not this\n"
+PKG_INFO = b"Metadata-Version: 1.0\nName: oldegg\nVersion: 0.1\nLicense: UNKNOWN\n"
+NPM = json.dumps({"name": "left-pad", "version": "1.3.0", "license": "WTFPL"}).encode()
+NPM_SCOPED = json.dumps({"name": "@types/node", "version": "20.1.0",
+                         "license": {"type": "MIT"}}).encode()
+
+# (layers, the packages as (kind, name, version, license, purl))
+CASES = {
+    "dpkg, installed only, licenses from DEP-5 copyright": (
+        [[("etc/os-release", REG, DEBIAN_OS), ("var/lib/dpkg/status", REG, DPKG_STATUS),
+          ("usr/share/doc/bash/copyright", REG, COPYRIGHT)]],
+        [("deb", "bash", "5.2.15-2+b2", "GPL-3+ AND GPL-2+",
+          "pkg:deb/debian/bash@5.2.15-2+b2?arch=amd64&distro=debian-12"),
+         ("deb", "libc6", "2.36-9+deb12u4", "",
+          "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64&distro=debian-12")]),
+    "distroless status.d, md5sums skipped": (
+        [[("etc/os-release", REG, DEBIAN_OS),
+          ("var/lib/dpkg/status.d/base", REG,
+           b"Package: base-files\nArchitecture: amd64\nVersion: 12.4\n"),
+          ("var/lib/dpkg/status.d/base.md5sums", REG, b"Package: nope\nVersion: 1\n")]],
+        [("deb", "base-files", "12.4", "",
+          "pkg:deb/debian/base-files@12.4?arch=amd64&distro=debian-12")]),
+    "apk": (
+        [[("etc/os-release", REG, ALPINE_OS), ("lib/apk/db/installed", REG, APK)]],
+        [("apk", "busybox", "1.36.1-r5", "GPL-2.0-only",
+          "pkg:apk/alpine/busybox@1.36.1-r5?arch=x86_64&distro=alpine-3.19.1"),
+         ("apk", "musl", "1.2.4-r2", "MIT",
+          "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64&distro=alpine-3.19.1")]),
+    "python dist-info and egg-info, names normalised in the purl": (
+        [[("usr/lib/python3/dist-packages/requests_toolbelt-1.0.0.dist-info/METADATA", REG,
+           METADATA),
+          ("usr/local/lib/python3.11/site-packages/oldegg-0.1.egg-info/PKG-INFO", REG, PKG_INFO),
+          ("srv/app/requirements.txt", REG, b"flask==3\n")]],
+        [("python", "Requests_Toolbelt", "1.0.0", "Apache 2.0",
+          "pkg:pypi/requests-toolbelt@1.0.0"),
+         ("python", "oldegg", "0.1", "", "pkg:pypi/oldegg@0.1")]),
+    "npm, scoped and nested, broken json ignored": (
+        [[("app/node_modules/left-pad/package.json", REG, NPM),
+          ("app/node_modules/@types/node/package.json", REG, NPM_SCOPED),
+          ("app/node_modules/broken/package.json", REG, b"{nope"),
+          ("app/node_modules/left-pad/node_modules/.bin/package.json", REG, NPM),
+          ("app/package.json", REG, json.dumps({"name": "app", "version": "1"}).encode())]],
+        [("npm", "@types/node", "20.1.0", "MIT", "pkg:npm/%40types/node@20.1.0"),
+         ("npm", "left-pad", "1.3.0", "WTFPL", "pkg:npm/left-pad@1.3.0")]),
+    "a package removed by a later layer is gone": (
+        [[("usr/lib/python3/dist-packages/gone-1.dist-info/METADATA", REG,
+           b"Name: gone\nVersion: 1\n")],
+         [("usr/lib/python3/dist-packages/.wh.gone-1.dist-info", REG)]],
+        []),
+    "os-release as Debian links it": (
+        [[("usr/lib/os-release", REG, DEBIAN_OS), ("etc", DIR),
+          ("etc/os-release", SYM, "../usr/lib/os-release"),
+          ("var/lib/dpkg/status", REG, b"Package: a\nVersion: 1\nArchitecture: all\n")]],
+        [("deb", "a", "1", "", "pkg:deb/debian/a@1?arch=all&distro=debian-12")]),
+    "binary garbage gives nothing, not a crash": (
+        [[("var/lib/dpkg/status", REG, bytes(range(256)) * 8),
+          ("lib/apk/db/installed", REG, b"\xff\xfe:\x00\n\n:::")]],
+        []),
+}
+
+
+@pytest.mark.parametrize("layers, expected", CASES.values(), ids=CASES.keys())
+def test_packages_are_read_from_the_layers(tmp_path, layers, expected):
+    paths = []
+    for number, members in enumerate(layers):
+        path = tmp_path / f"layer{number}.tar"
+        path.write_bytes(tar_of(*members).getvalue())
+        paths.append(str(path))
+    found = [(p.kind, p.name, p.version, p.license, p.purl) for p in image_packages(paths)]
+    assert found == expected
+
+
+def test_a_database_too_large_is_not_read(tmp_path, monkeypatch):
+    """A hostile image's huge "database" is skipped, not read into memory."""
+    from layers import flatten
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(tar_of(("var/lib/dpkg/status", REG, DPKG_STATUS)).getvalue())
+    assert len(list(flatten.read_files([str(layer)], lambda path: True))) == 1
+    assert list(flatten.read_files([str(layer)], lambda path: True, limit=100)) == []
+
+
+def test_the_document_is_spdx_and_deterministic(tmp_path):
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(tar_of(("etc/os-release", REG, DEBIAN_OS),
+                             ("var/lib/dpkg/status", REG, DPKG_STATUS)).getvalue())
+    packages = image_packages([str(layer)])
+    document = spdx_document("docker.io/library/app:1", packages, "2024-01-01T00:00:00Z")
+    assert document == spdx_document("docker.io/library/app:1", packages, "2024-01-01T00:00:00Z")
+    assert document["spdxVersion"] == "SPDX-2.3" and document["dataLicense"] == "CC0-1.0"
+    ids = [p["SPDXID"] for p in document["packages"]]
+    assert len(set(ids)) == 2 and all(i.startswith("SPDXRef-") for i in ids)
+    assert {r["relatedSpdxElement"] for r in document["relationships"]} == set(ids)
+    assert document["creationInfo"]["created"] == "2024-01-01T00:00:00Z"
+
+
+FLAGS = [
+    ((None, None, []), Attestations()),
+    (("true", None, []), Attestations(sbom=True)),
+    (("false", None, ["type=sbom"]), Attestations()),
+    ((None, "mode=max", []), Attestations(provenance="max")),
+    ((None, "true", []), Attestations(provenance="min")),
+    ((None, None, ["type=provenance,mode=max,version=v1", "type=sbom"]),
+     Attestations(True, "max", "v1")),
+    ((None, "false", ["type=provenance"]), Attestations()),
+]
+BAD_FLAGS = [
+    ((None, None, ["type=vex"]), "must be sbom or provenance"),
+    ((None, "mode=full", []), "mode=full is not min or max"),
+    ((None, None, ["type=sbom,generator=docker/scout-sbom-indexer"]), "generator="),
+    ((None, None, ["type=provenance,color=red"]), "unknown key color"),
+    (("maybe", None, []), "'maybe' is not KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize("arguments, expected", FLAGS)
+def test_the_flags_give_the_attestations(arguments, expected):
+    assert parse_attestations(*arguments) == expected
+
+
+@pytest.mark.parametrize("arguments, message", BAD_FLAGS)
+def test_bad_flags_are_usage_errors(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        parse_attestations(*arguments)
+
+
+WHEEL_SETUP = ROOT / "testdata" / "conformance" / "193-debian-pip-install-wheel" / "setup.sh"
+DOCKERFILE = """FROM debian:test
+COPY greet-1.0-py3-none-any.whl /tmp/
+RUN pip install --no-index --no-cache-dir --break-system-packages /tmp/greet-1.0-py3-none-any.whl \\
+ && rm /tmp/greet-1.0-py3-none-any.whl
+"""
+
+
+@pytest.fixture(scope="module")
+def sbom_build(debian_archive, tmp_path_factory):
+    """The Debian base with a wheel pip-installed, built with --sbom=true into a tarball."""
+    work = tmp_path_factory.mktemp("sbom")
+    context = work / "context"
+    context.mkdir()
+    subprocess.run(["sh", str(WHEEL_SETUP)], cwd=context, check=True)
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    env = {"PYBUILD_CACHE_DIR": str(work / "cache")}
+    assert pybuild("load", "-i", str(debian_archive), env=env).returncode == 0
+    name = f"pybuild-sbom-{uuid.uuid4().hex[:10]}:latest"
+    out = work / "image.tar"
+    result = pybuild("--network", "none", "--sbom=true", "-t", name, "-o", str(out),
+                     str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    return work, context, env, name, out
+
+
+def _blob(archive: Path, digest: str) -> dict:
+    with tarfile.open(archive) as tar:
+        return json.load(tar.extractfile("blobs/sha256/" + digest.partition(":")[2]))
+
+
+def _attestation(archive: Path) -> tuple[dict, dict, dict]:
+    """The image index index.json names, the attestation manifest, and its one statement."""
+    with tarfile.open(archive) as tar:
+        top = json.load(tar.extractfile("index.json"))
+    (entry,) = top["manifests"]
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    index = _blob(archive, entry["digest"])
+    manifest = _blob(archive, index["manifests"][1]["digest"])
+    (layer,) = manifest["layers"]
+    return index, manifest, _blob(archive, layer["digest"])
+
+
+def test_the_tarball_carries_the_attestation_as_buildkit_stores_it(sbom_build):
+    _, _, _, _, out = sbom_build
+    index, manifest, statement = _attestation(out)
+    image, attestation = index["manifests"]
+    assert image["platform"] == {"architecture": "amd64", "os": "linux"}
+    assert attestation["platform"] == {"architecture": "unknown", "os": "unknown"}
+    assert attestation["annotations"] == {"vnd.docker.reference.digest": image["digest"],
+                                          "vnd.docker.reference.type": "attestation-manifest"}
+    with tarfile.open(out) as tar:
+        (saved,) = json.load(tar.extractfile("manifest.json"))
+    assert _blob(out, image["digest"])["config"]["digest"] == \
+        "sha256:" + saved["Config"].rpartition("/")[2]
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.in-toto+json"
+    assert manifest["layers"][0]["annotations"] == {
+        "in-toto.io/predicate-type": "https://spdx.dev/Document"}
+    assert statement["_type"] == "https://in-toto.io/Statement/v0.1"
+    assert statement["predicateType"] == "https://spdx.dev/Document"
+    assert statement["subject"][0]["digest"] == {"sha256": image["digest"].partition(":")[2]}
+
+
+def test_the_sbom_has_what_dpkg_and_pip_report_inside_the_image(sbom_build):
+    require(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "docker")
+    _, _, env, name, out = sbom_build
+    _, _, statement = _attestation(out)
+    packages = {(p["name"], p["externalRefs"][0]["referenceLocator"].split(":")[1].split("/")[0]):
+                p for p in statement["predicate"]["packages"]}
+    images = DockerImages()
+    images.names.append(name)
+    try:
+        assert "Loaded image" in images.load(out)  # Docker 20.10's docker load, index and all
+        ran = images.run(name, "dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
+                         "bash", "coreutils", "libc6")
+        assert ran.returncode == 0, ran.stderr
+        for line in ran.stdout.decode().splitlines():
+            package, version = line.split()
+            found = packages[(package, "deb")]
+            assert found["versionInfo"] == version
+            assert found["externalRefs"][0]["referenceLocator"] == \
+                f"pkg:deb/debian/{package}@{version}?arch=amd64&distro=debian-12"
+        assert images.run(name, "greet", "sbom").stdout == b"hello, sbom\n"
+    finally:
+        images.cleanup()
+    assert packages[("greet", "pypi")]["versionInfo"] == "1.0"
+    printed = pybuild("sbom", name, env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["packages"] == statement["predicate"]["packages"]
+
+
+def test_skopeo_reads_the_oci_archive_and_its_attestation(sbom_build):
+    require(subprocess.run(["which", "skopeo"], capture_output=True).returncode == 0, "skopeo")
+    work, context, env, name, out = sbom_build
+    oci = work / "oci.tar"
+    result = pybuild("--network", "none", "--sbom=true", "-t", name,
+                     "-o", f"type=oci,dest={oci}", str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    for archive in (out, oci):
+        raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{archive}"],
+                                        capture_output=True, check=True).stdout)
+        assert [m.get("annotations", {}).get("vnd.docker.reference.type")
+                for m in raw["manifests"]] == [None, "attestation-manifest"]
+        inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"],
+                                              capture_output=True, check=True).stdout)
+        assert inspected["Os"] == "linux" and len(inspected["Layers"]) == 3  # base, COPY, RUN
+
+
+def test_the_push_keeps_the_attestation(sbom_build, registry):  # noqa: F811
+    require(subprocess.run(["which", "skopeo"], capture_output=True).returncode == 0, "skopeo")
+    _, context, env, _, _ = sbom_build
+    ref = f"{registry.address}/sbom-{uuid.uuid4().hex[:8]}:1"
+    result = pybuild("--network", "none", "--sbom=true", "-t", ref, "--push",
+                     "--insecure-registry", registry.address, str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                                     f"docker://{ref}"], capture_output=True, check=True).stdout)
+    image, attestation = raw["manifests"]
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    base = ref.rpartition(":")[0]
+    manifest = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw",
+         f"docker://{base}@{attestation['digest']}"], capture_output=True, check=True).stdout)
+    layer = manifest["layers"][0]
+    blob = subprocess.run(["curl", "-sf", f"http://{registry.address}/v2/"
+                           f"{base.partition('/')[2]}/blobs/{layer['digest']}"],
+                          capture_output=True, check=True).stdout
+    statement = json.loads(blob)
+    assert any(p["name"] == "greet" for p in statement["predicate"]["packages"])
+    assert statement["subject"][0]["digest"]["sha256"] == image["digest"].partition(":")[2]
