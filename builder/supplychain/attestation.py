@@ -39,7 +39,8 @@ def attest(archive: ArchiveImage, image: ImageConfig,
 
 def attestation_manifest(manifest: bytes, names: tuple[Reference, ...], image: ImageConfig,
                          predicates: tuple[Predicate, ...]) -> Attached:
-    """The attestation manifest for the image manifest `manifest` named `names`: the statements' subject is each name as a purl, as BuildKit writes it."""
+    """The attestation manifest for the image manifest `manifest` named `names`: the
+    statements' subject is each name as a purl, as BuildKit writes it."""
     digest = sha256_digest(manifest)
     platform = quote(f"{image.os}/{image.architecture}"
                      + (f"/{image.variant}" if image.variant else ""), safe="")

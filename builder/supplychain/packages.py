@@ -117,8 +117,8 @@ def _dpkg(text: str, path: str, distro: _Distro,
         qualifiers = [("arch", fields.get("Architecture", ""))]
         if distro.id:
             qualifiers.append(("distro", distro.qualifier))
-        yield Package("deb", name, version, licenses.get(name, ""), _purl("deb", vendor, name, version, qualifiers),
-                      "/" + path)
+        yield Package("deb", name, version, licenses.get(name, ""),
+                      _purl("deb", vendor, name, version, qualifiers), "/" + path)
 
 
 def _apk(text: str, path: str, distro: _Distro) -> Iterable[Package]:
