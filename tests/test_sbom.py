@@ -4,6 +4,8 @@ reports inside it, a pip-installed wheel, the attestation manifest as skopeo and
 it, and the tarball `docker load` of Docker 20.10 still loads and runs."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import subprocess
 import tarfile
@@ -202,21 +204,21 @@ def _blob(archive: Path, digest: str) -> dict:
 
 
 def _attestation(archive: Path) -> tuple[dict, dict, dict]:
-    """The image index index.json names, the attestation manifest, and its one statement."""
+    """The image index index.json names, the attestation manifest, and its first statement."""
     with tarfile.open(archive) as tar:
         top = json.load(tar.extractfile("index.json"))
     (entry,) = top["manifests"]
     assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
     index = _blob(archive, entry["digest"])
     manifest = _blob(archive, index["manifests"][1]["digest"])
-    (layer,) = manifest["layers"]
-    return index, manifest, _blob(archive, layer["digest"])
+    return index, manifest, _blob(archive, manifest["layers"][0]["digest"])
 
 
 def test_the_tarball_carries_the_attestation_as_buildkit_stores_it(sbom_build):
     _, _, _, _, out = sbom_build
     index, manifest, statement = _attestation(out)
     image, attestation = index["manifests"]
+    assert len(manifest["layers"]) == 1
     assert image["platform"] == {"architecture": "amd64", "os": "linux"}
     assert attestation["platform"] == {"architecture": "unknown", "os": "unknown"}
     assert attestation["annotations"] == {"vnd.docker.reference.digest": image["digest"],
@@ -300,3 +302,80 @@ def test_the_push_keeps_the_attestation(sbom_build, registry):  # noqa: F811
     statement = json.loads(blob)
     assert any(p["name"] == "greet" for p in statement["predicate"]["packages"])
     assert statement["subject"][0]["digest"]["sha256"] == image["digest"].partition(":")[2]
+
+
+def _facts(tmp_path, **changes):
+    """Facts of a build of a context in `tmp_path`, with `changes`."""
+    from builder.supplychain.provenance import BuildFacts, base_material
+    (tmp_path / "Dockerfile").write_text("FROM debian:test\n")
+    (tmp_path / "app.py").write_text("print(1)\n")
+    (tmp_path / ".dockerignore").write_text("ignored\n")
+    facts = BuildFacts(b"FROM debian:test\n", "Dockerfile", str(tmp_path), None,
+                       (base_material("debian:test", "sha256:" + "ab" * 32, "linux/amd64"),),
+                       {"TOKEN_NAME": "x", "UNSET": None}, "final", "linux/amd64", None,
+                       1_700_000_000.0, 1_700_000_100.0)
+    return dataclasses.replace(facts, **changes)
+
+
+def test_provenance_v02_min_has_no_args_and_max_has_them(tmp_path):
+    from builder.supplychain.provenance import provenance_predicate
+    low = provenance_predicate(_facts(tmp_path), Attestations(provenance="min"))
+    high = provenance_predicate(_facts(tmp_path), Attestations(provenance="max"))
+    assert low.type == high.type == "https://slsa.dev/provenance/v0.2"
+    assert low.body["invocation"]["parameters"]["args"] == {}
+    assert high.body["invocation"]["parameters"]["args"] == {"build-arg:TOKEN_NAME": "x",
+                                                             "target": "final"}
+    assert low.body["materials"] == [{"uri": "pkg:docker/debian@test?platform=linux%2Famd64",
+                                      "digest": {"sha256": "ab" * 32}}]
+    assert low.body["invocation"]["configSource"]["digest"]["sha256"] == \
+        hashlib.sha256(b"FROM debian:test\n").hexdigest()
+    assert low.body["metadata"]["buildStartedOn"] == "2023-11-14T22:13:20.000000Z"
+    assert low.body["metadata"]["reproducible"] is False
+
+
+def test_provenance_context_digest_follows_the_context_not_the_ignored(tmp_path):
+    from builder.supplychain.provenance import context_digest
+    _facts(tmp_path)
+    first = context_digest(str(tmp_path), None)
+    (tmp_path / "ignored").write_text("anything")
+    assert context_digest(str(tmp_path), None) == first
+    (tmp_path / "app.py").write_text("print(2)\n")
+    assert context_digest(str(tmp_path), None) != first
+
+
+def test_provenance_v1_and_reproducible_with_source_date_epoch(tmp_path):
+    from builder.supplychain.provenance import provenance_predicate
+    facts = _facts(tmp_path, source_date_epoch=0)
+    predicate = provenance_predicate(facts, Attestations(provenance="min",
+                                                         provenance_version="v1"))
+    assert predicate.type == "https://slsa.dev/provenance/v1"
+    assert predicate.body["runDetails"]["metadata"] == {"reproducible": True}
+    assert predicate.body["buildDefinition"]["internalParameters"]["SOURCE_DATE_EPOCH"] == "0"
+    again = provenance_predicate(_facts(tmp_path, source_date_epoch=0, started=5.0,
+                                        finished=9.0),
+                                 Attestations(provenance="min", provenance_version="v1"))
+    assert again == predicate  # no clock in it: a rebuild attests the same bytes
+
+
+def test_provenance_never_holds_a_secret(sbom_build, tmp_path):
+    """A secret mounted into RUN, and a build arg naming it, mode=max: the value is nowhere in
+    the tarball, attestations included."""
+    work, context, env, name, _ = sbom_build
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    (tmp_path / "token").write_text(secret)
+    (context / "Dockerfile.secret").write_text(
+        DOCKERFILE + "ARG WHICH\nRUN --mount=type=secret,id=tok test -s /run/secrets/tok\n")
+    out = tmp_path / "image.tar"
+    result = pybuild("--network", "none", "--provenance=mode=max", "--sbom=true",
+                     "--build-arg", "WHICH=tok", "--secret", f"id=tok,src={tmp_path / 'token'}",
+                     "-f", str(context / "Dockerfile.secret"), "-o", str(out), str(context),
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    assert secret.encode() not in out.read_bytes()
+    _, manifest, _ = _attestation(out)
+    types = [layer["annotations"]["in-toto.io/predicate-type"] for layer in manifest["layers"]]
+    assert types == ["https://spdx.dev/Document", "https://slsa.dev/provenance/v0.2"]
+    provenance = _blob(out, manifest["layers"][1]["digest"])["predicate"]
+    assert provenance["invocation"]["parameters"]["args"] == {"build-arg:WHICH": "tok"}
+    assert [m["uri"] for m in provenance["materials"]] == [
+        "pkg:docker/debian@test?platform=linux%2Famd64"]

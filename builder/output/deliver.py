@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from layers.blobstore import BlobStore
     from layers.cachemanifest import CacheRecord
     from layers.imagestore import ImageStore
+    from builder.supplychain.provenance import BuildFacts
     from layers.registry.transport import Session
 
 
@@ -53,9 +54,9 @@ class Destinations:
 
 
 def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
-            records: tuple[CacheRecord, ...]) -> Delivered:
+            records: tuple[CacheRecord, ...], facts: BuildFacts | None = None) -> Delivered:
     """Hand the image to every destination the request names; `records` are every step's cache
-    record, for --cache-to."""
+    record, for --cache-to; `facts` what --provenance records."""
     request, log = to.request, to.log
     if (request.compression is Compression.ZSTD and (request.output or request.docker_load)) or \
             any(spec.kind == "docker" and (spec.compression or request.compression)
@@ -70,7 +71,7 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if to.remote is not None:
         to.remote.ensure(image.diff_ids)
     blobs = layer_blobs(to.blobs, image, request.compression)
-    predicates = _attestations(image, tags, to)
+    predicates = _attestations(image, tags, to, facts)
     archive = attest(ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations),
                      image, predicates)
     manifest_digest = ""
@@ -112,18 +113,23 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
-def _attestations(image: ImageConfig, tags: tuple[Reference, ...],
-                  to: Destinations) -> tuple[Predicate, ...]:
+def _attestations(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
+                  facts: BuildFacts | None) -> tuple[Predicate, ...]:
     """The in-toto predicates --sbom and --provenance ask for, made once for every output."""
     wanted = to.request.attestations
     if not wanted.any:
         return ()
-    from builder.supplychain.sbom import sbom_predicate
     number = to.log.step("generating attestations")
     predicates = []
     if wanted.sbom:
+        from builder.supplychain.sbom import sbom_predicate
         predicates.append(sbom_predicate(image, to.blobs, tags[0].full() if tags else "image"))
         to.log.info(number, f"SBOM: {len(predicates[-1].body['packages'])} packages")
+    if wanted.provenance and facts is not None:
+        from builder.supplychain.provenance import provenance_predicate
+        predicates.append(provenance_predicate(facts, wanted))
+        to.log.info(number, f"provenance: mode={wanted.provenance}, "
+                            f"{wanted.provenance_version}")
     to.log.done(number)
     return tuple(predicates)
 
