@@ -154,10 +154,11 @@ FLAGS = [
 ]
 BAD_FLAGS = [
     ((None, None, ["type=vex"]), "must be sbom or provenance"),
-    ((None, "mode=full", []), "mode=full is not min or max"),
+    ((None, "mode=full", []), "^--provenance=mode=full: mode=full is not min or max"),
     ((None, None, ["type=sbom,generator=docker/scout-sbom-indexer"]), "generator="),
     ((None, None, ["type=provenance,color=red"]), "unknown key color"),
-    (("maybe", None, []), "'maybe' is not KEY=VALUE"),
+    (("maybe", None, []), "^--sbom=maybe: 'maybe' is not KEY=VALUE"),
+    ((None, None, ["type=sbom,disabled=perhaps"]), "^--attest type=sbom,disabled=perhaps: "),
 ]
 
 
@@ -170,6 +171,13 @@ def test_the_flags_give_the_attestations(arguments, expected):
 def test_bad_flags_are_usage_errors(arguments, message):
     with pytest.raises(ValueError, match=message):
         parse_attestations(*arguments)
+
+
+def test_a_bad_flag_is_a_usage_error_on_the_command_line(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    result = pybuild("--attest", "type=vex", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "type= must be sbom or provenance" in result.stderr
+    assert not (tmp_path / "image.tar").exists()
 
 
 WHEEL_SETUP = ROOT / "testdata" / "conformance" / "193-debian-pip-install-wheel" / "setup.sh"

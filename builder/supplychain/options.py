@@ -26,22 +26,22 @@ class Attestations:
 def parse_attestations(sbom: str | None, provenance: str | None,
                        attest: list[str]) -> Attestations:
     """The attestations the flags ask for; ValueError naming the flag for a usage error."""
-    specs = list(attest)
+    specs = [(f"--attest {text}", text) for text in attest]
     if sbom is not None:
-        specs.append(_shorthand("sbom", sbom))
+        specs.append((f"--sbom={sbom}", _shorthand("sbom", sbom)))
     if provenance is not None:
-        specs.append(_shorthand("provenance", provenance))
+        specs.append((f"--provenance={provenance}", _shorthand("provenance", provenance)))
     found = Attestations()
-    for text in specs:
-        fields = dict(_pairs(text))
+    for flag, text in specs:
+        fields = dict(_pairs(flag, text))
         kind = fields.pop("type", "")
         if kind not in ("sbom", "provenance"):
-            raise ValueError(f"--attest {text}: type= must be sbom or provenance")
-        disabled = _bool(text, fields.pop("disabled", "false"))
+            raise ValueError(f"{flag}: type= must be sbom or provenance")
+        disabled = _bool(flag, fields.pop("disabled", "false"))
         if kind == "sbom":
             unknown = set(fields) - {"generator"}
             if fields.get("generator"):
-                raise ValueError(f"--attest {text}: pybuild has its own SBOM generator; "
+                raise ValueError(f"{flag}: pybuild has its own SBOM generator; "
                                  "generator= (a scanner image) is not supported")
             found = Attestations(not disabled, found.provenance, found.provenance_version)
         else:
@@ -49,12 +49,12 @@ def parse_attestations(sbom: str | None, provenance: str | None,
             version = fields.pop("version", "v0.2")
             unknown = set(fields) - {"builder-id"}
             if mode not in ("min", "max"):
-                raise ValueError(f"--attest {text}: mode={mode} is not min or max")
+                raise ValueError(f"{flag}: mode={mode} is not min or max")
             if version not in ("v0.2", "v1"):
-                raise ValueError(f"--attest {text}: version={version} is not v0.2 or v1")
+                raise ValueError(f"{flag}: version={version} is not v0.2 or v1")
             found = Attestations(found.sbom, "" if disabled else mode, version)
         if unknown:
-            raise ValueError(f"--attest {text}: unknown key {', '.join(sorted(unknown))}")
+            raise ValueError(f"{flag}: unknown key {', '.join(sorted(unknown))}")
     return found
 
 
@@ -68,23 +68,23 @@ def _shorthand(kind: str, value: str) -> str:
     return f"type={kind},{value}"
 
 
-def _pairs(text: str) -> list[tuple[str, str]]:
+def _pairs(flag: str, text: str) -> list[tuple[str, str]]:
     try:
         fields = next(csv.reader([text]), [])
     except csv.Error as error:
-        raise ValueError(f"--attest {text}: {error}") from None
+        raise ValueError(f"{flag}: {error}") from None
     pairs = []
     for field in fields:
         key, equals, value = field.partition("=")
         if not equals:
-            raise ValueError(f"--attest {text}: {field!r} is not KEY=VALUE")
+            raise ValueError(f"{flag}: {field!r} is not KEY=VALUE")
         pairs.append((key.strip().lower(), value.strip()))
     return pairs
 
 
-def _bool(text: str, value: str) -> bool:
+def _bool(flag: str, value: str) -> bool:
     if value.lower() in _TRUE:
         return True
     if value.lower() in _FALSE:
         return False
-    raise ValueError(f"--attest {text}: {value} is not true or false")
+    raise ValueError(f"{flag}: {value} is not true or false")
