@@ -7,8 +7,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import sqlite3
+import struct
 import subprocess
 import tarfile
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -53,6 +57,43 @@ NPM = json.dumps({"name": "left-pad", "version": "1.3.0", "license": "WTFPL"}).e
 NPM_SCOPED = json.dumps({"name": "@types/node", "version": "20.1.0",
                          "license": {"type": "MIT"}}).encode()
 
+
+
+def rpm_header(tags: dict[int, str | int]) -> bytes:
+    """An rpm header as the database stores it: strings (type 6) and int32s (type 4)."""
+    entries, data = b"", b""
+    for tag, value in tags.items():
+        if isinstance(value, int):
+            data += bytes(-len(data) % 4)
+            entries += struct.pack(">iiii", tag, 4, len(data), 1)
+            data += struct.pack(">i", value)
+        else:
+            entries += struct.pack(">iiii", tag, 6, len(data), 1)
+            data += value.encode() + b"\0"
+    return struct.pack(">ii", len(tags), len(data)) + entries + data
+
+
+def rpmdb(*blobs: bytes) -> bytes:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "rpmdb.sqlite")
+        connection = sqlite3.connect(path)
+        connection.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB NOT NULL)")
+        connection.executemany("INSERT INTO Packages (blob) VALUES (?)", [(b,) for b in blobs])
+        connection.commit()
+        connection.close()
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+FEDORA_OS = b'ID=fedora\nVERSION_ID=39\n'
+RPMDB = rpmdb(
+    rpm_header({1000: "bash", 1001: "5.2.15", 1002: "5.fc39", 1014: "GPL-3.0-or-later",
+                1022: "x86_64"}),
+    rpm_header({1000: "shadow-utils", 1001: "4.14.0", 1002: "2.fc39", 1003: 2,
+                1022: "x86_64"}),
+    struct.pack(">ii", 1 << 30, 0) + b"hostile: more entries than bytes",
+    b"\x00")
+
 # (layers, the packages as (kind, name, version, license, purl))
 CASES = {
     "dpkg, installed only, licenses from DEP-5 copyright": (
@@ -75,6 +116,15 @@ CASES = {
           "pkg:apk/alpine/busybox@1.36.1-r5?arch=x86_64&distro=alpine-3.19.1"),
          ("apk", "musl", "1.2.4-r2", "MIT",
           "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64&distro=alpine-3.19.1")]),
+    "rpm sqlite database, epoch as a qualifier, broken headers skipped": (
+        [[("etc/os-release", REG, FEDORA_OS), ("var/lib/rpm/rpmdb.sqlite", REG, RPMDB)]],
+        [("rpm", "bash", "5.2.15-5.fc39", "GPL-3.0-or-later",
+          "pkg:rpm/fedora/bash@5.2.15-5.fc39?arch=x86_64&distro=fedora-39"),
+         ("rpm", "shadow-utils", "4.14.0-2.fc39", "",
+          "pkg:rpm/fedora/shadow-utils@4.14.0-2.fc39?arch=x86_64&epoch=2&distro=fedora-39")]),
+    "an rpmdb.sqlite that is not sqlite gives nothing": (
+        [[("var/lib/rpm/rpmdb.sqlite", REG, b"SQLite format 3\0" + bytes(200))]],
+        []),
     "python dist-info and egg-info, names normalised in the purl": (
         [[("usr/lib/python3/dist-packages/requests_toolbelt-1.0.0.dist-info/METADATA", REG,
            METADATA),

@@ -180,7 +180,7 @@ def inspect_command(argv: list[str]) -> int:
 @_verb
 def sbom_command(argv: list[str]) -> int:
     parser = _image_parser("sbom", "Print the SPDX 2.3 JSON SBOM of an image of the local store: "
-                           "the packages its files declare (dpkg, apk, Python, npm), as "
+                           "the packages its files declare (dpkg, apk, rpm, Python, npm), as "
                            "`--sbom=true` attaches it.")
     options = parser.parse_args(argv)
     from builder.supplychain.sbom import image_sbom

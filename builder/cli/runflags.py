@@ -30,8 +30,9 @@ def add_image_flags(group: argparse._ArgumentGroup) -> None:
                             "archives' index.json (index) or the manifest's entry there "
                             "(manifest-descriptor); repeatable")
     group.add_argument("--sbom", metavar="true|false",
-                       help="attach an SPDX SBOM of the image's packages (dpkg, apk, Python, "
-                            "npm) as an in-toto attestation, as buildx does; off by default")
+                       help="attach an SPDX SBOM of the image's packages (dpkg, apk, rpm, "
+                            "Python, npm) as an in-toto attestation, as buildx does; off by "
+                            "default")
     group.add_argument("--provenance", metavar="true|false|mode=min|max",
                        help="attach SLSA provenance (off by default: see README, Supply chain)")
     group.add_argument("--attest", action="append", default=[],

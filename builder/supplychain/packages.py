@@ -1,7 +1,8 @@
 """The packages an image holds, read from its files as syft reads them: the dpkg database
-(`var/lib/dpkg/status`, and `status.d/` as distroless images keep it), the apk database, Python
-distributions' METADATA/PKG-INFO and npm's `node_modules/**/package.json`. Nothing is run: the
-files are read from the layer tars, so a hostile image can only give wrong names, never act."""
+(`var/lib/dpkg/status`, and `status.d/` as distroless images keep it), the apk database, the
+rpm database (sqlite: builder/supplychain/rpmdb.py), Python distributions' METADATA/PKG-INFO and
+npm's `node_modules/**/package.json`. Nothing is run: the files are read from the layer tars, so
+a hostile image can only give wrong names, never act."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from urllib.parse import quote
 
+from builder.supplychain.rpmdb import rpm_headers
 from layers.flatten import read_files
 
 
@@ -36,6 +38,7 @@ class _Distro:
 
 _DPKG_STATUS = re.compile(r"var/lib/dpkg/status(\.d/[^/]+)?")
 _APK = "lib/apk/db/installed"
+_RPM = ("var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite")
 _PYTHON = re.compile(r".*/(site|dist)-packages/[^/]+\.(dist-info/METADATA|egg-info/PKG-INFO|"
                      r"egg-info)")
 _NPM = re.compile(r"(.*/)?node_modules/(@[^/]+/)?[^/@.][^/]*/package\.json")
@@ -45,7 +48,8 @@ _LICENSE_LINE = re.compile(r"^License:[ \t]*(\S[^\n]*)$", re.MULTILINE)
 
 
 def _wanted(path: str) -> bool:
-    return bool(_DPKG_STATUS.fullmatch(path) or path == _APK or _PYTHON.fullmatch(path)
+    return bool(_DPKG_STATUS.fullmatch(path) or path == _APK or path in _RPM
+                or _PYTHON.fullmatch(path)
                 or _NPM.fullmatch(path) or path in _OS_RELEASE or _COPYRIGHT.fullmatch(path))
 
 
@@ -63,6 +67,8 @@ def image_packages(layers: Sequence[str]) -> tuple[Package, ...]:
             found.update(_dpkg(text, path, distro, licenses))
         elif path == _APK:
             found.update(_apk(text, path, distro))
+        elif path in _RPM:
+            found.update(_rpm(data, path, distro))
         elif _PYTHON.fullmatch(path):
             found.update(_python(text, path))
         elif _NPM.fullmatch(path):
@@ -131,6 +137,18 @@ def _apk(text: str, path: str, distro: _Distro) -> Iterable[Package]:
                 qualifiers.append(("distro", distro.qualifier))
             yield Package("apk", name, version, fields.get("L", ""),
                           _purl("apk", vendor, name, version, qualifiers), "/" + path)
+
+
+def _rpm(data: bytes, path: str, distro: _Distro) -> Iterable[Package]:
+    for header in rpm_headers(data):
+        qualifiers = [("arch", header.arch)]
+        if header.epoch is not None:
+            qualifiers.append(("epoch", str(header.epoch)))
+        if distro.id:
+            qualifiers.append(("distro", distro.qualifier))
+        yield Package("rpm", header.name, header.version, header.license,
+                      _purl("rpm", distro.id, header.name, header.version, qualifiers),
+                      "/" + path)
 
 
 def _python(text: str, path: str) -> Iterable[Package]:
