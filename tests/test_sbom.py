@@ -321,7 +321,7 @@ def test_the_sbom_has_what_dpkg_and_pip_report_inside_the_image(sbom_build):
     assert json.loads(printed.stdout)["packages"] == statement["predicate"]["packages"]
 
 
-def test_skopeo_reads_the_oci_archive_and_its_attestation(sbom_build):
+def test_skopeo_and_pybuild_load_read_the_archives_and_their_attestation(sbom_build):
     require(subprocess.run(["which", "skopeo"], capture_output=True).returncode == 0, "skopeo")
     work, context, env, name, out = sbom_build
     oci = work / "oci.tar"
@@ -336,6 +336,9 @@ def test_skopeo_reads_the_oci_archive_and_its_attestation(sbom_build):
         inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"],
                                               capture_output=True, check=True).stdout)
         assert inspected["Os"] == "linux" and len(inspected["Layers"]) == 3  # base, COPY, RUN
+        loaded = pybuild("load", "-i", str(archive), env={"PYBUILD_CACHE_DIR": str(work / "l")})
+        assert loaded.returncode == 0 and name.partition(":")[0] in loaded.stdout.decode(), \
+            loaded.stderr
 
 
 def test_the_push_keeps_the_attestation(sbom_build, registry):  # noqa: F811
