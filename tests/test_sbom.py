@@ -201,6 +201,8 @@ FLAGS = [
     ((None, None, ["type=provenance,mode=max,version=v1", "type=sbom"]),
      Attestations(True, "max", "v1")),
     ((None, "false", ["type=provenance"]), Attestations()),
+    ((None, "builder-id=https://ci.example/run/7", []),
+     Attestations(provenance="min", builder_id="https://ci.example/run/7")),
 ]
 BAD_FLAGS = [
     ((None, None, ["type=vex"]), "must be sbom or provenance"),
@@ -392,6 +394,9 @@ def test_provenance_v02_min_has_no_args_and_max_has_them(tmp_path):
         hashlib.sha256(b"FROM debian:test\n").hexdigest()
     assert low.body["metadata"]["buildStartedOn"] == "2023-11-14T22:13:20.000000Z"
     assert low.body["metadata"]["reproducible"] is False
+    assert low.body["builder"]["id"].startswith("https://pybuild.invalid/pybuild@")
+    ci = provenance_predicate(_facts(tmp_path), Attestations(provenance="min", builder_id="x"))
+    assert ci.body["builder"]["id"] == "x"
 
 
 def test_provenance_context_digest_follows_the_context_not_the_ignored(tmp_path):

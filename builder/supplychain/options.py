@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _TRUE, _FALSE = ("true", "1", "t", ""), ("false", "0", "f")
 
@@ -12,11 +12,12 @@ _TRUE, _FALSE = ("true", "1", "t", ""), ("false", "0", "f")
 @dataclass(frozen=True)
 class Attestations:
     """What to attach: an SBOM, provenance ("" none, "min" or "max"), and provenance's
-    `version` (v0.2, buildx's default, or v1)."""
+    `version` (v0.2, buildx's default, or v1) and `builder-id` ("": pybuild's own)."""
 
     sbom: bool = False
     provenance: str = ""
     provenance_version: str = "v0.2"
+    builder_id: str = ""
 
     @property
     def any(self) -> bool:
@@ -43,16 +44,18 @@ def parse_attestations(sbom: str | None, provenance: str | None,
             if fields.get("generator"):
                 raise ValueError(f"{flag}: pybuild has its own SBOM generator; "
                                  "generator= (a scanner image) is not supported")
-            found = Attestations(not disabled, found.provenance, found.provenance_version)
+            found = replace(found, sbom=not disabled)
         else:
             mode = fields.pop("mode", "min")
             version = fields.pop("version", "v0.2")
-            unknown = set(fields) - {"builder-id"}
+            builder_id = fields.pop("builder-id", "")
+            unknown = set(fields)
             if mode not in ("min", "max"):
                 raise ValueError(f"{flag}: mode={mode} is not min or max")
             if version not in ("v0.2", "v1"):
                 raise ValueError(f"{flag}: version={version} is not v0.2 or v1")
-            found = Attestations(found.sbom, "" if disabled else mode, version)
+            found = replace(found, provenance="" if disabled else mode,
+                            provenance_version=version, builder_id=builder_id)
         if unknown:
             raise ValueError(f"{flag}: unknown key {', '.join(sorted(unknown))}")
     return found

@@ -108,11 +108,11 @@ def provenance_predicate(facts: BuildFacts, wanted: Attestations) -> Predicate:
                 "internalParameters": {"builderPlatform": facts.platform} | epoch,
                 "resolvedDependencies": materials},
             "runDetails": {
-                "builder": {"id": BUILDER_ID},
+                "builder": {"id": wanted.builder_id or BUILDER_ID},
                 "metadata": ({"startedOn": times["started"], "finishedOn": times["finished"]}
                              if times else {}) | {"reproducible": reproducible}}})
     return Predicate(PREDICATE_V02, {
-        "builder": {"id": BUILDER_ID},
+        "builder": {"id": wanted.builder_id or BUILDER_ID},
         "buildType": BUILD_TYPE,
         "materials": materials,
         "invocation": {
