@@ -87,8 +87,9 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
         to.images.put(config, refs=tags)
     to.cache.settle()
     if request.push and (request.annotations.index or request.annotations.descriptor):
-        log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes one "
-                 "image manifest, no index (they are in the archives' index.json)")
+        log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes an "
+                 "image manifest (in an index only with attestations, not annotated); they are "
+                 "in the archives' index.json")
     pushed = _push(config, tags, to, image, predicates) if request.push else ()
     _export_caches(records, to)
     if request.iidfile:
