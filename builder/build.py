@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from builder.checks import CHECK_ARG, dockerfile_checks, failure
 from builder.output.deliver import Destinations, deliver
@@ -17,11 +18,14 @@ from builder.plan.stages import plan
 from builder.progress.sinks import Log
 from builder.progress.summary import StepRecorder
 from builder.request import BuildRequest, BuildResult
-from builder.session import BuildSession
+from builder.session import PLATFORM, BuildSession
 from builder.stage import StageBuilder
 from grammar.errors import DockerfileError
 from layers.image import ImageConfig
 from layers.reference import Reference, parse_reference
+
+if TYPE_CHECKING:
+    from builder.supplychain.provenance import BuildFacts
 
 # Build args Docker accepts without an ARG line (proxies, and the one the checks read).
 _PREDEFINED = {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
@@ -54,6 +58,7 @@ class Build:
         self.recorder = StepRecorder()
         log.add_sink(self.recorder)
         self.session = BuildSession(request, log)
+        self.started = time.time()  # for provenance
 
     def run(self) -> BuildResult:
         """The build; an error about the Dockerfile comes with the lines around its place."""
@@ -86,12 +91,27 @@ class Build:
         self._warn_unconsumed(stages.consumed)
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
                           session.registry, session.remote)
-        done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts)
+        facts = self._facts(text, name, stages) if self.request.attestations.provenance else None
+        done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts,
+                       facts)
         return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in done.blobs),
                            tuple(self.log.warnings), stages.misses, stages.hits,
                            time.monotonic() - session.started, tuple(b.size for b in done.blobs),
                            done.pushed, self.recorder.summary())
+
+    def _facts(self, text: str, name: str, stages: StageBuilder) -> BuildFacts:
+        """What --provenance records of this build."""
+        from builder.supplychain.provenance import BuildFacts, base_material
+        request = self.request
+        return BuildFacts(
+            text.encode("utf-8", "surrogateescape"), name, request.context,
+            "-" if request.dockerfile_text is not None else request.dockerfile,
+            tuple(base_material(image_name, base.manifest_digest or base.image_id,
+                                str(PLATFORM))
+                  for image_name, base in stages.bases.items()),
+            request.build_args, request.target, str(PLATFORM), request.source_date_epoch,
+            self.started, time.time())
 
     def _stamped(self, image: ImageConfig, stages: StageBuilder) -> ImageConfig:
         """The image with its `created` time. When every step was reused, the time is the one the

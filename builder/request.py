@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from builder.limits import Limits
 from builder.progress.summary import StepSummary
 from builder.runoptions import RunOptions
+from builder.supplychain.options import Attestations
 from layers.compression import Compression
 from layers.image import Annotations
 
@@ -30,6 +31,7 @@ class BuildRequest:
     output: str | None = "image.tar"
     exports: tuple[OutputSpec, ...] = ()  # -o type=docker|oci|tar|local with dest=
     annotations: Annotations = Annotations()  # --annotation, where buildx puts each
+    attestations: Attestations = Attestations()  # --sbom, --provenance, --attest
     compression: Compression = Compression.NONE
     cache_dir: str = ""
     iidfile: str | None = None

@@ -97,6 +97,7 @@ class StageBuilder:
         self.reused_created: list[str] = []
         self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
         self.cache_mounts: set[CacheMount] = set()  # of every RUN, for --cache-to mounts=true
+        self.bases: dict[str, BaseImage] = {}  # FROM's images by name, for provenance
         self.global_args = self._global_args()
 
     def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
@@ -297,6 +298,7 @@ class StageBuilder:
             base = self.located(stage.from_, lambda: resolve_base(
                 image_name, self.session.images, contexts, self.session.find_image))
             self.log.info(number, f"from {base.origin}")
+            self.bases[image_name] = base
             image = replace(base.config, created="")
             if "PATH" not in image.config.env_dict():  # as BuildKit: `docker import` images
                 image = replace(image, config=image.config.with_env("PATH", DEFAULT_PATH))

@@ -9,6 +9,7 @@ buffers.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tarfile
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from layers.image import Annotations, Descriptor, dumps, index_bytes, manifest_bytes, sha256_digest
+from layers.image import (OCI_INDEX, Annotations, Descriptor, dumps, index_bytes, manifest_bytes,
+                          sha256_digest)
 from layers.layerblob import LayerBlob
 from layers.reference import Reference
 from layers.registry.mediatypes import FAMILIES, layer_media_type
@@ -31,6 +33,17 @@ class ArchiveImage:
     tags: tuple[Reference, ...]
     media_types: str = "oci"  # the manifest's family: "oci" or "docker" (layers/registry)
     annotations: Annotations = Annotations()
+    attached: tuple["Attached", ...] = ()
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A manifest the index lists after the image's (an attestation manifest): its descriptor
+    there and the blobs it names. `docker load` reads manifest.json, which never lists it."""
+
+    descriptor: Descriptor
+    manifest: bytes
+    blobs: tuple[bytes, ...]
 
 
 def manifest_of(image: ArchiveImage) -> bytes:
@@ -44,23 +57,41 @@ def manifest_of(image: ArchiveImage) -> bytes:
                           manifest_type, image.annotations.manifest)
 
 
+def attached_index(image: Descriptor, config: bytes, attached: tuple[Attached, ...]) -> bytes:
+    """The image index BuildKit makes for an image with attestations: the image manifest (with
+    its platform, which tools choose by) and the attached manifests."""
+    data = json.loads(config)
+    platform = tuple((key, data[key]) for key in ("architecture", "os", "variant")
+                     if data.get(key))
+    return index_bytes([dataclasses.replace(image, platform=platform)]
+                       + [a.descriptor for a in attached])
+
+
 def write_archive(out: BinaryIO, image: ArchiveImage,
                   progress: Callable[[int, int], None] | None = None, *,
                   oci_created: str | None = None) -> str:
     """Write the archive to `out` (a file or pipe with a fileno); returns the manifest digest.
     `progress` hears the layer bytes written so far and their total, after every chunk. With
-    `oci_created` (an RFC 3339 time) it is an OCI layout only, as `-o type=oci` writes it."""
+    `oci_created` (an RFC 3339 time) it is an OCI layout only, as `-o type=oci` writes it. With
+    attached manifests, index.json names an image index of them and the image's, as BuildKit's
+    exporters write it (manifest.json, which `docker load` of Docker 20.10 reads, names the
+    image alone)."""
     manifest = manifest_of(image)
     manifest_digest = sha256_digest(manifest)
     config_digest = sha256_digest(image.config)
     manifest_type = FAMILIES[image.media_types][0]
     created = ((("org.opencontainers.image.created", oci_created),) if oci_created else ()) \
         + image.annotations.descriptor
-    descriptors = [Descriptor(manifest_type, manifest_digest, len(manifest), created + (
+    top = Descriptor(manifest_type, manifest_digest, len(manifest))
+    nested = b""
+    if image.attached:
+        nested = attached_index(top, image.config, image.attached)
+        top = Descriptor(OCI_INDEX, sha256_digest(nested), len(nested))
+    descriptors = [Descriptor(top.media_type, top.digest, top.size, created + (
                               ("io.containerd.image.name", tag.full()),
                               ("org.opencontainers.image.ref.name", tag.tag or "latest")))
-                   for tag in image.tags] or [Descriptor(manifest_type, manifest_digest,
-                                                         len(manifest), created)]
+                   for tag in image.tags] or [Descriptor(top.media_type, top.digest, top.size,
+                                                         created)]
     docker_manifest = [{"Config": _blob_name(config_digest),
                         "RepoTags": [tag.familiar() for tag in image.tags],
                         "Layers": [_blob_name(layer.digest) for layer in image.layers]}]
@@ -72,6 +103,12 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
     for layer in layers.values():
         writer.file(_blob_name(layer.digest), layer)
     writer.data(_blob_name(manifest_digest), manifest)
+    for attached in image.attached:
+        for blob in attached.blobs:
+            writer.data(_blob_name(sha256_digest(blob)), blob)
+        writer.data(_blob_name(attached.descriptor.digest), attached.manifest)
+    if nested:
+        writer.data(_blob_name(top.digest), nested)
     writer.data("index.json", index_bytes(descriptors, image.annotations.index))
     if not oci_created:
         writer.data("manifest.json", dumps(docker_manifest))

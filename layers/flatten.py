@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -194,6 +194,24 @@ def write_flat_tar(out: BinaryIO, layers: Sequence[str], mtime: int | None = Non
                 blob.seek(node.body.offset)
                 writer.add(entry, _Slice(blob, entry.size))
     writer.finish()
+
+
+def read_files(layers: Sequence[str], wanted: Callable[[str], bool],
+               limit: int = 1 << 24) -> Iterator[tuple[str, bytes]]:
+    """The regular files of the root the layer tars at `layers` make whose path (relative, no
+    leading slash, symlinks in parents resolved) `wanted` accepts, in path order: what the SBOM
+    reads from the image. A file over `limit` bytes is skipped (a hostile image's huge
+    "package database" is not read into memory)."""
+    tree = _Tree()
+    for layer, blob in enumerate(layers):
+        tree.apply(blob, layer)
+    for path in sorted(tree.nodes):
+        node = tree.nodes[path]
+        if node.body is None or not wanted(path) or node.body.entry.size > limit:
+            continue
+        with open(node.body.blob, "rb") as blob:
+            blob.seek(node.body.offset)
+            yield path, blob.read(node.body.entry.size)
 
 
 def _entry(path: str, member: TarEntry, mtime: int | None) -> Entry:

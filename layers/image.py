@@ -265,12 +265,15 @@ class Descriptor:
     digest: str
     size: int
     annotations: tuple[tuple[str, str], ...] = ()
+    platform: tuple[tuple[str, str], ...] = ()  # in an index: ("architecture", ...), ("os", ...)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
                                 "size": self.size}
         if self.annotations:
             data["annotations"] = dict(self.annotations)
+        if self.platform:
+            data["platform"] = dict(self.platform)
         return data
 
 

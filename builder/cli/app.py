@@ -18,7 +18,7 @@ from builder.cli.options import EXIT_FAILURE, usage
 # the verb too (`pybuild --cache-dir X load`), as `docker --config X build` takes them.
 _GLOBAL_OPTIONS = frozenset({"--cache-dir", "--insecure-registry", "--registry-timeout"})
 _VERBS = frozenset({"build", "parse", "du", "prune", "load", "images", "rmi", "push", "history",
-                    "inspect"})
+                    "inspect", "sbom"})
 
 
 def _verb_first(argv: list[str]) -> list[str]:
@@ -39,12 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["du"], ["prune"]):
         from builder.cache import prune
         return {"du": prune.du_command, "prune": prune.prune_command}[argv[0]](argv[1:])
-    if argv[:1] in (["load"], ["images"], ["rmi"], ["push"], ["history"], ["inspect"]):
+    if argv[:1] in (["load"], ["images"], ["rmi"], ["push"], ["history"], ["inspect"],
+                    ["sbom"]):
         from builder.cli import images
         return {"load": images.load_command, "images": images.images_command,
                 "rmi": images.rmi_command, "push": images.push_command,
                 "history": images.history_command,
-                "inspect": images.inspect_command}[argv[0]](argv[1:])
+                "inspect": images.inspect_command,
+                "sbom": images.sbom_command}[argv[0]](argv[1:])
     if argv[:1] == ["build"]:
         argv = argv[1:]
     return build_command(argv)

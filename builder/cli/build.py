@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pybuild",
         usage="pybuild [OPTIONS] CONTEXT\n       pybuild parse [-f FILE]\n"
               "       pybuild load [-i ARCHIVE] | images | rmi IMAGE... | push NAME[:TAG]\n"
-              "       pybuild history [--no-trunc] [--json] IMAGE | inspect IMAGE\n"
+              "       pybuild history [--no-trunc] [--json] IMAGE | inspect IMAGE | sbom IMAGE\n"
               "       pybuild du | prune [--all] [--keep-storage SIZE] [--filter until=DURATION]",
         description="Build a container image from a Dockerfile, without a daemon, into a tarball\n"
                     "that `docker load` accepts (a docker-save archive that is also an OCI layout),\n"

@@ -1,5 +1,5 @@
 """`pybuild load`, `pybuild images`, `pybuild rmi`, `pybuild push`, `pybuild history`, `pybuild
-inspect`: the local image store from the command line, shaped like the docker commands of the same
+inspect`, `pybuild sbom`: the local image store from the command line, shaped like the docker commands of the same
 names (what history and inspect show is builder/cli/history.py).
 
 Each verb is a function of its argument list returning the exit status: 0 success, 1 failure
@@ -174,6 +174,20 @@ def inspect_command(argv: list[str]) -> int:
             if other.ref and other.manifest_digest == image.manifest_digest]
     print(json.dumps([inspect_document(image, tags, _size(store, image))], indent=4,
                      ensure_ascii=False))
+    return 0
+
+
+@_verb
+def sbom_command(argv: list[str]) -> int:
+    parser = _image_parser("sbom", "Print the SPDX 2.3 JSON SBOM of an image of the local store: "
+                           "the packages its files declare (dpkg, apk, rpm, Python, npm), as "
+                           "`--sbom=true` attaches it.")
+    options = parser.parse_args(argv)
+    from builder.supplychain.sbom import image_sbom
+    store = _store(options)
+    image = _find(store, options.image)
+    name = image.ref.full() if image.ref else image.image_id
+    print(json.dumps(image_sbom(image.config, store.blobs, name), indent=2, ensure_ascii=False))
     return 0
 
 

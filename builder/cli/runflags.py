@@ -29,6 +29,15 @@ def add_image_flags(group: argparse._ArgumentGroup) -> None:
                        help="annotate the image manifest (TYPE manifest, the default), the "
                             "archives' index.json (index) or the manifest's entry there "
                             "(manifest-descriptor); repeatable")
+    group.add_argument("--sbom", metavar="true|false",
+                       help="attach an SPDX SBOM of the image's packages (dpkg, apk, rpm, "
+                            "Python, npm) as an in-toto attestation, as buildx does; off by "
+                            "default")
+    group.add_argument("--provenance", metavar="true|false|mode=min|max",
+                       help="attach SLSA provenance (off by default: see README, Supply chain)")
+    group.add_argument("--attest", action="append", default=[],
+                       metavar="type=sbom|provenance[,KEY=VALUE...]",
+                       help="an attestation as buildx's --attest (repeatable)")
 
 
 def add_builder_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +55,7 @@ def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
     Warns on stderr about --builder."""
     from builder.output.annotations import parse_annotations
     from builder.runoptions import parse_run_options
+    from builder.supplychain.options import parse_attestations
     from layers.platform import host_platform
     if options.driver or options.driver_opt:
         raise ValueError("--driver and --driver-opt are `docker buildx create` options: pybuild "
@@ -59,4 +69,5 @@ def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
                          "oci-mediatypes=false asks for Docker's, which has none")
     return {"run_options": parse_run_options(options.add_host, options.ulimit,
                                              options.shm_size, options.cgroup_parent),
-            "annotations": annotations}
+            "annotations": annotations,
+            "attestations": parse_attestations(options.sbom, options.provenance, options.attest)}

@@ -13,6 +13,7 @@ from builder.output.exports import export
 from builder.output.tarball import layer_blobs, write_output
 from builder.progress.sinks import Log
 from builder.request import BuildRequest
+from builder.supplychain.attestation import Predicate, attest, attestation_manifest
 from builder.units import human_size
 from layers.archive import ArchiveImage, manifest_of
 from layers.compression import Compression
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from layers.blobstore import BlobStore
     from layers.cachemanifest import CacheRecord, MountBlob
     from layers.imagestore import ImageStore
+    from builder.supplychain.provenance import BuildFacts
     from layers.registry.transport import Session
 
 
@@ -55,9 +57,11 @@ class Destinations:
 
 
 def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
-            records: tuple[CacheRecord, ...], mounts: Iterable[CacheMount] = ()) -> Delivered:
+            records: tuple[CacheRecord, ...], mounts: Iterable[CacheMount] = (),
+            facts: BuildFacts | None = None) -> Delivered:
     """Hand the image to every destination the request names; `records` are every step's cache
-    record, and `mounts` every cache mount of a RUN of the build, for --cache-to."""
+    record, and `mounts` every cache mount of a RUN of the build, for --cache-to; `facts` what
+    --provenance records."""
     request, log = to.request, to.log
     if (request.compression is Compression.ZSTD and (request.output or request.docker_load)) or \
             any(spec.kind == "docker" and (spec.compression or request.compression)
@@ -72,12 +76,14 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if to.remote is not None:
         to.remote.ensure(image.diff_ids)
     blobs = layer_blobs(to.blobs, image, request.compression)
-    archive = ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations)
+    predicates = _attestations(image, tags, to, facts)
+    archive = attest(ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations),
+                     image, predicates)
     manifest_digest = ""
     if request.output:
         manifest_digest = _write_tarball(archive, tags, to)
     for spec in request.exports:
-        digest = _export(spec, image, config, tags, to)
+        digest = _export(spec, image, config, tags, to, predicates)
         manifest_digest = manifest_digest or digest
     if request.docker_load:
         loaded = _docker_load(archive, to)
@@ -86,9 +92,10 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
         to.images.put(config, refs=tags)
     to.cache.settle()
     if request.push and (request.annotations.index or request.annotations.descriptor):
-        log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes one "
-                 "image manifest, no index (they are in the archives' index.json)")
-    pushed = _push(config, tags, to) if request.push else ()
+        log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes an "
+                 "image manifest (in an index only with attestations, not annotated); they are "
+                 "in the archives' index.json")
+    pushed = _push(config, tags, to, image, predicates) if request.push else ()
     _export_caches(records, tuple(mounts), to)
     if request.iidfile:
         with open(request.iidfile, "w") as handle:
@@ -100,7 +107,8 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     """-o: skipped when the file there is the one an earlier build wrote for this image."""
     output = to.request.output
     number = to.log.step(f"exporting to {output}")
-    identity = sha256_digest(manifest_of(archive) + repr((tags, archive.annotations)).encode())
+    identity = sha256_digest(manifest_of(archive) + repr((
+        tags, archive.annotations, [a.descriptor.digest for a in archive.attached])).encode())
     if to.cache.output_holds(output, identity):
         to.log.info(number, "unchanged: it already holds this image")
         manifest_digest = sha256_digest(manifest_of(archive))
@@ -111,15 +119,36 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
+def _attestations(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
+                  facts: BuildFacts | None) -> tuple[Predicate, ...]:
+    """The in-toto predicates --sbom and --provenance ask for, made once for every output."""
+    wanted = to.request.attestations
+    if not wanted.any:
+        return ()
+    number = to.log.step("generating attestations")
+    predicates = []
+    if wanted.sbom:
+        from builder.supplychain.sbom import sbom_predicate
+        predicates.append(sbom_predicate(image, to.blobs, tags[0].full() if tags else "image"))
+        to.log.info(number, f"SBOM: {len(predicates[-1].body['packages'])} packages")
+    if wanted.provenance and facts is not None:
+        from builder.supplychain.provenance import provenance_predicate
+        predicates.append(provenance_predicate(facts, wanted))
+        to.log.info(number, f"provenance: mode={wanted.provenance}, "
+                            f"{wanted.provenance_version}")
+    to.log.done(number)
+    return tuple(predicates)
+
+
 def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Reference, ...],
-            to: Destinations) -> str:
+            to: Destinations, predicates: tuple[Predicate, ...]) -> str:
     """One -o type=docker|oci|tar|local; returns the manifest digest of an image archive, else
     ""."""
     number = to.log.step(f"exporting to {spec.kind} {'stdout' if spec.dest == '-' else spec.dest}")
     digest, warnings = export(spec, image, config, to.blobs, tags=tags,
                               compression=to.request.compression,
                               epoch=to.request.source_date_epoch,
-                              annotations=to.request.annotations,
+                              annotations=to.request.annotations, predicates=predicates,
                               progress=partial(to.log.progress, number))
     for warning in warnings:
         to.log.warn(warning)
@@ -143,14 +172,16 @@ def _docker_load(archive: ArchiveImage, to: Destinations) -> str:
     return digest
 
 
-def _push(config: bytes, tags: tuple[Reference, ...],
-          to: Destinations) -> tuple[tuple[str, str], ...]:
+def _push(config: bytes, tags: tuple[Reference, ...], to: Destinations, image: ImageConfig,
+          predicates: tuple[Predicate, ...]) -> tuple[tuple[str, str], ...]:
     from builder.output.push import push
     pushed = []
     for ref in tags:
         number = to.log.step(f"pushing {ref.familiar()}")
+        attach = (lambda manifest, ref=ref: (attestation_manifest(
+            manifest, (ref,), image, predicates),)) if predicates else None
         digest = push(ref, config, to.blobs, to.request.compression, to.session(ref),
-                      to.request.push_media_types, to.request.annotations.manifest)
+                      to.request.push_media_types, to.request.annotations.manifest, attach)
         to.log.info(number, f"{ref.familiar()}@{digest}")
         to.log.done(number)
         pushed.append((ref.familiar(), digest))

@@ -11,6 +11,7 @@ from builder.output.atomicfile import replacing
 from builder.output.localdir import write_local
 from builder.output.spec import OutputSpec
 from builder.output.tarball import layer_blobs, write_output
+from builder.supplychain.attestation import Predicate, attest
 from layers.archive import ArchiveImage
 from layers.blobstore import BlobStore
 from layers.compression import Compression
@@ -22,10 +23,12 @@ from layers.reference import Reference, parse_reference
 def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore, *,
            tags: tuple[Reference, ...], compression: Compression, epoch: int | None,
            progress: Callable[[int, int], None] | None = None,
-           annotations: Annotations = Annotations()) -> tuple[str, list[str]]:
+           annotations: Annotations = Annotations(),
+           predicates: tuple[Predicate, ...] = ()) -> tuple[str, list[str]]:
     """Write one output; returns the manifest digest of an image archive (else "") and
     warnings. An archive is named `tags` and compressed with `compression` unless the spec says
-    otherwise (name=, compression=), and carries `annotations`. `epoch` is SOURCE_DATE_EPOCH,
+    otherwise (name=, compression=), and carries `annotations` and an attestation manifest of
+    `predicates`. `epoch` is SOURCE_DATE_EPOCH,
     the files' mtime in a tar or directory, as BuildKit sets it there."""
     layers = [blobs.path(diff_id) for diff_id in image.diff_ids]
     if spec.kind == "local":
@@ -38,9 +41,10 @@ def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore
                 write_flat_tar(out, layers, epoch)
         return "", []
     names = tuple(parse_reference(name) for name in spec.names) or tags
-    archive = ArchiveImage(config, layer_blobs(blobs, image, spec.compression or compression),
-                           names, "docker" if spec.oci_mediatypes is False else "oci",
-                           annotations)
+    archive = attest(ArchiveImage(config, layer_blobs(blobs, image,
+                                                      spec.compression or compression),
+                                  names, "docker" if spec.oci_mediatypes is False else "oci",
+                                  annotations), image, predicates)
     # buildx's annotation is RFC 3339 to the second
     created = image.created.partition(".")[0].rstrip("Z") + "Z" if spec.kind == "oci" else None
     return write_output(spec.dest, archive, progress, oci_created=created), []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from layers.archive import Attached
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import parse_config
@@ -27,11 +28,13 @@ _WORKERS = 3  # layers compressed and streamed at a time, as push_image uploads 
 
 def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compression,
          session: Session, media_types: str = "",
-         annotations: tuple[tuple[str, str], ...] = ()) -> str:
+         annotations: tuple[tuple[str, str], ...] = (),
+         attach: Callable[[bytes], tuple[Attached, ...]] | None = None) -> str:
     """Push the image whose config is `config` (its layers in `blobs`) as `ref`, its manifest
     annotated with `annotations`; returns the manifest digest. `media_types` ("oci" or
     "docker") chooses the manifest's family; by default the compression does, and annotations
-    make it OCI (Docker's schema 2 has no annotations)."""
+    make it OCI (Docker's schema 2 has no annotations). `attach` as for push_image: then the
+    digest is the pushed index's."""
     if compression is Compression.NONE:
         compression = Compression.GZIP
     diff_ids = parse_config(config).diff_ids
@@ -56,7 +59,8 @@ def push(ref: Reference, config: bytes, blobs: BlobStore, compression: Compressi
     family = media_types or ("oci" if compression is Compression.ZSTD or annotations
                              else "docker")
     return push_image(session, ref, config, [layers[d] for d in diff_ids], media_types=family,
-                      mount_from=tuple(dict.fromkeys(sources)), annotations=annotations)
+                      mount_from=tuple(dict.fromkeys(sources)), annotations=annotations,
+                      attach=attach)
 
 
 def _reader(session: Session, repository: str, digest: str) -> Callable:

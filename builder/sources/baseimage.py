@@ -71,6 +71,7 @@ class BaseImage:
     config: ImageConfig
     image_id: str
     origin: str
+    manifest_digest: str = ""  # of the store's manifest, for provenance; "" from an archive
 
     @property
     def diff_ids(self) -> tuple[str, ...]:
@@ -194,7 +195,8 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
     if missing:
         raise BuildError(f"{use.instruction}: layer {missing[0]} of {ref.familiar()} is missing "
                          f"from {store.blobs.dir}; load the image again")
-    return BaseImage(image.config, image.image_id, via or f"{where}: {ref.familiar()}")
+    return BaseImage(image.config, image.image_id, via or f"{where}: {ref.familiar()}",
+                     image.manifest_digest)
 
 
 def _from_archive(source: ArchiveSource, store: ImageStore, via: str) -> BaseImage:

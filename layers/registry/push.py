@@ -8,12 +8,15 @@ is used as it comes (relative or absolute, with whatever query it carries); only
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import BinaryIO, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from layers.image import Descriptor, manifest_bytes, sha256_digest
+from layers.archive import Attached, attached_index
+from layers.image import OCI_INDEX, Descriptor, manifest_bytes, sha256_digest
 from layers.layerblob import LayerBlob
 from layers.reference import Reference
 from layers.registry.errors import RegistryError, about
@@ -84,9 +87,12 @@ def push_manifest(session: Session, ref: Reference, body: bytes, media_type: str
 
 def push_image(session: Session, ref: Reference, config: bytes, layers: Sequence[LayerBlob], *,
                media_types: Literal["oci", "docker"] = "oci", mount_from: Sequence[str] = (),
-               workers: int = 3, annotations: tuple[tuple[str, str], ...] = ()) -> str:
+               workers: int = 3, annotations: tuple[tuple[str, str], ...] = (),
+               attach: Callable[[bytes], tuple[Attached, ...]] | None = None) -> str:
     """Push the layers (a few at a time), the config, and an image manifest of the `media_types`
-    family naming them, with `annotations` (OCI only); returns the manifest digest."""
+    family naming them, with `annotations` (OCI only); returns the manifest digest. `attach`
+    gives, for the manifest, manifests to attach (attestations): then the tag names an image
+    index of them and the image's, as BuildKit pushes it, and its digest is returned."""
     with about("push", ref):
         manifest_type, config_type = FAMILIES[media_types]
         try:
@@ -102,7 +108,19 @@ def push_image(session: Session, ref: Reference, config: bytes, layers: Sequence
                   mount_from=mount_from)
         manifest = manifest_bytes(Descriptor(config_type, config_digest, len(config)),
                                   descriptors, manifest_type, annotations)
-        return push_manifest(session, ref, manifest, manifest_type)
+        attached = attach(manifest) if attach else ()
+        if not attached:
+            return push_manifest(session, ref, manifest, manifest_type)
+        by_digest = dataclasses.replace(ref, tag=None, digest=None)
+        push_manifest(session, by_digest, manifest, manifest_type)
+        for other in attached:
+            for blob in other.blobs:
+                push_blob(session, ref, sha256_digest(blob), len(blob),
+                          functools.partial(io.BytesIO, blob))
+            push_manifest(session, by_digest, other.manifest, other.descriptor.media_type)
+        index = attached_index(Descriptor(manifest_type, sha256_digest(manifest), len(manifest)),
+                               config, attached)
+        return push_manifest(session, ref, index, OCI_INDEX)
 
 
 def _exists(session: Session, ref: Reference, digest: str) -> bool:

@@ -1,0 +1,130 @@
+"""SLSA provenance of a build, shaped as BuildKit's (`--provenance`): v0.2 by default, as buildx
+still writes it, v1 with `version=v1`. What it records: the builder, the Dockerfile's and the
+context's digests, each FROM image's digest, build args and target (mode=max only), the
+platform, SOURCE_DATE_EPOCH, and whether the build is reproducible. Never a secret: --secret and
+--ssh are not read here at all."""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from builder import __version__
+from builder.sources.context import load_ignore, walk
+from builder.supplychain.attestation import Predicate
+from builder.supplychain.options import Attestations
+
+BUILD_TYPE = "https://mobyproject.org/buildkit@v1"
+BUILD_TYPE_V1 = "https://github.com/moby/buildkit/blob/master/docs/attestations/slsa-definitions.md"
+PREDICATE_V02 = "https://slsa.dev/provenance/v0.2"
+PREDICATE_V1 = "https://slsa.dev/provenance/v1"
+BUILDER_ID = f"https://pybuild.invalid/pybuild@{__version__}"
+
+
+@dataclass(frozen=True)
+class Material:
+    uri: str  # pkg:docker/NAME@TAG?platform=...
+    sha256: str  # hex
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """What the build knew that provenance records; times are POSIX seconds."""
+
+    dockerfile: bytes
+    dockerfile_name: str
+    context: str
+    dockerfile_path: str | None  # for the .dockerignore beside it; "-" for stdin
+    materials: tuple[Material, ...]
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    target: str | None = None
+    platform: str = "linux/amd64"
+    source_date_epoch: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def base_material(name: str, digest: str, platform: str) -> Material:
+    """A FROM image as BuildKit's materials name it: a docker purl and its manifest digest."""
+    repository, _, tag = name.rpartition(":")
+    where = f"{repository}@{tag}" if repository and "/" not in tag else f"{name}@latest"
+    return Material(f"pkg:docker/{where}?platform={quote(platform, safe='')}",
+                    digest.partition(":")[2])
+
+
+def context_digest(context: str, dockerfile_path: str | None) -> str:
+    """One digest of what the build could read from the context (the .dockerignore applied):
+    each entry's path, type, mode and content (a file's sha256, a symlink's target)."""
+    outer = hashlib.sha256()
+    for entry in walk(context, load_ignore(context, dockerfile_path)):
+        mode = entry.stat.st_mode
+        if stat.S_ISREG(mode):
+            inner = hashlib.sha256()
+            with open(entry.path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    inner.update(chunk)
+            body = inner.hexdigest()
+        elif stat.S_ISLNK(mode):
+            body = os.readlink(entry.path)
+        else:
+            body = ""
+        outer.update(f"{entry.rel}\0{stat.S_IFMT(mode):o}\0{mode & 0o7777:o}\0{body}\n"
+                     .encode("utf-8", "surrogateescape"))
+    return outer.hexdigest()
+
+
+def provenance_predicate(facts: BuildFacts, wanted: Attestations) -> Predicate:
+    """The provenance predicate `wanted` asks for (mode min or max, version v0.2 or v1)."""
+    full = wanted.provenance == "max"
+    args: dict[str, str] = {}
+    if full:
+        args = {f"build-arg:{key}": value for key, value in sorted(facts.build_args.items())
+                if value is not None}
+        if facts.target:
+            args["target"] = facts.target
+    config_source = {"uri": facts.dockerfile_name,
+                     "digest": {"sha256": hashlib.sha256(facts.dockerfile).hexdigest()},
+                     "entryPoint": facts.dockerfile_name}
+    context = {"name": "context",
+               "digest": {"sha256": context_digest(facts.context, facts.dockerfile_path)}}
+    materials = [{"uri": m.uri, "digest": {"sha256": m.sha256}} for m in facts.materials]
+    reproducible = facts.source_date_epoch is not None
+    times = {} if reproducible else {"started": _time(facts.started),
+                                     "finished": _time(facts.finished)}
+    epoch = {} if facts.source_date_epoch is None else {
+        "SOURCE_DATE_EPOCH": str(facts.source_date_epoch)}
+    if wanted.provenance_version == "v1":
+        return Predicate(PREDICATE_V1, {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE_V1,
+                "externalParameters": {
+                    "configSource": config_source,
+                    "request": {"frontend": "dockerfile.v0", "args": args,
+                                "locals": [context, {"name": "dockerfile"}]}},
+                "internalParameters": {"builderPlatform": facts.platform} | epoch,
+                "resolvedDependencies": materials},
+            "runDetails": {
+                "builder": {"id": wanted.builder_id or BUILDER_ID},
+                "metadata": ({"startedOn": times["started"], "finishedOn": times["finished"]}
+                             if times else {}) | {"reproducible": reproducible}}})
+    return Predicate(PREDICATE_V02, {
+        "builder": {"id": wanted.builder_id or BUILDER_ID},
+        "buildType": BUILD_TYPE,
+        "materials": materials,
+        "invocation": {
+            "configSource": config_source,
+            "parameters": {"frontend": "dockerfile.v0", "args": args,
+                           "locals": [context, {"name": "dockerfile"}]},
+            "environment": {"platform": facts.platform} | epoch},
+        "metadata": ({"buildStartedOn": times["started"], "buildFinishedOn": times["finished"]}
+                     if times else {}) | {
+            "completeness": {"parameters": full, "environment": True, "materials": False},
+            "reproducible": reproducible}})
+
+
+def _time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
