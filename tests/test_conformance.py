@@ -1,13 +1,13 @@
 """Differential conformance: every case of testdata/conformance built by real Docker (BuildKit) and
 by pybuild, both loaded into Docker, configs and exported filesystems compared entry by entry.
 
-The comparison is the project's harness, tests/conformance (used here as a library); it runs
-once per strategy and session (its JSON report beside the session's other files), and each case
-is its own test. The base image of the RUN cases, busybox:test, is made offline by
-testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged
-`version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and pybuild follows
-the newer one) or `pybuild-differs` (a deliberate difference, listed in the
-README) are left to tests/test_differences.py, which asserts pybuild's side of them.
+The comparison is the project's harness, tests/conformance (used here as a library); it runs once
+per strategy and session over the cases the session selected (`-k` builds only those; its JSON
+report beside the session's other files), and each case is its own test. The base image of the RUN
+cases, busybox:test, is made offline by testdata/images/busybox/make.py and loaded into both Docker
+and pybuild's store. Cases tagged `version-specific` (newer BuildKit than this machine's Docker
+20.10 differs, and pybuild follows the newer one) or `pybuild-differs` (a deliberate difference,
+listed in the README) are left to tests/test_differences.py, which asserts pybuild's side of them.
 
 Cases tagged `debian` build FROM the Debian base images of tests/debian_base.py (debootstrap,
 prepared once per machine by .ci/setup; under CI a missing preparation fails) and run apart:
@@ -101,6 +101,14 @@ def _run(strategy: str, work: Path, archive: Path, base: str, cases: list[str],
     return {"strategy": strategy, "cases": {result.case.name: result for result in run.results}}
 
 
+def _selected(request: pytest.FixtureRequest, test: str) -> list[str]:
+    """The cases of `test` this session runs with the fixture's strategy (what -k and friends
+    left), so that a run of some cases builds only those."""
+    return [item.callspec.params["case"] for item in request.session.items
+            if getattr(item, "originalname", None) == test
+            and item.callspec.params.get(request.fixturename) == request.param]
+
+
 @pytest.fixture(scope="session", params=STRATEGIES)
 def conformance_report(request, tmp_path_factory) -> dict:
     require(docker_available(), "a running Docker engine")
@@ -109,7 +117,8 @@ def conformance_report(request, tmp_path_factory) -> dict:
     subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
     docker("load", "-i", str(base))
     try:
-        return _run(request.param, work, base, BASE_IMAGE, case_names())
+        return _run(request.param, work, base, BASE_IMAGE,
+                    _selected(request, "test_matches_docker"))
     finally:
         docker("rmi", BASE_IMAGE, check=False)  # the harness is done with it
 
@@ -139,7 +148,8 @@ def local_apt_repo() -> Iterator[AptRepo]:
 def debian_report(request, tmp_path_factory, debian_images, local_apt_repo) -> dict:
     archive, base_key = debian_images
     return _run(request.param, tmp_path_factory.mktemp(f"conformance-debian-{request.param}"),
-                archive, DEBIAN_BASE, case_names(DEBIAN), {"APT_REPO": local_apt_repo.url},
+                archive, DEBIAN_BASE, _selected(request, "test_debian_case_matches_docker"),
+                {"APT_REPO": local_apt_repo.url},
                 base_key)
 
 
