@@ -1,13 +1,13 @@
 """Differential conformance: every case of testdata/conformance built by real Docker (BuildKit) and
 by pybuild, both loaded into Docker, configs and exported filesystems compared entry by entry.
 
-The comparison is the project's harness, tests/conformance (used here as a library); it runs
-once per strategy and session (its JSON report beside the session's other files), and each case
-is its own test. The base image of the RUN cases, busybox:test, is made offline by
-testdata/images/busybox/make.py and loaded into both Docker and pybuild's store. Cases tagged
-`version-specific` (newer BuildKit than this machine's Docker 20.10 differs, and pybuild follows
-the newer one) or `pybuild-differs` (a deliberate difference, listed in the
-README) are left to tests/test_differences.py, which asserts pybuild's side of them.
+The comparison is the project's harness, tests/conformance (used here as a library); it runs once
+per strategy and session over the cases the session selected (`-k` builds only those; its JSON
+report beside the session's other files), and each case is its own test. The base image of the RUN
+cases, busybox:test, is made offline by testdata/images/busybox/make.py and loaded into both Docker
+and pybuild's store. Cases tagged `version-specific` (newer BuildKit than this machine's Docker
+20.10 differs, and pybuild follows the newer one) or `pybuild-differs` (a deliberate difference,
+listed in the README) are left to tests/test_differences.py, which asserts pybuild's side of them.
 
 Cases tagged `debian` build FROM the Debian base images of tests/debian_base.py (debootstrap,
 prepared once per machine by .ci/setup; under CI a missing preparation fails) and run apart:
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance import Options, load_cases, report, run_corpus
+from tests.conformance import Options, Result, load_cases, report, run_corpus
 from tests.debian_base import BASE as DEBIAN_BASE, NO_PATH_BASE, AptRepo, apt_repo
 from tests.rootless_user import rootless_user
 from tests.support import ROOT, docker, docker_available, pybuild, require
@@ -65,7 +65,7 @@ USERNS_DIFFERS = {
 DIFFERS = {"namespaces": USERNS_DIFFERS, "chroot": CHROOT_DIFFERS, "rootless": USERNS_DIFFERS}
 
 
-def _case_names(tag: str | None = None) -> list[str]:
+def case_names(tag: str | None = None) -> list[str]:
     """The cases the busybox run takes (tag None) or those tagged `tag`."""
     cases = load_cases(CASES, skip_tags=SKIPPED_TAGS)
     return [case.name for case in cases if (tag in case.tags if tag else DEBIAN not in case.tags)]
@@ -101,6 +101,14 @@ def _run(strategy: str, work: Path, archive: Path, base: str, cases: list[str],
     return {"strategy": strategy, "cases": {result.case.name: result for result in run.results}}
 
 
+def _selected(request: pytest.FixtureRequest, test: str) -> list[str]:
+    """The cases of `test` this session runs with the fixture's strategy (what -k and friends
+    left), so that a run of some cases builds only those."""
+    return [item.callspec.params["case"] for item in request.session.items
+            if getattr(item, "originalname", None) == test
+            and item.callspec.params.get(request.fixturename) == request.param]
+
+
 @pytest.fixture(scope="session", params=STRATEGIES)
 def conformance_report(request, tmp_path_factory) -> dict:
     require(docker_available(), "a running Docker engine")
@@ -109,7 +117,8 @@ def conformance_report(request, tmp_path_factory) -> dict:
     subprocess.run([sys.executable, str(BUSYBOX_RECIPE), str(base), "--tag", BASE_IMAGE], check=True)
     docker("load", "-i", str(base))
     try:
-        return _run(request.param, work, base, BASE_IMAGE, _case_names())
+        return _run(request.param, work, base, BASE_IMAGE,
+                    _selected(request, "test_matches_docker"))
     finally:
         docker("rmi", BASE_IMAGE, check=False)  # the harness is done with it
 
@@ -139,25 +148,33 @@ def local_apt_repo() -> Iterator[AptRepo]:
 def debian_report(request, tmp_path_factory, debian_images, local_apt_repo) -> dict:
     archive, base_key = debian_images
     return _run(request.param, tmp_path_factory.mktemp(f"conformance-debian-{request.param}"),
-                archive, DEBIAN_BASE, _case_names(DEBIAN), {"APT_REPO": local_apt_repo.url},
+                archive, DEBIAN_BASE, _selected(request, "test_debian_case_matches_docker"),
+                {"APT_REPO": local_apt_repo.url},
                 base_key)
+
+
+def wrong_verdict(result: Result, strategy: str) -> str | None:
+    """What is wrong with a case's verdict under `strategy` (DIFFERS where DIFFERS says, else
+    PASS), or None."""
+    verdict = result.verdict
+    wanted = "DIFFERS" if result.case.name in DIFFERS[strategy] else "PASS"
+    if verdict.status == wanted:
+        return None
+    return "\n".join(verdict.differences) or verdict.status
 
 
 def _assert_verdict(case: str, report_: dict) -> None:
     result = report_["cases"].get(case)
     assert result is not None, f"{case} was not run"
-    verdict = result.verdict
-    if case in DIFFERS[report_["strategy"]]:
-        assert verdict.status == "DIFFERS", "\n".join(verdict.differences) or verdict.status
-        return
-    assert verdict.status == "PASS", "\n".join(verdict.differences) or verdict.status
+    problem = wrong_verdict(result, report_["strategy"])
+    assert problem is None, problem
 
 
-@pytest.mark.parametrize("case", _case_names())
+@pytest.mark.parametrize("case", case_names())
 def test_matches_docker(case: str, conformance_report: dict) -> None:
     _assert_verdict(case, conformance_report)
 
 
-@pytest.mark.parametrize("case", _case_names(DEBIAN))
+@pytest.mark.parametrize("case", case_names(DEBIAN))
 def test_debian_case_matches_docker(case: str, debian_report: dict) -> None:
     _assert_verdict(case, debian_report)
