@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.sources.gitrepo import GitError, parse
+from builder.sources.gitrepo import GitError, git_env, parse
 from tests.support import require
 from tests.test_add_url import build, layer_entries
 
@@ -226,3 +226,17 @@ def test_parse(source: str, remote: str, ref: str, subdir: str, ssh: bool) -> No
 def test_parse_refuses(source: str) -> None:
     with pytest.raises(GitError):
         parse(source)
+
+
+def test_git_runs_with_nothing_of_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No user or system config, no prompt, only network protocols, the agent socket given."""
+    monkeypatch.setenv("GIT_DIR", "/elsewhere")
+    monkeypatch.setenv("GIT_SSH_COMMAND", "touch /tmp/pwned")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    env = git_env("/tmp/home", "/run/agent.sock")
+    assert "GIT_DIR" not in env and env["GIT_SSH_COMMAND"].startswith("ssh -F /dev/null")
+    assert (env["HOME"], env["SSH_AUTH_SOCK"], env["HTTPS_PROXY"]) == \
+        ("/tmp/home", "/run/agent.sock", "http://127.0.0.1:3128")
+    assert env["GIT_ALLOW_PROTOCOL"] == "http:https:ssh:git"
+    assert env["GIT_CONFIG_NOSYSTEM"] == "1" and env["GIT_TERMINAL_PROMPT"] == "0"
+    assert "SSH_AUTH_SOCK" not in git_env("/tmp/home", None)

@@ -34,6 +34,9 @@ _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SCP = re.compile(r"git@([A-Za-z0-9._-]+):([^#]+)")
 _QUERY_KEYS = {"ref", "tag", "branch", "subdir"}
 _TIMEOUT = 600
+# As BuildKit without known hosts given: no ssh config, host keys not checked; never a prompt.
+_SSH = ("ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null")
 
 
 class GitError(Exception):
@@ -87,9 +90,9 @@ def parse(source: str) -> GitUrl:
         if parts.hostname.startswith("-"):
             raise GitError(f"{source}: a host may not start with '-'")
         ssh = parts.scheme.lower() == "ssh"
+    elif scp.group(1).startswith("-") or scp.group(2).startswith("-"):
+        raise GitError(f"{source}: a host or repository path may not start with '-'")
     else:
-        if scp.group(2).startswith("-"):
-            raise GitError(f"{source}: a repository path may not start with '-'")
         ssh = True
     if ref and (not _REF.fullmatch(ref) or ".." in ref or ref.endswith((".lock", "/", "."))):
         raise GitError(f"{source}: {ref!r} is not a branch, tag or commit name")
@@ -105,7 +108,7 @@ def git_env(home: str, ssh_socket: str | None) -> dict[str, str]:
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
            "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
            "GIT_ALLOW_PROTOCOL": "http:https:ssh:git", "GIT_PROTOCOL_FROM_USER": "0",
-           "LC_ALL": "C", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -F /dev/null"}
+           "LC_ALL": "C", "GIT_SSH_COMMAND": _SSH}
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
         if name in os.environ:
             env[name] = os.environ[name]
