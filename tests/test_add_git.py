@@ -10,11 +10,13 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from builder.sources.gitrepo import GitError, git_env, parse
+from tests.registry_support import serve, shut_down
 from tests.support import require
 from tests.test_add_url import build, layer_entries
 
@@ -48,6 +50,8 @@ def _commit(work: Path, files: dict[str, str], message: str, when: int) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     os.chmod(work / "bin/run.sh", 0o755)
+    if not (work / "escape").is_symlink():
+        (work / "escape").symlink_to("../..")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", message, when=when)
     return _git(work, "rev-parse", "HEAD")
@@ -153,6 +157,54 @@ def test_an_unchanged_ref_hits_and_a_moved_branch_fetches_again(tmp_path: Path,
     assert _files(out)["README"] == "three\n"
 
 
+class GitHttpHandler(BaseHTTPRequestHandler):
+    """Smart HTTP: each request handed to `git http-backend` as CGI, its answer passed on."""
+
+    def do_GET(self) -> None:
+        self._backend()
+
+    def do_POST(self) -> None:
+        self._backend()
+
+    def log_message(self, *args) -> None:
+        """Quiet."""
+
+    def _backend(self) -> None:
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(self.server.root),
+               "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": path,
+               "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+               "CONTENT_LENGTH": str(length), "REMOTE_ADDR": "127.0.0.1",
+               "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+               "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", "")}
+        answer = subprocess.run(["git", "http-backend"], input=self.rfile.read(length), env=env,
+                                capture_output=True).stdout
+        head, _, body = answer.partition(b"\r\n\r\n")
+        headers = [line.partition(": ")[::2] for line in head.decode().split("\r\n")]
+        status = next((int(value.split()[0]) for name, value in headers
+                       if name.lower() == "status"), 200)
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() != "status":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_over_smart_http(tmp_path: Path, served: Served) -> None:
+    """The https form's transport (here plain http: git http-backend on 127.0.0.1)."""
+    httpd = serve(GitHttpHandler, root=served.root)
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/repo.git"
+        out, result = build(tmp_path, f"FROM scratch\nADD {url}#v1:sub /src\n")
+        assert result.returncode == 0, result.stderr
+        assert _files(out) == {"inner.txt": "in\n"}
+    finally:
+        shut_down(httpd)
+
+
 def test_submodules_are_fetched(tmp_path: Path, served: Served) -> None:
     """As BuildKit: a submodule's tree is checked out with the repository's."""
     library = tmp_path / "library"
@@ -191,6 +243,7 @@ def test_submodules_are_fetched_but_never_from_a_local_path(tmp_path: Path,
     ("ADD {url}#-uupload-pack=touch /src", "is not a branch, tag or commit name"),
     ("ADD {url}#main:../etc /src", "must stay inside the repository"),
     ("ADD {url}#main:nowhere /src", "no directory 'nowhere' in the repository"),
+    ("ADD {url}#main:escape /src", "the subdirectory is a symlink out of the repository"),
     ("ADD {url}#nosuchbranch /src", "no branch or tag 'nosuchbranch'"),
     ("ADD {url}?ref=main&evil=1 /src", "unknown query parameter 'evil'"),
     ("ADD git@127.0.0.1:repo.git /src", "needs the build's --ssh agent"),

@@ -126,10 +126,11 @@ class GitSources:
         self._ssh_socket = ssh_socket
         self._lock = threading.Lock()
         self._resolved: dict[GitUrl, Resolved] = {}
+        self._locks: dict[object, threading.Lock] = {}
 
     def resolve(self, url: GitUrl) -> Resolved:
         """The commit the ref names now (a full commit id names itself)."""
-        with self._lock:
+        with self._lock_for(url):
             if url not in self._resolved:
                 self._resolved[url] = self._resolve(url)
             return self._resolved[url]
@@ -139,10 +140,15 @@ class GitSources:
         key = hashlib.sha256(f"{resolved.url.remote}\0{resolved.commit}\0{keep_git_dir}"
                              .encode()).hexdigest()
         target = os.path.join(self._root, key)
-        with self._lock:
+        with self._lock_for(key):
             if not os.path.isdir(target):
                 self._checkout(resolved, keep_git_dir, target)
         return target
+
+    def _lock_for(self, key: object) -> threading.Lock:
+        """One lock per ref or checkout: different ones proceed at once."""
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
 
     def _resolve(self, url: GitUrl) -> Resolved:
         if _COMMIT.fullmatch(url.ref):
@@ -180,7 +186,11 @@ class GitSources:
             if not keep_git_dir:
                 _drop_git_dirs(tree)
             _normalize(tree, when)
-            os.rename(tree, target)
+            try:
+                os.rename(tree, target)
+            except OSError:  # another build made it meanwhile: the same commit's tree
+                if not os.path.isdir(target):
+                    raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
