@@ -4,6 +4,7 @@ of a git URL): refs, subdirectories, --keep-git-dir, --checksum, the cache keyed
 hostile URLs and submodules refused."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -19,6 +20,9 @@ from builder.sources.gitrepo import GitError, git_env, parse
 from tests.registry_support import serve, shut_down
 from tests.support import require
 from tests.test_add_url import build, layer_entries
+
+_SSHD = "/usr/sbin/sshd"
+
 
 @dataclass(frozen=True)
 class Served:
@@ -70,22 +74,30 @@ def served(tmp_path: Path):
     second = _commit(work, {"README": "two\n"}, "second", 1_700_000_000)
     _git(root, "clone", "-q", "--bare", str(work), "repo.git")
     _git(work, "remote", "add", "origin", str(root / "repo.git"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all",
                                f"--base-path={root}", "--listen=127.0.0.1", f"--port={port}",
                                str(root)], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+        _wait_for(port)
         yield Served(f"git://127.0.0.1:{port}/repo.git", work, root, first, second)
     finally:
         daemon.terminate()
         daemon.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
 
 
 def _files(tarball: Path, prefix: str = "src/") -> dict[str, str]:
@@ -203,6 +215,37 @@ def test_over_smart_http(tmp_path: Path, served: Served) -> None:
         assert _files(out) == {"inner.txt": "in\n"}
     finally:
         shut_down(httpd)
+
+
+def test_over_ssh_through_the_build_agent(tmp_path: Path, served: Served) -> None:
+    """An ssh URL authenticates with the key given to --ssh default (the build's own agent), on
+    an sshd of the test's on 127.0.0.1."""
+    require(os.path.exists(_SSHD), "sshd (openssh-server; .ci/setup installs it)")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
+                       check=True)
+    (keys / "authorized_keys").write_text((keys / "user.pub").read_text())
+    port = _free_port()
+    (keys / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\n"
+        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPidFile none\nUsePAM no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\n")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    sshd = subprocess.Popen([_SSHD, "-D", "-e", "-f", str(keys / "sshd_config")],
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(port)
+        url = f"ssh://{getpass.getuser()}@127.0.0.1:{port}{served.root}/repo.git#v1:sub"
+        out, result = build(tmp_path, f"FROM scratch\nADD {url} /src\n",
+                            "--ssh", f"default={keys / 'user'}")
+        assert result.returncode == 0, result.stderr
+        assert _files(out) == {"inner.txt": "in\n"}
+    finally:
+        sshd.terminate()
+        sshd.wait()
 
 
 def test_submodules_are_fetched(tmp_path: Path, served: Served) -> None:
