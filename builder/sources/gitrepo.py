@@ -27,10 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-GIT_URL = re.compile(r"^(git@|git://|ssh://|ext::)|^(https?|file)://[^#?]*\.git([#?/]|$)",
-                     re.IGNORECASE)
 _REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/+@-]*")
-_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SCP = re.compile(r"git@([A-Za-z0-9._-]+):([^#]+)")
 _QUERY_KEYS = {"ref", "tag", "branch", "subdir"}
 _TIMEOUT = 600
@@ -151,7 +149,7 @@ class GitSources:
             return self._locks.setdefault(key, threading.Lock())
 
     def _resolve(self, url: GitUrl) -> Resolved:
-        if _COMMIT.fullmatch(url.ref):
+        if COMMIT.fullmatch(url.ref):
             return Resolved(url, url.ref, url.ref)
         wanted = url.ref or "HEAD"
         listed = self._git(url, ["ls-remote", "--", url.remote, wanted, wanted + "^{}"], None)
@@ -181,7 +179,8 @@ class GitSources:
                                "building; build again")
             self._git(url, ["-c", "advice.detachedHead=false", "checkout", "-q", "--detach",
                             fetched], tree)
-            self._git(url, ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"], tree)
+            self._git(url, ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"],
+                      tree)
             when = int(self._git(url, ["show", "-s", "--format=%ct", fetched], tree).strip())
             if not keep_git_dir:
                 _drop_git_dirs(tree)

@@ -224,7 +224,8 @@ def _is_dir(image: UnionView, rel: str) -> bool:
 
 
 def _has_dir_source(sources: list[Source]) -> bool:
-    return any(isinstance(s, (TarSource, GitSource)) or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
+    return any(isinstance(s, (TarSource, GitSource))
+               or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
                for s in sources)
 
 

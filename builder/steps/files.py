@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Callable
 from builder.steps.copy import (TarSource, CopySpec, DataSource, GitSource, Source, TreeSource,
                                 UrlSource, plan_layer, write_layer)
 from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
-from builder.sources.gitrepo import GIT_URL
 from builder.sources.tree import (ContextTree, Found, OutsideTree, StageTree, Tree, glob,
                                   has_glob, landing, resolve)
 from builder.plan.state import StageState
@@ -28,12 +27,14 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
     from builder.sources.download import Downloaded, Downloads
-    from builder.sources.gitrepo import GitSources
+    from builder.sources.gitrepo import GitSources, Resolved
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
+# What BuildKit takes for a git repository (ext:: and file:// ones only to refuse them clearly)
+_GIT = re.compile(r"^(git@|git://|ssh://|ext::)|^(https?|file)://[^#?]*\.git([#?/]|$)",
+                  re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
-_COMMIT_CHECKSUM = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     heredocs = {h.name: h for h in instruction.heredocs}
     excludes = _excludes(state, instruction)
-    checksum = state.expand(instruction.checksum) if is_add and instruction.checksum else None
+    checksum = state.expand(instruction.checksum) \
+        if is_add and instruction.checksum is not None else None
     sources: list[TreeSource | DataSource | UrlSource | GitSource] = []
     for word in instruction.sources:
         heredoc = _heredoc_of(word, heredocs)
@@ -94,7 +96,7 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
             sources.append(DataSource(heredoc.name, data.encode()))
             continue
         source = state.expand(word)
-        if is_add and GIT_URL.match(source):
+        if is_add and _GIT.match(source):
             sources.append(_git_source(source, checksum, instruction.keep_git_dir, env))
             continue
         if _SCHEME.match(source) or source.startswith("git@"):
@@ -210,8 +212,8 @@ def _git_source(source: str, checksum: str | None, keep_git_dir: bool,
                 env: StepEnv) -> GitSource:
     """ADD's git URL: the commit its ref names, copied into the destination directory. The
     --checksum is the full commit id, verified when the ref is resolved (before any fetch)."""
-    from builder.sources.gitrepo import GitError, parse
-    if checksum is not None and not _COMMIT_CHECKSUM.fullmatch(checksum):
+    from builder.sources.gitrepo import COMMIT, GitError, parse
+    if checksum is not None and not COMMIT.fullmatch(checksum):
         raise DockerfileError(f"invalid --checksum={checksum}: a git source's checksum is "
                               "its full commit id (40 or 64 lower-case hex digits)")
     try:
@@ -219,7 +221,7 @@ def _git_source(source: str, checksum: str | None, keep_git_dir: bool,
     except GitError as error:
         raise DockerfileError(f"ADD {error}") from None
 
-    def resolved():
+    def resolved() -> Resolved:
         try:
             found = env.git().resolve(url)
         except GitError as error:
