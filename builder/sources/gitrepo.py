@@ -171,9 +171,7 @@ class GitSources:
             url = resolved.url
             tree = os.path.join(work, "tree")
             self._git(url, ["init", "-q", "--", tree], work)
-            self._git(url, ["fetch", "-q", "--depth=1", "--no-tags", "--", url.remote,
-                            resolved.refname], tree)
-            fetched = self._git(url, ["rev-parse", "FETCH_HEAD^{commit}"], tree).strip()
+            fetched = self._fetch(resolved, tree)
             if fetched != resolved.commit:
                 raise GitError(f"{url.remote}: {url.ref or 'HEAD'} moved to {fetched} while "
                                "building; build again")
@@ -192,6 +190,27 @@ class GitSources:
                     raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _fetch(self, resolved: Resolved, tree: str) -> str:
+        """Fetch the commit shallow; a commit named by its id from a server that gives only
+        what it advertises (protocol v0 without uploadpack.allowReachableSHA1InWant) is looked
+        for in all its branches and tags, fetched whole."""
+        url = resolved.url
+        try:
+            self._git(url, ["fetch", "-q", "--depth=1", "--no-tags", "--", url.remote,
+                            resolved.refname], tree)
+            return self._git(url, ["rev-parse", "FETCH_HEAD^{commit}"], tree).strip()
+        except GitError:
+            if resolved.refname != resolved.commit:
+                raise
+        self._git(url, ["fetch", "-q", "--no-tags", "--", url.remote,
+                        "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], tree)
+        try:
+            return self._git(url, ["rev-parse", "--verify", "-q", f"{resolved.commit}^{{commit}}"],
+                             tree).strip()
+        except GitError:
+            raise GitError(f"{url.remote}: no commit {resolved.commit} on any branch or "
+                           "tag") from None
 
     def _git(self, url: GitUrl, args: list[str], cwd: str | None) -> str:
         socket = self._ssh_socket() if url.ssh else None
