@@ -35,6 +35,7 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.sources.download import Downloads
+    from builder.sources.gitrepo import GitSources
     from builder.cache.remote import RemoteLayers
     from builder.cache.transfer import ImportedCache
     from builder.sandbox.confine import Confinement
@@ -222,6 +223,15 @@ class BuildSession:
                          timeout=self.request.registry_timeout,
                          max_size=self.request.add_max_size or DEFAULT_MAX_SIZE,
                          warn=self.log.alert)
+
+    @cached_property
+    def git_sources(self) -> GitSources:
+        """ADD's git checkouts, kept under the cache root between builds; an ssh URL goes
+        through the --ssh agent `default`."""
+        from builder.cache.root import CacheRoot
+        from builder.sources.gitrepo import GitSources
+        return GitSources(CacheRoot(self.request.cache_dir).git,
+                          lambda: self.ssh_agents.socket("default"))
 
     @cached_property
     def temp_dir(self) -> str:

@@ -504,7 +504,8 @@ class StageBuilder:
         return StepEnv(context=session.context, image_view=session.view,
                        from_tree=lambda: self._from_tree(source),
                        commit_layer=session.commit_layer, now=session.now,
-                       temp_dir=lambda: session.temp_dir, downloads=lambda: session.downloads)
+                       temp_dir=lambda: session.temp_dir, downloads=lambda: session.downloads,
+                       git=lambda: session.git_sources)
 
 
 def _alone(after: StageState, diff_id: str | None) -> StageState:

@@ -112,8 +112,7 @@ def test_checksum_verified_and_a_cached_layer_needs_no_request(tmp_path: Path, s
 @pytest.mark.parametrize("line, message, status", [
     ("ADD file:///etc/passwd /", "only http:// and https:// URLs", 1),
     ("ADD ftp://127.0.0.1/x /", "only http:// and https:// URLs", 1),
-    ("ADD https://example.com/repo.git#main /src", "git sources are not supported yet", 2),
-    ("ADD git@github.com:moby/moby.git /src", "git sources are not supported yet", 2),
+    ("ADD file:///srv/repo.git /src", "only https, http, ssh and git URLs", 1),
     ("COPY http://127.0.0.1/x /", "COPY cannot read a URL", 1),
     ("ADD http://me:pw@127.0.0.1:9/x /", "a user name or password in the URL", 1),
     ("ADD --checksum=md5:abc http://127.0.0.1/x /", "invalid --checksum", 1),

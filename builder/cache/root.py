@@ -36,6 +36,11 @@ class CacheRoot:
         return os.path.join(self.path, "downloads")
 
     @property
+    def git(self) -> str:
+        """What ADD checked out of git, one directory per commit (builder/sources/gitrepo.py)."""
+        return os.path.join(self.path, "git")
+
+    @property
     def step_index(self) -> str:
         """The step cache's SQLite database (builder/cache/index.py)."""
         return os.path.join(self.path, "index.sqlite")

@@ -20,7 +20,7 @@ from stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG
 from typing import Iterable
 
 from builder.cache.index import FileMemo
-from builder.steps.copy import DataSource, TreeSource, UrlSource
+from builder.steps.copy import DataSource, GitSource, TreeSource, UrlSource
 from builder.sources.tree import ContextTree, Found, Tree
 from builder.steps.files import CopySelection
 
@@ -69,6 +69,8 @@ def scan(selection: CopySelection, memos: dict[str, tuple]) -> SourceScan:
                                 hashlib.sha256(source.data).hexdigest()])
         elif isinstance(source, UrlSource):  # its content, not its URL's answer, as BuildKit
             result.rows.append([source.name, "url", None, 0, "", source.digest()])
+        elif isinstance(source, GitSource):  # the commit, not the URL, as BuildKit
+            result.rows.append(["", "git", None, 0, "", source.key()])
         elif not source.tree.confined:  # a stage's or an image's: its key covers its files
             result.rows.append([source.name or source.found.rel, "stage", None, 0, "", ""])
         else:

@@ -116,7 +116,18 @@ class UrlSource:
         return downloaded
 
 
-Source = Union[TreeSource, DataSource, TarSource, UrlSource]
+@dataclass(frozen=True)
+class GitSource:
+    """ADD <git URL>: the tree of a commit, copied like a directory of the context (owned by
+    root unless --chown). The cache key needs only the resolved commit; the tree is fetched
+    when the layer is written."""
+
+    url: str
+    key: Callable[[], str]  # the commit, subdir and --keep-git-dir, resolved
+    tree: Callable[[], TreeSource]  # the checked-out directory
+
+
+Source = Union[TreeSource, DataSource, TarSource, UrlSource, GitSource]
 _ROOT = Owner(0, 0)
 _UNCOPIED = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket"}
 
@@ -128,6 +139,8 @@ def plan_layer(sources: list[Source], spec: CopySpec, image: UnionView) -> dict[
     dest = landing(StageTree(image), spec.dest)
     into_dir = spec.dest_is_dir or _is_dir(image, dest)
     for number, source in enumerate(sources):
+        if isinstance(source, GitSource):
+            source = source.tree()
         if isinstance(source, TreeSource) and source.landing is not None:
             _add_landing_parents(out, source, dest, spec)
         if isinstance(source, TreeSource) and stat.S_ISDIR(source.found.st.st_mode):
@@ -211,7 +224,8 @@ def _is_dir(image: UnionView, rel: str) -> bool:
 
 
 def _has_dir_source(sources: list[Source]) -> bool:
-    return any(isinstance(s, TarSource) or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
+    return any(isinstance(s, (TarSource, GitSource))
+               or (isinstance(s, TreeSource) and stat.S_ISDIR(s.found.st.st_mode))
                for s in sources)
 
 

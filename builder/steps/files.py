@@ -12,11 +12,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from builder.steps.copy import (TarSource, CopySpec, DataSource, Source, TreeSource, UrlSource,
-                                plan_layer, write_layer)
-from builder.errors import NotSupported
+from builder.steps.copy import (TarSource, CopySpec, DataSource, GitSource, Source, TreeSource,
+                                UrlSource, plan_layer, write_layer)
 from builder.sources.dockerignore import IgnoreMatcher, parse_dockerignore
-from builder.sources.tree import OutsideTree, StageTree, Tree, glob, has_glob, landing, resolve
+from builder.sources.tree import (ContextTree, Found, OutsideTree, StageTree, Tree, glob,
+                                  has_glob, landing, resolve)
 from builder.plan.state import StageState
 from builder.steps.users import Owner, UnknownUser, resolve_owner
 from grammar import instructions as ins
@@ -27,9 +27,12 @@ from layers.union import UnionView
 
 if TYPE_CHECKING:  # the downloader is loaded only by a build that downloads
     from builder.sources.download import Downloaded, Downloads
+    from builder.sources.gitrepo import GitSources, Resolved
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
-_GIT = re.compile(r"^(git@|git://|ssh://)|^https?://[^#]*\.git(#|$)", re.IGNORECASE)
+# What BuildKit takes for a git repository (ext:: and file:// ones only to refuse them clearly)
+_GIT = re.compile(r"^(git@|git://|ssh://|ext::)|^(https?|file)://[^#?]*\.git([#?/]|$)",
+                  re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -45,6 +48,7 @@ class StepEnv:
     now: int
     temp_dir: Callable[[], str]  # made on first use
     downloads: Callable[[], Downloads]  # ADD's URL fetcher, made on first use
+    git: Callable[[], GitSources]  # ADD's git checkouts, made on first use
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class CopySelection:
     """What a COPY or ADD will read, resolved but not yet read: the cache key is computed from
     it (see builder/cache/sources.py) before deciding whether to write the layer at all."""
 
-    sources: tuple[TreeSource | DataSource | UrlSource, ...]
+    sources: tuple[TreeSource | DataSource | UrlSource | GitSource, ...]
     spec: CopySpec
     from_stage: str | None  # the name COPY --from gave (a stage, an image or a build context)
     extract: bool
@@ -65,7 +69,6 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
     context) confines its sources and gives them to root; a stage's or an image's files keep
     their owners."""
     is_add = isinstance(instruction, ins.Add)
-    _refuse_unsupported(instruction)
     tree, from_stage = env.context, None
     if not is_add and instruction.from_:
         from_stage = state.expand(instruction.from_)
@@ -82,8 +85,9 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
     heredocs = {h.name: h for h in instruction.heredocs}
     excludes = _excludes(state, instruction)
-    checksum = _checksum(state, instruction) if is_add else None
-    sources: list[TreeSource | DataSource | UrlSource] = []
+    checksum = state.expand(instruction.checksum) \
+        if is_add and instruction.checksum is not None else None
+    sources: list[TreeSource | DataSource | UrlSource | GitSource] = []
     for word in instruction.sources:
         heredoc = _heredoc_of(word, heredocs)
         if heredoc is not None:
@@ -92,12 +96,17 @@ def select_copy(state: StageState, instruction: ins.Copy, env: StepEnv) -> CopyS
             sources.append(DataSource(heredoc.name, data.encode()))
             continue
         source = state.expand(word)
+        if is_add and _GIT.match(source):
+            sources.append(_git_source(source, checksum, instruction.keep_git_dir, env))
+            continue
         if _SCHEME.match(source) or source.startswith("git@"):
-            sources.append(_url_source(source, is_add, checksum, env))
+            sources.append(_url_source(source, is_add, _checksum(checksum), env))
             continue
         sources.extend(_select(tree, source, instruction.parents, excludes))
-    if checksum and not (len(sources) == 1 and isinstance(sources[0], UrlSource)):
-        raise DockerfileError("ADD --checksum needs exactly one source, an http(s) URL")
+    if checksum and not (len(sources) == 1 and isinstance(sources[0], (UrlSource, GitSource))):
+        raise DockerfileError("ADD --checksum needs exactly one source, an http(s) or git URL")
+    if is_add and instruction.keep_git_dir and not any(isinstance(s, GitSource) for s in sources):
+        raise DockerfileError("ADD --keep-git-dir needs a git URL source")
     dest_is_dir = dest_is_dir or instruction.parents  # --parents copies into a directory
     spec = CopySpec(dest=absolute, dest_is_dir=dest_is_dir, owner=owner, chmod=chmod,
                     keep_owner=not tree.confined, now=env.now)
@@ -170,15 +179,10 @@ def _excludes(state: StageState, instruction: ins.Copy) -> IgnoreMatcher | None:
         raise DockerfileError(f"{instruction.keyword} --exclude: {error}") from None
 
 
-def _refuse_unsupported(instruction: ins.Copy) -> None:
-    if isinstance(instruction, ins.Add) and instruction.keep_git_dir:
-        raise NotSupported("ADD --keep-git-dir: git sources are not supported yet")
-
-
-def _checksum(state: StageState, instruction: ins.Add) -> str | None:
-    if instruction.checksum is None:
+def _checksum(checksum: str | None) -> str | None:
+    """An http(s) source's --checksum, checked for form."""
+    if checksum is None:
         return None
-    checksum = state.expand(instruction.checksum)
     if not _CHECKSUM.fullmatch(checksum):
         raise DockerfileError(f"invalid --checksum={checksum}: sha256:<64 lower-case hex "
                               "digits> is expected")
@@ -186,12 +190,10 @@ def _checksum(state: StageState, instruction: ins.Add) -> str | None:
 
 
 def _url_source(source: str, is_add: bool, checksum: str | None, env: StepEnv) -> UrlSource:
-    """ADD's http(s) URL; git URLs and other schemes are refused clearly, and so is a URL in
-    COPY (as BuildKit)."""
+    """ADD's http(s) URL; other schemes are refused clearly, and so is a URL in COPY (as
+    BuildKit)."""
     if not is_add:
         raise DockerfileError(f"COPY {source}: COPY cannot read a URL (ADD downloads one)")
-    if _GIT.match(source):
-        raise NotSupported(f"ADD {source}: git sources are not supported yet")
     if not _URL.match(source):
         raise DockerfileError(f"ADD {source}: only http:// and https:// URLs can be downloaded")
     from builder.sources.download import file_name
@@ -204,6 +206,51 @@ def _fetch(env: StepEnv, url: str) -> Downloaded:
         return env.downloads().fetch(url)
     except DownloadError as error:
         raise DockerfileError(f"ADD: {error}") from None
+
+
+def _git_source(source: str, checksum: str | None, keep_git_dir: bool,
+                env: StepEnv) -> GitSource:
+    """ADD's git URL: the commit its ref names, copied into the destination directory. The
+    --checksum is the full commit id, verified when the ref is resolved (before any fetch)."""
+    from builder.sources.gitrepo import COMMIT, GitError, parse
+    if checksum is not None and not COMMIT.fullmatch(checksum):
+        raise DockerfileError(f"invalid --checksum={checksum}: a git source's checksum is "
+                              "its full commit id (40 or 64 lower-case hex digits)")
+    try:
+        url = parse(source)
+    except GitError as error:
+        raise DockerfileError(f"ADD {error}") from None
+
+    def resolved() -> Resolved:
+        try:
+            found = env.git().resolve(url)
+        except GitError as error:
+            raise DockerfileError(f"ADD {error}") from None
+        if checksum and found.commit != checksum:
+            raise DockerfileError(f"ADD {source}: checksum mismatch: --checksum={checksum}, "
+                                  f"the ref is commit {found.commit}")
+        return found
+
+    def key() -> str:
+        return f"{resolved().commit}:{url.subdir}:{'keep-git-dir' if keep_git_dir else ''}"
+
+    def tree() -> TreeSource:
+        try:
+            root = env.git().checkout(resolved(), keep_git_dir)
+        except GitError as error:
+            raise DockerfileError(f"ADD {error}") from None
+        checkout = ContextTree(root, IgnoreMatcher(), label=source)
+        try:
+            found = resolve(checkout, url.subdir, confined=True) if url.subdir else \
+                Found("", root, os.lstat(root))
+        except OutsideTree as error:
+            raise DockerfileError(f"ADD {source}: the subdirectory is a symlink out of the "
+                                  f"repository ({error})") from None
+        if found is None or not stat.S_ISDIR(found.st.st_mode):
+            raise DockerfileError(f"ADD {source}: no directory {url.subdir!r} in the repository")
+        return TreeSource(checkout, found)
+
+    return GitSource(source, key, tree)
 
 
 def _heredoc_of(word: str, heredocs: dict[str, ins.Heredoc]) -> ins.Heredoc | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from builder.steps.copy import DataSource, TreeSource, UrlSource
-from builder.errors import NotSupported
 from builder.sources.download import Downloads
+from builder.sources.gitrepo import GitSources
 from builder.sources.tree import StageTree
 from builder.plan.state import StageState
 from builder.steps.files import StepEnv, select_copy, workdir, write_copy
@@ -34,7 +34,8 @@ def select(tmp_path: Path, line: str, state: StageState = STATE, from_tree=None)
     env = StepEnv(context=tree, image_view=lambda s: UnionView([]),
                   from_tree=lambda: from_tree, commit_layer=None, now=42,
                   temp_dir=lambda: str(tmp_path),
-                  downloads=lambda: Downloads(str(tmp_path / "downloads")))
+                  downloads=lambda: Downloads(str(tmp_path / "downloads")),
+                  git=lambda: GitSources(str(tmp_path / "git"), lambda: None))
     instruction = parse(f"FROM scratch\n{line}\n").instructions[1]
     return select_copy(state, instruction, env)
 
@@ -109,8 +110,8 @@ def test_copy_from_reads_another_tree_and_keeps_its_owners(tmp_path: Path) -> No
     ("COPY --chmod=u+x a.txt /x", DockerfileError, "invalid --chmod=u\\+x"),
     ("COPY --chmod=999 a.txt /x", DockerfileError, "invalid --chmod=999"),
     ("COPY --from=nope a.txt /x", DockerfileError, "COPY --from=nope: no stage, image"),
-    ("ADD https://example.com/x.git /x", NotSupported, "git sources are not supported"),
-    ("ADD --keep-git-dir https://example.com/x.git /x", NotSupported, "--keep-git-dir"),
+    ("ADD https://example.com/x.git#-x /x", DockerfileError, "not a branch, tag or commit"),
+    ("ADD --keep-git-dir a.txt /x", DockerfileError, "--keep-git-dir needs a git URL"),
     ("COPY --exclude=[ a.txt /x", DockerfileError, "COPY --exclude:"),
 ])
 def test_refused(tmp_path: Path, line: str, error: type, message: str) -> None:
@@ -151,7 +152,8 @@ def env_for(tmp_path: Path, layers: Layers, image: dict) -> StepEnv:
     return StepEnv(context=context(tmp_path / "ctx", FILES), image_view=lambda s: view,
                    from_tree=lambda: None, commit_layer=layers.commit, now=42,
                    temp_dir=lambda: str(tmp_path),
-                   downloads=lambda: Downloads(str(tmp_path / "downloads")))
+                   downloads=lambda: Downloads(str(tmp_path / "downloads")),
+                  git=lambda: GitSources(str(tmp_path / "git"), lambda: None))
 
 
 @pytest.mark.parametrize("line, working_dir, members", [
