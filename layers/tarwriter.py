@@ -223,7 +223,8 @@ class LayerWriter:
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 self._put(header)
-                self._body(lambda view: os.readv(fd, (view,)), entry)
+                if not self._small_body(fd, entry):
+                    self._body(lambda view: os.readv(fd, (view,)), entry)
             finally:
                 os.close(fd)
         elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -263,6 +264,35 @@ class LayerWriter:
             raise LayerError(f"{entry.path}: file shrank while being read "
                              f"(expected {entry.size} bytes)")
         self._put(_ZEROS[:-entry.size % 512])
+
+    def _small_body(self, fd: int, entry: Entry) -> bool:
+        """Read a body that fits the room left in the staging buffer, padding and all, with one
+        read of one byte more than its size (a file that grew or shrank shows there); False, having
+        read nothing, when it does not fit. Most files of a context are this small, and `_body`'s
+        general loop cost more than the read itself."""
+        size = entry.size
+        pos = self._pos
+        end = pos + size
+        padded = end + (-size & 511)
+        if padded + 1 > self._capacity:
+            return False
+        view = self._view
+        n = os.readv(fd, (view[pos:end + 1],))
+        while 0 < n < size:  # a short read need not be the end (a signal, a network file system)
+            more = os.readv(fd, (view[pos + n:end + 1],))
+            if not more:
+                break
+            n += more
+        if n != size:
+            raise LayerError(f"{entry.path}: file {'grew' if n > size else 'shrank'} while being "
+                             f"read (expected {size} bytes)")
+        if self._content_hash is not None:
+            self._ranges.append((self._content_hash, pos, end))
+        view[end:padded] = _ZEROS[:padded - end]
+        self._pos = padded
+        if padded >= STAGE:
+            self._hand_off()
+        return True
 
     def _header(self, e: Entry) -> bytes:
         """The ustar header of `e`, preceded by a PAX header when some value does not fit it."""
