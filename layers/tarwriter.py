@@ -367,7 +367,8 @@ class LayerWriter:
 
 class _Sink:
     """Two helper threads that hash and write staged buffers, in order, to `out`: one hashes
-    buffer n+1 while the other writes buffer n. A layer's large files make the helpers the
+    buffer n+1 for the diff ID while the other feeds buffer n to the files' own hashes and
+    writes it. A layer's large files make the helpers the
     bottleneck (sha256 ~1.4 GB/s, then the write), its small files the reader; with more than two
     cores the hash and the write no longer share one (on two, one helper doing both measured the
     same within noise).
@@ -453,20 +454,22 @@ class _Sink:
 def _hash_jobs(jobs: queue.SimpleQueue, writes: queue.SimpleQueue, digest: hashlib._Hash) -> None:
     """The hashing thread: hash each queued buffer, then pass it on to be written."""
     while (job := jobs.get()) is not None:
-        buffer, length, ranges = job
-        digest.update(buffer[:length])
-        for content_hash, start, end in ranges:
-            content_hash.update(buffer[start:end])
-        writes.put((buffer, length))
+        digest.update(job[0][:job[1]])
+        writes.put(job)
     writes.put(None)
 
 
 def _write_jobs(writes: queue.SimpleQueue, free: queue.SimpleQueue, out: BinaryIO,
                 errors: list[BaseException]) -> None:
-    """The writing thread: write each hashed buffer and free it (after a failure, only free)."""
+    """The writing thread: feed the files' own hashes their slices of each buffer, write it and
+    free it (after a failure, only free). The files' hashes are fed here, not with the layer's:
+    the same bytes hashed twice on one thread made it the bottleneck of a layer of large files,
+    while this thread, which mostly copies into the page cache, waited."""
     failed = False
     while (job := writes.get()) is not None:
-        buffer, length = job
+        buffer, length, ranges = job
+        for content_hash, start, end in ranges:
+            content_hash.update(buffer[start:end])
         if not failed:
             try:
                 _write_all(out, buffer[:length])
