@@ -223,7 +223,8 @@ class LayerWriter:
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 self._put(header)
-                self._body(lambda view: os.readv(fd, (view,)), entry)
+                if not self._small_body(fd, entry):
+                    self._body(lambda view: os.readv(fd, (view,)), entry)
             finally:
                 os.close(fd)
         elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -263,6 +264,35 @@ class LayerWriter:
             raise LayerError(f"{entry.path}: file shrank while being read "
                              f"(expected {entry.size} bytes)")
         self._put(_ZEROS[:-entry.size % 512])
+
+    def _small_body(self, fd: int, entry: Entry) -> bool:
+        """Read a body that fits the room left in the staging buffer, padding and all, with one
+        read of one byte more than its size (a file that grew or shrank shows there); False, having
+        read nothing, when it does not fit. Most files of a context are this small, and `_body`'s
+        general loop cost more than the read itself."""
+        size = entry.size
+        pos = self._pos
+        end = pos + size
+        padded = end + (-size & 511)
+        if padded + 1 > self._capacity:
+            return False
+        view = self._view
+        n = os.readv(fd, (view[pos:end + 1],))
+        while 0 < n < size:  # a short read need not be the end (a signal, a network file system)
+            more = os.readv(fd, (view[pos + n:end + 1],))
+            if not more:
+                break
+            n += more
+        if n != size:
+            raise LayerError(f"{entry.path}: file {'grew' if n > size else 'shrank'} while being "
+                             f"read (expected {size} bytes)")
+        if self._content_hash is not None:
+            self._ranges.append((self._content_hash, pos, end))
+        view[end:padded] = _ZEROS[:padded - end]
+        self._pos = padded
+        if padded >= STAGE:
+            self._hand_off()
+        return True
 
     def _header(self, e: Entry) -> bytes:
         """The ustar header of `e`, preceded by a PAX header when some value does not fit it."""
@@ -337,7 +367,8 @@ class LayerWriter:
 
 class _Sink:
     """Two helper threads that hash and write staged buffers, in order, to `out`: one hashes
-    buffer n+1 while the other writes buffer n. A layer's large files make the helpers the
+    buffer n+1 for the diff ID while the other feeds buffer n to the files' own hashes and
+    writes it. A layer's large files make the helpers the
     bottleneck (sha256 ~1.4 GB/s, then the write), its small files the reader; with more than two
     cores the hash and the write no longer share one (on two, one helper doing both measured the
     same within noise).
@@ -423,20 +454,22 @@ class _Sink:
 def _hash_jobs(jobs: queue.SimpleQueue, writes: queue.SimpleQueue, digest: hashlib._Hash) -> None:
     """The hashing thread: hash each queued buffer, then pass it on to be written."""
     while (job := jobs.get()) is not None:
-        buffer, length, ranges = job
-        digest.update(buffer[:length])
-        for content_hash, start, end in ranges:
-            content_hash.update(buffer[start:end])
-        writes.put((buffer, length))
+        digest.update(job[0][:job[1]])
+        writes.put(job)
     writes.put(None)
 
 
 def _write_jobs(writes: queue.SimpleQueue, free: queue.SimpleQueue, out: BinaryIO,
                 errors: list[BaseException]) -> None:
-    """The writing thread: write each hashed buffer and free it (after a failure, only free)."""
+    """The writing thread: feed the files' own hashes their slices of each buffer, write it and
+    free it (after a failure, only free). The files' hashes are fed here, not with the layer's:
+    the same bytes hashed twice on one thread made it the bottleneck of a layer of large files,
+    while this thread, which mostly copies into the page cache, waited."""
     failed = False
     while (job := writes.get()) is not None:
-        buffer, length = job
+        buffer, length, ranges = job
+        for content_hash, start, end in ranges:
+            content_hash.update(buffer[start:end])
         if not failed:
             try:
                 _write_all(out, buffer[:length])

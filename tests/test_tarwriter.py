@@ -17,6 +17,7 @@ from layers.tarwriter import (
     Entry,
     Kind,
     LayerDigest,
+    STAGE,
     LayerWriter,
     entry_from_stat,
     read_xattrs,
@@ -205,6 +206,28 @@ def test_bodies_of_every_size_from_paths_and_streams(tmp_path, size):
                          (Entry("b", Kind.FILE, 0o644, size=size), body))
     assert contents(data) == {"p": body, "s": body, "b": body}
     assert digest.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 511, 512, 513], [CHUNK - 1, CHUNK, CHUNK + 1],
+                                   [STAGE - 600, 700, 3], [3, 2 * STAGE + 5, 1], [4096] * 3000])
+def test_each_file_hash_is_fed_exactly_its_body(tmp_path, sizes):
+    """The hashes a caller passes get their own file's bytes, however the bodies fall across the
+    staging buffers (split between two, filling one exactly, many to a buffer)."""
+    items = []
+    for number, size in enumerate(sizes):
+        source = tmp_path / f"f{number}"
+        source.write_bytes(os.urandom(size))
+        items.append((Entry(f"f{number}", Kind.FILE, 0o644, size=size), str(source),
+                      hashlib.sha256()))
+    out = io.BytesIO()
+    writer = LayerWriter(out)
+    for entry, source, content_hash in items:
+        writer.add(entry, source, content_hash)
+    digest = writer.finish()
+    for entry, source, content_hash in items:
+        with open(source, "rb") as handle:
+            assert content_hash.hexdigest() == hashlib.sha256(handle.read()).hexdigest(), entry.path
+    assert digest.diff_id == "sha256:" + hashlib.sha256(out.getvalue()).hexdigest()
 
 
 @pytest.mark.parametrize("actual, declared", [(10, 11), (10, 9), (0, 1), (1, 0),
