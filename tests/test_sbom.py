@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.supplychain.options import Attestations, parse_attestations
+from builder.supplychain.options import Attestations, no_default_attestations, parse_attestations
 from builder.supplychain.packages import image_packages
 from builder.supplychain.spdx import spdx_document
 from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
@@ -193,18 +193,27 @@ def test_the_document_is_spdx_and_deterministic(tmp_path):
     assert document["creationInfo"]["created"] == "2024-01-01T00:00:00Z"
 
 
+DEFAULT = Attestations(provenance="min", default_provenance=True)
 FLAGS = [
-    ((None, None, []), Attestations()),
-    (("true", None, []), Attestations(sbom=True)),
-    (("false", None, ["type=sbom"]), Attestations()),
+    ((None, None, []), DEFAULT),
+    ((None, None, [], True), Attestations()),  # BUILDX_NO_DEFAULT_ATTESTATIONS
+    (("true", None, []), dataclasses.replace(DEFAULT, sbom=True)),
+    (("true", None, [], True), Attestations(sbom=True)),
+    (("false", None, ["type=sbom"]), DEFAULT),
     ((None, "mode=max", []), Attestations(provenance="max")),
     ((None, "true", []), Attestations(provenance="min")),
+    ((None, "false", []), Attestations()),
+    ((None, None, ["type=provenance,disabled=true"]), Attestations()),
     ((None, None, ["type=provenance,mode=max,version=v1", "type=sbom"]),
      Attestations(True, "max", "v1")),
     ((None, "false", ["type=provenance"]), Attestations()),
     ((None, "builder-id=https://ci.example/run/7", []),
      Attestations(provenance="min", builder_id="https://ci.example/run/7")),
 ]
+NO_DEFAULT = [({}, False), ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}, True),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "true"}, True),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "0"}, False),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": ""}, False)]
 BAD_FLAGS = [
     ((None, None, ["type=vex"]), "must be sbom or provenance"),
     ((None, "mode=full", []), "^--provenance=mode=full: mode=full is not min or max"),
@@ -218,6 +227,11 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("arguments, expected", FLAGS)
 def test_the_flags_give_the_attestations(arguments, expected):
     assert parse_attestations(*arguments) == expected
+
+
+@pytest.mark.parametrize("environ, expected", NO_DEFAULT)
+def test_buildx_no_default_attestations_is_read_as_buildx_reads_it(environ, expected):
+    assert no_default_attestations(environ) is expected
 
 
 @pytest.mark.parametrize("arguments, message", BAD_FLAGS)
