@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,66 @@ def test_the_push_keeps_the_attestation(sbom_build, registry):  # noqa: F811
     statement = json.loads(blob)
     assert any(p["name"] == "greet" for p in statement["predicate"]["packages"])
     assert statement["subject"][0]["digest"]["sha256"] == image["digest"].partition(":")[2]
+
+
+def _predicate_types(manifest: dict, fetch) -> list[str] | None:
+    """The predicate types attached to `manifest` (an image index or manifest), None for a bare
+    image manifest; `fetch` reads a manifest by digest."""
+    if "manifests" not in manifest:
+        return None
+    image, attestation = manifest["manifests"]
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    return [layer["annotations"]["in-toto.io/predicate-type"]
+            for layer in fetch(attestation["digest"])["layers"]]
+
+
+def test_buildx_default_provenance_reaches_pushes_and_oci_archives_only(tmp_path,
+                                                                        registry):  # noqa: F811
+    """As buildx: min provenance on the push and the OCI archive, none in the docker tarball;
+    `--provenance=false` and BUILDX_NO_DEFAULT_ATTESTATIONS=1 turn it off."""
+    require(subprocess.run(["which", "skopeo"], capture_output=True).returncode == 0, "skopeo")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    repository = f"{registry.address}/default-{uuid.uuid4().hex[:8]}"
+
+    def build(tag: str, *flags: str, **environ: str) -> tuple[str, list | None, list | None,
+                                                              list | None]:
+        out, oci = tmp_path / f"{tag}.tar", tmp_path / f"{tag}.oci.tar"
+        result = pybuild("-t", f"{repository}:{tag}", "--push", "--insecure-registry",
+                         registry.address, "-o", str(out), "-o", f"type=oci,dest={oci}", *flags,
+                         str(tmp_path), env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+                         | environ)
+        assert result.returncode == 0, result.stderr
+
+        def pulled(digest: str) -> dict:
+            return json.loads(subprocess.run(
+                ["skopeo", "inspect", "--tls-verify=false", "--raw",
+                 f"docker://{repository}{digest}"], capture_output=True, check=True).stdout)
+
+        def archived(archive: Path) -> list | None:
+            with tarfile.open(archive) as tar:
+                (top,) = json.load(tar.extractfile("index.json"))["manifests"]
+            return _predicate_types(_blob(archive, top["digest"]), partial(_blob, archive)) \
+                if top["mediaType"].endswith("index.v1+json") else None
+        return (result.stderr, _predicate_types(pulled(f":{tag}"), lambda d: pulled(f"@{d}")),
+                archived(oci), archived(out))
+
+    slsa = ["https://slsa.dev/provenance/v0.2"]
+    log, pushed, oci, tarball = build("default")
+    assert (pushed, oci, tarball) == (slsa, slsa, None)
+    assert "buildx's default" in log
+    for tag, flags, environ in (("false", ("--provenance=false",), {}),
+                                ("env", (), {"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"})):
+        log, *found = build(tag, *flags, **environ)
+        assert found == [None, None, None] and "generating attestations" not in log
+    _, *found = build("asked", "--provenance=true")
+    assert found == [slsa, slsa, slsa]
+
+
+def test_a_tarball_alone_gathers_no_provenance(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    result = pybuild("-o", str(tmp_path / "out.tar"), str(tmp_path),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0 and "generating attestations" not in result.stderr
 
 
 def _facts(tmp_path, **changes):
