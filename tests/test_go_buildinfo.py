@@ -190,20 +190,30 @@ def test_the_docker_client_is_read_without_reading_it_all():
     assert binary.read_bytes < 64 << 10 < len(binary.data)
 
 
+DEVEL = elf([(b".go.buildinfo", 0, inline(b"go1.21.0", _START + b"path\texample.com/tool\n"
+                                             b"mod\texample.com/tool\t(devel)\t\n" + _END))])
+GOPATH = elf([(b".go.buildinfo", 0, inline(b"go1.19.8", b""))])  # Debian's: no modules
+
+
 def test_image_packages_name_go_modules_as_syft_does(tmp_path):
     executable = {"mode": 0o755}
     layer = tmp_path / "layer.tar"
     layer.write_bytes(tar_of(("usr/bin/app", tarfile.REGTYPE, GOOD, executable),
                              ("usr/lib/app.so", tarfile.REGTYPE, GOOD),  # not executable
-                             ("usr/bin/script", tarfile.REGTYPE, b"#!/bin/sh\n",
-                              executable)).getvalue())
+                             ("usr/bin/script", tarfile.REGTYPE, b"#!/bin/sh\n", executable),
+                             ("usr/bin/devel", tarfile.REGTYPE, DEVEL, executable),
+                             ("usr/sbin/gopath", tarfile.REGTYPE, GOPATH, executable)).getvalue())
     found = [(p.name, p.version, p.purl, p.source) for p in image_packages([str(layer)])]
     assert found == [
         ("example.com/app", "v1.2.3", "pkg:golang/example.com/app@v1.2.3", "/usr/bin/app"),
+        ("example.com/tool", "(devel)", "pkg:golang/example.com/tool@%28devel%29",
+         "/usr/bin/devel"),
         ("github.com/fork/sys", "v0.2.0", "pkg:golang/github.com/fork/sys@v0.2.0",
          "/usr/bin/app"),
         ("github.com/pkg/errors", "v0.9.1", "pkg:golang/github.com/pkg/errors@v0.9.1",
          "/usr/bin/app"),
+        ("stdlib", "go1.19.8", "pkg:golang/stdlib@1.19.8", "/usr/sbin/gopath"),
+        ("stdlib", "go1.21.0", "pkg:golang/stdlib@1.21.0", "/usr/bin/devel"),
         ("stdlib", "go1.22.5", "pkg:golang/stdlib@1.22.5", "/usr/bin/app"),
     ]
 
