@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from builder.checks import CHECK_ARG, dockerfile_checks, failure
-from builder.output.deliver import Destinations, deliver
+from builder.output.deliver import Destinations, deliver, provenance_wanted
 from builder.plan.stages import plan
 from builder.progress.sinks import Log
 from builder.progress.summary import StepRecorder
@@ -91,7 +91,7 @@ class Build:
         self._warn_unconsumed(stages.consumed)
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
                           session.registry, session.remote)
-        facts = self._facts(text, name, stages) if self.request.attestations.provenance else None
+        facts = self._facts(text, name, stages) if provenance_wanted(self.request) else None
         done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts,
                        facts)
         return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),

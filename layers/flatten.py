@@ -196,22 +196,39 @@ def write_flat_tar(out: BinaryIO, layers: Sequence[str], mtime: int | None = Non
     writer.finish()
 
 
-def read_files(layers: Sequence[str], wanted: Callable[[str], bool],
-               limit: int = 1 << 24) -> Iterator[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class FileRegion:
+    """A regular file of a merged root, where its bytes lie in a layer tar: read a part of it
+    (an ELF's section headers) without reading the rest."""
+
+    path: str
+    mode: int
+    size: int
+    blob: str
+    offset: int
+
+    def read(self, at: int, count: int) -> bytes:
+        """Up to `count` bytes from `at`, fewer at the file's end."""
+        count = max(0, min(count, self.size - at))
+        if at < 0 or not count:
+            return b""
+        with open(self.blob, "rb") as blob:
+            blob.seek(self.offset + at)
+            return blob.read(count)
+
+
+def file_regions(layers: Sequence[str],
+                 wanted: Callable[[str, int, int], bool]) -> Iterator[FileRegion]:
     """The regular files of the root the layer tars at `layers` make whose path (relative, no
-    leading slash, symlinks in parents resolved) `wanted` accepts, in path order: what the SBOM
-    reads from the image. A file over `limit` bytes is skipped (a hostile image's huge
-    "package database" is not read into memory)."""
+    leading slash, symlinks in parents resolved), mode and size `wanted` accepts, in path
+    order: what the SBOM reads from the image."""
     tree = _Tree()
     for layer, blob in enumerate(layers):
         tree.apply(blob, layer)
     for path in sorted(tree.nodes):
-        node = tree.nodes[path]
-        if node.body is None or not wanted(path) or node.body.entry.size > limit:
-            continue
-        with open(node.body.blob, "rb") as blob:
-            blob.seek(node.body.offset)
-            yield path, blob.read(node.body.entry.size)
+        body = tree.nodes[path].body
+        if body is not None and wanted(path, body.entry.mode, body.entry.size):
+            yield FileRegion(path, body.entry.mode, body.entry.size, body.blob, body.offset)
 
 
 def _entry(path: str, member: TarEntry, mtime: int | None) -> Entry:

@@ -135,7 +135,8 @@ def test_from_an_index_builds_on_the_host_platform_image(project) -> None:
     repository = f"{registry.address}/multi-{uuid.uuid4().hex[:8]}"
     digests = {}
     for name, directory in (("host", tmp_path / "seed"), ("other", other)):
-        log = build(tmp_path, "seed-cache", "--push", "-t", f"{repository}:{name}", str(directory))
+        log = build(tmp_path, "seed-cache", "--push", "--provenance=false", "-t",
+                    f"{repository}:{name}", str(directory))
         digests[name] = re.search(rf"{re.escape(repository)}:{name}@(sha256:[0-9a-f]+)", log)[1]
     host = host_platform()
     foreign = "arm64" if host.architecture != "arm64" else "amd64"
@@ -194,7 +195,8 @@ def test_a_large_layer_pushed_gzip_is_pulled_and_run_by_docker_and_pushes_the_sa
         target = f"{registry.address}/large-{runner}:1"
         env = {"PYBUILD_CACHE_DIR": str(tmp_path / runner), "SOURCE_DATE_EPOCH": "1700000000"}
         assert pybuild("load", "-q", "-i", str(archive), env=env).returncode == 0
-        result = pybuild("--network", "none", "--push", "-t", target, str(context), env=env)
+        result = pybuild("--network", "none", "--push", "--provenance=false", "-t", target,
+                         str(context), env=env)
         assert result.returncode == 0, result.stderr
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                               f"docker://{target}"], capture_output=True, check=True).stdout

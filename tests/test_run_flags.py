@@ -292,7 +292,7 @@ ANNOTATIONS = ("--annotation", "org.opencontainers.image.source=https://example.
 
 def test_annotations_in_the_tarball(tmp_path, base):
     require(shutil.which("skopeo") is not None, "skopeo")
-    result, out = build(tmp_path, base, "FROM busybox:test\n", *ANNOTATIONS,
+    result, out = build(tmp_path, base, "FROM busybox:test\n", *ANNOTATIONS, "--provenance=false",
                         "-o", f"type=oci,dest={tmp_path / 'oci.tar'}")
     assert result.returncode == 0, result.stderr
     for archive in (out, tmp_path / "oci.tar"):
@@ -310,7 +310,8 @@ def test_annotations_in_the_tarball(tmp_path, base):
 def test_annotations_on_push(tmp_path, base, registry):  # noqa: F811
     require(shutil.which("skopeo") is not None, "skopeo")
     target = f"{registry.address}/annotated-{uuid.uuid4().hex[:8]}:1"
-    result, _ = build(tmp_path, base, "FROM busybox:test\n", *ANNOTATIONS, "--push", "-t", target)
+    result, _ = build(tmp_path, base, "FROM busybox:test\n", *ANNOTATIONS, "--push", "-t", target,
+                      "--provenance=false")
     assert result.returncode == 0, result.stderr
     assert "index and manifest-descriptor annotations are not pushed" in result.stderr
     manifest = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",

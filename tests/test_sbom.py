@@ -14,11 +14,12 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from builder.supplychain.options import Attestations, parse_attestations
+from builder.supplychain.options import Attestations, no_default_attestations, parse_attestations
 from builder.supplychain.packages import image_packages
 from builder.supplychain.spdx import spdx_document
 from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
@@ -171,11 +172,12 @@ def test_packages_are_read_from_the_layers(tmp_path, layers, expected):
 
 def test_a_database_too_large_is_not_read(tmp_path, monkeypatch):
     """A hostile image's huge "database" is skipped, not read into memory."""
-    from layers import flatten
+    from builder.supplychain import packages
     layer = tmp_path / "layer.tar"
     layer.write_bytes(tar_of(("var/lib/dpkg/status", REG, DPKG_STATUS)).getvalue())
-    assert len(list(flatten.read_files([str(layer)], lambda path: True))) == 1
-    assert list(flatten.read_files([str(layer)], lambda path: True, limit=100)) == []
+    assert image_packages([str(layer)])
+    monkeypatch.setattr(packages, "_DATABASE_LIMIT", 100)
+    assert image_packages([str(layer)]) == ()
 
 
 def test_the_document_is_spdx_and_deterministic(tmp_path):
@@ -192,18 +194,27 @@ def test_the_document_is_spdx_and_deterministic(tmp_path):
     assert document["creationInfo"]["created"] == "2024-01-01T00:00:00Z"
 
 
+DEFAULT = Attestations(provenance="min", default_provenance=True)
 FLAGS = [
-    ((None, None, []), Attestations()),
-    (("true", None, []), Attestations(sbom=True)),
-    (("false", None, ["type=sbom"]), Attestations()),
+    ((None, None, []), DEFAULT),
+    ((None, None, [], True), Attestations()),  # BUILDX_NO_DEFAULT_ATTESTATIONS
+    (("true", None, []), dataclasses.replace(DEFAULT, sbom=True)),
+    (("true", None, [], True), Attestations(sbom=True)),
+    (("false", None, ["type=sbom"]), DEFAULT),
     ((None, "mode=max", []), Attestations(provenance="max")),
     ((None, "true", []), Attestations(provenance="min")),
+    ((None, "false", []), Attestations()),
+    ((None, None, ["type=provenance,disabled=true"]), Attestations()),
     ((None, None, ["type=provenance,mode=max,version=v1", "type=sbom"]),
      Attestations(True, "max", "v1")),
     ((None, "false", ["type=provenance"]), Attestations()),
     ((None, "builder-id=https://ci.example/run/7", []),
      Attestations(provenance="min", builder_id="https://ci.example/run/7")),
 ]
+NO_DEFAULT = [({}, False), ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"}, True),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "true"}, True),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": "0"}, False),
+              ({"BUILDX_NO_DEFAULT_ATTESTATIONS": ""}, False)]
 BAD_FLAGS = [
     ((None, None, ["type=vex"]), "must be sbom or provenance"),
     ((None, "mode=full", []), "^--provenance=mode=full: mode=full is not min or max"),
@@ -217,6 +228,11 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("arguments, expected", FLAGS)
 def test_the_flags_give_the_attestations(arguments, expected):
     assert parse_attestations(*arguments) == expected
+
+
+@pytest.mark.parametrize("environ, expected", NO_DEFAULT)
+def test_buildx_no_default_attestations_is_read_as_buildx_reads_it(environ, expected):
+    assert no_default_attestations(environ) is expected
 
 
 @pytest.mark.parametrize("arguments, message", BAD_FLAGS)
@@ -365,6 +381,66 @@ def test_the_push_keeps_the_attestation(sbom_build, registry):  # noqa: F811
     statement = json.loads(blob)
     assert any(p["name"] == "greet" for p in statement["predicate"]["packages"])
     assert statement["subject"][0]["digest"]["sha256"] == image["digest"].partition(":")[2]
+
+
+def _predicate_types(manifest: dict, fetch) -> list[str] | None:
+    """The predicate types attached to `manifest` (an image index or manifest), None for a bare
+    image manifest; `fetch` reads a manifest by digest."""
+    if "manifests" not in manifest:
+        return None
+    image, attestation = manifest["manifests"]
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    return [layer["annotations"]["in-toto.io/predicate-type"]
+            for layer in fetch(attestation["digest"])["layers"]]
+
+
+def test_buildx_default_provenance_reaches_pushes_and_oci_archives_only(tmp_path,
+                                                                        registry):  # noqa: F811
+    """As buildx: min provenance on the push and the OCI archive, none in the docker tarball;
+    `--provenance=false` and BUILDX_NO_DEFAULT_ATTESTATIONS=1 turn it off."""
+    require(subprocess.run(["which", "skopeo"], capture_output=True).returncode == 0, "skopeo")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    repository = f"{registry.address}/default-{uuid.uuid4().hex[:8]}"
+
+    def build(tag: str, *flags: str, **environ: str) -> tuple[str, list | None, list | None,
+                                                              list | None]:
+        out, oci = tmp_path / f"{tag}.tar", tmp_path / f"{tag}.oci.tar"
+        result = pybuild("-t", f"{repository}:{tag}", "--push", "--insecure-registry",
+                         registry.address, "-o", str(out), "-o", f"type=oci,dest={oci}", *flags,
+                         str(tmp_path), env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+                         | environ)
+        assert result.returncode == 0, result.stderr
+
+        def pulled(digest: str) -> dict:
+            return json.loads(subprocess.run(
+                ["skopeo", "inspect", "--tls-verify=false", "--raw",
+                 f"docker://{repository}{digest}"], capture_output=True, check=True).stdout)
+
+        def archived(archive: Path) -> list | None:
+            with tarfile.open(archive) as tar:
+                (top,) = json.load(tar.extractfile("index.json"))["manifests"]
+            return _predicate_types(_blob(archive, top["digest"]), partial(_blob, archive)) \
+                if top["mediaType"].endswith("index.v1+json") else None
+        return (result.stderr, _predicate_types(pulled(f":{tag}"), lambda d: pulled(f"@{d}")),
+                archived(oci), archived(out))
+
+    slsa = ["https://slsa.dev/provenance/v0.2"]
+    log, pushed, oci, tarball = build("default")
+    assert (pushed, oci, tarball) == (slsa, slsa, None)
+    assert "buildx's default" in log
+    for tag, flags, environ in (("false", ("--provenance=false",), {}),
+                                ("env", (), {"BUILDX_NO_DEFAULT_ATTESTATIONS": "1"})):
+        log, *found = build(tag, *flags, **environ)
+        assert found == [None, None, None] and "generating attestations" not in log
+    _, *found = build("asked", "--provenance=true")
+    assert found == [slsa, slsa, slsa]
+
+
+def test_a_tarball_alone_gathers_no_provenance(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    result = pybuild("-o", str(tmp_path / "out.tar"), str(tmp_path),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0 and "generating attestations" not in result.stderr
 
 
 def _facts(tmp_path, **changes):

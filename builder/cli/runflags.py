@@ -5,6 +5,7 @@ build command stays a list of groups."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -55,7 +56,7 @@ def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
     Warns on stderr about --builder."""
     from builder.output.annotations import parse_annotations
     from builder.runoptions import parse_run_options
-    from builder.supplychain.options import parse_attestations
+    from builder.supplychain.options import no_default_attestations, parse_attestations
     from layers.platform import host_platform
     if options.driver or options.driver_opt:
         raise ValueError("--driver and --driver-opt are `docker buildx create` options: pybuild "
@@ -70,4 +71,5 @@ def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
     return {"run_options": parse_run_options(options.add_host, options.ulimit,
                                              options.shm_size, options.cgroup_parent),
             "annotations": annotations,
-            "attestations": parse_attestations(options.sbom, options.provenance, options.attest)}
+            "attestations": parse_attestations(options.sbom, options.provenance, options.attest,
+                                               no_default_attestations(os.environ))}

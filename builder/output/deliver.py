@@ -76,14 +76,15 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
     if to.remote is not None:
         to.remote.ensure(image.diff_ids)
     blobs = layer_blobs(to.blobs, image, request.compression)
-    predicates = _attestations(image, tags, to, facts)
+    everywhere, registry = _attestations(image, tags, to, facts)
     archive = attest(ArchiveImage(config, blobs, tuple(tags), annotations=request.annotations),
-                     image, predicates)
+                     image, everywhere)
     manifest_digest = ""
     if request.output:
         manifest_digest = _write_tarball(archive, tags, to)
     for spec in request.exports:
-        digest = _export(spec, image, config, tags, to, predicates)
+        digest = _export(spec, image, config, tags, to,
+                         everywhere + registry if spec.kind == "oci" else everywhere)
         manifest_digest = manifest_digest or digest
     if request.docker_load:
         loaded = _docker_load(archive, to)
@@ -95,7 +96,7 @@ def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
         log.warn("index and manifest-descriptor annotations are not pushed: pybuild pushes an "
                  "image manifest (in an index only with attestations, not annotated); they are "
                  "in the archives' index.json")
-    pushed = _push(config, tags, to, image, predicates) if request.push else ()
+    pushed = _push(config, tags, to, image, everywhere + registry) if request.push else ()
     _export_caches(records, tuple(mounts), to)
     if request.iidfile:
         with open(request.iidfile, "w") as handle:
@@ -119,25 +120,36 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
     return manifest_digest
 
 
+def provenance_wanted(request: BuildRequest) -> bool:
+    """Whether an output carries provenance: buildx's default only reaches pushes and OCI
+    archives, so a build with neither gathers no facts for it."""
+    wanted = request.attestations
+    return bool(wanted.provenance) and (not wanted.default_provenance or request.push or any(
+        spec.kind == "oci" for spec in request.exports))
+
+
 def _attestations(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
-                  facts: BuildFacts | None) -> tuple[Predicate, ...]:
-    """The in-toto predicates --sbom and --provenance ask for, made once for every output."""
+                  facts: BuildFacts | None) -> tuple[tuple[Predicate, ...], tuple[Predicate, ...]]:
+    """The in-toto predicates --sbom and --provenance ask for, made once: those every output
+    carries, and buildx's default provenance, which only pushes and OCI archives carry."""
     wanted = to.request.attestations
-    if not wanted.any:
-        return ()
+    if not wanted.sbom and facts is None:
+        return (), ()
     number = to.log.step("generating attestations")
-    predicates = []
+    everywhere, registry = [], []
     if wanted.sbom:
         from builder.supplychain.sbom import sbom_predicate
-        predicates.append(sbom_predicate(image, to.blobs, tags[0].full() if tags else "image"))
-        to.log.info(number, f"SBOM: {len(predicates[-1].body['packages'])} packages")
-    if wanted.provenance and facts is not None:
+        everywhere.append(sbom_predicate(image, to.blobs, tags[0].full() if tags else "image"))
+        to.log.info(number, f"SBOM: {len(everywhere[-1].body['packages'])} packages")
+    if facts is not None:
         from builder.supplychain.provenance import provenance_predicate
-        predicates.append(provenance_predicate(facts, wanted))
-        to.log.info(number, f"provenance: mode={wanted.provenance}, "
-                            f"{wanted.provenance_version}")
+        (registry if wanted.default_provenance else everywhere).append(
+            provenance_predicate(facts, wanted))
+        to.log.info(number, f"provenance: mode={wanted.provenance}, {wanted.provenance_version}"
+                    + (" (buildx's default: for the push and OCI archives)"
+                       if wanted.default_provenance else ""))
     to.log.done(number)
-    return tuple(predicates)
+    return tuple(everywhere), tuple(registry)
 
 
 def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Reference, ...],

@@ -1,9 +1,12 @@
 """`--sbom`, `--provenance` and `--attest` as `docker buildx build` reads them: `--sbom=true` is
 `--attest type=sbom`, `--provenance=mode=max` is `--attest type=provenance,mode=max`; false (or
-`disabled=true`) turns one off."""
+`disabled=true`) turns one off. Without any provenance flag, buildx's default applies: `mode=min`
+provenance, which only pushes and OCI archives carry (BUILDX_NO_DEFAULT_ATTESTATIONS=1 turns
+it off)."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 _TRUE, _FALSE = ("true", "1", "t", ""), ("false", "0", "f")
@@ -12,27 +15,28 @@ _TRUE, _FALSE = ("true", "1", "t", ""), ("false", "0", "f")
 @dataclass(frozen=True)
 class Attestations:
     """What to attach: an SBOM, provenance ("" none, "min" or "max"), and provenance's
-    `version` (v0.2, buildx's default, or v1) and `builder-id` ("": pybuild's own)."""
+    `version` (v0.2, buildx's default, or v1) and `builder-id` ("": pybuild's own).
+    `default_provenance`: the provenance was not asked for but is buildx's default, so only
+    pushes and OCI archives carry it, as BuildKit drops it from docker exports."""
 
     sbom: bool = False
     provenance: str = ""
     provenance_version: str = "v0.2"
     builder_id: str = ""
-
-    @property
-    def any(self) -> bool:
-        return self.sbom or bool(self.provenance)
+    default_provenance: bool = False
 
 
-def parse_attestations(sbom: str | None, provenance: str | None,
-                       attest: list[str]) -> Attestations:
-    """The attestations the flags ask for; ValueError naming the flag for a usage error."""
+def parse_attestations(sbom: str | None, provenance: str | None, attest: list[str],
+                       no_default: bool = False) -> Attestations:
+    """The attestations the flags ask for, with buildx's default provenance unless
+    `no_default` (BUILDX_NO_DEFAULT_ATTESTATIONS); ValueError naming the flag for a usage
+    error."""
     specs = [(f"--attest {text}", text) for text in attest]
     if sbom is not None:
         specs.append((f"--sbom={sbom}", _shorthand("sbom", sbom)))
     if provenance is not None:
         specs.append((f"--provenance={provenance}", _shorthand("provenance", provenance)))
-    found = Attestations()
+    found, asked = Attestations(), False
     for flag, text in specs:
         fields = dict(_pairs(flag, text))
         kind = fields.pop("type", "")
@@ -46,6 +50,7 @@ def parse_attestations(sbom: str | None, provenance: str | None,
                                  "generator= (a scanner image) is not supported")
             found = replace(found, sbom=not disabled)
         else:
+            asked = True
             mode = fields.pop("mode", "min")
             version = fields.pop("version", "v0.2")
             builder_id = fields.pop("builder-id", "")
@@ -58,7 +63,14 @@ def parse_attestations(sbom: str | None, provenance: str | None,
                             provenance_version=version, builder_id=builder_id)
         if unknown:
             raise ValueError(f"{flag}: unknown key {', '.join(sorted(unknown))}")
+    if not asked and not no_default:
+        found = replace(found, provenance="min", default_provenance=True)
     return found
+
+
+def no_default_attestations(environ: Mapping[str, str]) -> bool:
+    """BUILDX_NO_DEFAULT_ATTESTATIONS as buildx reads it (a Go boolean)."""
+    return environ.get("BUILDX_NO_DEFAULT_ATTESTATIONS", "").strip().lower() in ("1", "t", "true")
 
 
 def _shorthand(kind: str, value: str) -> str:

@@ -1,7 +1,8 @@
 """The packages an image holds, read from its files as syft reads them: the dpkg database
 (`var/lib/dpkg/status`, and `status.d/` as distroless images keep it), the apk database, the
 rpm database (sqlite: builder/supplychain/rpmdb.py), Python distributions' METADATA/PKG-INFO and
-npm's `node_modules/**/package.json`. Nothing is run: the files are read from the layer tars, so
+npm's `node_modules/**/package.json`, and the build info of Go executables
+(builder/supplychain/gobuildinfo.py). Nothing is run: the files are read from the layer tars, so
 a hostile image can only give wrong names, never act."""
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from urllib.parse import quote
 
+from builder.supplychain.gobuildinfo import ELF_MAGIC, go_build_info
 from builder.supplychain.rpmdb import rpm_headers
-from layers.flatten import read_files
+from layers.flatten import FileRegion, file_regions
 
 
 @dataclass(frozen=True)
 class Package:
-    kind: str  # deb, apk, python, npm: the package manager that installed it
+    kind: str  # deb, apk, rpm, python, npm, go-module: what installed or linked it
     name: str
     version: str
     license: str  # as declared, "" if not
@@ -45,22 +47,33 @@ _NPM = re.compile(r"(.*/)?node_modules/(@[^/]+/)?[^/@.][^/]*/package\.json")
 _OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 _COPYRIGHT = re.compile(r"usr/share/doc/([^/]+)/copyright")
 _LICENSE_LINE = re.compile(r"^License:[ \t]*(\S[^\n]*)$", re.MULTILINE)
+_DATABASE_LIMIT = 1 << 24  # a hostile image's huge "package database" is not read into memory
+_EXECUTABLE = 0o111
 
 
-def _wanted(path: str) -> bool:
+def _database(path: str) -> bool:
     return bool(_DPKG_STATUS.fullmatch(path) or path == _APK or path in _RPM
                 or _PYTHON.fullmatch(path)
                 or _NPM.fullmatch(path) or path in _OS_RELEASE or _COPYRIGHT.fullmatch(path))
 
 
+def _wanted(path: str, mode: int, size: int) -> bool:
+    return _database(path) and size <= _DATABASE_LIMIT or bool(mode & _EXECUTABLE)
+
+
 def image_packages(layers: Sequence[str]) -> tuple[Package, ...]:
     """Every package the image at `layers` (uncompressed layer tars, lowest first) declares,
     sorted by kind, name and version, each once."""
-    files = dict(read_files(layers, _wanted))
+    files: dict[str, bytes] = {}
+    found: set[Package] = set()
+    for region in file_regions(layers, _wanted):
+        if _database(region.path) and region.size <= _DATABASE_LIMIT:
+            files[region.path] = region.read(0, region.size)
+        elif region.read(0, len(ELF_MAGIC)) == ELF_MAGIC:
+            found.update(_go(region))
     distro = _distro(files)
     licenses = {match[1]: _deb_licenses(files[path]) for path in files
                 if (match := _COPYRIGHT.fullmatch(path))}
-    found: set[Package] = set()
     for path, data in files.items():
         text = data.decode("utf-8", "replace")
         if _DPKG_STATUS.fullmatch(path) and not path.endswith(".md5sums"):
@@ -181,9 +194,25 @@ def _npm(text: str, path: str) -> Iterable[Package]:
                   _purl("npm", scope, bare, version, []), "/" + path)
 
 
+def _go(binary: FileRegion) -> Iterable[Package]:
+    """The modules a Go executable links, and its standard library, named as syft names them."""
+    info = go_build_info(binary)
+    if info is None:
+        return
+    source = "/" + binary.path
+    for module in ((info.main,) if info.main else ()) + info.deps:
+        if module.version:
+            namespace, _, name = module.path.rpartition("/")
+            yield Package("go-module", module.path, module.version, "",
+                          _purl("golang", namespace, name, module.version, []), source)
+    yield Package("go-module", "stdlib", info.go_version, "",
+                  _purl("golang", "", "stdlib", info.go_version.removeprefix("go"), []), source)
+
+
 def _purl(kind: str, namespace: str, name: str, version: str,
           qualifiers: list[tuple[str, str]]) -> str:
     """A package URL (github.com/package-url/purl-spec), percent-encoded as syft writes it."""
-    where = "/".join(quote(part, safe="") for part in (namespace, name) if part)
+    where = "/".join(quote(part, safe=safe) for part, safe in ((namespace, "/"), (name, ""))
+                     if part)
     query = "&".join(f"{key}={quote(value, safe='')}" for key, value in qualifiers if value)
     return f"pkg:{kind}/{where}@{quote(version, safe='+~:')}" + (f"?{query}" if query else "")
