@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "--mount=type=ssh, or private key files, held by an ssh-agent of "
                             "the build's own (repeatable)")
     group.add_argument("--platform", metavar="PLATFORM",
-                        help="target platform; only the host's is supported")
+                        help="the platform to build for (os/arch[/variant]); another "
+                             "architecture's RUN needs a binfmt_misc handler (qemu-user-static)")
     group = parser.add_argument_group("the image and where it goes")
     group.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                         help="name the image (repeatable); `docker load` applies every tag")
@@ -269,7 +270,8 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         entitlements=frozenset(options.allow),
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
-        source_date_epoch=source_date_epoch, add_max_size=_add_max_size())
+        source_date_epoch=source_date_epoch, add_max_size=_add_max_size(),
+        platform=_platform(options.platform))
 
 
 def _usage_error(message: str) -> Exception:
@@ -280,12 +282,20 @@ def _usage_error(message: str) -> Exception:
 def _check_context(options: argparse.Namespace) -> None:
     if not os.path.isdir(options.context):
         raise _usage_error(f"context {options.context!r} is not a directory")
-    if options.platform:
-        from layers.platform import host_platform
-        host = host_platform()
-        if options.platform.split("/")[:2] != [host.os, host.architecture]:
-            raise _usage_error(f"--platform {options.platform}: only the host platform {host} "
-                               "can be built")
+
+
+def _platform(value: str | None):
+    """--platform's one platform; a list (an image index) is not built yet."""
+    if not value:
+        return None
+    from layers.platform import parse_platform
+    if "," in value:
+        raise _usage_error(f"--platform {value}: pybuild builds one platform per build; "
+                           "build each and combine them with a registry tool")
+    try:
+        return parse_platform(value)
+    except ValueError as error:
+        raise _usage_error(f"--platform {error}") from None
 
 
 def _build_contexts(values: list[str]) -> dict:

@@ -41,6 +41,10 @@ class Puller:
         if ref in self.resolved:
             return self.resolved[ref]
         local = self.store.get(ref)
+        if local is not None and not self.platform.matches(
+                {"os": local.config.os, "architecture": local.config.architecture,
+                 "variant": local.config.variant}):
+            local = None  # another platform's image of that name: pulled for this one
         if local is not None and not (self.always and not ref.digest):
             return local
         from layers.registry.errors import RegistryError  # a store hit needs no registry code
