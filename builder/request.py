@@ -57,7 +57,7 @@ class BuildRequest:
     seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
     secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
     ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
-    platform: Platform | None = None  # --platform: the one built for; None for the host's
+    platforms: tuple[Platform, ...] = ()  # --platform: the ones built for; () for the host's
 
 
 @dataclass(frozen=True)

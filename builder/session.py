@@ -96,8 +96,10 @@ class BuildSession:
 
     @property
     def platform(self) -> Platform:
-        """The platform built for (TARGETPLATFORM): --platform's, else the host's."""
-        return self.request.platform or parse_platform(str(PLATFORM))
+        """The platform built for (TARGETPLATFORM): --platform's (one per build), else the
+        host's."""
+        return self.request.platforms[0] if self.request.platforms \
+            else parse_platform(str(PLATFORM))
 
     def find_image(self, ref: Reference, platform: Platform) -> StoredImage | None:
         """FROM's lookup for one platform: the local store, then the registry

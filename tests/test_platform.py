@@ -6,6 +6,7 @@ The arm64 base is busybox:test made by testdata/images/busybox/make.py from Debi
 busybox-static, which .ci/setup unpacks into ARM64_BUSYBOX."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -142,12 +143,82 @@ def test_no_handler_fails_before_the_run_naming_the_package(tmp_path: Path,
     assert not (tmp_path / "image.tar").exists()
 
 
-@pytest.mark.parametrize("value, message", [
-    ("linux/amd64,linux/arm64", "one platform per build"),
-    ("arm64", "not a platform"),
+def _blob(archive: tarfile.TarFile, digest: str) -> bytes:
+    return archive.extractfile("blobs/sha256/" + digest.partition(":")[2]).read()
+
+
+def _platform_images(tarball: Path) -> dict[str, tuple[dict, bytes]]:
+    """Per platform named in the archive's image index: the config, and the top layer's
+    /arch."""
+    with tarfile.open(tarball) as archive:
+        index = json.loads(archive.extractfile("index.json").read())
+        (top,) = index["manifests"]
+        images = {}
+        for entry in json.loads(_blob(archive, top["digest"]))["manifests"]:
+            manifest = json.loads(_blob(archive, entry["digest"]))
+            config = json.loads(_blob(archive, manifest["config"]["digest"]))
+            layer = tarfile.open(fileobj=io.BytesIO(_blob(archive,
+                                                          manifest["layers"][-1]["digest"])))
+            images["/".join(entry["platform"].values())] = (
+                config, layer.extractfile("arch").read())
+        return images
+
+
+def test_several_platforms_make_an_image_index(tmp_path: Path) -> None:
+    arm64 = _arm64_base(tmp_path)
+    (tmp_path / "host").mkdir()
+    host = busybox_base(tmp_path / "host")
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(host),
+                    "--tag", "busybox:amd64"], check=True)
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(arm64),
+                    "--tag", "busybox:arm64", "--busybox", ARM64_BUSYBOX], check=True)
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(host), env=env).returncode == 0
+    out, _ = build_over(tmp_path, arm64, "ARG TARGETARCH\nFROM busybox:$TARGETARCH\n"
+                        "RUN uname -m > /arch\n", "--platform", "linux/amd64,linux/arm64",
+                        "-t", "multi:1")
+    images = _platform_images(out)
+    assert {platform: (config["architecture"], arch)
+            for platform, (config, arch) in images.items()} == {
+        "amd64/linux": ("amd64", b"x86_64\n"), "arm64/linux": ("arm64", b"aarch64\n")}
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{out}"],
+                         capture_output=True, check=True).stdout
+    assert [m["platform"]["architecture"] for m in json.loads(raw)["manifests"]] == \
+        ["amd64", "arm64"]
+    with tarfile.open(out) as archive:
+        loaded = json.load(archive.extractfile("manifest.json"))
+    assert [entry["RepoTags"] for entry in loaded] == [["multi:1"], []]
+
+
+def test_docker_loads_every_platform_and_tags_the_hosts(tmp_path: Path, images) -> None:
+    """Docker 20.10 reads manifest.json: it loads both images, and the tag names the host's."""
+    require(host_platform().architecture == "amd64", "an amd64 host")
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    name = images.name("pybuild-platforms")
+    out = tmp_path / "image.tar"
+    result = pybuild("--platform", "linux/arm64,linux/amd64", "-t", name, "-o", str(out),
+                     str(tmp_path / "context"), env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(out) as archive:
+        configs = [entry["Config"].rpartition("/")[2]
+                   for entry in json.load(archive.extractfile("manifest.json"))]
+    images.names.extend(f"sha256:{config}" for config in configs)
+    images.load(out)
+    assert [images.inspect(f"sha256:{config}")["Architecture"] for config in configs] == \
+        ["arm64", "amd64"]
+    assert images.inspect(name)["Id"] == f"sha256:{configs[1]}"
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--platform", "arm64"), "not a platform"),
+    (("--platform", "linux/amd64,linux/arm64", "--push", "-t", "127.0.0.1:1/x"), "image index"),
+    (("--platform", "linux/amd64,linux/arm64", "-o", "-"), "image index"),
+    (("--platform", "linux/amd64,linux/arm64", "-o", "type=local,dest=out"), "image index"),
 ])
-def test_platform_option_errors(tmp_path: Path, value: str, message: str) -> None:
+def test_platform_option_errors(tmp_path: Path, options: tuple[str, ...], message: str) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    result = pybuild("--platform", value, "-o", str(tmp_path / "image.tar"), str(tmp_path))
+    result = pybuild(*options, str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2
-    assert message in result.stderr
+    assert message in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dockerfile"]

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--mount=type=ssh, or private key files, held by an ssh-agent of "
                             "the build's own (repeatable)")
     group.add_argument("--platform", metavar="PLATFORM",
-                        help="the platform to build for (os/arch[/variant]); another "
-                             "architecture's RUN needs a binfmt_misc handler (qemu-user-static)")
+                        help="the platforms to build for (os/arch[/variant], comma-separated "
+                             "for an image index); another architecture's RUN needs a "
+                             "binfmt_misc handler (qemu-user-static)")
     group = parser.add_argument_group("the image and where it goes")
     group.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                         help="name the image (repeatable); `docker load` applies every tag")
@@ -271,7 +272,7 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
         source_date_epoch=source_date_epoch, add_max_size=_add_max_size(),
-        platform=_platform(options.platform))
+        platforms=_platforms(options.platform, output, outputs))
 
 
 def _usage_error(message: str) -> Exception:
@@ -284,18 +285,21 @@ def _check_context(options: argparse.Namespace) -> None:
         raise _usage_error(f"context {options.context!r} is not a directory")
 
 
-def _platform(value: str | None):
-    """--platform's one platform; a list (an image index) is not built yet."""
+def _platforms(value: str | None, output: str | None, outputs) -> tuple:
+    """--platform's platforms. Several make an image index, written only to a tarball file."""
     if not value:
-        return None
+        return ()
     from layers.platform import parse_platform
-    if "," in value:
-        raise _usage_error(f"--platform {value}: pybuild builds one platform per build; "
-                           "build each and combine them with a registry tool")
     try:
-        return parse_platform(value)
+        platforms = tuple(dict.fromkeys(parse_platform(item) for item in value.split(",")))
     except ValueError as error:
         raise _usage_error(f"--platform {error}") from None
+    if len(platforms) > 1 and (outputs.push or outputs.load or outputs.exports
+                               or output in (None, "-")):
+        raise _usage_error(f"--platform {value}: several platforms make an image index, which "
+                           "pybuild writes only to a tarball file (-o FILE), not to --push, "
+                           "--load, -o type=... or stdout")
+    return platforms
 
 
 def _build_contexts(values: list[str]) -> dict:
