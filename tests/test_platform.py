@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
 
 from builder.binfmt import BINFMT_DIR, NoHandler, require_runnable
 from layers.platform import Platform, build_args, host_platform, parse_platform
+from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
 from tests.support import ROOT, busybox_base, build_over, image_file, pybuild, require
 
 ARM64_BUSYBOX = "/var/cache/pybuild-testdata/busybox-arm64/bin/busybox"
@@ -210,9 +212,32 @@ def test_docker_loads_every_platform_and_tags_the_hosts(tmp_path: Path, images) 
     assert images.inspect(name)["Id"] == f"sha256:{configs[1]}"
 
 
+def test_several_platforms_push_an_index(tmp_path: Path, registry: Registry) -> None:
+    """The pushed tag names an image index of both platforms, each manifest pullable by
+    digest; a build FROM it for arm64 gets the arm64 image."""
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    ref = f"{registry.address}/multi-{uuid.uuid4().hex[:8]}:1"
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    result = pybuild("--platform", "linux/amd64,linux/arm64", "--push", "-t", ref,
+                     str(tmp_path / "context"), env=env)
+    assert result.returncode == 0, result.stderr
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                                     f"docker://{ref}"], capture_output=True, check=True).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
+    (tmp_path / "from").mkdir()
+    (tmp_path / "from" / "Dockerfile").write_text(f"FROM {ref}\nCOPY Dockerfile /again\n")
+    out = tmp_path / "from.tar"
+    result = pybuild("--platform", "linux/arm64", "-o", str(out), str(tmp_path / "from"),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache2")})
+    assert result.returncode == 0, result.stderr
+    assert _config(out)["architecture"] == "arm64"
+
+
 @pytest.mark.parametrize("options, message", [
     (("--platform", "arm64"), "not a platform"),
-    (("--platform", "linux/amd64,linux/arm64", "--push", "-t", "127.0.0.1:1/x"), "image index"),
+    (("--platform", "linux/amd64,linux/arm64", "--load"), "image index"),
     (("--platform", "linux/amd64,linux/arm64", "-o", "-"), "image index"),
     (("--platform", "linux/amd64,linux/arm64", "-o", "type=local,dest=out"), "image index"),
 ])

@@ -286,7 +286,7 @@ def _check_context(options: argparse.Namespace) -> None:
 
 
 def _platforms(value: str | None, output: str | None, outputs) -> tuple:
-    """--platform's platforms. Several make an image index, written only to a tarball file."""
+    """--platform's platforms. Several make an image index: a tarball file's, or pushed."""
     if not value:
         return ()
     from layers.platform import parse_platform
@@ -294,10 +294,10 @@ def _platforms(value: str | None, output: str | None, outputs) -> tuple:
         platforms = tuple(dict.fromkeys(parse_platform(item) for item in value.split(",")))
     except ValueError as error:
         raise _usage_error(f"--platform {error}") from None
-    if len(platforms) > 1 and (outputs.push or outputs.load or outputs.exports
-                               or output in (None, "-")):
+    if len(platforms) > 1 and (outputs.load or outputs.exports or output == "-"
+                               or not (output or outputs.push)):
         raise _usage_error(f"--platform {value}: several platforms make an image index, which "
-                           "pybuild writes only to a tarball file (-o FILE), not to --push, "
+                           "pybuild writes only to a tarball file (-o FILE) and --push, not to "
                            "--load, -o type=... or stdout")
     return platforms
 
