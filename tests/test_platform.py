@@ -212,6 +212,25 @@ def test_docker_loads_every_platform_and_tags_the_hosts(tmp_path: Path, images) 
     assert images.inspect(name)["Id"] == f"sha256:{configs[1]}"
 
 
+def test_each_platform_keeps_its_attestation(tmp_path: Path) -> None:
+    """As BuildKit writes it: the index lists each platform's manifest and, after it, the
+    attestation manifest that refers to it."""
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    out = tmp_path / "image.tar"
+    result = pybuild("--platform", "linux/amd64,linux/arm64", "--provenance", "mode=min",
+                     "-o", str(out), str(tmp_path / "context"),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{out}"],
+                                    capture_output=True, check=True).stdout)
+    manifests = raw["manifests"]
+    assert [m["platform"]["architecture"] for m in manifests] == \
+        ["amd64", "unknown", "arm64", "unknown"]
+    for image, attestation in (manifests[0:2], manifests[2:4]):
+        assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+
+
 def test_several_platforms_push_an_index(tmp_path: Path, registry: Registry) -> None:
     """The pushed tag names an image index of both platforms, each manifest pullable by
     digest; a build FROM it for arm64 gets the arm64 image."""
