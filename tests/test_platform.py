@@ -20,7 +20,8 @@ import pytest
 from builder.binfmt import BINFMT_DIR, NoHandler, require_runnable
 from layers.platform import Platform, build_args, host_platform, parse_platform
 from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
-from tests.support import ROOT, busybox_base, build_over, image_file, pybuild, require
+from tests.support import (ROOT, busybox_base, build_over, docker, image_file, pybuild,
+                           require)
 
 ARM64_BUSYBOX = "/var/cache/pybuild-testdata/busybox-arm64/bin/busybox"
 ARM64 = Platform("linux", "arm64")
@@ -84,6 +85,30 @@ def test_a_foreign_run_goes_through_binfmt(tmp_path: Path, isolation: str) -> No
     host = str(host_platform())
     assert image_file(out, "args").decode() == f"linux/arm64 arm64 {host}\n"
     assert _config(out)["architecture"] == "arm64"
+
+
+_ARGS_DOCKERFILE = (
+    "FROM busybox:test\nARG TARGETPLATFORM\nARG TARGETOS\nARG TARGETARCH\nARG TARGETVARIANT\n"
+    "ARG BUILDPLATFORM\nARG BUILDARCH\nRUN uname -m > /arch && echo \"$TARGETPLATFORM $TARGETOS "
+    "$TARGETARCH [$TARGETVARIANT] $BUILDPLATFORM $BUILDARCH\" > /args\n")
+
+
+def test_a_foreign_build_agrees_with_docker(tmp_path: Path, images) -> None:
+    """Docker 20.10's BuildKit with the same binfmt handler is the oracle for what a RUN sees."""
+    base = _arm64_base(tmp_path)
+    out, _ = build_over(tmp_path, base, _ARGS_DOCKERFILE, "--platform", "linux/arm64")
+    name = images.name("pybuild-platform-base")
+    docker_base = tmp_path / "docker-base.tar"
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"),
+                    str(docker_base), "--tag", name, "--busybox", ARM64_BUSYBOX], check=True)
+    images.load(docker_base)
+    (tmp_path / "docker-context").mkdir()
+    (tmp_path / "docker-context" / "Dockerfile").write_text(
+        _ARGS_DOCKERFILE.replace("busybox:test", name))
+    docker("build", "--network", "none", "--platform", "linux/arm64",
+           "-o", f"type=local,dest={tmp_path / 'docker-out'}", str(tmp_path / "docker-context"))
+    for path in ("arch", "args"):
+        assert image_file(out, path) == (tmp_path / "docker-out" / path).read_bytes()
 
 
 def test_from_buildplatform_runs_on_the_host(tmp_path: Path) -> None:
