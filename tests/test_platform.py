@@ -20,6 +20,7 @@ import pytest
 from builder.binfmt import BINFMT_DIR, NoHandler, require_runnable
 from layers.platform import Platform, build_args, host_platform, parse_platform
 from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
+from tests.rootless_user import rootless_user
 from tests.support import (ROOT, busybox_base, build_over, docker, image_file, pybuild,
                            require)
 
@@ -111,6 +112,17 @@ def test_a_foreign_build_agrees_with_docker(tmp_path: Path, images) -> None:
         assert image_file(out, path) == (tmp_path / "docker-out" / path).read_bytes()
 
 
+def test_a_foreign_run_works_rootless(tmp_path: Path) -> None:
+    """The handler's F flag opened qemu at registration: a user namespace needs nothing more."""
+    base = _arm64_base(tmp_path)
+    with rootless_user(base) as user:
+        user.grant(ranges=True)
+        result, _ = user.build("FROM busybox:test\nRUN uname -m > /arch\n",
+                               options=("--platform", "linux/arm64", "--isolation", "rootless"))
+        assert result.returncode == 0, result.stderr
+        assert image_file(user.output, "arch") == b"aarch64\n"
+
+
 def test_from_buildplatform_runs_on_the_host(tmp_path: Path) -> None:
     """The cross-compiling pattern: a stage FROM --platform=$BUILDPLATFORM runs natively and
     the target stage copies its output."""
@@ -139,6 +151,15 @@ def test_scratch_takes_the_target_platform(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     config = _config(out)
     assert (config["architecture"], config.get("variant")) == ("arm", "v7")
+
+
+def test_a_malformed_from_platform_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nFROM --platform=arm64 scratch\n")
+    result = pybuild("-o", str(tmp_path / "image.tar"), str(tmp_path),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode != 0
+    assert "Dockerfile:2: FROM --platform: 'arm64' is not a platform" in result.stderr, \
+        result.stderr
 
 
 @pytest.fixture
