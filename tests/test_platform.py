@@ -19,7 +19,7 @@ import pytest
 
 from builder.binfmt import BINFMT_DIR, NoHandler, require_runnable
 from layers.platform import Platform, build_args, host_platform, parse_platform
-from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
+from tests.registry_support import Registry, free_port, registry  # noqa: F401  (a fixture)
 from tests.rootless_user import rootless_user
 from tests.support import (ROOT, busybox_base, build_over, docker, image_file, pybuild,
                            require)
@@ -121,6 +121,25 @@ def test_a_foreign_run_works_rootless(tmp_path: Path) -> None:
                                options=("--platform", "linux/arm64", "--isolation", "rootless"))
         assert result.returncode == 0, result.stderr
         assert image_file(user.output, "arch") == b"aarch64\n"
+
+
+def test_a_local_image_of_another_platform_is_not_used(tmp_path: Path) -> None:
+    """FROM resolves a name for the target platform: the store's arm64 image does not serve an
+    amd64 build, and the error says what the store has."""
+    require(os.path.exists(ARM64_BUSYBOX), f"Debian's arm64 busybox-static at {ARM64_BUSYBOX}")
+    name = f"127.0.0.1:{free_port()}/pybuild-platform:1"
+    base = tmp_path / "base.tar"
+    subprocess.run([sys.executable, str(ROOT / "testdata/images/busybox/make.py"), str(base),
+                    "--tag", name, "--busybox", ARM64_BUSYBOX], check=True)
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(base), env=env).returncode == 0
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text(f"FROM {name}\n")
+    result = pybuild("--platform", "linux/amd64", "-o", str(tmp_path / "image.tar"),
+                     str(tmp_path / "context"), env=env)
+    assert result.returncode != 0
+    assert f"cannot pull {name} for linux/amd64" in result.stderr, result.stderr
+    assert "has it only for linux/arm64" in result.stderr
 
 
 def test_from_buildplatform_runs_on_the_host(tmp_path: Path) -> None:
