@@ -1,7 +1,7 @@
 """A build for several platforms (`--platform a,b`): one build per platform, one after the other
 in the same cache, then their tarballs merged into one whose index.json names an image index
-(builder/output/platformindex.py), which --push pushes (builder/output/pushindex.py). The host's platform is built last, so the local image store
-keeps the host's image under the tags."""
+(builder/output/platformindex.py), which --push pushes (builder/output/pushindex.py). The host's
+platform is built last, so the local image store keeps the host's image under the tags."""
 from __future__ import annotations
 
 import os
@@ -26,7 +26,7 @@ def build_platforms(request: BuildRequest, log: Log,
     compression = request.compression
     if request.push and compression is Compression.NONE:
         compression = Compression.GZIP
-    directory = os.path.dirname(os.path.abspath(request.output or request.cache_dir))
+    directory = os.path.dirname(os.path.abspath(request.output)) if request.output else None
     with tempfile.TemporaryDirectory(prefix=".pybuild-platforms-", dir=directory) as work:
         paths = {platform: os.path.join(work, f"{number}.tar")
                  for number, platform in enumerate(request.platforms)}
