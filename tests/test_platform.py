@@ -243,7 +243,7 @@ def test_several_platforms_make_an_image_index(tmp_path: Path) -> None:
     assert pybuild("load", "-i", str(host), env=env).returncode == 0
     out, _ = build_over(tmp_path, arm64, "ARG TARGETARCH\nFROM busybox:$TARGETARCH\n"
                         "RUN uname -m > /arch\n", "--platform", "linux/amd64,linux/arm64",
-                        "-t", "multi:1")
+                        "-t", "multi:1", "--iidfile", str(tmp_path / "iid"))
     images = _platform_images(out)
     assert {platform: (config["architecture"], arch)
             for platform, (config, arch) in images.items()} == {
@@ -254,6 +254,8 @@ def test_several_platforms_make_an_image_index(tmp_path: Path) -> None:
         ["amd64", "arm64"]
     with tarfile.open(out) as archive:
         loaded = json.load(archive.extractfile("manifest.json"))
+        (top,) = json.load(archive.extractfile("index.json"))["manifests"]
+    assert (tmp_path / "iid").read_text() == top["digest"]
     assert [entry["RepoTags"] for entry in loaded] == [["multi:1"], []]
 
 
