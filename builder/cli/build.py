@@ -248,9 +248,10 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
     caches = _caches(options)
     text = sys.stdin.read() if options.file == "-" else None
     source_date_epoch = _source_date_epoch()
+    platforms = _platforms(options.platform, output, outputs)
     try:
         flags = runflags.read(options, outputs.push_media_types == "docker" or any(
-            spec.oci_mediatypes is False for spec in outputs.exports))
+            spec.oci_mediatypes is False for spec in outputs.exports), platforms)
     except ValueError as error:
         raise _usage_error(str(error)) from None
     return BuildRequest(**flags,
@@ -272,7 +273,7 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
         source_date_epoch=source_date_epoch, add_max_size=_add_max_size(),
-        platforms=_platforms(options.platform, output, outputs))
+        platforms=platforms)
 
 
 def _usage_error(message: str) -> Exception:
