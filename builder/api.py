@@ -35,6 +35,9 @@ def build(request: BuildRequest, *sinks: Sink) -> BuildResult:
         cache_dir=os.path.abspath(request.cache_dir or default_cache_dir()))
     log = Log(*sinks)
     try:
+        if len(request.platforms) > 1:
+            from builder.multiplatform import build_platforms
+            return build_platforms(request, log, _build)
         return _build(request, log)
     finally:
         log.finish()

@@ -108,7 +108,7 @@ class Build:
             text.encode("utf-8", "surrogateescape"), name, request.context,
             "-" if request.dockerfile_text is not None else request.dockerfile,
             tuple(base_material(image_name, base.manifest_digest or base.image_id,
-                                str(PLATFORM))
+                                str(stages.session.platform))
                   for image_name, base in stages.bases.items()),
             request.build_args, request.target, str(PLATFORM), request.source_date_epoch,
             self.started, time.time())

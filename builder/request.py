@@ -11,6 +11,7 @@ from builder.runoptions import RunOptions
 from builder.supplychain.options import Attestations
 from layers.compression import Compression
 from layers.image import Annotations
+from layers.platform import Platform
 
 if TYPE_CHECKING:
     from builder.cache.spec import CacheSpec
@@ -56,6 +57,7 @@ class BuildRequest:
     seccomp: bool = True  # Docker's default profile for RUN; --security-opt seccomp=unconfined
     secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
     ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
+    platforms: tuple[Platform, ...] = ()  # --platform: the ones built for; () for the host's
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from grammar import instructions as ins, stored
 from layers.errors import LayerError
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
-from layers.platform import host_platform
+from layers.platform import Platform, host_platform, parse_platform
 from layers.reference import Reference
 from layers.scratch import private_dir, sweep
 from layers.snapshots import SnapshotStore
@@ -79,7 +79,7 @@ class BuildSession:
         self.slot_prefix = f"{request.context}|{request.dockerfile or '-'}"
         self._file_memos: dict[str, dict[str, tuple]] = {}
         self._directory_trees: dict[str, ContextTree] = {}
-        self._puller: Puller | None = None
+        self._pullers: dict[Platform, Puller] = {}
         self._chosen_sandbox: Sandbox | None = None
         self._confinement: Confinement | None = None
 
@@ -95,13 +95,21 @@ class BuildSession:
         return session_for(ref, insecure_registries=self.request.insecure_registries,
                            warn=self.log.alert, timeout=self.request.registry_timeout)
 
-    def find_image(self, ref: Reference) -> StoredImage | None:
-        """FROM's lookup: the local store, then the registry (builder/sources/pull.py)."""
-        if self._puller is None:
+    @property
+    def platform(self) -> Platform:
+        """The platform built for (TARGETPLATFORM): --platform's (one per build), else the
+        host's."""
+        return self.request.platforms[0] if self.request.platforms \
+            else parse_platform(str(PLATFORM))
+
+    def find_image(self, ref: Reference, platform: Platform) -> StoredImage | None:
+        """FROM's lookup for one platform: the local store, then the registry
+        (builder/sources/pull.py)."""
+        if platform not in self._pullers:
             from builder.sources.pull import Puller
-            self._puller = Puller(self.images, self.registry, PLATFORM, self.request.pull,
-                                  self.log)
-        return self._puller.image(ref)
+            self._pullers[platform] = Puller(self.images, self.registry, platform,
+                                             self.request.pull, self.log)
+        return self._pullers[platform].image(ref)
 
     def import_caches(self) -> None:
         if not self.request.cache_from:

@@ -31,17 +31,13 @@ from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
 from layers.image import ContainerConfig, History, ImageConfig
+from layers.platform import Platform, build_args, parse_platform
 from layers.union import UnionView
 
 if TYPE_CHECKING:
     from builder.sources.baseimage import BaseImage, DirectorySource
     from grammar.mounts import CacheMount
 
-_ARCH = PLATFORM.architecture
-# The automatic platform ARGs.
-_PLATFORM_ARGS = {"TARGETPLATFORM": f"linux/{_ARCH}", "TARGETOS": "linux", "TARGETARCH": _ARCH,
-                  "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{_ARCH}", "BUILDOS": "linux",
-                  "BUILDARCH": _ARCH, "BUILDVARIANT": ""}
 
 
 @dataclass(frozen=True)
@@ -206,10 +202,20 @@ class StageBuilder:
 
     def _run(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
         from builder.steps.run import run
+        self._require_runnable(job.instruction, job.state.image)
         self.session.restore_mounts(job.state, job.instruction)
         after, diff_id = run(job.state, job.instruction, self.session.run_env(
             job.number, lambda name: self._from_tree(job.mounted[name])))
         return after, diff_id, {}
+
+    def _require_runnable(self, instruction: ins.Instruction, image: ImageConfig) -> None:
+        """A RUN in a foreign platform's image needs a binfmt_misc handler; without one it fails
+        here, naming the package, not with ENOEXEC inside the container."""
+        from builder.binfmt import NoHandler, require_runnable
+        try:
+            require_runnable(Platform(image.os, image.architecture, image.variant))
+        except NoHandler as error:
+            raise BuildError.at(instruction, f"RUN: {error}", self._line(instruction)) from None
 
     def _workdir(self, job: _Job) -> tuple[StageState, str | None, dict[str, str]]:
         after, diff_id = workdir(job.state, job.instruction, job.env)
@@ -268,35 +274,42 @@ class StageBuilder:
         if not image_name:
             raise BuildError.at(source, f"base name ({source.image}) should not be blank",
                                 self._line(source))
+        platform = self.session.platform
         if source.platform:
             wanted = self.located(source, lambda: expand_word(source.platform, known, escape))
-            if wanted not in (f"linux/{_ARCH}", "linux"):
-                raise BuildError.at(source, f"FROM --platform={wanted}: only the host platform "
-                                    f"(linux/{_ARCH}) can be built", self._line(source))
+            try:
+                platform = parse_platform(wanted)
+            except ValueError as error:
+                raise BuildError.at(source, f"FROM --platform: {error}",
+                                    self._line(source)) from None
         number = self.log.step(f"[{stage.label}] FROM {image_name}", stage.label)
-        state, origin = self._base_state(stage, image_name, number)
+        state, origin = self._base_state(stage, image_name, platform, number)
         epoch = self.session.request.source_date_epoch
         state = replace(state, key="", pending=(
             origin, ("SOURCE_DATE_EPOCH", "" if epoch is None else str(epoch))))
         self.log.done(number)
         return self._onbuild(stage, state, image_name)
 
-    def _base_state(self, stage: Stage, image_name: str,
+    def _base_state(self, stage: Stage, image_name: str, platform: Platform,
                     number: int) -> tuple[StageState, tuple[str, str]]:
         """The state FROM starts with, and the cache input that stands for it: scratch, an
         earlier stage, or an image (a build context's, the local store's or a registry's)."""
         escape = self.dockerfile.directives.escape
         if image_name == "scratch":
             image = ImageConfig(config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",),
-                                                       working_dir="/"), architecture=_ARCH)
+                                                       working_dir="/"),
+                                architecture=platform.architecture, os=platform.os,
+                                variant=platform.variant)
             state = StageState(image, scope=image.config.env_dict(), escape=escape)
-            return state, ("base image scratch", f"scratch {_ARCH}")
+            tag = "/".join(filter(None, (platform.architecture, platform.variant)))
+            return state, ("base image scratch", f"scratch {tag}")
         contexts = self.session.request.build_contexts
         parent = self.plan.base(image_name, stage.index)
         if parent is None or image_name in contexts:
             from builder.sources.baseimage import resolve_base
             base = self.located(stage.from_, lambda: resolve_base(
-                image_name, self.session.images, contexts, self.session.find_image))
+                image_name, self.session.images, contexts,
+                partial(self.session.find_image, platform=platform)))
             self.log.info(number, f"from {base.origin}")
             self.bases[image_name] = base
             image = replace(base.config, created="")
@@ -374,7 +387,8 @@ class StageBuilder:
         from builder.sources.baseimage import resolve_base
         try:
             image = self.located(instruction, lambda: resolve_base(
-                name, self.session.images, contexts, self.session.find_image, by=asked_by))
+                name, self.session.images, contexts,
+                partial(self.session.find_image, platform=self.session.platform), by=asked_by))
         except BuildError as error:
             names = [s.name for s in self.plan.stages if s.name]
             meant = suggest(name, names, case_sensitive=False) if named is None else None
@@ -480,7 +494,7 @@ class StageBuilder:
         return self.session.directory_tree(source.name, source.directory)
 
     def _global_args(self) -> dict[str, str | None]:
-        values: dict[str, str | None] = dict(_PLATFORM_ARGS)
+        values: dict[str, str | None] = dict(build_args(self.session.platform, PLATFORM))
         given = self.session.request.build_args
         for instruction in self.plan.meta_args:
             for decl in instruction.args:

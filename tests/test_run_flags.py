@@ -127,6 +127,21 @@ def test_annotation_refusals(text, message):
         parse_annotations([text], HOST)
 
 
+@pytest.mark.parametrize("target, text, accepted", [
+    (Platform("linux", "arm64"), "manifest[linux/arm64]:a=1", True),
+    (Platform("linux", "arm64"), "manifest[linux/amd64]:a=1", False),
+    (None, "manifest[linux/amd64]:a=1", False),
+    (None, "manifest:a=1", True),
+])
+def test_annotation_platforms_follow_the_target(target, text, accepted):
+    """A platform-qualified annotation names the one platform built; several take none."""
+    if accepted:
+        assert parse_annotations([text], target).manifest == (("a", "1"),)
+    else:
+        with pytest.raises(ValueError, match="only for|multi-platform"):
+            parse_annotations([text], target)
+
+
 @pytest.mark.parametrize("options, message", [
     (("--cgroup-parent", "../.."), "--cgroup-parent ../..: not a cgroup path"),
     (("--add-host", "x:host-gateway"), "host-gateway names Docker's bridge gateway"),

@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--mount=type=ssh, or private key files, held by an ssh-agent of "
                             "the build's own (repeatable)")
     group.add_argument("--platform", metavar="PLATFORM",
-                        help="target platform; only the host's is supported")
+                        help="the platforms to build for (os/arch[/variant], comma-separated "
+                             "for an image index); another architecture's RUN needs a "
+                             "binfmt_misc handler (qemu-user-static)")
     group = parser.add_argument_group("the image and where it goes")
     group.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                         help="name the image (repeatable); `docker load` applies every tag")
@@ -246,9 +248,10 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
     caches = _caches(options)
     text = sys.stdin.read() if options.file == "-" else None
     source_date_epoch = _source_date_epoch()
+    platforms = _platforms(options.platform, output, outputs)
     try:
         flags = runflags.read(options, outputs.push_media_types == "docker" or any(
-            spec.oci_mediatypes is False for spec in outputs.exports))
+            spec.oci_mediatypes is False for spec in outputs.exports), platforms)
     except ValueError as error:
         raise _usage_error(str(error)) from None
     return BuildRequest(**flags,
@@ -269,7 +272,8 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         entitlements=frozenset(options.allow),
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
-        source_date_epoch=source_date_epoch, add_max_size=_add_max_size())
+        source_date_epoch=source_date_epoch, add_max_size=_add_max_size(),
+        platforms=platforms)
 
 
 def _usage_error(message: str) -> Exception:
@@ -280,12 +284,23 @@ def _usage_error(message: str) -> Exception:
 def _check_context(options: argparse.Namespace) -> None:
     if not os.path.isdir(options.context):
         raise _usage_error(f"context {options.context!r} is not a directory")
-    if options.platform:
-        from layers.platform import host_platform
-        host = host_platform()
-        if options.platform.split("/")[:2] != [host.os, host.architecture]:
-            raise _usage_error(f"--platform {options.platform}: only the host platform {host} "
-                               "can be built")
+
+
+def _platforms(value: str | None, output: str | None, outputs) -> tuple:
+    """--platform's platforms. Several make an image index: a tarball file's, or pushed."""
+    if not value:
+        return ()
+    from layers.platform import parse_platform
+    try:
+        platforms = tuple(dict.fromkeys(parse_platform(item) for item in value.split(",")))
+    except ValueError as error:
+        raise _usage_error(f"--platform {error}") from None
+    if len(platforms) > 1 and (outputs.load or outputs.exports or output == "-"
+                               or not (output or outputs.push)):
+        raise _usage_error(f"--platform {value}: several platforms make an image index, which "
+                           "pybuild writes only to a tarball file (-o FILE) and --push, not to "
+                           "--load, -o type=... or stdout")
+    return platforms
 
 
 def _build_contexts(values: list[str]) -> dict:

@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from layers.platform import Platform
 
 
 def add_run_flags(group: argparse._ArgumentGroup) -> None:
@@ -50,9 +54,11 @@ def add_builder_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, action="append", default=[], help=argparse.SUPPRESS)
 
 
-def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
+def read(options: argparse.Namespace, docker_media_types: bool,
+         platforms: tuple[Platform, ...]) -> dict:
     """The BuildRequest fields these flags give; ValueError for a usage error (manifest
-    annotations where an output asks for `docker_media_types`: Docker's schema 2 has none).
+    annotations where an output asks for `docker_media_types`: Docker's schema 2 has none;
+    an annotation for a platform other than the one of `platforms`, or for any of several).
     Warns on stderr about --builder."""
     from builder.output.annotations import parse_annotations
     from builder.runoptions import parse_run_options
@@ -64,7 +70,8 @@ def read(options: argparse.Namespace, docker_media_types: bool) -> dict:
     if options.builder is not None:
         print(f"pybuild: warning: --builder {options.builder} is ignored: pybuild is daemonless, "
               "the build runs in this process", file=sys.stderr)
-    annotations = parse_annotations(options.annotation, host_platform())
+    target = (platforms[0] if len(platforms) == 1 else None) if platforms else host_platform()
+    annotations = parse_annotations(options.annotation, target)
     if annotations.manifest and docker_media_types:
         raise ValueError("--annotation: manifest annotations need an OCI manifest, and "
                          "oci-mediatypes=false asks for Docker's, which has none")

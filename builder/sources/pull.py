@@ -41,6 +41,14 @@ class Puller:
         if ref in self.resolved:
             return self.resolved[ref]
         local = self.store.get(ref)
+        has = "no copy either"
+        if local is not None and not self.platform.matches(
+                {"os": local.config.os, "architecture": local.config.architecture,
+                 "variant": local.config.variant}):
+            # another platform's image of that name: pulled for this one
+            has = "it only for " + "/".join(filter(None, (
+                local.config.os, local.config.architecture, local.config.variant)))
+            local = None
         if local is not None and not (self.always and not ref.digest):
             return local
         from layers.registry.errors import RegistryError  # a store hit needs no registry code
@@ -50,8 +58,9 @@ class Puller:
             if local is None:
                 if error.status == 404:
                     return None
-                raise BuildError(f"cannot pull {ref.familiar()}: {error.message}; the local "
-                                 f"image store ({self.store.dir}) has no copy either") from None
+                raise BuildError(f"cannot pull {ref.familiar()} for {self.platform}: "
+                                 f"{error.message}; the local image store ({self.store.dir}) "
+                                 f"has {has}") from None
             self.log.warn(f"cannot pull {ref.familiar()} ({error.message}); using the copy in "
                           f"the local image store, {local.manifest_digest}")
             image = local
