@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,3 +152,17 @@ class DockerImages:
             docker("rm", "-f", container, check=False)
         if self.names:
             docker("rmi", "-f", *self.names, check=False)
+
+
+@contextmanager
+def interrupted_after(seconds: float) -> Iterator[None]:
+    """Send this process SIGINT after `seconds`, as Ctrl-C would, with Python's handler in place
+    for it (a Python started as a shell's background job keeps SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)

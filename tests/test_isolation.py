@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -26,8 +25,8 @@ from tests.registry_support import Registry, registry  # noqa: F401  (a fixture)
 from tests.rootless_user import EPOCH, SUBID_FILES, rootless_user
 from tests.test_conformance import (BASE_IMAGE, CASES, DIFFERS, case_names,
                                     wrong_verdict)
-from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available, pybuild,
-                           require)
+from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available,
+                           interrupted_after, pybuild, require)
 
 SINGLE_ID_STEPS = """\
 FROM busybox:test
@@ -169,13 +168,8 @@ def test_chroot_orphans_die_with_the_command(root):
 
 def test_chroot_interrupt_kills_the_command_and_restores_the_root(root):
     before = snapshot(root)
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), 2))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            chroot_run(root, "sleep 3029")
-    finally:
-        timer.cancel()
+    with interrupted_after(1.0), pytest.raises(KeyboardInterrupt):
+        chroot_run(root, "sleep 3029")
     assert not _running("sleep 3029")
     assert snapshot(root) == before
 

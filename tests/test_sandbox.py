@@ -5,7 +5,6 @@ import os
 import shutil
 import stat
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from builder.sandbox.spec import RunSpec
 from builder.sandbox.namespaces import NamespaceSandbox, probe
-from tests.support import require
+from tests.support import interrupted_after, require
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -185,13 +184,8 @@ def test_orphans_die_with_the_command(base, tmp_path):
 
 
 def test_interrupt_kills_the_sandbox_and_leaves_no_mounts(base, tmp_path):
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), 2))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run(base, tmp_path, "sleep 3017")
-    finally:
-        timer.cancel()
+    with interrupted_after(1.0), pytest.raises(KeyboardInterrupt):
+        run(base, tmp_path, "sleep 3017")
     assert subprocess.run(["pgrep", "-f", "sleep 3017"], capture_output=True).stdout == b""
     with open("/proc/self/mountinfo") as mounts:
         assert str(tmp_path) not in mounts.read()
