@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from layers.image import sha256_digest
+from layers.platform import host_platform
 from layers.registry.mediatypes import OCI_MANIFEST
 from tests.registry_support import QuietHandler, serve, shut_down
 from tests.support import pybuild
@@ -143,7 +144,7 @@ def test_a_hostile_registry_fails_the_build_clearly(tmp_path, hostile, name, mes
     address = f"127.0.0.1:{hostile.server_address[1]}"
     result = build_from(tmp_path, hostile, name)
     assert result.returncode == 1, result.stderr
-    assert f"Dockerfile:1: cannot pull {address}/{name}:1: " in result.stderr
+    assert f"Dockerfile:1: cannot pull {address}/{name}:1 for {host_platform()}: " in result.stderr
     assert message.replace("{address}", address) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "image.tar").exists()

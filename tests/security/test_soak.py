@@ -37,8 +37,9 @@ COPY small /small
 RUN sleep 0.2 && rm /big2 && echo "$N $N" > /m
 """
 EPOCH = "1600000000"
-# Files of the cache root that hold its records, not its content: the index and the image store.
-_RECORDS = ("index.sqlite", "images")
+# Files of the cache root that hold its records, not its content: the index, the image store and
+# the sandbox's remembered probe answers.
+_RECORDS = ("index.sqlite", "images", "sandbox-probes.json")
 _SCRATCH = "tmp"
 
 
