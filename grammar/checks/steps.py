@@ -23,6 +23,11 @@ _NOT_ENV = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 _ONCE_PER_STAGE = (ins.Cmd, ins.Entrypoint, ins.Healthcheck)
 
 
+# A hint compares the name with every variable: past this many in a stage, a Dockerfile of
+# thousands of undefined names would cost the square of its length (tests/test_step_scaling.py).
+_MOST_HINTS = 16
+
+
 @dataclass
 class _StageState:
     """What the checks remember of a stage while walking it; a later stage FROM it starts with
@@ -32,6 +37,7 @@ class _StageState:
     workdir: bool = False
     variables: set[str] | None = field(default_factory=lambda: {"PATH"})
     last: dict[type, int] = field(default_factory=dict)
+    hinted: int = 0  # UndefinedVar findings given a "did you mean" hint
 
     def child(self) -> _StageState:
         names = None if self.variables is None else set(self.variables)
@@ -137,7 +143,10 @@ def _undefined(step: ins.Instruction, state: _StageState, escape: str) -> list[F
             if known is not None and name not in known and name not in reported \
                     and name not in _NOT_ENV:
                 reported.add(name)
-                close = suggest(name, sorted(known), case_sensitive=True)
+                close = None
+                if state.hinted < _MOST_HINTS:
+                    state.hinted += 1
+                    close = suggest(name, sorted(known), case_sensitive=True)
                 findings.append(Finding(step.span.line, "UndefinedVar",
                                         f"Usage of undefined variable '${name}'"
                                         + (f" (did you mean ${close}?)" if close else "")))
