@@ -103,9 +103,10 @@ def _run(strategy: str, work: Path, archive: Path, base: str, cases: list[str],
 
 def _selected(request: pytest.FixtureRequest, test: str) -> list[str]:
     """The cases of `test` this session runs with the fixture's strategy (what -k and friends
-    left), so that a run of some cases builds only those."""
+    left), so that a run of some cases builds only those. Other files' tests of that name are
+    not parametrized by case."""
     return [item.callspec.params["case"] for item in request.session.items
-            if getattr(item, "originalname", None) == test
+            if getattr(item, "originalname", None) == test and hasattr(item, "callspec")
             and item.callspec.params.get(request.fixturename) == request.param]
 
 

@@ -69,8 +69,11 @@ def test_a_signal_stops_the_build_and_leaves_nothing_behind(tmp_path, busybox_ta
     context.mkdir()
     (context / "Dockerfile").write_text("FROM busybox:test\nRUN echo started && sleep 3021\n")
     out = tmp_path / "image.tar"
+    # SIGINT at its default, as in a terminal: a pytest started as a background job passes it on
+    # ignored, and pybuild keeps what it is given
     process = subprocess.Popen([sys.executable, "-m", "builder.cli", "-o", str(out), str(context)],
-                               cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _running("sleep 3021"):
         time.sleep(0.1)

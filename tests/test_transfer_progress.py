@@ -48,7 +48,7 @@ def test_an_export_reports_the_layer_bytes_written(tmp_path: Path) -> None:
         path = tmp_path / name
         with open(path, "wb") as handle:
             handle.truncate(size)
-        paths.append(stored_blob(str(path), f"sha256:{name * 64}", "application/x-tar"))
+        paths.append(stored_blob(str(path), f"sha256:{name * 64}", Compression.NONE.media_type))
     reports: list[tuple[int, int]] = []
     with open(tmp_path / "out.tar", "wb") as out:
         write_archive(out, ArchiveImage(b"{}", (paths[0], paths[1], paths[0]), ()),
