@@ -217,6 +217,22 @@ def test_prune_and_du(project):
     assert steps(build(project)) == ["no earlier build"] * 3 or "CACHED" not in steps(build(project))
 
 
+def test_prunes_running_side_by_side_each_succeed(project):
+    """Two prunes list the same unreferenced blobs; the one that loses a removal must not fail."""
+    cache = project.parent / "cache"
+    build(project)
+    blobs = cache / "blobs" / "sha256"
+    for n in range(4000):
+        (blobs / f"{n:064x}").write_bytes(b"x" * 64)
+    env = {**os.environ, "PYBUILD_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-m", "builder.cli", "prune", "--all"]
+    prunes = [subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in prunes]
+    assert [code for code, _ in results] == [0] * 4, results
+    assert os.listdir(blobs) == []
+
+
 def test_a_no_op_rebuild_gives_the_same_image_and_leaves_the_tarball_alone(project):
     out = project.parent / "image.tar"
     ids, stats = [], []

@@ -48,11 +48,10 @@ def usage(cache_dir: str) -> Usage:
     finally:
         index.close()
     root = CacheRoot(cache_dir)
-    blob_names = root.blob_names()
-    blob_bytes = sum(os.path.getsize(os.path.join(root.blobs, n)) for n in blob_names)
+    blob_sizes = _blob_sizes(cache_dir)
     snapshots = root.snapshot_names()
     dead = leftovers(cache_dir)
-    return Usage(steps, len(blob_names), blob_bytes, len(snapshots),
+    return Usage(steps, len(blob_sizes), sum(blob_sizes.values()), len(snapshots),
                  sum(tree_size(os.path.join(root.snapshots, n)) for n in snapshots),
                  dead.count, dead.size, tree_size(roots_dir(cache_dir)))
 
@@ -107,9 +106,7 @@ def _collect(cache_dir: str, kept) -> int:
     root = CacheRoot(cache_dir)
     for name in root.blob_names():
         if f"sha256:{name}" not in blobs and not name.startswith("."):
-            path = os.path.join(root.blobs, name)
-            freed += os.path.getsize(path)
-            os.unlink(path)
+            freed += _unlink(os.path.join(root.blobs, name))
     for name in root.snapshot_names():
         if chain_of(name) not in chains and not name.startswith("."):
             path = os.path.join(root.snapshots, name)
@@ -118,9 +115,26 @@ def _collect(cache_dir: str, kept) -> int:
     return freed
 
 
+def _unlink(path: str) -> int:
+    """The size of a blob removed here; 0 when a prune running beside this one removed it first."""
+    size = tree_size(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return size
+
+
 def _blob_sizes(cache_dir: str) -> dict[str, int]:
+    """Sizes by digest of the blobs present; one a concurrent prune removed is left out."""
     root = CacheRoot(cache_dir)
-    return {f"sha256:{n}": os.path.getsize(os.path.join(root.blobs, n)) for n in root.blob_names()}
+    sizes = {}
+    for name in root.blob_names():
+        try:
+            sizes[f"sha256:{name}"] = os.path.getsize(os.path.join(root.blobs, name))
+        except FileNotFoundError:
+            continue
+    return sizes
 
 
 def parse_age(text: str) -> float:
