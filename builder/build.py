@@ -70,6 +70,8 @@ class Build:
 
     def _run(self, text: str, name: str) -> BuildResult:
         session = self.session
+        for notice in self.request.notices:
+            self.log.warn(notice)
         dockerfile = session.parse(text, name)
         dockerfile_path = "-" if self.request.dockerfile_text is not None \
             else self.request.dockerfile

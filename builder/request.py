@@ -58,6 +58,7 @@ class BuildRequest:
     secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
     ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
     platforms: tuple[Platform, ...] = ()  # --platform: the ones built for; () for the host's
+    notices: tuple[str, ...] = ()  # warnings about the command line, given by the build's log
 
 
 @dataclass(frozen=True)

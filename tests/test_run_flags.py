@@ -336,10 +336,17 @@ def test_annotations_on_push(tmp_path, base, registry):  # noqa: F811
     assert manifest["annotations"] == {"org.opencontainers.image.source": "https://example.com/app"}
 
 
-def test_builder_is_ignored_with_a_warning(tmp_path, base):
-    result, out = build(tmp_path, base, "FROM busybox:test\n", "--builder", "mybuilder")
+@pytest.mark.parametrize("progress", ["plain", "json", "quiet"])
+def test_builder_is_ignored_with_a_warning_in_the_log(tmp_path, base, progress):
+    result, out = build(tmp_path, base, "FROM busybox:test\n", "--builder", "mybuilder",
+                        "--progress", progress)
     assert result.returncode == 0, result.stderr
-    assert "warning: --builder mybuilder is ignored: pybuild is daemonless" in result.stderr
+    warning = "--builder mybuilder is ignored: pybuild is daemonless"
+    if progress == "json":
+        events = [json.loads(line) for line in result.stderr.splitlines()]
+        assert any(warning in json.dumps(event) for event in events), result.stderr
+    else:
+        assert warning in result.stderr
     assert out.exists()
 
 

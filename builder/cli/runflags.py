@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ def read(options: argparse.Namespace, docker_media_types: bool,
     """The BuildRequest fields these flags give; ValueError for a usage error (manifest
     annotations where an output asks for `docker_media_types`: Docker's schema 2 has none;
     an annotation for a platform other than the one of `platforms`, or for any of several).
-    Warns on stderr about --builder."""
+    --builder's warning is a notice the build's log gives, in every progress mode."""
     from builder.output.annotations import parse_annotations
     from builder.runoptions import parse_run_options
     from builder.supplychain.options import no_default_attestations, parse_attestations
@@ -67,15 +66,16 @@ def read(options: argparse.Namespace, docker_media_types: bool,
     if options.driver or options.driver_opt:
         raise ValueError("--driver and --driver-opt are `docker buildx create` options: pybuild "
                          "is daemonless, it has no builder to create or configure")
-    if options.builder is not None:
-        print(f"pybuild: warning: --builder {options.builder} is ignored: pybuild is daemonless, "
-              "the build runs in this process", file=sys.stderr)
+    notices = () if options.builder is None else (
+        f"--builder {options.builder} is ignored: pybuild is daemonless, the build runs in this "
+        "process",)
     target = (platforms[0] if len(platforms) == 1 else None) if platforms else host_platform()
     annotations = parse_annotations(options.annotation, target)
     if annotations.manifest and docker_media_types:
         raise ValueError("--annotation: manifest annotations need an OCI manifest, and "
                          "oci-mediatypes=false asks for Docker's, which has none")
-    return {"run_options": parse_run_options(options.add_host, options.ulimit,
+    return {"notices": notices,
+            "run_options": parse_run_options(options.add_host, options.ulimit,
                                              options.shm_size, options.cgroup_parent),
             "annotations": annotations,
             "attestations": parse_attestations(options.sbom, options.provenance, options.attest,
