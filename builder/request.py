@@ -58,6 +58,7 @@ class BuildRequest:
     secrets: dict[str, SecretSource] = field(default_factory=dict)  # --secret, by id
     ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
     platforms: tuple[Platform, ...] = ()  # --platform: the ones built for; () for the host's
+    max_parallelism: int | None = None  # stages built at the same time; None: one per CPU
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,23 @@
 Config-only instructions edit the image config (builder/steps/config.py, `METADATA`) and fold
 into the next layer step's cache inputs; layer steps (RUN, WORKDIR, COPY, ADD) are decided by the
 cache (builder/cache/decide.py), reused on a hit and run on a miss (`_LAYER_STEPS`). A stage is
-built once per build, whoever asks first (the target, a later FROM, a COPY --from).
+built once per build, whoever asks first (the target, a later FROM, a COPY --from); stages built at
+the same time (builder/stagepool.py) each run in a thread of their own, and one that asks for a
+stage another thread is building waits for it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
 from builder.cache.key import Inputs, step_key
+from builder.cancel import CURRENT, Canceled
 from builder.errors import BuildError, describe_os_error
 from builder.plan.stages import Plan, Stage
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
@@ -63,6 +67,14 @@ def _arg_inputs(instruction: ins.Instruction, after: StageState) -> tuple[tuple[
 
 
 @dataclass(frozen=True)
+class _Claim:
+    """A stage being built: by which thread, and set once it is over (built or failed)."""
+
+    owner: int
+    over: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
 class _Job:
     """A layer step that runs: what its executor reads."""
 
@@ -86,7 +98,10 @@ class StageBuilder:
         self.dockerfile = dockerfile
         self.plan = plan
         self.states: dict[int, StageState] = {}
-        self.building: list[int] = []  # the stages under way, in the order they were asked for
+        self._claims: dict[int, _Claim] = {}
+        self._chains: dict[int, list[int]] = {}  # thread -> its stages under way, as asked for
+        self._awaiting: dict[int, int] = {}  # thread -> the stage another thread builds for it
+        self._lock = threading.Lock()  # the above, and the counts below
         self.consumed: set[str] = set()
         self.hits = 0
         self.misses = 0
@@ -98,6 +113,8 @@ class StageBuilder:
 
     def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
              title: str, position: str) -> StageState:
+        if (cancellation := CURRENT.get()) is not None:
+            cancellation.check()
         handler = METADATA.get(type(instruction))
         if handler is not None:
             return self._config_step(state, instruction, handler)
@@ -172,7 +189,8 @@ class StageBuilder:
     def _relink(self, number: int, hit: Hit, state: StageState, instruction: ins.Instruction,
                 slot: str) -> StageState:
         """A linked step's hit: its layer (made without the layers below) put on this state."""
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         self.log.cached(number)
         record = hit.record
         blobs = self.session.blobs
@@ -233,7 +251,8 @@ class StageBuilder:
         return job.state, diff_id, digests
 
     def _missed(self, number: int, miss: Miss) -> None:
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         self.log.missed(number, miss.reason)
 
     def located(self, instruction: ins.Instruction, action):
@@ -254,17 +273,57 @@ class StageBuilder:
                                 self._line(instruction), hint=hint) from None
 
     def stage(self, stage: Stage) -> StageState:
-        """The final state of a stage, built once per build whoever asks first."""
-        if stage.index not in self.states:
-            self.building.append(stage.index)
+        """The final state of a stage, built once per build whoever asks first; a thread that
+        asks while another builds it waits (Canceled if that one fails)."""
+        me = threading.get_ident()
+        with self._lock:
+            if stage.index in self.states:
+                return self.states[stage.index]
+            claim = self._claims.get(stage.index)
+            if claim is not None:
+                self._refuse_waiting_cycle(stage, me)
+                self._awaiting[me] = stage.index
+            else:
+                claim = self._claims[stage.index] = _Claim(me)
+                chain = self._chains.setdefault(me, [])
+        if claim.owner != me:
+            return self._awaited(stage, claim, me)
+        chain.append(stage.index)
+        try:
             state = self._base(stage)
             total = len(stage.instructions)
             for position, instruction in enumerate(stage.instructions, start=1):
                 state = self.step(stage, state, instruction,
                                   f"[{stage.label} {position}/{total}]", str(position))
-            self.states[stage.index] = state
-            self.building.pop()
+            with self._lock:
+                self.states[stage.index] = state
+            return state
+        finally:
+            chain.pop()
+            claim.over.set()
+
+    def _awaited(self, stage: Stage, claim: _Claim, me: int) -> StageState:
+        try:
+            claim.over.wait()
+        finally:
+            with self._lock:
+                del self._awaiting[me]
+        if stage.index not in self.states:
+            raise Canceled  # its own thread raises what stopped it
         return self.states[stage.index]
+
+    def _refuse_waiting_cycle(self, stage: Stage, me: int) -> None:
+        """Waiting for `stage` would never end when its builder waits, through others perhaps,
+        for a stage this thread builds: a cycle that crosses threads (through a name known only
+        when its stage runs), refused as `_refuse_cycle` refuses one within a thread."""
+        labels, waiting = [stage.label], stage.index
+        while (owner := self._claims[waiting].owner) != me:
+            if owner not in self._awaiting:
+                return
+            waiting = self._awaiting[owner]
+            labels.append(self.plan.stages[waiting].label)
+        raise BuildError(f"circular dependency detected on stage {stage.label} (waiting for "
+                         f"{' -> '.join(labels)})")
 
     def _base(self, stage: Stage) -> StageState:
         escape = self.dockerfile.directives.escape
@@ -402,8 +461,9 @@ class StageBuilder:
                       asked_by: str) -> None:
         """A stage that needs one still being built (itself, or one that needs it) is a cycle,
         which BuildKit refuses as `circular dependency detected on stage`."""
-        if source.index in self.building:
-            chain = " -> ".join(self.plan.stages[i].label for i in self.building)
+        building = self._chains.get(threading.get_ident(), [])
+        if source.index in building:
+            chain = " -> ".join(self.plan.stages[i].label for i in building)
             raise BuildError.at(instruction, f"{asked_by}={name}: circular dependency detected "
                                 f"on stage {source.label} (building {chain})",
                                 self._line(instruction))
@@ -417,7 +477,8 @@ class StageBuilder:
 
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         self.log.cached(number)
         blobs = self.session.blobs
         if hit.diff_id is not None and blobs.has(hit.diff_id):
