@@ -95,7 +95,7 @@ class Build:
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
                           session.registry, session.remote)
         facts = self._facts(text, name, stages) if provenance_wanted(self.request) else None
-        done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts,
+        done = deliver(image, tags, to, stages.exported(), stages.cache_mounts,
                        facts)
         return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in done.blobs),
@@ -134,7 +134,7 @@ class Build:
             "-" if request.dockerfile_text is not None else request.dockerfile,
             tuple(base_material(image_name, base.manifest_digest or base.image_id,
                                 str(stages.session.platform))
-                  for image_name, base in stages.bases.items()),
+                  for image_name, base in sorted(stages.bases.items())),
             request.build_args, request.target, str(PLATFORM), request.source_date_epoch,
             self.started, time.time())
 

@@ -106,7 +106,7 @@ class StageBuilder:
         self.hits = 0
         self.misses = 0
         self.reused_created: list[str] = []
-        self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self._exported: dict[int, dict[str, CacheRecord]] = {}  # stage -> its steps' records
         self.cache_mounts: set[CacheMount] = set()  # of every RUN, for --cache-to mounts=true
         self.bases: dict[str, BaseImage] = {}  # FROM's images by name, for provenance
         self.global_args = self._global_args()
@@ -173,9 +173,21 @@ class StageBuilder:
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
         recorded = _alone(after, diff_id).to_json() if linked else after.to_json()
-        self.exported[key] = CacheRecord(key, step.parent, inputs.items, recorded)
+        self._export(CacheRecord(key, step.parent, inputs.items, recorded))
         session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
         return self._chained(after, state, key, step.slot, diff_id) if linked else after
+
+    def _export(self, record: CacheRecord) -> None:
+        """Keep a step's record for --cache-to, under the stage this thread builds."""
+        stage = self._chains[threading.get_ident()][-1]
+        self._exported.setdefault(stage, {})[record.key] = record
+
+    def exported(self) -> tuple[CacheRecord, ...]:
+        """Every step's record, stage by stage in the Dockerfile's order (the same whether the
+        stages were built one at a time or together)."""
+        records = {key: record for stage in sorted(self._exported)
+                   for key, record in self._exported[stage].items()}
+        return tuple(records.values())
 
     def _linked_step(self, step: Step, state: StageState, instruction: ins.Copy,
                      env: StepEnv) -> Step:
@@ -196,7 +208,7 @@ class StageBuilder:
         blobs = self.session.blobs
         if record.diff_id is not None and blobs.has(record.diff_id):
             self.log.layer(number, record.diff_id, os.path.getsize(blobs.path(record.diff_id)))
-        self.exported[hit.key] = CacheRecord(hit.key, "", record.inputs.items, record.state)
+        self._export(CacheRecord(hit.key, "", record.inputs.items, record.state))
         recorded = StageState.from_json(record.state, state.escape, hit.key)
         created = recorded.image.history[-1].created
         self.reused_created.append(created)
@@ -211,7 +223,7 @@ class StageBuilder:
         inputs = Inputs(state.pending + (("linked layer", linked_key),))
         key = step_key(state.key, inputs)
         after = replace(after, key=key, pending=())
-        self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
+        self._export(CacheRecord(key, state.key, inputs.items, after.to_json()))
         self.session.cache.record(key, state.key, f"{slot}|chained", inputs, diff_id,
                                   after.to_json())
         return after
@@ -484,7 +496,7 @@ class StageBuilder:
         if hit.diff_id is not None and blobs.has(hit.diff_id):
             self.log.layer(number, hit.diff_id, os.path.getsize(blobs.path(hit.diff_id)))
         restored = StageState.from_json(hit.state, state.escape, key)
-        self.exported[key] = CacheRecord(key, hit.parent, hit.inputs.items, hit.state)
+        self._export(CacheRecord(key, hit.parent, hit.inputs.items, hit.state))
         if restored.image.history:
             self.reused_created.append(restored.image.history[-1].created)
         return restored
