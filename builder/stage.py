@@ -66,6 +66,11 @@ def _arg_inputs(instruction: ins.Instruction, after: StageState) -> tuple[tuple[
 
 
 
+class _WaitingCycle(Exception):
+    """A stage would wait for a stage that waits for it, across threads: said where the name
+    that closes the cycle is read."""
+
+
 @dataclass(frozen=True)
 class _Claim:
     """A stage being built: by which thread, and set once it is over (built or failed)."""
@@ -334,8 +339,8 @@ class StageBuilder:
                 return
             waiting = self._awaiting[owner]
             labels.append(self.plan.stages[waiting].label)
-        raise BuildError(f"circular dependency detected on stage {stage.label} (waiting for "
-                         f"{' -> '.join(labels)})")
+        raise _WaitingCycle(f"circular dependency detected on stage {stage.label} (waiting "
+                            f"for {' -> '.join(labels)})")
 
     def _base(self, stage: Stage) -> StageState:
         escape = self.dockerfile.directives.escape
@@ -448,7 +453,11 @@ class StageBuilder:
             source = self.plan.source(name)
             if source is not None:
                 self._refuse_cycle(source, name, instruction, asked_by)
-                self.stage(source)
+                try:
+                    self.stage(source)
+                except _WaitingCycle as cycle:
+                    raise BuildError.at(instruction, f"{asked_by}={name}: {cycle}",
+                                        self._line(instruction)) from None
                 return CopyFrom(name, stage=source)
             if name.isdigit():
                 raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: the "

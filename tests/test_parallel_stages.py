@@ -101,12 +101,45 @@ def test_serial_and_parallel_builds_give_the_same_image(tmp_path: Path, busybox_
         cache = {"PYBUILD_CACHE_DIR": str(tmp_path / f"cache-{name}")}
         assert pybuild("load", "-i", str(busybox_tar), env=env | cache).returncode == 0
         iid = tmp_path / f"{name}.iid"
+        exported = tmp_path / f"exported-{name}"
         result = pybuild(*flags, "--progress", "plain", "--iidfile", str(iid),
+                         "--cache-to", f"type=local,dest={exported}",
                          "-o", str(tmp_path / f"{name}.tar"), str(context),
                          env=env | cache | extra)
         assert result.returncode == 0, result.stderr
-        ids[name] = iid.read_text()
+        index = json.loads((exported / "index.json").read_text())
+        ids[name] = iid.read_text(), [m["digest"] for m in index["manifests"]]
     assert ids["parallel"] == ids["serial"]
+
+
+CYCLE = """\
+FROM busybox:test AS a
+ARG S=b
+RUN true
+COPY --from=$S /bin/true /x
+FROM busybox:test AS b
+ARG S=a
+RUN true
+COPY --from=$S /bin/true /y
+FROM busybox:test
+COPY --from=a /x /x
+COPY --from=b /y /y
+"""
+
+
+@pytest.mark.parametrize("parallelism", ["2", "1"])
+def test_a_cycle_through_stage_variables_is_refused(tmp_path: Path, busybox_tar: Path,
+                                                   parallelism: str) -> None:
+    """Neither stage names the other where the graph can see it, so both start at once: the
+    second to ask for the other refuses the cycle, where a build of one stage at a time does."""
+    context, env = _project(tmp_path, busybox_tar, CYCLE)
+    result = pybuild("--max-parallelism", parallelism, "-o", str(tmp_path / "out.tar"),
+                     str(context), env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "circular dependency detected on stage" in result.stderr
+    assert "ERROR: Dockerfile:4: COPY --from=b" in result.stderr or \
+        "ERROR: Dockerfile:8: COPY --from=a" in result.stderr, result.stderr
+    assert _left_behind(tmp_path / "cache") == []
 
 
 def test_each_output_line_stays_with_its_step(tmp_path: Path, busybox_tar: Path) -> None:
