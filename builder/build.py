@@ -117,8 +117,10 @@ class Build:
         if contexts:
             from builder.sources.baseimage import named_context
         known = {k: v for k, v in stages.global_args.items() if v is not None}
-        graph = stage_graph(planned, known, stages.dockerfile.directives.escape,
-                            lambda name: bool(contexts) and named_context(name, contexts) is not None)
+
+        def is_context(name: str) -> bool:
+            return bool(contexts) and named_context(name, contexts) is not None
+        graph = stage_graph(planned, known, stages.dockerfile.directives.escape, is_context)
         waves = graph.waves(target.index)
         if max(map(len, waves), default=0) < 2:
             return

@@ -144,7 +144,8 @@ def test_a_cycle_through_stage_variables_is_refused(tmp_path: Path, busybox_tar:
 
 def test_each_output_line_stays_with_its_step(tmp_path: Path, busybox_tar: Path) -> None:
     dockerfile = "".join(
-        f"FROM busybox:test AS s{i}\nRUN for n in $(seq 300); do echo s{i}-line-$n; done | tee /out\n"
+        f"FROM busybox:test AS s{i}\n"
+        f"RUN for n in $(seq 300); do echo s{i}-line-$n; done | tee /out\n"
         for i in range(3))
     dockerfile += "FROM busybox:test\n" + "".join(
         f"COPY --from=s{i} /out /out{i}\n" for i in range(3))
