@@ -2,8 +2,9 @@
 
 `build()` is the programmatic entry point the CLI uses. A build reads its Dockerfile, plans the
 stages the target needs, builds them in one session (builder/session.py: stores, cache,
-registries, sandbox) with a stage builder (builder/stage.py: bases and steps), stamps the image
-and delivers it (builder/output/deliver.py).
+registries, sandbox) with a stage builder (builder/stage.py: bases and steps), those that need
+nothing of each other at the same time (builder/stagepool.py), stamps the image and delivers it
+(builder/output/deliver.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from builder.checks import CHECK_ARG, dockerfile_checks, failure
 from builder.output.deliver import Destinations, deliver, provenance_wanted
-from builder.plan.stages import plan
+from builder.plan.stages import Plan, Stage, plan
 from builder.progress.sinks import Log
 from builder.progress.summary import StepRecorder
 from builder.request import BuildRequest, BuildResult
@@ -85,7 +86,9 @@ class Build:
         stages = StageBuilder(session, dockerfile, planned)
         tags = tuple(self._tag(t) for t in self.request.tags)
         session.import_caches()
-        state = stages.stage(planned.target(self.request.target))
+        target = planned.target(self.request.target)
+        self._build_together(stages, planned, target)
+        state = stages.stage(target)
         if self.request.labels:
             labels = dict(state.image.config.labels) | self.request.labels
             state = state.with_config(labels=tuple(labels.items()))
@@ -94,13 +97,37 @@ class Build:
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
                           session.registry, session.remote)
         facts = self._facts(text, name, stages) if provenance_wanted(self.request) else None
-        done = deliver(image, tags, to, tuple(stages.exported.values()), stages.cache_mounts,
+        done = deliver(image, tags, to, stages.exported(), stages.cache_mounts,
                        facts)
         return BuildResult(done.image_id, done.manifest_digest, tuple(t.familiar() for t in tags),
                            image.diff_ids, sum(b.size for b in done.blobs),
                            tuple(self.log.warnings), stages.misses, stages.hits,
                            time.monotonic() - session.started, tuple(b.size for b in done.blobs),
                            done.pushed, self.recorder.summary())
+
+    def _build_together(self, stages: StageBuilder, planned: Plan, target: Stage) -> None:
+        """Build the stages the target needs, those that need nothing of each other at the same
+        time, when there are such and the build may (`max_parallelism`). Stages the graph
+        cannot place (on or behind a cycle) are left to `stages.stage(target)`, which builds
+        what is missing one at a time and refuses the cycle where it closes."""
+        workers = self.request.max_parallelism or os.cpu_count() or 1
+        if workers < 2 or len(planned.stages) < 2:
+            return
+        from builder.plan.graph import stage_graph
+        from builder.stagepool import build_stages
+        contexts = self.request.build_contexts
+        if contexts:
+            from builder.sources.baseimage import named_context
+        known = {k: v for k, v in stages.global_args.items() if v is not None}
+
+        def is_context(name: str) -> bool:
+            return bool(contexts) and named_context(name, contexts) is not None
+        graph = stage_graph(planned, known, stages.dockerfile.directives.escape, is_context)
+        waves = graph.waves(target.index)
+        if max(map(len, waves), default=0) < 2:
+            return
+        build_stages({i: graph.needs[i] for wave in waves for i in wave},
+                     lambda i: stages.stage(planned.stages[i]), workers, self.log)
 
     def _facts(self, text: str, name: str, stages: StageBuilder) -> BuildFacts:
         """What --provenance records of this build."""
@@ -111,7 +138,7 @@ class Build:
             "-" if request.dockerfile_text is not None else request.dockerfile,
             tuple(base_material(image_name, base.manifest_digest or base.image_id,
                                 str(stages.session.platform))
-                  for image_name, base in stages.bases.items()),
+                  for image_name, base in sorted(stages.bases.items())),
             request.build_args, request.target, str(PLATFORM), request.source_date_epoch,
             self.started, time.time())
 

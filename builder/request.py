@@ -59,6 +59,7 @@ class BuildRequest:
     ssh: dict[str, SshSource] = field(default_factory=dict)  # --ssh, by id
     platforms: tuple[Platform, ...] = ()  # --platform: the ones built for; () for the host's
     notices: tuple[str, ...] = ()  # warnings about the command line, given by the build's log
+    max_parallelism: int | None = None  # stages built at the same time; None: one per CPU
 
 
 @dataclass(frozen=True)

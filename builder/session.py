@@ -2,16 +2,18 @@
 registries and the layers imported from them, the sandbox, temp space and the build's clock.
 
 Each resource is made on first use (a no-op rebuild makes no temp dir, chooses no sandbox, imports
-no registry code) and guarded here, so the stage builder and the delivery only ask for them.
+no registry code) and guarded here, so the stage builder and the delivery only ask for them: made
+once even when stages built at the same time ask for it together.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from datetime import datetime, timezone
-from functools import cached_property, partial
-from typing import TYPE_CHECKING, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from builder.cache.root import CacheRoot, secure_cache_dir
 from builder.cache.steps import StepCache
@@ -57,6 +59,21 @@ if TYPE_CHECKING:
 
 PLATFORM = host_platform()
 
+_Made = TypeVar("_Made")
+
+
+def made_once(make: Callable[[BuildSession], _Made]) -> property:
+    """A session property made on first use, once whatever the threads that ask at the same time
+    (functools.cached_property stopped locking in Python 3.12)."""
+    name = make.__name__
+
+    def get(session: BuildSession) -> _Made:
+        with session.making:
+            if name not in session.__dict__:
+                session.__dict__[name] = make(session)
+            return session.__dict__[name]
+    return property(get, doc=make.__doc__)
+
 
 class BuildSession:
     def __init__(self, request: BuildRequest, log: Log) -> None:
@@ -82,6 +99,8 @@ class BuildSession:
         self._pullers: dict[Platform, Puller] = {}
         self._chosen_sandbox: Sandbox | None = None
         self._confinement: Confinement | None = None
+        self.making = threading.RLock()  # what is made on first use, once
+        self._pulling = threading.Lock()  # one FROM lookup at a time: no image pulled twice
 
     def close(self) -> None:
         self.cache.close()
@@ -105,11 +124,12 @@ class BuildSession:
     def find_image(self, ref: Reference, platform: Platform) -> StoredImage | None:
         """FROM's lookup for one platform: the local store, then the registry
         (builder/sources/pull.py)."""
-        if platform not in self._pullers:
-            from builder.sources.pull import Puller
-            self._pullers[platform] = Puller(self.images, self.registry, platform,
-                                             self.request.pull, self.log)
-        return self._pullers[platform].image(ref)
+        with self._pulling:
+            if platform not in self._pullers:
+                from builder.sources.pull import Puller
+                self._pullers[platform] = Puller(self.images, self.registry, platform,
+                                                 self.request.pull, self.log)
+            return self._pullers[platform].image(ref)
 
     def import_caches(self) -> None:
         if not self.request.cache_from:
@@ -152,26 +172,28 @@ class BuildSession:
     def memos(self, root: str) -> dict[str, tuple]:
         """The content digests remembered for the files under `root` (the context's, or a
         directory build context's), read in one query per build."""
-        if root not in self._file_memos:
-            self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
-        return self._file_memos[root]
+        with self.making:
+            if root not in self._file_memos:
+                self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
+            return self._file_memos[root]
 
-    @cached_property
+    @made_once
     def context(self) -> Tree:
         dockerfile = "-" if self.request.dockerfile_text is not None else self.request.dockerfile
         return ContextTree(self.request.context, load_ignore(self.request.context, dockerfile))
 
     def directory_tree(self, name: str, directory: DirectorySource) -> ContextTree:
         """A directory build context (COPY --from=NAME), with its own .dockerignore."""
-        tree = self._directory_trees.get(directory.path)
-        if tree is None:
-            if not os.path.isdir(directory.path):
-                raise BuildError(f"COPY --from={name}: the build context "
-                                 f"{directory.text} is not a directory")
-            tree = ContextTree(directory.path, load_ignore(directory.path, "-"),
-                               f"the build context {name}")
-            self._directory_trees[directory.path] = tree
-        return tree
+        with self.making:
+            tree = self._directory_trees.get(directory.path)
+            if tree is None:
+                if not os.path.isdir(directory.path):
+                    raise BuildError(f"COPY --from={name}: the build context "
+                                     f"{directory.text} is not a directory")
+                tree = ContextTree(directory.path, load_ignore(directory.path, "-"),
+                                   f"the build context {name}")
+                self._directory_trees[directory.path] = tree
+            return tree
 
     # -- snapshots and layers ------------------------------------------------------------------
 
@@ -222,7 +244,7 @@ class BuildSession:
 
     # -- RUN -----------------------------------------------------------------------------------
 
-    @cached_property
+    @made_once
     def downloads(self) -> Downloads:
         """ADD's URL fetcher: what it fetched is kept under the cache root between builds."""
         from builder.cache.root import CacheRoot
@@ -232,7 +254,7 @@ class BuildSession:
                          max_size=self.request.add_max_size or DEFAULT_MAX_SIZE,
                          warn=self.log.alert)
 
-    @cached_property
+    @made_once
     def git_sources(self) -> GitSources:
         """ADD's git checkouts, kept under the cache root between builds; an ssh URL goes
         through the --ssh agent `default`."""
@@ -241,7 +263,7 @@ class BuildSession:
         return GitSources(CacheRoot(self.request.cache_dir).git,
                           lambda: self.ssh_agents.socket("default"))
 
-    @cached_property
+    @made_once
     def temp_dir(self) -> str:
         """This build's temp space (layers/scratch.py), made on first use: a no-op rebuild
         makes none."""
@@ -267,7 +289,7 @@ class BuildSession:
                         lambda name: self.context if name is None else trees(name),
                         self.request.secrets, self.ssh_agents.socket)
 
-    @cached_property
+    @made_once
     def ssh_agents(self) -> SshAgents:
         """The agents that hold --ssh key files, started on first use, stopped by `close`."""
         from builder.sources.sshagent import SshAgents
@@ -315,40 +337,42 @@ class BuildSession:
     def sandbox(self) -> Sandbox:
         """The isolation strategy, chosen once per build on first use (or remembered from an
         earlier build on this host, builder/sandbox/remembered.py); the log says which."""
-        if self._chosen_sandbox is None:
-            from builder.sandbox import choice_from, choice_record, choose_sandbox
-            what = f"sandbox {self.request.isolation}"
-            choice = choice_from(self._recall(what))
-            if choice is None:
-                choice = choose_sandbox(self.request.isolation, self.temp_dir)
-                self._remember(what, choice_record(choice))
-            self._chosen_sandbox = choice.sandbox
-            self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
-            if choice.warning:
-                self.log.warn(choice.warning)
-        return self._chosen_sandbox
+        with self.making:
+            if self._chosen_sandbox is None:
+                from builder.sandbox import choice_from, choice_record, choose_sandbox
+                what = f"sandbox {self.request.isolation}"
+                choice = choice_from(self._recall(what))
+                if choice is None:
+                    choice = choose_sandbox(self.request.isolation, self.temp_dir)
+                    self._remember(what, choice_record(choice))
+                self._chosen_sandbox = choice.sandbox
+                self.log.note(f"sandbox: {choice.sandbox.name} ({choice.reason})")
+                if choice.warning:
+                    self.log.warn(choice.warning)
+            return self._chosen_sandbox
 
     def confined(self) -> Confinement:
         """Docker's capabilities and seccomp profile for RUN, compiled once per build (or
         remembered); the log warns once about what cannot be had here."""
-        if self._confinement is None:
-            from builder.sandbox.confine import confinement_from, confinement_record, prepare
-            what = f"confinement seccomp={self.request.seccomp}"
-            found = confinement_from(self._recall(what))
-            if found is None:
-                found = prepare(self.request.seccomp)
-                self._remember(what, confinement_record(*found))
-            self._confinement, warnings = found
-            for warning in warnings:
-                self.log.warn(warning)
-        return self._confinement
+        with self.making:
+            if self._confinement is None:
+                from builder.sandbox.confine import confinement_from, confinement_record, prepare
+                what = f"confinement seccomp={self.request.seccomp}"
+                found = confinement_from(self._recall(what))
+                if found is None:
+                    found = prepare(self.request.seccomp)
+                    self._remember(what, confinement_record(*found))
+                self._confinement, warnings = found
+                for warning in warnings:
+                    self.log.warn(warning)
+            return self._confinement
 
     def sandbox_failed(self) -> None:
         """A RUN's sandbox could not be set up: the next build probes again."""
         from builder.sandbox import remembered
         remembered.forget(CacheRoot(self.request.cache_dir).sandbox_probes)
 
-    @cached_property
+    @made_once
     def _probe_key(self) -> str:
         from builder.sandbox import remembered
         from builder.sandbox.seccomp import library_version
@@ -364,7 +388,7 @@ class BuildSession:
         remembered.remember(CacheRoot(self.request.cache_dir).sandbox_probes, self._probe_key,
                             what, answer)
 
-    @cached_property
+    @made_once
     def roots(self) -> RootPool:
         """The working roots of RUN where overlayfs is not used (layers/walkdiff.py)."""
         from layers.rootpool import RootPool, roots_dir

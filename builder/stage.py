@@ -3,19 +3,23 @@
 Config-only instructions edit the image config (builder/steps/config.py, `METADATA`) and fold
 into the next layer step's cache inputs; layer steps (RUN, WORKDIR, COPY, ADD) are decided by the
 cache (builder/cache/decide.py), reused on a hit and run on a miss (`_LAYER_STEPS`). A stage is
-built once per build, whoever asks first (the target, a later FROM, a COPY --from).
+built once per build, whoever asks first (the target, a later FROM, a COPY --from); stages built at
+the same time (builder/stagepool.py) each run in a thread of their own, and one that asks for a
+stage another thread is building waits for it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
 from builder.cache.key import Inputs, step_key
+from builder.cancel import CURRENT, Canceled
 from builder.errors import BuildError, describe_os_error
 from builder.plan.stages import Plan, Stage
 from builder.plan.state import DEFAULT_PATH, BuildArgs, StageState
@@ -62,6 +66,19 @@ def _arg_inputs(instruction: ins.Instruction, after: StageState) -> tuple[tuple[
 
 
 
+class _WaitingCycle(Exception):
+    """A stage would wait for a stage that waits for it, across threads: said where the name
+    that closes the cycle is read."""
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A stage being built: by which thread, and set once it is over (built or failed)."""
+
+    owner: int
+    over: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass(frozen=True)
 class _Job:
     """A layer step that runs: what its executor reads."""
@@ -86,18 +103,23 @@ class StageBuilder:
         self.dockerfile = dockerfile
         self.plan = plan
         self.states: dict[int, StageState] = {}
-        self.building: list[int] = []  # the stages under way, in the order they were asked for
+        self._claims: dict[int, _Claim] = {}
+        self._chains: dict[int, list[int]] = {}  # thread -> its stages under way, as asked for
+        self._awaiting: dict[int, int] = {}  # thread -> the stage another thread builds for it
+        self._lock = threading.Lock()  # the above, and the counts below
         self.consumed: set[str] = set()
         self.hits = 0
         self.misses = 0
         self.reused_created: list[str] = []
-        self.exported: dict[str, CacheRecord] = {}  # every step, for --cache-to
+        self._exported: dict[int, dict[str, CacheRecord]] = {}  # stage -> its steps' records
         self.cache_mounts: set[CacheMount] = set()  # of every RUN, for --cache-to mounts=true
         self.bases: dict[str, BaseImage] = {}  # FROM's images by name, for provenance
         self.global_args = self._global_args()
 
     def step(self, stage: Stage, state: StageState, instruction: ins.Instruction,
              title: str, position: str) -> StageState:
+        if (cancellation := CURRENT.get()) is not None:
+            cancellation.check()
         handler = METADATA.get(type(instruction))
         if handler is not None:
             return self._config_step(state, instruction, handler)
@@ -156,9 +178,21 @@ class StageBuilder:
                                            empty_layer=diff_id is None), diff_id)
         after = replace(after, key=key, pending=())
         recorded = _alone(after, diff_id).to_json() if linked else after.to_json()
-        self.exported[key] = CacheRecord(key, step.parent, inputs.items, recorded)
+        self._export(CacheRecord(key, step.parent, inputs.items, recorded))
         session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
         return self._chained(after, state, key, step.slot, diff_id) if linked else after
+
+    def _export(self, record: CacheRecord) -> None:
+        """Keep a step's record for --cache-to, under the stage this thread builds."""
+        stage = self._chains[threading.get_ident()][-1]
+        self._exported.setdefault(stage, {})[record.key] = record
+
+    def exported(self) -> tuple[CacheRecord, ...]:
+        """Every step's record, stage by stage in the Dockerfile's order (the same whether the
+        stages were built one at a time or together)."""
+        records = {key: record for stage in sorted(self._exported)
+                   for key, record in self._exported[stage].items()}
+        return tuple(records.values())
 
     def _linked_step(self, step: Step, state: StageState, instruction: ins.Copy,
                      env: StepEnv) -> Step:
@@ -172,13 +206,14 @@ class StageBuilder:
     def _relink(self, number: int, hit: Hit, state: StageState, instruction: ins.Instruction,
                 slot: str) -> StageState:
         """A linked step's hit: its layer (made without the layers below) put on this state."""
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         self.log.cached(number)
         record = hit.record
         blobs = self.session.blobs
         if record.diff_id is not None and blobs.has(record.diff_id):
             self.log.layer(number, record.diff_id, os.path.getsize(blobs.path(record.diff_id)))
-        self.exported[hit.key] = CacheRecord(hit.key, "", record.inputs.items, record.state)
+        self._export(CacheRecord(hit.key, "", record.inputs.items, record.state))
         recorded = StageState.from_json(record.state, state.escape, hit.key)
         created = recorded.image.history[-1].created
         self.reused_created.append(created)
@@ -193,7 +228,7 @@ class StageBuilder:
         inputs = Inputs(state.pending + (("linked layer", linked_key),))
         key = step_key(state.key, inputs)
         after = replace(after, key=key, pending=())
-        self.exported[key] = CacheRecord(key, state.key, inputs.items, after.to_json())
+        self._export(CacheRecord(key, state.key, inputs.items, after.to_json()))
         self.session.cache.record(key, state.key, f"{slot}|chained", inputs, diff_id,
                                   after.to_json())
         return after
@@ -233,7 +268,8 @@ class StageBuilder:
         return job.state, diff_id, digests
 
     def _missed(self, number: int, miss: Miss) -> None:
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         self.log.missed(number, miss.reason)
 
     def located(self, instruction: ins.Instruction, action):
@@ -254,17 +290,57 @@ class StageBuilder:
                                 self._line(instruction), hint=hint) from None
 
     def stage(self, stage: Stage) -> StageState:
-        """The final state of a stage, built once per build whoever asks first."""
-        if stage.index not in self.states:
-            self.building.append(stage.index)
+        """The final state of a stage, built once per build whoever asks first; a thread that
+        asks while another builds it waits (Canceled if that one fails)."""
+        me = threading.get_ident()
+        with self._lock:
+            if stage.index in self.states:
+                return self.states[stage.index]
+            claim = self._claims.get(stage.index)
+            if claim is not None:
+                self._refuse_waiting_cycle(stage, me)
+                self._awaiting[me] = stage.index
+            else:
+                claim = self._claims[stage.index] = _Claim(me)
+                chain = self._chains.setdefault(me, [])
+        if claim.owner != me:
+            return self._awaited(stage, claim, me)
+        chain.append(stage.index)
+        try:
             state = self._base(stage)
             total = len(stage.instructions)
             for position, instruction in enumerate(stage.instructions, start=1):
                 state = self.step(stage, state, instruction,
                                   f"[{stage.label} {position}/{total}]", str(position))
-            self.states[stage.index] = state
-            self.building.pop()
+            with self._lock:
+                self.states[stage.index] = state
+            return state
+        finally:
+            chain.pop()
+            claim.over.set()
+
+    def _awaited(self, stage: Stage, claim: _Claim, me: int) -> StageState:
+        try:
+            claim.over.wait()
+        finally:
+            with self._lock:
+                del self._awaiting[me]
+        if stage.index not in self.states:
+            raise Canceled  # its own thread raises what stopped it
         return self.states[stage.index]
+
+    def _refuse_waiting_cycle(self, stage: Stage, me: int) -> None:
+        """Waiting for `stage` would never end when its builder waits, through others perhaps,
+        for a stage this thread builds: a cycle that crosses threads (through a name known only
+        when its stage runs), refused as `_refuse_cycle` refuses one within a thread."""
+        labels, waiting = [stage.label], stage.index
+        while (owner := self._claims[waiting].owner) != me:
+            if owner not in self._awaiting:
+                return
+            waiting = self._awaiting[owner]
+            labels.append(self.plan.stages[waiting].label)
+        raise _WaitingCycle(f"circular dependency detected on stage {stage.label} (waiting "
+                            f"for {' -> '.join(labels)})")
 
     def _base(self, stage: Stage) -> StageState:
         escape = self.dockerfile.directives.escape
@@ -377,7 +453,11 @@ class StageBuilder:
             source = self.plan.source(name)
             if source is not None:
                 self._refuse_cycle(source, name, instruction, asked_by)
-                self.stage(source)
+                try:
+                    self.stage(source)
+                except _WaitingCycle as cycle:
+                    raise BuildError.at(instruction, f"{asked_by}={name}: {cycle}",
+                                        self._line(instruction)) from None
                 return CopyFrom(name, stage=source)
             if name.isdigit():
                 raise BuildError.at(instruction, f"{asked_by}={name}: invalid stage index: the "
@@ -402,8 +482,9 @@ class StageBuilder:
                       asked_by: str) -> None:
         """A stage that needs one still being built (itself, or one that needs it) is a cycle,
         which BuildKit refuses as `circular dependency detected on stage`."""
-        if source.index in self.building:
-            chain = " -> ".join(self.plan.stages[i].label for i in self.building)
+        building = self._chains.get(threading.get_ident(), [])
+        if source.index in building:
+            chain = " -> ".join(self.plan.stages[i].label for i in building)
             raise BuildError.at(instruction, f"{asked_by}={name}: circular dependency detected "
                                 f"on stage {source.label} (building {chain})",
                                 self._line(instruction))
@@ -417,13 +498,14 @@ class StageBuilder:
 
     def _reuse(self, number: int, hit: StepRecord, state: StageState, key: str) -> StageState:
         """The state a cache hit recorded; its time is kept for `_stamped`."""
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         self.log.cached(number)
         blobs = self.session.blobs
         if hit.diff_id is not None and blobs.has(hit.diff_id):
             self.log.layer(number, hit.diff_id, os.path.getsize(blobs.path(hit.diff_id)))
         restored = StageState.from_json(hit.state, state.escape, key)
-        self.exported[key] = CacheRecord(key, hit.parent, hit.inputs.items, hit.state)
+        self._export(CacheRecord(key, hit.parent, hit.inputs.items, hit.state))
         if restored.image.history:
             self.reused_created.append(restored.image.history[-1].created)
         return restored

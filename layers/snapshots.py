@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from functools import cached_property
 from typing import ContextManager
@@ -76,6 +77,8 @@ class SnapshotStore:
         self.root = root
         self.dir = snapshots_dir(root)
         os.makedirs(self.dir, exist_ok=True)
+        self._guard = threading.Lock()
+        self._unpacking: dict[str, threading.Lock] = {}  # chain ID -> held while it is unpacked
 
     @cached_property
     def form(self) -> str:
@@ -93,28 +96,37 @@ class SnapshotStore:
                unpacking: Unpacking | None = None) -> list[str]:
         """The snapshot directories of a layer stack, lowest first, unpacking what is missing.
         `blob_path(diff_id)` names the stored uncompressed layer tar; `unpacking(diff_id, size)`,
-        if given, is entered around each unpack and gives the progress(entries, bytes) to call."""
+        if given, is entered around each unpack and gives the progress(entries, bytes) to call.
+        Threads of this process that want the same layer at the same time unpack it once."""
         dirs = []
         for diff_id, chain_id in zip(diff_ids, chain_ids(diff_ids)):
             final = self.path(chain_id)
-            if not os.path.isdir(final):
-                temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
-                try:
-                    with open(blob_path(diff_id), "rb") as layer, \
-                            (unpacking or _unwatched)(diff_id, os.fstat(layer.fileno()).st_size) \
-                            as progress:
-                        try:
-                            apply_layer(layer, temp, whiteouts=self.form, progress=progress)
-                        except LayerError as error:  # say which layer: a base image's, maybe
-                            raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
-                    os.chmod(temp, 0o755)
-                    os.rename(temp, final)
-                except BaseException as error:
-                    shutil.rmtree(temp, ignore_errors=True)
-                    if not (isinstance(error, OSError) and os.path.isdir(final)):
-                        raise  # a concurrent build renaming the same snapshot first is fine
+            with self._guard:
+                claim = self._unpacking.setdefault(chain_id, threading.Lock())
+            with claim:
+                self._unpack(diff_id, final, blob_path, unpacking)
             dirs.append(final)
         return dirs
+
+    def _unpack(self, diff_id: str, final: str, blob_path,
+                unpacking: Unpacking | None) -> None:
+        if os.path.isdir(final):
+            return
+        temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
+        try:
+            with open(blob_path(diff_id), "rb") as layer, \
+                    (unpacking or _unwatched)(diff_id, os.fstat(layer.fileno()).st_size) \
+                    as progress:
+                try:
+                    apply_layer(layer, temp, whiteouts=self.form, progress=progress)
+                except LayerError as error:  # say which layer: a base image's, maybe
+                    raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
+            os.chmod(temp, 0o755)
+            os.rename(temp, final)
+        except BaseException as error:
+            shutil.rmtree(temp, ignore_errors=True)
+            if not (isinstance(error, OSError) and os.path.isdir(final)):
+                raise  # a concurrent build renaming the same snapshot first is fine
 
     def adopt(self, chain_id: str, directory: str) -> str:
         """Make an existing directory in this store's form (a RUN's upper dir) the snapshot of

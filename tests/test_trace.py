@@ -68,10 +68,10 @@ def test_a_track_per_stage_and_per_transfer(project: Path, tmp_path: Path) -> No
                      "--cache-to", f"type=local,dest={shared}", str(project), env=env)
     assert result.returncode == 0, result.stderr
     first = tracks(trace)
-    # In the order they start: the target's FROM builds `base`; its COPY --from, `other`, whose
-    # layer is then unpacked to be read.
-    assert list(first) == ["build", "stage stage-2", "stage base", "stage other", "unpacks",
-                           "exports", "cache export"]
+    # In the order they start: `base` and `other`, built at the same time (either may start
+    # first), then the target, whose COPY --from unpacks the layer of `other` to read it.
+    assert list(first)[0] == "build" and set(list(first)[1:3]) == {"stage base", "stage other"}
+    assert list(first)[3:] == ["stage stage-2", "unpacks", "exports", "cache export"]
     for unpack in first["unpacks"]:
         assert unpack["name"].startswith("unpacking sha256:")
         assert re.fullmatch(r"\d+ entries, [\d.]+MB in [\d.]+s", unpack["args"]["info"][0])

@@ -6,13 +6,16 @@ context is stat-ed, not read), the manifest digest of a COPY's sources by the si
 lstats (so an unchanged context is not even looked up file by file), parsed Dockerfiles, and last
 use (for pruning). Several builds may use one cache root at once: SQLite's locking serialises
 writers, and a result is recorded only after its blob and snapshot are in place, so a build killed
-at any moment leaves an index that only names complete results.
+at any moment leaves an index that only names complete results. Stages built at the same time
+use the index from their threads, each through a connection of its own (a connection is no
+thread's to share: a transaction of one would take in the statements of another).
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from contextlib import contextmanager
@@ -65,18 +68,36 @@ class FileMemo(NamedTuple):
 
 
 class CacheIndex:
-    """One connection to the index of a cache root; holds the build's lease while open."""
+    """The index of a cache root, a connection per thread that uses it; holds the build's lease
+    while open."""
 
     def __init__(self, cache_dir: str) -> None:
         os.makedirs(cache_dir, exist_ok=True)
-        self.db = sqlite3.connect(CacheRoot(cache_dir).step_index, timeout=60,
-                                  isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._path = CacheRoot(cache_dir).step_index
+        # By thread ident, not threading.local: a local's values are released in a forked child
+        # (with the other threads' states), and a connection must never be closed there.
+        self._connections: dict[int, sqlite3.Connection] = {}
+        self._opening = threading.Lock()
         self.db.executescript(_SCHEMA)
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The calling thread's connection, opened on its first use."""
+        connection = self._connections.get(threading.get_ident())
+        if connection is None:
+            connection = sqlite3.connect(self._path, timeout=60, isolation_level=None,
+                                         check_same_thread=False)  # closed by `close`
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            with self._opening:
+                self._connections[threading.get_ident()] = connection
+        return connection
+
     def close(self) -> None:
-        self.db.close()
+        with self._opening:
+            for connection in self._connections.values():
+                connection.close()
+            self._connections.clear()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -45,9 +46,11 @@ def held(cache_dir: str, mount: CacheMount, scratch: str,
     base = _base(cache_dir, mount.id)
     os.makedirs(base, 0o700, exist_ok=True)
     if not os.path.exists(os.path.join(base, "id")):
-        with open(os.path.join(base, "id.new"), "w") as handle:
+        # a name of this thread's own: two stages (or builds) may make the same cache at once
+        written = os.path.join(base, f"id.{os.getpid()}.{threading.get_ident()}")
+        with open(written, "w") as handle:
             handle.write(mount.id)
-        os.replace(os.path.join(base, "id.new"), os.path.join(base, "id"))
+        os.replace(written, os.path.join(base, "id"))
     lock = os.open(os.path.join(base, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         data = os.path.join(base, "data")

@@ -43,6 +43,7 @@ environment:
   DOCKER_CONFIG       where config.json (registry credentials) is, default ~/.docker
   PYBUILD_REGISTRY_TIMEOUT  the default of --registry-timeout (seconds), also ADD <url>'s
   PYBUILD_ADD_MAX_SIZE  the most one ADD <url> may download (default 8GiB; 512MB, 2GiB...)
+  PYBUILD_MAX_PARALLEL_STAGES  the default of --max-parallelism (stages built at once)
   HTTP_PROXY, HTTPS_PROXY, NO_PROXY  proxies for pulls, pushes and ADD <url> (as Docker's)
   NO_COLOR            no colour, and no live view with --progress auto
 
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)")
     group.add_argument("--target", metavar="STAGE", help="build this stage, and only the stages "
                         "it needs")
+    group.add_argument("--max-parallelism", type=_stage_count, metavar="N",
+                        default=os.environ.get("PYBUILD_MAX_PARALLEL_STAGES") or None,
+                        help="build at most N stages at the same time, as buildkitd's "
+                             "max-parallelism (default $PYBUILD_MAX_PARALLEL_STAGES, else one "
+                             "per CPU; 1: one stage after another)")
     group.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
                         help="set a build-time variable (repeatable); KEY alone takes the value "
                              "from the environment")
@@ -273,7 +279,7 @@ def request_from(options: argparse.Namespace) -> BuildRequest:
         seccomp=not any(option.replace(":", "=", 1) == "seccomp=unconfined"
                         for option in options.security_opt),
         source_date_epoch=source_date_epoch, add_max_size=_add_max_size(),
-        platforms=platforms)
+        platforms=platforms, max_parallelism=options.max_parallelism)
 
 
 def _usage_error(message: str) -> Exception:
@@ -450,6 +456,12 @@ def _source_date_epoch() -> int | None:
     if value is not None and not value.isdigit():
         raise _usage_error(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds")
     return int(value) if value else None
+
+
+def _stage_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of stages, 1 or more")
+    return int(text)
 
 
 def _add_max_size() -> int | None:

@@ -75,6 +75,10 @@ class StepDone:
     seconds: float
 
 
+# The error of a step stopped because another stage of the build failed.
+CANCELED = "CANCELED"
+
+
 @dataclass(frozen=True)
 class StepFailed:
     number: int
@@ -100,8 +104,8 @@ Event = (StepStarted | StepCached | StepMissed | StepInfo | StepOutput | StepLay
 
 
 class Sink(Protocol):
-    """Something that shows or keeps the events: called in order, one at a time (from the build's
-    thread, except StepProgress, which may come from a transfer's worker thread)."""
+    """Something that shows or keeps the events: called in order, one at a time (from the thread
+    of the stage or transfer that reports, under the log's lock)."""
 
     def emit(self, event: Event) -> None: ...
 

@@ -8,19 +8,28 @@ Everything goes to stderr, so `-o -` can stream the tarball on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from dataclasses import asdict
 from typing import TextIO
 
-from builder.progress.events import (BuildWarning, Event, Note, Sink, StepCached, StepDone,
-                                     StepFailed, StepInfo, StepLayer, StepMissed, StepOutput,
-                                     StepProgress, StepStarted)
+from builder.progress.events import (CANCELED, BuildWarning, Event, Note, Sink, StepCached,
+                                     StepDone, StepFailed, StepInfo, StepLayer, StepMissed,
+                                     StepOutput, StepProgress, StepStarted)
 
 # The fastest a transfer's progress reaches the sinks: a view redraws a few times a second, and
 # a JSON follower wants a handful of lines, not one per chunk.
 PROGRESS_INTERVAL = 0.1
+
+# Every report goes to the sinks under this lock (stages built at the same time report from their
+# threads). It is held across fork(): no thread is then half-way through writing a line, so a
+# sandbox child, which writes only with os.write and never logs, can find no stream's lock taken
+# by a thread that does not exist in it.
+_REPORTING = threading.RLock()
+os.register_at_fork(before=_REPORTING.acquire, after_in_parent=_REPORTING.release,
+                    after_in_child=_REPORTING.release)
 
 
 def shown(text: str) -> str:
@@ -35,17 +44,17 @@ def shown(text: str) -> str:
 
 
 class Log:
-    """Numbered steps, their output split into lines, warnings kept for the end."""
+    """Numbered steps, their output split into lines, warnings kept for the end; each step
+    remembers the thread that opened it (a canceled stage's steps are its thread's)."""
 
     def __init__(self, *sinks: Sink) -> None:
         self.sinks = list(sinks)
         self.start = time.monotonic()
         self.count = 0
         self.warnings: list[str] = []
-        self._open: dict[int, float] = {}
+        self._open: dict[int, tuple[float, int]] = {}  # step -> (started, its thread)
         self._partial: dict[int, bytes] = {}
         self._reported: dict[int, float] = {}
-        self._transfers = threading.Lock()
 
     def add_sink(self, sink: Sink) -> None:
         """One more receiver of the events from now on (the build's own step recorder)."""
@@ -59,51 +68,63 @@ class Log:
         return time.monotonic() - self.start
 
     def step(self, title: str, stage: str | None = None) -> int:
-        self.count += 1
-        at = self._now()
-        self._open[self.count] = at
-        self._emit(StepStarted(self.count, shown(title), at, stage))
-        return self.count
+        with _REPORTING:
+            self.count += 1
+            at = self._now()
+            self._open[self.count] = at, threading.get_ident()
+            self._emit(StepStarted(self.count, shown(title), at, stage))
+            return self.count
 
     def done(self, number: int) -> None:
-        self._flush(number)
-        at = self._now()
-        self._emit(StepDone(number, at, at - self._open.pop(number, at)))
+        with _REPORTING:
+            self._flush(number)
+            at = self._now()
+            self._emit(StepDone(number, at, at - self._started(number, at)))
 
     def failed(self, number: int, error: str) -> None:
-        self._flush(number)
-        at = self._now()
-        self._emit(StepFailed(number, shown(error), at, at - self._open.pop(number, at)))
+        with _REPORTING:
+            self._flush(number)
+            at = self._now()
+            self._emit(StepFailed(number, shown(error), at, at - self._started(number, at)))
+
+    def canceled(self, number: int) -> None:
+        """A step stopped because another stage failed (BuildKit's `#5 CANCELED`)."""
+        self.failed(number, CANCELED)
 
     def cached(self, number: int) -> None:
         """A step whose result was reused, as BuildKit's plain log says it."""
-        self._open.pop(number, None)
-        self._emit(StepCached(number, self._now()))
+        with _REPORTING:
+            self._open.pop(number, None)
+            self._emit(StepCached(number, self._now()))
 
     def missed(self, number: int, reason: str) -> None:
-        self._emit(StepMissed(number, shown(reason), self._now()))
+        with _REPORTING:
+            self._emit(StepMissed(number, shown(reason), self._now()))
 
     def info(self, number: int, text: str) -> None:
-        self._emit(StepInfo(number, shown(text), self._now()))
+        with _REPORTING:
+            self._emit(StepInfo(number, shown(text), self._now()))
 
     def layer(self, number: int, diff_id: str, size: int) -> None:
-        self._emit(StepLayer(number, diff_id, size, self._now()))
+        with _REPORTING:
+            self._emit(StepLayer(number, diff_id, size, self._now()))
 
     def output(self, number: int, chunk: bytes) -> None:
         """A running step's output, a line at a time; a line split across chunks is held until
         its end arrives (or the step ends)."""
-        *lines, rest = (self._partial.pop(number, b"") + chunk).split(b"\n")
-        at = self._now()
-        for line in lines:
-            self._emit(StepOutput(number, line.decode(errors="replace"), at))
-        if rest:
-            self._partial[number] = rest
+        with _REPORTING:
+            *lines, rest = (self._partial.pop(number, b"") + chunk).split(b"\n")
+            at = self._now()
+            for line in lines:
+                self._emit(StepOutput(number, line.decode(errors="replace"), at))
+            if rest:
+                self._partial[number] = rest
 
     def progress(self, number: int, done: int, total: int | None,
                  files: int | None = None) -> None:
         """A transfer's bytes so far. Transfers call this for every chunk, from their worker
         threads: the sinks get at most one report per PROGRESS_INTERVAL, and the last one."""
-        with self._transfers:
+        with _REPORTING:
             at = self._now()
             last = self._reported.get(number)
             if done != total and last is not None and at - last < PROGRESS_INTERVAL:
@@ -112,26 +133,33 @@ class Log:
             self._emit(StepProgress(number, done, total, at, files))
 
     def note(self, text: str) -> None:
-        self._emit(Note(shown(text), self._now()))
+        with _REPORTING:
+            self._emit(Note(shown(text), self._now()))
 
     def alert(self, text: str) -> None:
         """A warning shown at once and not repeated at the end (a registry retry), from any
         thread."""
-        with self._transfers:
-            self._emit(Note(f"WARNING: {text}", self._now()))
+        self.note(f"WARNING: {text}")
 
     def warn(self, text: str) -> None:
         text = shown(text)
-        if text not in self.warnings:
-            self.warnings.append(text)
-            self._emit(BuildWarning(text, self._now()))
+        with _REPORTING:
+            if text not in self.warnings:
+                self.warnings.append(text)
+                self._emit(BuildWarning(text, self._now()))
 
-    def open_steps(self) -> list[int]:
-        return list(self._open)
+    def open_steps(self, thread: int | None = None) -> list[int]:
+        """The steps not ended yet: all of them, or those `thread` opened."""
+        with _REPORTING:
+            return [number for number, (_, opener) in self._open.items()
+                    if thread is None or opener == thread]
 
     def finish(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+    def _started(self, number: int, default: float) -> float:
+        return self._open.pop(number, (default, 0))[0]
 
     def _flush(self, number: int) -> None:
         if number in self._partial:
@@ -160,8 +188,9 @@ class PlainSink:
                 self._print(f"#{number} {at:.3f} {line}")
             case StepDone(number, _, seconds):
                 self._print(f"#{number} DONE {seconds:.1f}s")
-            case StepFailed(number, _, _, seconds):
-                self._print(f"#{number} ERROR {seconds:.1f}s")
+            case StepFailed(number, error, _, seconds):
+                self._print(f"#{number} CANCELED" if error == CANCELED
+                            else f"#{number} ERROR {seconds:.1f}s")
             case Note(text):
                 self._print(text)
             case BuildWarning(text):

@@ -2,8 +2,12 @@
 writes, return the RUN's exit status, end the whole group when the RUN ends or is interrupted;
 and, in the command's own process, become the RUN's user and exec.
 
-Forking a Python process is safe here because the children only make system calls before exec;
-the caller must not run other threads at that moment (pybuild runs steps one at a time).
+Forking from a process with threads (stages built at the same time, a transfer's workers, the live
+view's redraws) is safe here because a child never takes a lock another thread may have held at
+fork(): it runs only code of modules imported before (no import, so no import lock), makes system
+calls, writes with os.write (no stream, so no buffer's lock; the log's lock is held across fork,
+builder/progress/sinks.py) and leaves by exec or os._exit (no atexit, no flush).
+tests/test_parallel_stages.py forks sandboxes from many threads at once, over and over.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import signal
 import time
 from typing import Callable, NoReturn
 
+from builder.cancel import CURRENT
 from builder.runoptions import ULIMITS
 from builder.sandbox import cgroups, linux
 from builder.sandbox.spec import RunSpec
@@ -40,6 +45,9 @@ def supervise(start: Callable[[int], NoReturn], output: Callable[[bytes], None])
         start(write)
     os.close(write)
     pidfd = os.pidfd_open(leader)
+    cancellation = CURRENT.get()
+    if cancellation is not None:
+        cancellation.started(leader, pidfd)
     try:
         status = _stream(leader, pidfd, read, output)
     except BaseException:
@@ -48,6 +56,8 @@ def supervise(start: Callable[[int], NoReturn], output: Callable[[bytes], None])
         kill_group(leader)
         raise
     finally:
+        if cancellation is not None:
+            cancellation.ended(leader)
         os.close(pidfd)
         os.close(read)
     return exit_code(status)
