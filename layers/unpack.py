@@ -120,9 +120,13 @@ class _Applier:
         self._symlinks_left = _MAX_SYMLINKS
         self._made: set[str] = set()  # directories made as parents of entries
         self._owner = threading.get_ident()
+        fresh = not os.listdir(self.root)
+        # What a new inode's owner already is, so an entry of that owner needs no chown: 0:0 for
+        # root in a fresh root without setgid (no directory gets its own mode before `finish`).
+        self._born_owner = (0, 0) if (fresh and self.privileged and os.getegid() == 0 and not
+                                      os.stat(self.root).st_mode & stat.S_ISGID) else None
         workers = min(os.cpu_count() or 1, 4)
-        self._writers = _Writers(self, workers) if workers > 1 and not os.listdir(self.root) \
-            else None
+        self._writers = _Writers(self, workers) if workers > 1 and fresh else None
 
     def close(self) -> None:
         if self._writers is not None:
@@ -162,7 +166,7 @@ class _Applier:
                 self._dirs[name] = path  # its children need no lookup, nor wait for workers
             elif kind == b"2":
                 self._create(path, lambda p: os.symlink(member.linkname, p))
-                self._attributes(path, member, chmod=False)
+                self._attributes(path, member, chmod=False, new=True)
             elif kind == b"1":
                 target = self._link_target(member)
                 self._create(path, lambda p: os.link(target, p, follow_symlinks=False))
@@ -197,17 +201,19 @@ class _Applier:
     def _directory(self, path: str, member: TarEntry) -> None:
         try:
             os.mkdir(path, 0o700)  # its own mode is set last, once its children are in
+            new = True
         except FileExistsError:
             existing = os.lstat(path)
-            if stat.S_ISDIR(existing.st_mode):
-                self._open_up(path, existing)
-            else:
+            new = not stat.S_ISDIR(existing.st_mode)
+            if new:
                 self._remove(path, existing)
                 os.mkdir(path, 0o700)
+            else:
+                self._open_up(path, existing)
         if path in self._whited:
             # rm -rf d && mkdir d in one layer: in overlay the new d must hide the lower one
             self._mark_opaque(path)
-        self._attributes(path, member, chmod=False, times=False)
+        self._attributes(path, member, chmod=False, times=False, new=new)
         self._dir_attrs[path] = member
 
     def _file(self, path: str, member: TarEntry, reader: TarReader | bytes) -> None:
@@ -229,7 +235,8 @@ class _Applier:
                     done += os.write(fd, reader[done:])
             else:
                 reader.write_body(fd)
-            self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask))
+            self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask),
+                             new=True)
         finally:
             os.close(fd)
 
@@ -405,11 +412,12 @@ class _Applier:
     # -- attributes ------------------------------------------------------------------------------
 
     def _attributes(self, target: str | int, member: TarEntry, *, chmod: bool = True,
-                    times: bool = True) -> None:
+                    times: bool = True, new: bool = False) -> None:
         """Owner, then mode (a chown clears setuid bits), then xattrs (a chown clears
-        security.capability), then mtime. `target` is a path, never followed, or an open fd."""
+        security.capability), then mtime. `target` is a path, never followed, or an open fd;
+        `new` if this applier just made it."""
         follow = isinstance(target, int)
-        if self.chown:
+        if self.chown and not (new and (member.uid, member.gid) == self._born_owner):
             self._chown(target, member)
         if chmod:
             os.chmod(target, member.mode & 0o7777)
