@@ -25,7 +25,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -38,6 +38,7 @@ from layers.image import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, chain_ids, is_dig
                           sha256_digest)
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
+from layers.streamunpack import StreamedSnapshot, stored
 
 if TYPE_CHECKING:
     from layers.snapshots import SnapshotStore
@@ -147,37 +148,25 @@ class ImageArchive:
     def _import_layer(self, diff_id: str, layer: LayerLocation,
                       snapshots: SnapshotStore | None, chain_id: str | None) -> None:
         where = f"{self.path}: layer {layer.path}"
-        snapshot = snapshots.temp() if snapshots is not None and chain_id is not None else None
-        try:
-            with self._files.open(layer.path) as stream:
-                raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))
-                with self.blobs.temp() as (out, temp_path):
-                    uncompressed = hashlib.sha256()
-                    chunks = _stored(decompressed(raw, where), out, uncompressed)
-                    if snapshot is not None and not _unpacked(chunks, snapshots, snapshot, diff_id):
-                        snapshots.discard(snapshot)
-                        snapshot = None
-                    for _ in chunks:
-                        continue
-                    raw.drain()
-                    if layer.size is not None and raw.size != layer.size:
-                        raise LayerError(f"{where}: {raw.size} bytes, but its descriptor says "
-                                         f"{layer.size}")
-                    if raw.hashed and raw.digest() != layer.digest:
-                        raise LayerError(f"{where}: its content does not match its digest "
-                                         f"{layer.digest}")
-                    found = "sha256:" + uncompressed.hexdigest()
-                    if found != diff_id:
-                        raise LayerError(f"{where}: its uncompressed content has diff ID {found}, "
-                                         f"but the image config lists {diff_id}: the archive is "
-                                         "corrupt")
-                self.blobs.commit(temp_path, diff_id)
-            if snapshot is not None:
-                snapshots.commit(snapshot, chain_id)
-        except BaseException:
-            if snapshot is not None:
-                snapshots.discard(snapshot)
-            raise
+        with self._files.open(layer.path) as stream, \
+                StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot:
+            raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))
+            with self.blobs.temp() as (out, temp_path):
+                uncompressed = hashlib.sha256()
+                snapshot.consume(stored(decompressed(raw, where), out, uncompressed))
+                raw.drain()
+                if layer.size is not None and raw.size != layer.size:
+                    raise LayerError(f"{where}: {raw.size} bytes, but its descriptor says "
+                                     f"{layer.size}")
+                if raw.hashed and raw.digest() != layer.digest:
+                    raise LayerError(f"{where}: its content does not match its digest "
+                                     f"{layer.digest}")
+                found = "sha256:" + uncompressed.hexdigest()
+                if found != diff_id:
+                    raise LayerError(f"{where}: its uncompressed content has diff ID {found}, but "
+                                     f"the image config lists {diff_id}: the archive is corrupt")
+            self.blobs.commit(temp_path, diff_id)
+            snapshot.commit()
 
     # -- the docker-save view ------------------------------------------------------------
 
@@ -378,55 +367,6 @@ def _check_descriptor(descriptor: Any, path: str) -> None:
 
 def _blob_path(digest: str) -> str:
     return "blobs/sha256/" + digest.partition(":")[2]
-
-
-def _stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
-    """`chunks`, each hashed into `digest` and written to `out` before it is passed on."""
-    for chunk in chunks:
-        digest.update(chunk)
-        out.write(chunk)
-        yield chunk
-
-
-def _unpacked(chunks: Iterator[bytes], snapshots: SnapshotStore, directory: str,
-              diff_id: str) -> bool:
-    """Whether the layer tar `chunks` could be unpacked into `directory`, as far as it goes. A
-    layer the unpacker refuses is still loaded (the build that needs its files says why it cannot
-    have them); what stops the chunks (a damaged stream, a full disk under the blob) is the
-    load's error."""
-    reader = _ChunkReader(chunks)
-    try:
-        snapshots.unpack(reader, directory, diff_id)
-    except LayerError:
-        if reader.failure is not None:
-            raise reader.failure from None
-        return False
-    return True
-
-
-class _ChunkReader(io.RawIOBase):
-    """Chunks as a readable stream; `failure` is the error the chunks ended with, if any (the
-    unpacker reports it as its own)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._left = memoryview(b"")
-        self.failure: Exception | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:
-        if not self._left:
-            try:
-                self._left = memoryview(next(self._chunks, b""))
-            except Exception as error:
-                self.failure = error
-                raise
-        count = min(len(buffer), len(self._left))
-        buffer[:count] = self._left[:count]
-        self._left = self._left[count:]
-        return count
 
 
 class _CountingReader(io.RawIOBase):
