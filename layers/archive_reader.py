@@ -28,15 +28,20 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from layers.archive_files import clean_name, decompressed, open_files
 from layers.blobstore import BlobStore
 from layers.compression import CHUNK
 from layers.errors import LayerError
-from layers.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, is_digest, parse_config, sha256_digest
+from layers.image import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, chain_ids, is_digest, parse_config,
+                          sha256_digest)
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
+from layers.streamunpack import StreamedSnapshot, stored
+
+if TYPE_CHECKING:
+    from layers.snapshots import SnapshotStore
 
 _DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -73,10 +78,12 @@ class ArchiveEntry:
         return sha256_digest(self.config)
 
 
-def read_archive(path: str, blobs: BlobStore) -> tuple[ArchiveEntry, ...]:
-    """Every image of the archive at `path`, with its layers imported into `blobs`."""
+def read_archive(path: str, blobs: BlobStore,
+                 snapshots: SnapshotStore | None = None) -> tuple[ArchiveEntry, ...]:
+    """Every image of the archive at `path`, with its layers imported into `blobs` (and unpacked
+    into `snapshots` while they are read, if given)."""
     with ImageArchive(path, blobs) as archive:
-        archive.import_layers(archive.entries)
+        archive.import_layers(archive.entries, snapshots)
         return archive.entries
 
 
@@ -112,19 +119,24 @@ class ImageArchive:
     def close(self) -> None:
         self._files.close()
 
-    def import_layers(self, entries: Iterable[ArchiveEntry]) -> None:
-        """Store the layers of `entries` that the blob store lacks, each read once."""
-        wanted: dict[str, LayerLocation] = {}
+    def import_layers(self, entries: Iterable[ArchiveEntry],
+                      snapshots: SnapshotStore | None = None) -> None:
+        """Store the layers of `entries` that the blob store lacks, each read once. With
+        `snapshots`, each is also unpacked into the snapshot of its (first) chain as it is read,
+        where that is missing: the first build on the image need not read it again."""
+        wanted: dict[str, tuple[LayerLocation, str | None]] = {}
         for entry in entries:
-            for diff_id, layer in zip(entry.diff_ids, entry.layers, strict=True):
+            for diff_id, layer, chain_id in zip(entry.diff_ids, entry.layers,
+                                                chain_ids(entry.diff_ids), strict=True):
                 if not self.blobs.has(diff_id):
-                    wanted.setdefault(diff_id, layer)
+                    unpack = snapshots is not None and not os.path.isdir(snapshots.path(chain_id))
+                    wanted.setdefault(diff_id, (layer, chain_id if unpack else None))
         if not wanted:
             return
         with ThreadPoolExecutor(min(len(wanted), os.cpu_count() or 1),
                                 thread_name_prefix="layer") as pool:
-            futures = [pool.submit(self._import_layer, diff_id, layer)
-                       for diff_id, layer in wanted.items()]
+            futures = [pool.submit(self._import_layer, diff_id, layer, snapshots, chain_id)
+                       for diff_id, (layer, chain_id) in wanted.items()]
             try:
                 for future in futures:
                     future.result()
@@ -133,15 +145,15 @@ class ImageArchive:
                     future.cancel()
                 raise
 
-    def _import_layer(self, diff_id: str, layer: LayerLocation) -> None:
+    def _import_layer(self, diff_id: str, layer: LayerLocation,
+                      snapshots: SnapshotStore | None, chain_id: str | None) -> None:
         where = f"{self.path}: layer {layer.path}"
-        with self._files.open(layer.path) as stream:
+        with self._files.open(layer.path) as stream, \
+                StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot:
             raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))
             with self.blobs.temp() as (out, temp_path):
                 uncompressed = hashlib.sha256()
-                for chunk in decompressed(raw, where):
-                    uncompressed.update(chunk)
-                    out.write(chunk)
+                snapshot.consume(stored(decompressed(raw, where), out, uncompressed))
                 raw.drain()
                 if layer.size is not None and raw.size != layer.size:
                     raise LayerError(f"{where}: {raw.size} bytes, but its descriptor says "
@@ -154,6 +166,7 @@ class ImageArchive:
                     raise LayerError(f"{where}: its uncompressed content has diff ID {found}, but "
                                      f"the image config lists {diff_id}: the archive is corrupt")
             self.blobs.commit(temp_path, diff_id)
+            snapshot.commit()
 
     # -- the docker-save view ------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from functools import cached_property
-from typing import ContextManager
+from typing import BinaryIO, ContextManager
 
 from layers.errors import LayerError
 from layers.image import chain_ids
@@ -104,29 +104,45 @@ class SnapshotStore:
             with self._guard:
                 claim = self._unpacking.setdefault(chain_id, threading.Lock())
             with claim:
-                self._unpack(diff_id, final, blob_path, unpacking)
+                self._unpack(diff_id, chain_id, blob_path, unpacking)
             dirs.append(final)
         return dirs
 
-    def _unpack(self, diff_id: str, final: str, blob_path,
+    def _unpack(self, diff_id: str, chain_id: str, blob_path,
                 unpacking: Unpacking | None) -> None:
-        if os.path.isdir(final):
+        if os.path.isdir(self.path(chain_id)):
             return
-        temp = tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
+        temp = self.temp()
         try:
             with open(blob_path(diff_id), "rb") as layer, \
                     (unpacking or _unwatched)(diff_id, os.fstat(layer.fileno()).st_size) \
                     as progress:
-                try:
-                    apply_layer(layer, temp, whiteouts=self.form, progress=progress)
-                except LayerError as error:  # say which layer: a base image's, maybe
-                    raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
-            os.chmod(temp, 0o755)
-            os.rename(temp, final)
-        except BaseException as error:
-            shutil.rmtree(temp, ignore_errors=True)
-            if not (isinstance(error, OSError) and os.path.isdir(final)):
-                raise  # a concurrent build renaming the same snapshot first is fine
+                self.unpack(layer, temp, diff_id, progress)
+            self.commit(temp, chain_id)
+        except BaseException:
+            self.discard(temp)
+            raise
+
+    def temp(self) -> str:
+        """A new directory to unpack a layer into, then to `commit` or `discard`."""
+        return tempfile.mkdtemp(dir=private_dir(self.root), prefix="snapshot-")
+
+    def unpack(self, layer: BinaryIO, temp: str, diff_id: str,
+               progress: Progress | None = None) -> None:
+        """Apply the layer tar `layer` (of `diff_id`) to `temp`, in this store's form."""
+        try:
+            apply_layer(layer, temp, whiteouts=self.form, progress=progress)
+        except LayerError as error:  # say which layer: a base image's, maybe
+            raise LayerError(f"unpacking layer {diff_id[:19]}: {error}") from None
+
+    def commit(self, temp: str, chain_id: str) -> None:
+        """Make an unpacked `temp` the snapshot of `chain_id` (see `adopt`)."""
+        os.chmod(temp, 0o755)
+        self.adopt(chain_id, temp)
+
+    @staticmethod
+    def discard(temp: str) -> None:
+        shutil.rmtree(temp, ignore_errors=True)
 
     def adopt(self, chain_id: str, directory: str) -> str:
         """Make an existing directory in this store's form (a RUN's upper dir) the snapshot of

@@ -24,6 +24,7 @@ _META = frozenset(b"xgLK")
 # Entries whose header's size field says nothing about a body (as Go's archive/tar reads them).
 _HEADER_ONLY = frozenset(b"123456")
 _BLANK_CHECKSUM = 8 * ord(" ")
+_TERMINATORS = (0, 0x20)
 
 
 class TarEntry:
@@ -235,6 +236,14 @@ def _check(block: bytes) -> None:
 def _number(field: bytes, *, signed: bool = False) -> int:
     """An octal field (NUL or space padded), or GNU base-256 (first byte 0x80, or 0xff for a
     negative number, which only a time may be)."""
+    if field[-1] in _TERMINATORS:  # the usual form, digits and one NUL or space: parsed at once
+        try:
+            value = int(field[:-1], 8)
+        except ValueError:
+            pass
+        else:
+            if value >= 0:
+                return value
     first = field[0]
     if first == 0x80:
         return int.from_bytes(field[1:], "big")

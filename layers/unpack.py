@@ -36,7 +36,7 @@ PROGRESS_EVERY = 512
 # Regular files up to this size, in a fresh root, are written by worker threads (creating an inode
 # is most of an unpack's cost, in the kernel, without the GIL); this many to a batch.
 _HANDED_OFF = 256 << 10
-_BATCH = 32
+_BATCH = 64
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a hostile header can provoke from os calls: NUL in a link target, an mtime, id or device
 # number beyond what the kernel takes, besides plain OS errors.
@@ -120,9 +120,13 @@ class _Applier:
         self._symlinks_left = _MAX_SYMLINKS
         self._made: set[str] = set()  # directories made as parents of entries
         self._owner = threading.get_ident()
+        fresh = not os.listdir(self.root)
+        # What a new inode's owner already is, so an entry of that owner needs no chown: 0:0 for
+        # root in a fresh root without setgid (no directory gets its own mode before `finish`).
+        self._born_owner = (0, 0) if (fresh and self.privileged and os.getegid() == 0 and not
+                                      os.stat(self.root).st_mode & stat.S_ISGID) else None
         workers = min(os.cpu_count() or 1, 4)
-        self._writers = _Writers(self, workers) if workers > 1 and not os.listdir(self.root) \
-            else None
+        self._writers = _Writers(self, workers) if workers > 1 and fresh else None
 
     def close(self) -> None:
         if self._writers is not None:
@@ -154,14 +158,15 @@ class _Applier:
             if kind == b"0":
                 if (self._writers is not None and member.size <= _HANDED_OFF and not again
                         and path not in self._made):
-                    self._writers.add(path, member, reader.body())
+                    self._writers.add(parent, path, member, reader.body())
                 else:
                     self._file(path, member, reader)
             elif kind == b"5":
                 self._directory(path, member)
+                self._dirs[name] = path  # its children need no lookup, nor wait for workers
             elif kind == b"2":
                 self._create(path, lambda p: os.symlink(member.linkname, p))
-                self._attributes(path, member, chmod=False)
+                self._attributes(path, member, chmod=False, new=True)
             elif kind == b"1":
                 target = self._link_target(member)
                 self._create(path, lambda p: os.link(target, p, follow_symlinks=False))
@@ -196,15 +201,19 @@ class _Applier:
     def _directory(self, path: str, member: TarEntry) -> None:
         try:
             os.mkdir(path, 0o700)  # its own mode is set last, once its children are in
+            new = True
         except FileExistsError:
             existing = os.lstat(path)
-            if not stat.S_ISDIR(existing.st_mode):
+            new = not stat.S_ISDIR(existing.st_mode)
+            if new:
                 self._remove(path, existing)
                 os.mkdir(path, 0o700)
+            else:
+                self._open_up(path, existing)
         if path in self._whited:
             # rm -rf d && mkdir d in one layer: in overlay the new d must hide the lower one
             self._mark_opaque(path)
-        self._attributes(path, member, chmod=False, times=False)
+        self._attributes(path, member, chmod=False, times=False, new=new)
         self._dir_attrs[path] = member
 
     def _file(self, path: str, member: TarEntry, reader: TarReader | bytes) -> None:
@@ -226,7 +235,8 @@ class _Applier:
                     done += os.write(fd, reader[done:])
             else:
                 reader.write_body(fd)
-            self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask))
+            self._attributes(fd, member, chmod=bool(mode & 0o7000 or mode & self.umask),
+                             new=True)
         finally:
             os.close(fd)
 
@@ -402,11 +412,12 @@ class _Applier:
     # -- attributes ------------------------------------------------------------------------------
 
     def _attributes(self, target: str | int, member: TarEntry, *, chmod: bool = True,
-                    times: bool = True) -> None:
+                    times: bool = True, new: bool = False) -> None:
         """Owner, then mode (a chown clears setuid bits), then xattrs (a chown clears
-        security.capability), then mtime. `target` is a path, never followed, or an open fd."""
+        security.capability), then mtime. `target` is a path, never followed, or an open fd;
+        `new` if this applier just made it."""
         follow = isinstance(target, int)
-        if self.chown:
+        if self.chown and not (new and (member.uid, member.gid) == self._born_owner):
             self._chown(target, member)
         if chmod:
             os.chmod(target, member.mode & 0o7777)
@@ -444,22 +455,34 @@ class _Writers:
     """Worker threads writing regular files in batches. Only new paths of a fresh root come here,
     so nothing is ever in a worker's way; the applier waits for them (`wait`) before it removes
     or replaces anything, so no path a worker uses can change under it. A worker's error is
-    raised by the next `wait`."""
+    raised by the next `wait`.
+
+    A batch holds files of one directory, and the batches of a directory go to one worker in turn:
+    creating a file locks its directory, and two workers filling one directory spent their time
+    waiting for each other in the kernel."""
 
     def __init__(self, applier: _Applier, workers: int) -> None:
         self._applier = applier
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(workers)]
         self._results: queue.SimpleQueue = queue.SimpleQueue()
         self._batch: list[tuple[str, TarEntry, bytes]] = []
+        self._directory = ""  # of the batch being gathered
+        self._worker = 0      # the worker its batches go to
         self._outstanding = 0
         self._limit = 4 * workers  # batches in flight: bounds the bodies held in memory
         self._error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._work, daemon=True, name="unpack")
-                         for _ in range(workers)]
+        self._threads = [threading.Thread(target=self._work, args=(jobs,), daemon=True,
+                                          name="unpack") for jobs in self._jobs]
         for thread in self._threads:
             thread.start()
 
-    def add(self, path: str, member: TarEntry, body: bytes) -> None:
+    def add(self, directory: str, path: str, member: TarEntry, body: bytes) -> None:
+        """Queue the file `path` of `directory` (both host paths)."""
+        if directory != self._directory:
+            if self._batch:
+                self._send()
+            self._directory = directory
+            self._worker = (self._worker + 1) % len(self._jobs)
         self._batch.append((path, member, body))
         if len(self._batch) >= _BATCH:
             self._send()
@@ -478,13 +501,13 @@ class _Writers:
     def close(self) -> None:
         """Stop the workers once they are done, their errors dropped (the root is given up)."""
         self._batch.clear()
-        for _ in self._threads:
-            self._jobs.put(None)
+        for jobs in self._jobs:
+            jobs.put(None)
         for thread in self._threads:
             thread.join()
 
     def _send(self) -> None:
-        self._jobs.put(self._batch)
+        self._jobs[self._worker].put(self._batch)
         self._batch = []
         self._outstanding += 1
 
@@ -494,8 +517,8 @@ class _Writers:
         if error is not None and self._error is None:
             self._error = error
 
-    def _work(self) -> None:
-        while (batch := self._jobs.get()) is not None:
+    def _work(self, jobs: queue.SimpleQueue) -> None:
+        while (batch := jobs.get()) is not None:
             error = None
             for path, member, body in batch:
                 try:

@@ -18,8 +18,10 @@ from layers.archive_reader import ImageArchive, read_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.errors import LayerError
-from layers.image import OCI_INDEX, OCI_MANIFEST, dumps, parse_config, sha256_digest
+from layers.image import (OCI_INDEX, OCI_MANIFEST, ContainerConfig, ImageConfig, chain_ids, dumps,
+                          parse_config, sha256_digest)
 from layers.platform import host_platform
+from layers.snapshots import SnapshotStore
 from tests.sample_images import make_image, write_tarball
 from tests.support import DockerImages, docker, docker_available, require
 
@@ -140,6 +142,66 @@ def test_a_corrupted_layer_is_refused_and_nothing_is_stored(tmp_path: Path, sour
     assert not blobs.has(bad_diff_id)
 
 
+@pytest.mark.parametrize("compression", [Compression.NONE, Compression.GZIP])
+def test_layers_are_unpacked_into_their_snapshots_as_they_are_read(
+        tmp_path: Path, source: BlobStore, blobs: BlobStore, compression: Compression) -> None:
+    """What the first build would unpack (`pybuild load` passes the snapshot store): the same
+    directories, made while the archive is read, so the build has nothing left to unpack."""
+    config = make_image(source, *FILES)
+    snapshots = SnapshotStore(blobs.root)
+    [entry] = read_archive(str(_tarball(tmp_path, source, config, compression)), blobs, snapshots)
+    unpacked = []
+    dirs = snapshots.ensure(entry.diff_ids, blobs.path,
+                            lambda diff_id, size: unpacked.append(diff_id))
+    assert unpacked == []
+    assert dirs == [snapshots.path(chain) for chain in chain_ids(entry.diff_ids)]
+    assert Path(dirs[0], "etc/hello").read_bytes() == b"hello\n"
+    assert Path(dirs[1], "bin/tool").read_bytes() == FILES[1]["bin/tool"]
+    assert_layers_stored(blobs, source, entry.diff_ids)
+    assert _snapshot_temps(blobs) == []
+
+
+def test_a_corrupted_layer_leaves_no_snapshot(tmp_path: Path, source: BlobStore,
+                                              blobs: BlobStore) -> None:
+    """Unpacked as it is read, but the diff ID is only known at the end: a layer that does not
+    have the config's diff ID must not become the snapshot the config's chain names."""
+    config = make_image(source, *FILES)
+    diff_ids = tuple(json.loads(config)["rootfs"]["diff_ids"])
+    broken = tmp_path / "broken.tar"
+    _rewrite(_tarball(tmp_path, source, config), broken,
+             {"blobs/sha256/" + diff_ids[1][7:]: _flip_a_byte, "oci-layout": None,
+              "index.json": None})
+    snapshots = SnapshotStore(blobs.root)
+    with pytest.raises(LayerError, match="diff ID"):
+        read_archive(str(broken), blobs, snapshots)
+    assert not os.path.exists(snapshots.path(chain_ids(diff_ids)[1]))
+    assert _snapshot_temps(blobs) == []
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/../../escaped"])
+def test_a_layer_the_unpacker_refuses_is_loaded_and_refused_by_the_build(
+        tmp_path: Path, name: str) -> None:
+    """A hostile layer's digests are right, so loading it is not an error (as before load
+    unpacked); its snapshot is not made, and the build that needs it says why."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    source = BlobStore(str(tmp_path / "source"))
+    diff_id = source.put_bytes(layer.getvalue())
+    config = ImageConfig(config=ContainerConfig(cmd=("sh",)), diff_ids=(diff_id,)).to_bytes()
+    snapshots = SnapshotStore(str(tmp_path / "cache" / "nested"))
+    blobs = BlobStore(snapshots.root)
+    [entry] = read_archive(str(_tarball(tmp_path, source, config)), blobs, snapshots)
+    assert blobs.has(diff_id)
+    assert not os.path.exists(snapshots.path(chain_ids(entry.diff_ids)[0]))
+    with pytest.raises(LayerError, match="unpacking layer .*path leads outside the root"):
+        snapshots.ensure(entry.diff_ids, blobs.path)
+    assert not list(tmp_path.rglob("escaped"))
+    assert _snapshot_temps(blobs) == []
+
+
 def test_a_compressed_layer_that_does_not_match_its_descriptor(tmp_path: Path, source: BlobStore,
                                                                blobs: BlobStore) -> None:
     """Recompressed bytes: the same diff ID, but not the blob the manifest's digest names."""
@@ -158,8 +220,9 @@ def test_a_compressed_layer_that_does_not_match_its_descriptor(tmp_path: Path, s
     assert not blobs.has(json.loads(config)["rootfs"]["diff_ids"][1])
 
 
+@pytest.mark.parametrize("unpacked", [False, True])
 def test_a_truncated_gzip_layer_is_a_clear_error(tmp_path: Path, source: BlobStore,
-                                                 blobs: BlobStore) -> None:
+                                                 blobs: BlobStore, unpacked: bool) -> None:
     config = make_image(source, *FILES)
     layout = tmp_path / "layout"
     with tarfile.open(_tarball(tmp_path, source, config, Compression.GZIP)) as tar:
@@ -167,9 +230,12 @@ def test_a_truncated_gzip_layer_is_a_clear_error(tmp_path: Path, source: BlobSto
     for layer in _manifest(layout)["layers"]:
         path = layout / "blobs/sha256" / layer["digest"][7:]
         path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(LayerError, match="cannot be decompressed|bytes, but its descriptor says"):
-        read_archive(str(layout), blobs)
+    snapshots = SnapshotStore(blobs.root) if unpacked else None
+    with pytest.raises(LayerError, match="cannot be decompressed: Compressed file ended"):
+        read_archive(str(layout), blobs, snapshots)
     assert not [name for name in stored_files(blobs) if name.startswith(".")]
+    assert _snapshot_temps(blobs) == []
+    assert not unpacked or os.listdir(snapshots.dir) == []
 
 
 def test_a_multi_platform_index_resolves_to_the_host(tmp_path: Path, source: BlobStore,
@@ -424,6 +490,11 @@ def _replace_manifest(layout: Path, manifest: dict) -> None:
 def _manifest(layout: Path) -> dict:
     index = json.loads((layout / "index.json").read_text())
     return json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
+
+
+def _snapshot_temps(blobs: BlobStore) -> list[Path]:
+    """Snapshots begun and not finished or removed, in the cache's temp directories."""
+    return list(Path(blobs.root).glob("tmp/*/snapshot-*"))
 
 
 def _flip_a_byte(data: bytes) -> bytes:

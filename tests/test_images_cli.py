@@ -18,7 +18,8 @@ from builder.cli.images import images_command, load_command, rmi_command
 from builder.units import human_size
 from layers.blobstore import BlobStore
 from layers.compression import Compression
-from layers.image import sha256_digest
+from layers.image import chain_ids, sha256_digest
+from layers.snapshots import SnapshotStore
 from tests.sample_images import make_image, write_tarball
 from tests.support import ROOT, DockerImages, docker, docker_available, require
 
@@ -48,6 +49,9 @@ def test_load_then_images_then_rmi(tmp_path: Path, cache: Path, sample, capsys) 
     status, out, err = run(load_command, cache, "-i", str(archive), capsys=capsys)
     assert (status, err) == (0, "")
     assert out == "Loaded image: app:1\nLoaded image: registry.example:5000/team/app:2\n"
+    snapshots = SnapshotStore(str(cache))
+    top = snapshots.path(chain_ids(tuple(json.loads(config)["rootfs"]["diff_ids"]))[-1])
+    assert Path(top, "bin/tool").read_bytes() == b"x" * 5000, "unpacked as it was loaded"
 
     status, out, _ = run(images_command, cache, capsys=capsys)
     short_id = sha256_digest(config)[7:19]

@@ -67,6 +67,8 @@ def test_from_a_registry_push_the_result_and_docker_runs_it(project) -> None:
     timeline = tracks(trace)
     assert [e["name"] for e in timeline["pulls"]] == [f"pulling {base}"]
     assert [e["name"] for e in timeline["pushes"]] == [f"pushing {app}"]
+    # The base's layer was unpacked as it was pulled: only the COPY's one file is unpacked after.
+    assert [e["args"]["info"][0].split(",")[0] for e in timeline["unpacks"]] == ["1 entries"]
 
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{app}"],
                                capture_output=True, text=True)

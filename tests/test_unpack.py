@@ -295,6 +295,22 @@ def test_attributes_of_every_kind(place):
         assert any("device node skipped" in w for w in warnings)
 
 
+@ROOT_ONLY
+@pytest.mark.parametrize("setgid", [False, True])
+def test_root_owned_entries_are_root_owned_in_any_root(place, setgid):
+    """New inodes of a fresh root need no chown for 0:0 entries, unless the root is setgid: its
+    group is then what they are born with, and they must still come out 0:0."""
+    root, _ = place
+    os.chown(root, 0, 4321)
+    os.chmod(root, 0o2755 if setgid else 0o755)
+    layer = tar_of(("d", DIR), ("d/f", REG, b"f"), ("d/l", SYM, "f"), ("d/e", DIR),
+                   ("g", REG, b"g", {"uid": 7, "gid": 8}))
+    apply_layer(layer, str(root))
+    owners = {rel: (st.st_uid, st.st_gid) for rel in ("d", "d/f", "d/l", "d/e", "g")
+              for st in [os.lstat(root / rel)]}
+    assert owners == {"d": (0, 0), "d/f": (0, 0), "d/l": (0, 0), "d/e": (0, 0), "g": (7, 8)}
+
+
 def test_read_only_directories_are_filled_then_closed(place):
     root, _ = place
     layer = tar_of(("ro", DIR, {"mode": 0o555, "mtime": 1000}),

@@ -24,6 +24,7 @@ from layers.archive_reader import read_archive
 from layers.errors import LayerError
 from layers.imagestore import ImageStore, StoredImage
 from layers.reference import parse_reference
+from layers.snapshots import SnapshotStore
 
 EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 130, 141
 _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
@@ -63,7 +64,7 @@ def load_command(argv: list[str]) -> int:
             return _fail("no archive given: use -i ARCHIVE, or pipe one in")
         path = "/dev/stdin"
     store = _store(options)
-    entries = read_archive(path, store.blobs)
+    entries = read_archive(path, store.blobs, SnapshotStore(store.root))
     for entry in entries:
         store.put(entry.config, entry.names, entry.digests)
     if not options.quiet:

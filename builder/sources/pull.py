@@ -70,6 +70,7 @@ class Puller:
     def _pull(self, ref: Reference) -> StoredImage:
         from layers.registry.errors import RegistryError
         from layers.registry.pull import pull_layers, resolve
+        from layers.snapshots import SnapshotStore
         session = self.sessions(ref)
         found = resolve(session, ref, self.platform)
         # A step of its own, so the log times it and --trace shows it on the pulls track.
@@ -79,7 +80,8 @@ class Puller:
                               f"{sum(d.size for d in found.layers) / 1e6:.1f}MB")
         try:
             pull_layers(session, ref, found, self.store.blobs,
-                        progress=partial(self.log.progress, number))
+                        progress=partial(self.log.progress, number),
+                        snapshots=SnapshotStore(self.store.root))
         except RegistryError as error:
             self.log.failed(number, str(error))
             raise

@@ -15,17 +15,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from layers.archive_files import decompressed
 from layers.blobstore import BlobStore
 from layers.compression import CHUNK
 from layers.errors import LayerError
-from layers.image import Descriptor, is_digest, parse_config, sha256_digest
+from layers.image import Descriptor, chain_ids, is_digest, parse_config, sha256_digest
 from layers.platform import Platform
 from layers.reference import Reference
 from layers.registry.errors import RegistryError, about
@@ -33,6 +34,10 @@ from layers.registry.mediatypes import DOCKER_SCHEMA1, INDEXES, MANIFESTS, layer
 from layers.registry.parallel import run_all
 from layers.registry.transport import BodyLimit, Response, Session
 from layers.registry.variants import Variant, remember
+from layers.streamunpack import StreamedSnapshot, stored
+
+if TYPE_CHECKING:
+    from layers.snapshots import SnapshotStore
 
 ACCEPT = (*INDEXES, *MANIFESTS)
 # distribution's own limit for manifests and indexes; configs list a history entry per layer,
@@ -136,12 +141,14 @@ def fetch_blob(session: Session, ref: Reference, digest: str, dest: BinaryIO, *,
 
 def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: BlobStore, *,
                 workers: int = 4,
-                progress: Callable[[int, int], None] | None = None) -> tuple[str, ...]:
+                progress: Callable[[int, int], None] | None = None,
+                snapshots: SnapshotStore | None = None) -> tuple[str, ...]:
     """Store the layers of `resolved`, uncompressed, under their diff IDs; returns the diff IDs.
     A layer whose diff ID the store already has is not downloaded. Each layer downloaded is
     remembered as a compressed variant of its diff ID (see `variants`). `progress` hears the
     bytes read so far and the bytes to read, after every read of every download (from the
-    downloads' threads)."""
+    downloads' threads). With `snapshots`, each layer downloaded is unpacked into its snapshot
+    as it arrives, where that is missing."""
     with about("pull", ref):
         try:
             diff_ids = parse_config(resolved.config).diff_ids
@@ -151,47 +158,52 @@ def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: Blo
             raise RegistryError(f"manifest {resolved.manifest_digest} lists "
                                 f"{len(resolved.layers)} layers, but its config "
                                 f"{len(diff_ids)} diff IDs")
-        missing = {diff_id: layer for layer, diff_id in zip(resolved.layers, diff_ids)
+        missing = {diff_id: (layer, chain_id) for layer, diff_id, chain_id
+                   in zip(resolved.layers, diff_ids, chain_ids(diff_ids))
                    if not blobs.has(diff_id)}
-        on_read = (_Transferred(sum(layer.size for layer in missing.values()), progress).add
+        on_read = (_Transferred(sum(layer.size for layer, _ in missing.values()), progress).add
                    if progress else None)
-        run_all(lambda item: _pull_layer(session, ref, item[1], item[0], blobs, on_read),
-                missing.items(), workers)
+
+        def pull(item: tuple[str, tuple[Descriptor, str]]) -> None:
+            diff_id, (layer, chain_id) = item
+            unpack = snapshots is not None and not os.path.isdir(snapshots.path(chain_id))
+            with session.open(_blob_path(ref, layer.digest), scope=pull_scope(ref)) as stream:
+                store_layer(stream, layer, diff_id, blobs, f"{ref.registry}/{ref.repository}",
+                            on_read, snapshots if unpack else None, chain_id)
+
+        run_all(pull, missing.items(), workers)
         return diff_ids
 
 
-def _pull_layer(session: Session, ref: Reference, layer: Descriptor, diff_id: str,
-                blobs: BlobStore, on_read: Callable[[int], None] | None) -> None:
-    with session.open(_blob_path(ref, layer.digest), scope=pull_scope(ref)) as stream:
-        store_layer(stream, layer, diff_id, blobs, f"{ref.registry}/{ref.repository}", on_read)
-
-
 def store_layer(stream: BinaryIO, blob: Descriptor, diff_id: str, blobs: BlobStore,
-                source: str, on_read: Callable[[int], None] | None = None) -> None:
+                source: str, on_read: Callable[[int], None] | None = None,
+                snapshots: SnapshotStore | None = None, chain_id: str | None = None) -> None:
     """Store the layer `stream` reads compressed (as `blob` describes it) under `diff_id`,
     checking both digests in the one pass, and remember the pair as a variant found at
-    `source` (a repository, `registry/name`). `on_read` hears the size of every read."""
+    `source` (a repository, `registry/name`). `on_read` hears the size of every read. With
+    `snapshots`, the layer is also unpacked into the snapshot of `chain_id` as it arrives."""
     where = f"layer {blob.digest}"
     if layer_compression(blob.media_type) is None:
         raise RegistryError(f"{where}: {blob.media_type!r} is not a layer media type")
-    with blobs.temp() as (out, temp_path):
-        verified = _Verified(stream, blob.digest, blob.size, on_read)
-        uncompressed = hashlib.sha256()
-        try:
-            for chunk in decompressed(io.BufferedReader(verified, CHUNK), where):
-                uncompressed.update(chunk)
-                out.write(chunk)
-        except RegistryError:
-            raise
-        except LayerError as error:
-            verified.check()  # a corrupt download explains a failed decompression best
-            raise RegistryError(str(error)) from None
-        verified.check()
-        found = "sha256:" + uncompressed.hexdigest()
-        if found != diff_id:
-            raise RegistryError(f"{where}: uncompressed, it has diff ID {found}, but the image "
-                                f"config lists {diff_id}")
-    blobs.commit(temp_path, diff_id)
+    with StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot:
+        with blobs.temp() as (out, temp_path):
+            verified = _Verified(stream, blob.digest, blob.size, on_read)
+            uncompressed = hashlib.sha256()
+            try:
+                snapshot.consume(stored(decompressed(io.BufferedReader(verified, CHUNK), where),
+                                        out, uncompressed))
+            except RegistryError:
+                raise
+            except LayerError as error:
+                verified.check()  # a corrupt download explains a failed decompression best
+                raise RegistryError(str(error)) from None
+            verified.check()
+            found = "sha256:" + uncompressed.hexdigest()
+            if found != diff_id:
+                raise RegistryError(f"{where}: uncompressed, it has diff ID {found}, but the "
+                                    f"image config lists {diff_id}")
+        blobs.commit(temp_path, diff_id)
+        snapshot.commit()
     remember(blobs, diff_id, Variant(blob.digest, blob.size, blob.media_type, source))
 
 

@@ -8,7 +8,8 @@ a manifest, the config or manifest.json replaced by another (of another type, a 
 archive, a digest of something else, deep nesting), a key dropped, a file dropped, replaced by
 bytes or by a symlink; then, or not, the digests and sizes are made to agree again, so the reader
 gets past its digest checks to what the documents say. The archive is a tar, a gzipped tar or a
-directory. Findings: any exception but LayerError, a file written outside the blob store.
+directory. The layers are unpacked into snapshots as they are read, as `pybuild load` does.
+Findings: any exception but LayerError, a file written outside the blob and snapshot stores.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ with atheris.instrument_imports():
     from layers.archive_reader import read_archive
     from layers.blobstore import BlobStore
     from layers.errors import LayerError
+    from layers.snapshots import SnapshotStore
 
 # Under $TMPDIR, left there: libFuzzer ends the process without Python's clean-up.
 _WORK = tempfile.mkdtemp(prefix="fuzz-archive-")
@@ -191,13 +193,14 @@ def one_input(data: bytes) -> None:
     path = _write(files, provider.ConsumeIntInRange(0, 2))
     cache = os.path.join(_WORK, "cache")
     try:
-        read_archive(path, BlobStore(cache))
+        read_archive(path, BlobStore(cache), SnapshotStore(cache))
     except LayerError as error:
         str(error)
     made = sorted(os.listdir(_WORK))
     if made not in (["archive.tar", "cache"], ["cache", "layout"]):
         raise AssertionError(f"written beside the blob store: {made}")
-    if sorted(os.listdir(cache)) not in (["blobs"], ["blobs", "tmp"]):  # tmp: layers/scratch.py
+    if sorted(os.listdir(cache)) not in (["blobs", "snapshots"], ["blobs", "snapshots", "tmp"]):
+        # tmp: layers/scratch.py
         raise AssertionError(f"written in the cache root: {os.listdir(cache)}")
 
 

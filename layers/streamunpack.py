@@ -1,0 +1,93 @@
+"""A layer unpacked into its snapshot while it is read: `pybuild load` and a pull store the
+uncompressed layer tar and unpack it in the one pass, so the first build has nothing left to
+unpack and no layer is read twice. The snapshot is kept only once the caller has checked the
+layer's digests (the chain ID that names it promises exactly those bytes)."""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from layers.errors import LayerError
+
+if TYPE_CHECKING:
+    from layers.snapshots import SnapshotStore
+
+
+def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
+    """`chunks`, each hashed into `digest` and written to `out` before it is passed on."""
+    for chunk in chunks:
+        digest.update(chunk)
+        out.write(chunk)
+        yield chunk
+
+
+class StreamedSnapshot:
+    """The snapshot of one layer (of `chain_id`) made while its chunks are consumed, if a store
+    and chain are given; kept by `commit`, removed if the block it was opened in fails first."""
+
+    def __init__(self, snapshots: SnapshotStore | None, chain_id: str | None,
+                 diff_id: str) -> None:
+        self._snapshots = snapshots if chain_id is not None else None
+        self._chain_id = chain_id
+        self._diff_id = diff_id
+        self._directory: str | None = None
+
+    def __enter__(self) -> StreamedSnapshot:
+        if self._snapshots is not None:
+            self._directory = self._snapshots.temp()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._drop()
+
+    def consume(self, chunks: Iterator[bytes]) -> None:
+        """Read the layer tar `chunks` to their end, unpacking them. A layer the unpacker refuses
+        is only not unpacked (the build that needs its files says why it cannot have them); what
+        stops the chunks (a damaged stream, a full disk under the blob) is raised."""
+        if self._directory is not None:
+            reader = _ChunkReader(chunks)
+            try:
+                self._snapshots.unpack(reader, self._directory, self._diff_id)
+            except LayerError:
+                if reader.failure is not None:
+                    raise reader.failure from None
+                self._drop()
+        for _ in chunks:
+            continue
+
+    def commit(self) -> None:
+        """Keep the snapshot: call once the layer's digests are checked."""
+        if self._directory is not None:
+            self._snapshots.commit(self._directory, self._chain_id)
+            self._directory = None
+
+    def _drop(self) -> None:
+        if self._directory is not None:
+            self._snapshots.discard(self._directory)
+            self._directory = None
+
+
+class _ChunkReader(io.RawIOBase):
+    """Chunks as a readable stream; `failure` is the error the chunks ended with, if any (the
+    unpacker reports it as its own)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = memoryview(b"")
+        self.failure: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._left:
+            try:
+                self._left = memoryview(next(self._chunks, b""))
+            except Exception as error:
+                self.failure = error
+                raise
+        count = min(len(buffer), len(self._left))
+        buffer[:count] = self._left[:count]
+        self._left = self._left[count:]
+        return count
