@@ -6,15 +6,15 @@ push waits for it (skopeo's Go gzip is faster at its default level than zlib at 
 compressed in 1 MiB blocks on every core, pigz-style: each block is raw deflate primed with the
 previous block's last 32 KiB and ended with a flush, so the blocks join into one ordinary gzip
 member that any reader accepts (Python's gzip, `gzip -d`, Go's gzip reader). Within a block, each
-4 KiB span is judged on its own and runs of spans that look incompressible (already compressed
-files, random data) are written as stored blocks, not deflated: zlib spends twice as long per byte
-on noise as on text only to store it anyway, and a layer's small files mix the two at about that
-scale (64 KiB spans deflated the noise of every small file beside a text one: a third more CPU
-on the registry benchmark's layer). A run of text after stored bytes is deflated without history
-(a full flush): 1-2% bigger than one serial zlib stream. The header carries no name and mtime 0,
-and the bytes depend only on the input and the level, never on the number of cores: output is
-reproducible. zstd uses zstandard's own worker threads; its multi-threaded output is likewise
-independent of the thread count.
+4 KiB span (or each 512-byte tar block of a span that mixes kinds) is judged on its own, and runs
+that look incompressible (already compressed files, random data) are written as stored blocks, not
+deflated: zlib spends twice as long per byte on noise as on text only to store it anyway, and a
+layer's small files mix the two at about that scale (64 KiB spans deflated the noise of every
+small file beside a text one: a third more CPU on the registry benchmark's layer). A run of text
+after stored bytes is deflated without history (a full flush): 1-2% bigger than one serial zlib
+stream. The header carries no name and mtime 0, and the bytes depend only on the input and the
+level, never on the number of cores: output is reproducible. zstd uses zstandard's own worker
+threads; its multi-threaded output is likewise independent of the thread count.
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ _WINDOW = 32 * 1024
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS unknown
 _FINAL_EMPTY_BLOCK = b"\x03\x00"  # BFINAL, fixed Huffman, end-of-block: closes the deflate stream
 _SNIFF = 6
-_SPAN = 4096  # what is judged compressible or not, as a whole
-_PROBE = 64  # bytes sampled at a quarter and at three quarters of a span that is not all ASCII
+_SPAN = 4096  # what is judged compressible or not, as a whole unless its samples disagree
+_PROBE = 64  # bytes of a sample judged noise or not
+_TAR_BLOCK = 512
 _NOISE = 48  # distinct byte values in 64 bytes of noise: about 57, under 48 6 times in 100,000
 _STORED_MAX = 65535  # bytes in one stored deflate block
 
@@ -139,36 +140,46 @@ def _gzip(src: BinaryIO, out: _HashingWriter, level: int) -> None:
 
 def _deflate_block(block: bytes, dictionary: bytes, level: int) -> bytes:
     """Raw deflate of one block, primed with the data before it, ending on a byte boundary: runs
-    of compressible spans deflated (the first with the 32 KiB before it), the others stored."""
+    of compressible pieces deflated (the first with the 32 KiB before it), the others stored."""
     view = memoryview(block)
     pieces: list[bytes | memoryview] = []
     compressor = None
-    start = 0
-    spans = range(0, len(block), _SPAN)
-    for compressible, run in itertools.groupby(spans, lambda at: _compressible(block, at)):
-        end = min(list(run)[-1] + _SPAN, len(block))
+    judged = itertools.chain.from_iterable(_judge(block, at) for at in range(0, len(block), _SPAN))
+    runs = [(next(run)[0], compressible)
+            for compressible, run in itertools.groupby(judged, lambda piece: piece[1])]
+    for (start, compressible), (end, _) in zip(runs, runs[1:] + [(len(block), False)]):
         if not compressible:
             pieces.extend(_stored(view[start:end]))
-        else:
-            if compressor is None:
-                compressor = _compressor(level, dictionary[-_WINDOW:] if start == 0 else b"")
-            pieces.append(compressor.compress(view[start:end]))
-            pieces.append(compressor.flush(zlib.Z_FULL_FLUSH))  # forget: stored bytes may follow
-        start = end
+            continue
+        if compressor is None:
+            compressor = _compressor(level, dictionary[-_WINDOW:] if start == 0 else b"")
+        pieces.append(compressor.compress(view[start:end]))
+        pieces.append(compressor.flush(zlib.Z_FULL_FLUSH))  # forget: stored bytes may follow
     return b"".join(pieces)
 
 
-def _compressible(block: bytes, at: int) -> bool:
-    """Whether the span of `block` at `at` looks worth deflating: it is ASCII (text, which
-    compresses at any level), or either of two samples of it uses fewer distinct byte values than
-    noise does (machine code and other scripts' text do; compressed and random data do not), so
-    a span only partly noise is deflated. Counting is 10x cheaper than a trial deflate, whose
-    setup alone costs more than a span's share of the work."""
+def _judge(block: bytes, at: int) -> list[tuple[int, bool]]:
+    """Whether the span of `block` at `at` looks worth deflating, as (offset, compressible) pieces.
+    An ASCII span is (text compresses at any level); otherwise a sample at a quarter and one at
+    three quarters are judged, and when they disagree (a small file of text beside one of noise)
+    each 512-byte piece, a tar block, is judged alone."""
     span = block[at:at + _SPAN]
     if span.isascii():
-        return True
-    return any(len(set(span[offset:offset + _PROBE])) < _NOISE
-               for offset in (len(span) // 4, max(0, len(span) * 3 // 4 - _PROBE)))
+        return [(at, True)]
+    first, second = (_noise(span[offset:offset + _PROBE])
+                     for offset in (len(span) // 4, max(0, len(span) * 3 // 4 - _PROBE)))
+    if first == second:
+        return [(at, not first)]
+    return [(at + offset, piece.isascii() or not _noise(piece[:_PROBE]))
+            for offset in range(0, len(span), _TAR_BLOCK)
+            for piece in [span[offset:offset + _TAR_BLOCK]]]
+
+
+def _noise(sample: bytes) -> bool:
+    """Whether `sample` uses as many distinct byte values as noise does: machine code and text
+    of any script use fewer, compressed and random data do not. Counting is 10x cheaper than a
+    trial deflate, whose setup alone costs more than a span's share of the work."""
+    return len(set(sample)) >= _NOISE
 
 
 def _compressor(level: int, history: bytes):
