@@ -63,9 +63,10 @@ class Route:
         return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def connect(scheme: str, netloc: str, *, timeout: float, context: ssl.SSLContext,
+def connect(scheme: str, netloc: str, *, timeout: float, context: ssl.SSLContext | None,
             blocksize: int, environ: Mapping[str, str] = os.environ) -> Route:
-    """A connection to `scheme://netloc`, through its proxy when the environment names one."""
+    """A connection to `scheme://netloc`, through its proxy when the environment names one;
+    `context` is needed for https only."""
     import http.client
     proxy = proxy_for(scheme, netloc, environ)
     if proxy is None:

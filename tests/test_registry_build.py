@@ -178,9 +178,11 @@ def test_pybuild_push_sends_an_image_of_the_store(project) -> None:
 
 def test_a_large_layer_pushed_gzip_is_pulled_and_run_by_docker_and_pushes_the_same_blob(
         tmp_path: Path, registry: Registry) -> None:  # noqa: F811
-    """A layer of many compression blocks, text and noise (spans stored, not deflated), streamed
-    to the registry while it is compressed: Docker pulls it and reads every file back, and
-    another runner pushing the same build sends a blob of the same digest."""
+    """A layer of many compression blocks, text and noise (spans stored, not deflated; small
+    files of both side by side), streamed to the registry while it is compressed: Docker pulls
+    it and reads every file back, pybuild pulls it into an empty cache (each layer checked
+    against its diff ID), and another runner pushing the same build sends a blob of the same
+    digest."""
     archive = busybox_base(tmp_path)
     context = tmp_path / "ctx"
     context.mkdir()
@@ -188,6 +190,8 @@ def test_a_large_layer_pushed_gzip_is_pulled_and_run_by_docker_and_pushes_the_sa
     text = b"".join(rnd.choice([b"push ", b"gzip ", b"layer ", b"\n"]) for _ in range(600_000))
     files = {f"text{n}.txt": text[n * 7919:] for n in range(4)}
     files.update({f"noise{n}.bin": rnd.randbytes(1_500_000 + n) for n in range(4)})
+    files.update({f"small{n:03d}": rnd.randbytes(size) if n % 2 else text[n:n + size]
+                  for n in range(300) for size in [rnd.randint(100, 12_000)]})
     for name, content in files.items():
         (context / name).write_bytes(content)
     (context / "Dockerfile").write_text(
@@ -215,3 +219,9 @@ def test_a_large_layer_pushed_gzip_is_pulled_and_run_by_docker_and_pushes_the_sa
     expected = {f"{hashlib.sha256(content).hexdigest()}  {name}"
                 for name, content in files.items()}
     assert expected <= set(ran.splitlines())
+
+    (tmp_path / "from").mkdir()
+    (tmp_path / "from" / "Dockerfile").write_text(f"FROM {target}\n")
+    pulled = pybuild("-o", str(tmp_path / "pulled.tar"), str(tmp_path / "from"),
+                     env={"PYBUILD_CACHE_DIR": str(tmp_path / "three")})
+    assert pulled.returncode == 0, pulled.stderr

@@ -147,7 +147,7 @@ class Session:
         self._timeout = timeout
         self._read_wait = min(_MAX_READ_WAIT, timeout / 4)
         self._reached = False  # whether the registry ever answered this session
-        self._tls = ssl.create_default_context()
+        self._tls: ssl.SSLContext | None = None  # made for the first https connection
         self._pool_lock = threading.Lock()
         self._idle: dict[tuple[str, str], list[Route]] = {}
         self._auth_lock = threading.Lock()  # held while a token is fetched: one fetch at a time
@@ -401,6 +401,8 @@ class Session:
             if idle:
                 return idle.pop()
         scheme, netloc = key
+        if scheme == "https" and self._tls is None:
+            self._tls = ssl.create_default_context()  # 30 ms of CPU: not for a plain-http registry
         try:
             return connect(scheme, netloc, timeout=self._read_wait, context=self._tls,
                            blocksize=_BLOCK)
