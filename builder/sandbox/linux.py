@@ -32,6 +32,8 @@ PR_SET_CHILD_SUBREAPER = 36
 CLOSE_RANGE_CLOEXEC = 0x4
 _CLOSE_RANGE = 436  # the same number on every architecture (asm-generic and x86_64 alike)
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -40,6 +42,8 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -71,6 +75,12 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
 
 def umount(target: str, flags: int = 0) -> None:
     check(_libc.umount2(_bytes(target), flags), f"umount {target}")
+
+
+def exchange(first: str, second: str) -> None:
+    """Swap two paths in one step (renameat2 with RENAME_EXCHANGE): both must exist."""
+    check(_libc.renameat2(_AT_FDCWD, _bytes(first), _AT_FDCWD, _bytes(second),
+                          _RENAME_EXCHANGE), f"exchange {first} and {second}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
