@@ -22,6 +22,12 @@ def blobs_dir(root: str) -> str:
     return os.path.join(root, "blobs", "sha256")
 
 
+def variants_dir(root: str) -> str:
+    """Where a cache root records the compressed blobs of each stored layer, one directory per
+    layer's diff ID hex."""
+    return os.path.join(root, "compressed", "sha256")
+
+
 class BlobStore:
     """The blob directory of one cache root, and beside it the records of which compressed blobs
     hold each stored layer (layers/registry/variants.py)."""
@@ -29,7 +35,7 @@ class BlobStore:
     def __init__(self, root: str) -> None:
         self.root = root
         self.dir = blobs_dir(root)
-        self.variants = os.path.join(root, "compressed", "sha256")
+        self.variants = variants_dir(root)
         os.makedirs(self.dir, exist_ok=True)
 
     def path(self, digest: str) -> str:

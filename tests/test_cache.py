@@ -217,6 +217,16 @@ def test_prune_and_du(project):
     assert steps(build(project)) == ["no earlier build"] * 3 or "CACHED" not in steps(build(project))
 
 
+def test_prune_removes_the_compressed_variants_of_the_layers_it_removes(project):
+    cache = project.parent / "cache"
+    build(project, "--compression", "gzip")
+    variants = cache / "compressed" / "sha256"
+    assert len(os.listdir(variants)) == 3
+    gone = pybuild("prune", "--all", env={"PYBUILD_CACHE_DIR": str(cache)})
+    assert gone.returncode == 0, gone.stderr
+    assert os.listdir(variants) == [] and os.listdir(cache / "blobs" / "sha256") == []
+
+
 def test_prunes_running_side_by_side_each_succeed(project):
     """Two prunes list the same unreferenced blobs; the one that loses a removal must not fail."""
     cache = project.parent / "cache"

@@ -107,12 +107,20 @@ def _collect(cache_dir: str, kept) -> int:
     for name in root.blob_names():
         if f"sha256:{name}" not in blobs and not name.startswith("."):
             freed += _unlink(os.path.join(root.blobs, name))
+    present = set(root.blob_names())
+    for name in _names(root.variants):
+        if name not in present and not name.startswith("."):
+            shutil.rmtree(os.path.join(root.variants, name), ignore_errors=True)
     for name in root.snapshot_names():
         if chain_of(name) not in chains and not name.startswith("."):
             path = os.path.join(root.snapshots, name)
             freed += tree_size(path)
             shutil.rmtree(path, ignore_errors=True)
     return freed
+
+
+def _names(directory: str) -> list[str]:
+    return os.listdir(directory) if os.path.isdir(directory) else []
 
 
 def _unlink(path: str) -> int:

@@ -5,7 +5,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from layers.blobstore import blobs_dir
+from layers.blobstore import blobs_dir, variants_dir
 from layers.snapshots import snapshots_dir
 
 
@@ -20,6 +20,11 @@ class CacheRoot:
     @property
     def blobs(self) -> str:
         return blobs_dir(self.path)
+
+    @property
+    def variants(self) -> str:
+        """The records of each layer's compressed blobs (layers/registry/variants.py)."""
+        return variants_dir(self.path)
 
     @property
     def snapshots(self) -> str:
