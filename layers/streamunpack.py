@@ -5,6 +5,7 @@ layer's digests (the chain ID that names it promises exactly those bytes)."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -24,11 +25,13 @@ def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
 
 class StreamedSnapshot:
     """The snapshot of one layer (of `chain_id`) made while its chunks are consumed, if a store
-    and chain are given; kept by `commit`, removed if the block it was opened in fails first."""
+    and chain are given and this process is root; kept by `commit`, removed if the block it was
+    opened in fails first. A non-root process (`pybuild load` as a user) cannot give the files
+    the layer's owners: a rootless build unpacks them inside its user namespace instead."""
 
     def __init__(self, snapshots: SnapshotStore | None, chain_id: str | None,
                  diff_id: str) -> None:
-        self._snapshots = snapshots if chain_id is not None else None
+        self._snapshots = snapshots if chain_id is not None and os.geteuid() == 0 else None
         self._chain_id = chain_id
         self._diff_id = diff_id
         self._directory: str | None = None
