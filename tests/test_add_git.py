@@ -18,7 +18,7 @@ import pytest
 
 from builder.sources.gitrepo import GitError, git_env, parse
 from tests.registry_support import serve, shut_down
-from tests.support import require
+from tests.support import pybuild, require
 from tests.test_add_url import build, layer_entries
 
 _SSHD = "/usr/sbin/sshd"
@@ -167,6 +167,19 @@ def test_an_unchanged_ref_hits_and_a_moved_branch_fetches_again(tmp_path: Path,
     out, moved = build(tmp_path, dockerfile)
     assert moved.returncode == 0 and "CACHED" not in moved.stderr, moved.stderr
     assert _files(out)["README"] == "three\n"
+
+
+def test_prune_all_removes_checkouts_no_build_uses(tmp_path: Path, served: Served) -> None:
+    dockerfile = f"FROM scratch\nADD {served.url}#main /src\n"
+    assert build(tmp_path, dockerfile)[1].returncode == 0
+    git = tmp_path / "cache" / "git"
+    assert len(os.listdir(git)) == 1
+    time.sleep(1.01 - time.time() % 1)
+    assert pybuild("prune", "--all", "--cache-dir", str(tmp_path / "cache")).returncode == 0
+    assert os.listdir(git) == []
+    out, again = build(tmp_path, dockerfile, "--no-cache")
+    assert again.returncode == 0, again.stderr
+    assert _files(out)["README"] == "two\n"
 
 
 class GitHttpHandler(BaseHTTPRequestHandler):

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -107,6 +108,24 @@ def test_checksum_verified_and_a_cached_layer_needs_no_request(tmp_path: Path, s
     assert failed.returncode == 1
     assert "Dockerfile:3" in failed.stderr and "checksum mismatch" in failed.stderr
     assert not out.exists()
+
+
+def test_du_lists_and_prune_removes_unused_downloads(tmp_path: Path, server) -> None:
+    base, served = server
+    dockerfile = f"FROM scratch\nADD {base}/hello.txt /\n"
+    assert build(tmp_path, dockerfile)[1].returncode == 0
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    listed = b"ADD downloads and git checkouts  %d ("
+    assert listed % 1 in pybuild("du", *cache).stdout
+    assert pybuild("prune", *cache).returncode == 0  # unused for 7 days: kept
+    assert listed % 1 in pybuild("du", *cache).stdout
+    time.sleep(1.01 - time.time() % 1)  # unused since a later second
+    assert pybuild("prune", "--filter", "until=0s", *cache).returncode == 0
+    assert listed % 0 in pybuild("du", *cache).stdout
+    assert os.listdir(tmp_path / "cache" / "downloads") == []
+    again = build(tmp_path, dockerfile, "--no-cache")[1]
+    assert again.returncode == 0, again.stderr
+    assert served.statuses("/hello.txt") == [200, 200]  # nothing kept to ask about
 
 
 @pytest.mark.parametrize("line, message, status", [

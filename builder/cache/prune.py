@@ -5,7 +5,8 @@ lease says since when), then deletes the blobs and snapshots nothing left refers
 step result and no image of the local store (images go with `pybuild rmi`), and the temp files of
 builds that died (killed, or a crashed machine) before removing them (layers/scratch.py), and
 the working roots kept for RUN where overlayfs is not used (layers/rootpool.py), which only save
-copying an image again.
+copying an image again, and what ADD downloaded or checked out of git that no build used for as
+long as the prune asks (builder/cache/fetched.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from builder.cache import fetched
 from builder.cache.index import CacheIndex
 from builder.cache.root import CacheRoot, default_cache_dir, secure_cache_dir
 from builder.plan.state import RecordedState
@@ -60,7 +62,8 @@ def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = 
           older_than: float | None = None) -> tuple[int, int]:
     """Remove step results (all; beyond a size budget, least recently used first; or unused for
     `older_than` seconds), then unreferenced blobs and snapshots, the temp files of dead
-    builds and the kept working roots. Returns (results removed, bytes freed)."""
+    builds and the kept working roots, and (all, or unused for `older_than`) ADD's kept
+    downloads and git checkouts. Returns (results removed, bytes freed)."""
     index = CacheIndex(cache_dir)
     try:
         records = index.steps()
@@ -86,6 +89,9 @@ def prune(cache_dir: str, *, everything: bool = False, keep_bytes: int | None = 
     finally:
         index.close()
     freed = _collect(cache_dir, kept) + sweep(cache_dir).size + remove_roots(cache_dir)
+    if everything or older_than is not None:
+        unused_since = protected if everything else min(protected, time.time() - older_than)
+        freed += fetched.remove_unused(cache_dir, unused_since).bytes
     return len(doomed), freed
 
 
@@ -176,6 +182,8 @@ def du_command(argv: list[str]) -> int:
     print(f"snapshots      {found.snapshots} ({human_size(found.snapshot_bytes)})")
     print(f"temporary files of dead builds  {found.dead_temp} ({human_size(found.dead_temp_bytes)})")
     print(f"working roots  {human_size(found.roots_bytes)}")
+    sources = fetched.usage(cache_dir)
+    print(f"ADD downloads and git checkouts  {sources.entries} ({human_size(sources.bytes)})")
     from builder.cache.mounts import listed
     mounts = listed(cache_dir)
     print(f"cache mounts   {len(mounts)} ({human_size(sum(m.size for m in mounts))})")
@@ -183,7 +191,7 @@ def du_command(argv: list[str]) -> int:
         print(f"  {human_size(mount.size):>8}  {mount.id}")
     print("total          " + human_size(found.blob_bytes + found.snapshot_bytes
                                           + found.dead_temp_bytes + found.roots_bytes
-                                          + sum(m.size for m in mounts)))
+                                          + sources.bytes + sum(m.size for m in mounts)))
     return 0
 
 
@@ -191,7 +199,8 @@ def prune_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="pybuild prune", description="Remove build cache entries, least recently used first, "
         "never one a running build uses; then the blobs and snapshots nothing refers to, and the "
-        "temporary files of builds that died. Without options, entries unused for 7 days go.")
+        "temporary files of builds that died; with --all or until=, also ADD's downloads and git "
+        "checkouts unused that long. Without options, entries unused for 7 days go.")
     parser.add_argument("--all", action="store_true", help="remove every cache entry")
     parser.add_argument("--keep-storage", metavar="SIZE",
                         help="remove least recently used entries until the blobs fit in SIZE")

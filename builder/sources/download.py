@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
+from builder.cache.fetched import mark_used
 from layers.proxy import ProxyError, connect
 
 _BLOCK = 1 << 20
@@ -82,6 +83,7 @@ class Downloads:
         check_scheme(url)
         directory = os.path.join(self._root, hashlib.sha256(url.encode()).hexdigest())
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        mark_used(directory)
         known = _read_meta(os.path.join(directory, "meta.json"))
         conditional = {}
         if known is not None and known.get("etag"):

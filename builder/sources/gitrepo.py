@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from builder.cache.fetched import mark_used
+
 _REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/+@-]*")
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SCP = re.compile(r"git@([A-Za-z0-9._-]+):([^#]+)")
@@ -139,7 +141,9 @@ class GitSources:
                              .encode()).hexdigest()
         target = os.path.join(self._root, key)
         with self._lock_for(key):
-            if not os.path.isdir(target):
+            try:
+                mark_used(target)  # from now on a prune leaves it alone
+            except FileNotFoundError:
                 self._checkout(resolved, keep_git_dir, target)
         return target
 
