@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from layers.errors import LayerError
 
 if TYPE_CHECKING:
-    from layers.snapshots import SnapshotStore
+    from layers.snapshots import Progress, SnapshotStore
 
 
 def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
@@ -44,20 +44,33 @@ class StreamedSnapshot:
     def __exit__(self, *exc_info: object) -> None:
         self._drop()
 
-    def consume(self, chunks: Iterator[bytes]) -> None:
+    @property
+    def unpacks(self) -> bool:
+        """Whether the layer is unpacked as it is read (else only read)."""
+        return self._directory is not None
+
+    def consume(self, chunks: Iterator[bytes], progress: Progress | None = None) -> None:
         """Read the layer tar `chunks` to their end, unpacking them. A layer the unpacker refuses
         is only not unpacked (the build that needs its files says why it cannot have them); what
-        stops the chunks (a damaged stream, a full disk under the blob) is raised."""
+        stops the chunks (a damaged stream, a full disk under the blob) is raised.
+        `progress(entries, bytes)` hears how far: from the unpacker every PROGRESS_EVERY entries,
+        or after every chunk when nothing is unpacked (entries 0)."""
         if self._directory is not None:
             reader = _ChunkReader(chunks)
             try:
-                self._snapshots.unpack(reader, self._directory, self._diff_id)
+                self._snapshots.unpack(reader, self._directory, self._diff_id, progress)
             except LayerError:
                 if reader.failure is not None:
                     raise reader.failure from None
                 self._drop()
-        for _ in chunks:
-            continue
+            for _ in chunks:
+                continue
+            return
+        done = 0
+        for chunk in chunks:
+            if progress is not None:
+                done += len(chunk)
+                progress(0, done)
 
     def commit(self) -> None:
         """Keep the snapshot: call once the layer's digests are checked."""
@@ -69,6 +82,24 @@ class StreamedSnapshot:
         if self._directory is not None:
             self._snapshots.discard(self._directory)
             self._directory = None
+
+
+class ReadProgress:
+    """A layer's progress counted in the bytes read of it as stored (compressed, maybe: what
+    the bar of a download or an archive's layer can run to), with the entries the unpacker
+    reports; `finish` reports the last figures, once the reader has drained the layer."""
+
+    def __init__(self, report: Progress, read: Callable[[], int]) -> None:
+        self._report = report
+        self._read = read
+        self._entries = 0
+
+    def __call__(self, entries: int, _consumed: int) -> None:
+        self._entries = entries
+        self._report(entries, self._read())
+
+    def finish(self) -> None:
+        self._report(self._entries, self._read())
 
 
 class _ChunkReader(io.RawIOBase):

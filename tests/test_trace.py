@@ -32,9 +32,9 @@ def project(tmp_path: Path) -> Path:
     return context
 
 
-def tracks(path: Path) -> dict[str, list[dict]]:
+def tracks(path: Path, top: str = "build") -> dict[str, list[dict]]:
     """The trace's slices by track name, after checking the format and that the slices of each
-    track nest (disjoint or contained) and lie within the whole build's slice."""
+    track nest (disjoint or contained) and lie within the slice of the whole run (`top`)."""
     document = json.loads(path.read_text())
     assert document["displayTimeUnit"] == "ms"
     events = document["traceEvents"]
@@ -43,7 +43,7 @@ def tracks(path: Path) -> dict[str, list[dict]]:
     names = {e["tid"]: e["args"]["name"] for e in events
              if e["ph"] == "M" and e["name"] == "thread_name"}
     slices = [e for e in events if e["ph"] == "X"]
-    (build,) = [e for e in slices if e["name"] == "build"]
+    (build,) = [e for e in slices if e["name"] == top]
     for event in slices:
         assert {"ts", "dur", "pid", "tid", "name", "cat", "args"} <= event.keys()
         assert event["dur"] >= 0 and event["tid"] in names

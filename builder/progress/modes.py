@@ -26,3 +26,12 @@ def sink_for(progress: str, stream: TextIO | None = None) -> Sink:
         from builder.progress.tty import TtySink  # imports rich: only for a terminal
         return TtySink(stream)
     return {"plain": PlainSink, "quiet": QuietSink, "json": JsonSink}[progress](stream)
+
+
+def progress_sinks(progress: str, trace: str | None, name: str = "build") -> list[Sink]:
+    """The sinks of `--progress` and `--trace FILE` (a timeline whose top slice is `name`)."""
+    sinks = [sink_for(progress)]
+    if trace:
+        from builder.progress.trace import TraceSink
+        sinks.append(TraceSink(trace, name))
+    return sinks
