@@ -127,8 +127,7 @@ class ImageArchive:
         `snapshots`, each is also unpacked into the snapshot of its (first) chain as it is read,
         where that is missing: the first build on the image need not read it again.
         `unpacking(diff_id, size)`, if given, is entered around the reading of each layer (size:
-        its bytes in the archive, None when the archive does not say) and gives the
-        progress(entries unpacked, bytes read) to call."""
+        its bytes in the archive) and gives the progress(entries unpacked, bytes read) to call."""
         wanted: dict[str, tuple[LayerLocation, str | None]] = {}
         for entry in entries:
             for diff_id, layer, chain_id in zip(entry.diff_ids, entry.layers,
@@ -157,7 +156,8 @@ class ImageArchive:
         where = f"{self.path}: layer {layer.path}"
         with self._files.open(layer.path) as stream, \
                 StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot, \
-                (unpacking(diff_id, layer.size) if unpacking else nullcontext()) as report:
+                (unpacking(diff_id, self._files.size(layer.path)) if unpacking
+                 else nullcontext()) as report:
             raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))
             progress = report and ReadProgress(report, lambda: raw.size)
             with self.blobs.temp() as (out, temp_path):

@@ -92,14 +92,15 @@ class ReadProgress:
     def __init__(self, report: Progress, read: Callable[[], int]) -> None:
         self._report = report
         self._read = read
-        self._entries = 0
+        self._last = (0, -1)
 
     def __call__(self, entries: int, _consumed: int) -> None:
-        self._entries = entries
-        self._report(entries, self._read())
+        self._last = entries, self._read()
+        self._report(*self._last)
 
     def finish(self) -> None:
-        self._report(self._entries, self._read())
+        if self._read() != self._last[1]:
+            self(self._last[0], 0)
 
 
 class _ChunkReader(io.RawIOBase):

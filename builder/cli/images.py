@@ -92,7 +92,7 @@ def _load(path: str, store: ImageStore, options: argparse.Namespace) -> tuple[Ar
     from builder.progress.sinks import Log
     from builder.progress.unpacks import layer_steps
     log = Log(*progress_sinks("quiet" if options.quiet else options.progress, options.trace,
-                              "load"))
+                              "load", "Loading"))
     try:
         return read_archive(path, store.blobs, SnapshotStore(store.root),
                             layer_steps(log, "loading layer"))
