@@ -162,7 +162,8 @@ class ImageArchive:
             progress = report and ReadProgress(report, lambda: raw.size)
             with self.blobs.temp() as (out, temp_path):
                 uncompressed = hashlib.sha256()
-                snapshot.consume(stored(decompressed(raw, where), out, uncompressed), progress)
+                chunks = stored(decompressed(raw, where), out, uncompressed)
+                snapshot.consume(progress.watched(chunks) if progress else chunks, progress)
                 raw.drain()
                 if progress:
                     progress.finish()

@@ -52,9 +52,8 @@ class StreamedSnapshot:
     def consume(self, chunks: Iterator[bytes], progress: Progress | None = None) -> None:
         """Read the layer tar `chunks` to their end, unpacking them. A layer the unpacker refuses
         is only not unpacked (the build that needs its files says why it cannot have them); what
-        stops the chunks (a damaged stream, a full disk under the blob) is raised.
-        `progress(entries, bytes)` hears how far: from the unpacker every PROGRESS_EVERY entries,
-        or after every chunk when nothing is unpacked (entries 0)."""
+        stops the chunks (a damaged stream, a full disk under the blob) is raised. The unpacker
+        tells `progress(entries, bytes)` how far it got."""
         if self._directory is not None:
             reader = _ChunkReader(chunks)
             try:
@@ -63,14 +62,8 @@ class StreamedSnapshot:
                 if reader.failure is not None:
                     raise reader.failure from None
                 self._drop()
-            for _ in chunks:
-                continue
-            return
-        done = 0
-        for chunk in chunks:
-            if progress is not None:
-                done += len(chunk)
-                progress(0, done)
+        for _ in chunks:
+            continue
 
     def commit(self) -> None:
         """Keep the snapshot: call once the layer's digests are checked."""
@@ -86,21 +79,28 @@ class StreamedSnapshot:
 
 class ReadProgress:
     """A layer's progress counted in the bytes read of it as stored (compressed, maybe: what
-    the bar of a download or an archive's layer can run to), with the entries the unpacker
-    reports; `finish` reports the last figures, once the reader has drained the layer."""
+    the bar of a download or an archive's layer can run to), reported after every chunk that
+    `watched` passes and whenever the unpacker calls, with the entries the unpacker last said;
+    `finish` reports the last figures, once the reader has drained the layer."""
 
     def __init__(self, report: Progress, read: Callable[[], int]) -> None:
         self._report = report
         self._read = read
-        self._last = (0, -1)
+        self._entries = 0
+        self._reported = -1
 
-    def __call__(self, entries: int, _consumed: int) -> None:
-        self._last = entries, self._read()
-        self._report(*self._last)
+    def __call__(self, entries: int, _consumed: int = 0) -> None:
+        self._entries, self._reported = entries, self._read()
+        self._report(entries, self._reported)
+
+    def watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+            self(self._entries)
 
     def finish(self) -> None:
-        if self._read() != self._last[1]:
-            self(self._last[0], 0)
+        if self._read() != self._reported:
+            self(self._entries)
 
 
 class _ChunkReader(io.RawIOBase):

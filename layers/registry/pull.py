@@ -199,8 +199,9 @@ def store_layer(stream: BinaryIO, blob: Descriptor, diff_id: str, blobs: BlobSto
             progress = report and ReadProgress(report, lambda: verified.size)
             uncompressed = hashlib.sha256()
             try:
-                snapshot.consume(stored(decompressed(io.BufferedReader(verified, CHUNK), where),
-                                        out, uncompressed), progress)
+                chunks = stored(decompressed(io.BufferedReader(verified, CHUNK), where), out,
+                                uncompressed)
+                snapshot.consume(progress.watched(chunks) if progress else chunks, progress)
             except RegistryError:
                 raise
             except LayerError as error:
