@@ -7,7 +7,6 @@ once even when stages built at the same time ask for it together.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -19,6 +18,7 @@ from builder.cache.root import CacheRoot, secure_cache_dir
 from builder.cache.steps import StepCache
 from builder.errors import BuildError
 from builder.progress.sinks import Log
+from builder.progress.unpacks import layer_steps
 from builder.plan.state import StageState
 from builder.request import BuildRequest
 from builder.sources.context import load_ignore
@@ -79,6 +79,8 @@ class BuildSession:
     def __init__(self, request: BuildRequest, log: Log) -> None:
         self.request = request
         self.log = log
+        # A layer unpacked into its snapshot is a step of its own (builder/progress/unpacks.py).
+        self.unpacking = layer_steps(log, "unpacking")
         secure_cache_dir(request.cache_dir)
         self.images = ImageStore(request.cache_dir)
         self.blobs = self.images.blobs
@@ -203,23 +205,6 @@ class BuildSession:
         if self.remote is not None:
             self.remote.ensure(state.image.diff_ids)
         return self.snapshots.ensure(state.image.diff_ids, self.blobs.path, self.unpacking)
-
-    @contextlib.contextmanager
-    def unpacking(self, diff_id: str, size: int):
-        """A layer unpacked into its snapshot is a step of its own (a span on the trace's unpacks
-        track, a bar of files and bytes in the live view, a line in the plain log): a base
-        image's first use costs seconds, and they should show. A failure fails the open step."""
-        number = self.log.step(f"unpacking {diff_id[:19]}")
-        started, entries = time.monotonic(), [0]
-
-        def progress(count: int, done: int) -> None:
-            entries[0] = count
-            self.log.progress(number, done, size, count)
-
-        yield progress
-        self.log.info(number, f"{entries[0]:,} entries, {size / 1e6:.1f}MB in "
-                              f"{time.monotonic() - started:.1f}s")
-        self.log.done(number)
 
     def view(self, state: StageState) -> UnionView:
         return self.snapshots.view(self.layers(state))

@@ -77,6 +77,10 @@ class DirectoryFiles:
             raise LayerError(f"{self.root}: {name} is not a regular file")
         return os.fdopen(fd, "rb")
 
+    def size(self, name: str) -> int:
+        """The size of a file `open` opened."""
+        return os.path.getsize(os.path.join(self.root, name))
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -104,6 +108,9 @@ class TarFiles:
         handle = open(self.path, "rb")
         handle.seek(member.offset_data)
         return io.BufferedReader(_Window(handle, member.size), CHUNK)
+
+    def size(self, name: str) -> int:
+        return self._regular(name).size
 
     def _regular(self, name: str) -> tarfile.TarInfo:
         """The regular file a name leads to, following the links `docker save` writes for a layer

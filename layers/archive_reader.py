@@ -26,6 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -38,10 +39,10 @@ from layers.image import (OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, chain_ids, is_dig
                           sha256_digest)
 from layers.platform import host_platform
 from layers.reference import Reference, parse_reference
-from layers.streamunpack import StreamedSnapshot, stored
+from layers.streamunpack import ReadProgress, StreamedSnapshot, stored
 
 if TYPE_CHECKING:
-    from layers.snapshots import SnapshotStore
+    from layers.snapshots import SnapshotStore, Unpacking
 
 _DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -78,12 +79,12 @@ class ArchiveEntry:
         return sha256_digest(self.config)
 
 
-def read_archive(path: str, blobs: BlobStore,
-                 snapshots: SnapshotStore | None = None) -> tuple[ArchiveEntry, ...]:
+def read_archive(path: str, blobs: BlobStore, snapshots: SnapshotStore | None = None,
+                 unpacking: Unpacking | None = None) -> tuple[ArchiveEntry, ...]:
     """Every image of the archive at `path`, with its layers imported into `blobs` (and unpacked
-    into `snapshots` while they are read, if given)."""
+    into `snapshots` while they are read, if given); see `import_layers` for `unpacking`."""
     with ImageArchive(path, blobs) as archive:
-        archive.import_layers(archive.entries, snapshots)
+        archive.import_layers(archive.entries, snapshots, unpacking)
         return archive.entries
 
 
@@ -120,10 +121,13 @@ class ImageArchive:
         self._files.close()
 
     def import_layers(self, entries: Iterable[ArchiveEntry],
-                      snapshots: SnapshotStore | None = None) -> None:
+                      snapshots: SnapshotStore | None = None,
+                      unpacking: Unpacking | None = None) -> None:
         """Store the layers of `entries` that the blob store lacks, each read once. With
         `snapshots`, each is also unpacked into the snapshot of its (first) chain as it is read,
-        where that is missing: the first build on the image need not read it again."""
+        where that is missing: the first build on the image need not read it again.
+        `unpacking(diff_id, size)`, if given, is entered around the reading of each layer (size:
+        its bytes in the archive) and gives the progress(entries unpacked, bytes read) to call."""
         wanted: dict[str, tuple[LayerLocation, str | None]] = {}
         for entry in entries:
             for diff_id, layer, chain_id in zip(entry.diff_ids, entry.layers,
@@ -135,7 +139,8 @@ class ImageArchive:
             return
         with ThreadPoolExecutor(min(len(wanted), os.cpu_count() or 1),
                                 thread_name_prefix="layer") as pool:
-            futures = [pool.submit(self._import_layer, diff_id, layer, snapshots, chain_id)
+            futures = [pool.submit(self._import_layer, diff_id, layer, snapshots, chain_id,
+                                   unpacking)
                        for diff_id, (layer, chain_id) in wanted.items()]
             try:
                 for future in futures:
@@ -146,15 +151,22 @@ class ImageArchive:
                 raise
 
     def _import_layer(self, diff_id: str, layer: LayerLocation,
-                      snapshots: SnapshotStore | None, chain_id: str | None) -> None:
+                      snapshots: SnapshotStore | None, chain_id: str | None,
+                      unpacking: Unpacking | None) -> None:
         where = f"{self.path}: layer {layer.path}"
         with self._files.open(layer.path) as stream, \
-                StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot:
+                StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot, \
+                (unpacking(diff_id, self._files.size(layer.path)) if unpacking
+                 else nullcontext()) as report:
             raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))
+            progress = report and ReadProgress(report, lambda: raw.size)
             with self.blobs.temp() as (out, temp_path):
                 uncompressed = hashlib.sha256()
-                snapshot.consume(stored(decompressed(raw, where), out, uncompressed))
+                chunks = stored(decompressed(raw, where), out, uncompressed)
+                snapshot.consume(progress.watched(chunks) if progress else chunks, progress)
                 raw.drain()
+                if progress:
+                    progress.finish()
                 if layer.size is not None and raw.size != layer.size:
                     raise LayerError(f"{where}: {raw.size} bytes, but its descriptor says "
                                      f"{layer.size}")

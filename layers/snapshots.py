@@ -64,11 +64,13 @@ def snapshots_dir(root: str) -> str:
 
 
 Progress = Callable[[int, int], None]
-Unpacking = Callable[[str, int], ContextManager[Progress | None]]
+# Entered around the reading of one layer into a snapshot, with its diff ID and the bytes to read
+# (None: unknown); gives the progress(entries, bytes read) to call, or None.
+Unpacking = Callable[[str, int | None], ContextManager[Progress | None]]
 
 
 @contextlib.contextmanager
-def _unwatched(diff_id: str, size: int):
+def _unwatched(diff_id: str, size: int | None):
     yield None
 
 

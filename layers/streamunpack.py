@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from layers.errors import LayerError
 
 if TYPE_CHECKING:
-    from layers.snapshots import SnapshotStore
+    from layers.snapshots import Progress, SnapshotStore
 
 
 def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
@@ -44,14 +44,20 @@ class StreamedSnapshot:
     def __exit__(self, *exc_info: object) -> None:
         self._drop()
 
-    def consume(self, chunks: Iterator[bytes]) -> None:
+    @property
+    def unpacks(self) -> bool:
+        """Whether the layer is unpacked as it is read (else only read)."""
+        return self._directory is not None
+
+    def consume(self, chunks: Iterator[bytes], progress: Progress | None = None) -> None:
         """Read the layer tar `chunks` to their end, unpacking them. A layer the unpacker refuses
         is only not unpacked (the build that needs its files says why it cannot have them); what
-        stops the chunks (a damaged stream, a full disk under the blob) is raised."""
+        stops the chunks (a damaged stream, a full disk under the blob) is raised. The unpacker
+        tells `progress(entries, bytes)` how far it got."""
         if self._directory is not None:
             reader = _ChunkReader(chunks)
             try:
-                self._snapshots.unpack(reader, self._directory, self._diff_id)
+                self._snapshots.unpack(reader, self._directory, self._diff_id, progress)
             except LayerError:
                 if reader.failure is not None:
                     raise reader.failure from None
@@ -69,6 +75,32 @@ class StreamedSnapshot:
         if self._directory is not None:
             self._snapshots.discard(self._directory)
             self._directory = None
+
+
+class ReadProgress:
+    """A layer's progress counted in the bytes read of it as stored (compressed, maybe: what
+    the bar of a download or an archive's layer can run to), reported after every chunk that
+    `watched` passes and whenever the unpacker calls, with the entries the unpacker last said;
+    `finish` reports the last figures, once the reader has drained the layer."""
+
+    def __init__(self, report: Progress, read: Callable[[], int]) -> None:
+        self._report = report
+        self._read = read
+        self._entries = 0
+        self._reported = -1
+
+    def __call__(self, entries: int, _consumed: int = 0) -> None:
+        self._entries, self._reported = entries, self._read()
+        self._report(entries, self._reported)
+
+    def watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+            self(self._entries)
+
+    def finish(self) -> None:
+        if self._read() != self._reported:
+            self(self._entries)
 
 
 class _ChunkReader(io.RawIOBase):

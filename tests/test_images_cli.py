@@ -19,9 +19,12 @@ from builder.units import human_size
 from layers.blobstore import BlobStore
 from layers.compression import Compression
 from layers.image import chain_ids, sha256_digest
+from layers.imagestore import ImageStore
 from layers.snapshots import SnapshotStore
 from tests.sample_images import make_image, write_tarball
-from tests.support import ROOT, DockerImages, docker, docker_available, require
+from tests.support import (ROOT, DockerImages, busybox_base, docker, docker_available,
+                           require)
+from tests.test_trace import tracks
 
 
 @pytest.fixture
@@ -46,9 +49,8 @@ def test_load_then_images_then_rmi(tmp_path: Path, cache: Path, sample, capsys) 
     archive = tmp_path / "app.tar"
     write_tarball(archive, source, config, ("app:1", "registry.example:5000/team/app:2"),
                   Compression.GZIP)
-    status, out, err = run(load_command, cache, "-i", str(archive), capsys=capsys)
-    assert (status, err) == (0, "")
-    assert out == "Loaded image: app:1\nLoaded image: registry.example:5000/team/app:2\n"
+    status, out, _ = run(load_command, cache, "-q", "-i", str(archive), capsys=capsys)
+    assert (status, out) == (0, "")
     snapshots = SnapshotStore(str(cache))
     top = snapshots.path(chain_ids(tuple(json.loads(config)["rootfs"]["diff_ids"]))[-1])
     assert Path(top, "bin/tool").read_bytes() == b"x" * 5000, "unpacked as it was loaded"
@@ -73,6 +75,60 @@ def test_load_then_images_then_rmi(tmp_path: Path, cache: Path, sample, capsys) 
     status, out, err = run(rmi_command, cache, "app:1", capsys=capsys)
     assert (status, err) == (1, "ERROR: no such image: app:1\n")
     assert run(images_command, cache, capsys=capsys)[1].splitlines()[1:] == []
+
+
+@pytest.mark.parametrize("options, log", [
+    ((), "plain"), (("--progress", "plain"), "plain"), (("--progress", "json"), "json"),
+    (("--progress", "quiet"), ""), (("-q",), ""), (("-q", "--progress", "plain"), "")])
+def test_load_logs_each_layer_it_reads_as_a_step(tmp_path: Path, cache: Path, sample, capsys,
+                                                 options, log) -> None:
+    source, config = sample
+    archive = tmp_path / "app.tar"
+    write_tarball(archive, source, config, ("app:1",), Compression.GZIP)
+    diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+    status, out, err = run(load_command, cache, *options, "-i", str(archive), capsys=capsys)
+    assert (status, out) == (0, "" if "-q" in options else "Loaded image: app:1\n")
+    if log == "plain":  # the two layers are read at the same time: their lines interleave
+        steps = {}
+        for line in err.splitlines():
+            number, text = re.fullmatch(r"#(\d+) (.*)", line).groups()
+            steps.setdefault(number, []).append(re.sub(r"[\d.]+s$", "Ts", text))
+        assert sorted(steps.values()) == sorted(
+            [f"loading layer {diff_id[:19]}", "2 entries, 0.0MB in Ts", "DONE Ts"]
+            for diff_id in diff_ids)
+    elif log == "json":
+        events = [json.loads(line) for line in err.splitlines()]
+        assert sorted(e["title"] for e in events if e["event"] == "StepStarted") == \
+            sorted(f"loading layer {diff_id[:19]}" for diff_id in diff_ids)
+        finals = {e["number"]: e for e in events if e["event"] == "StepProgress"}
+        assert [e["files"] for e in finals.values()] == [2, 2]
+        assert all(e["done"] == e["total"] for e in finals.values()), "each bar reaches its end"
+        assert sum(e["event"] == "StepDone" for e in events) == 2
+    else:
+        assert err == ""
+    status, out, err = run(load_command, cache, *options, "-i", str(archive), capsys=capsys)
+    assert (status, err) == (0, ""), "layers the store has are not read: no steps"
+
+
+def test_the_trace_of_a_load_has_a_span_per_layer_on_the_unpacks_track(tmp_path: Path,
+                                                                        cache: Path) -> None:
+    archive = busybox_base(tmp_path)
+    trace = tmp_path / "load.json"
+    status = load_command(["--cache-dir", str(cache), "-q", "--trace", str(trace),
+                           "-i", str(archive)])
+    assert status == 0
+    timeline = tracks(trace, top="load")
+    spans = [e for track in timeline.values() for e in track if e["cat"] == "unpacks"]
+    (image,) = ImageStore(str(cache)).list()
+    assert sorted(e["name"] for e in spans) == \
+        sorted(f"loading layer {diff_id[:19]}" for diff_id in image.diff_ids)
+    for span in spans:
+        entries = int(re.fullmatch(r"([\d,]+) entries, [\d.]+MB in [\d.]+s",
+                                   span["args"]["info"][0])[1].replace(",", ""))
+        assert entries > 100, "busybox's files, unpacked as they were read"
+    assert timeline["load"][0]["args"] == {"steps": len(spans)}
+    assert load_command(["--cache-dir", str(cache), "--trace", str(tmp_path / "no/t.json"),
+                         "-i", str(archive)]) == 2
 
 
 def test_an_untagged_image_and_loading_twice(tmp_path: Path, cache: Path, sample, capsys) -> None:
@@ -108,7 +164,8 @@ def test_a_bad_archive_fails_cleanly_and_changes_nothing(tmp_path: Path, cache: 
     bad.write_bytes(bytes(data))
     status, out, err = run(load_command, cache, "-i", str(bad), capsys=capsys)
     assert (status, out) == (1, "")
-    assert err.startswith("ERROR: ") and "diff ID" in err and "Traceback" not in err
+    assert re.fullmatch(r"#1 loading layer sha256:\w{12}\n#1 ERROR [\d.]+s\nERROR: .*diff ID.*\n",
+                        err), err
     assert (cache / "images/index.json").read_bytes() == index
     assert run(images_command, cache, capsys=capsys)[1] == listing
 

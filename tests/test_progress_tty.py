@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,14 @@ def test_no_color_or_no_terminal_gives_the_plain_log(run_project, tmp_path) -> N
     piped = pybuild(*args, env=env)
     assert piped.returncode == 0, piped.stderr
     assert "#2 CACHED" in piped.stderr and "\x1b[" not in piped.stderr
+
+
+def test_a_terminal_load_shows_each_layer_read_in_the_live_view(tmp_path: Path) -> None:
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    status, screen = _in_terminal("load", "-i", str(busybox_base(tmp_path)), env=env)
+    assert status == 0, screen
+    assert "\x1b[" in screen
+    summary = screen[screen.rindex("[+] Loading"):]
+    assert re.search(r"\(1/1\) FINISHED.* => loading layer sha256:\w{12} .*"
+                     r" => => [\d,]+ entries, [\d.]+MB in [\d.]+s", summary, re.S), summary
+    assert "Loaded image: busybox:test" in screen

@@ -67,8 +67,17 @@ def test_from_a_registry_push_the_result_and_docker_runs_it(project) -> None:
     timeline = tracks(trace)
     assert [e["name"] for e in timeline["pulls"]] == [f"pulling {base}"]
     assert [e["name"] for e in timeline["pushes"]] == [f"pushing {app}"]
-    # The base's layer was unpacked as it was pulled: only the COPY's one file is unpacked after.
-    assert [e["args"]["info"][0].split(",")[0] for e in timeline["unpacks"]] == ["1 entries"]
+    # The base's layers were unpacked as they were pulled, each a span within the pull's; only
+    # the COPY's one file is unpacked after.
+    (pull,) = timeline["pulls"]
+    unpacks = [e for track in timeline.values() for e in track if e["cat"] == "unpacks"]
+    pulled = [e for e in unpacks if e["ts"] + e["dur"] <= pull["ts"] + pull["dur"]]
+    assert len(pulled) == int(re.search(r"(\d+) layers", pull["args"]["info"][0])[1])
+    for span in pulled:
+        assert span["name"].startswith("unpacking sha256:") and span["ts"] >= pull["ts"]
+        assert int(span["args"]["info"][0].split()[0].replace(",", "")) > 100, "busybox's files"
+    assert [e["args"]["info"][0].split(",")[0] for e in unpacks if e not in pulled] == \
+        ["1 entries"]
 
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{app}"],
                                capture_output=True, text=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from builder.progress.events import StepDone, StepStarted
+from builder.progress.trace import TraceSink
 from tests.support import pybuild
 
 DOCKERFILE = """\
@@ -32,9 +34,9 @@ def project(tmp_path: Path) -> Path:
     return context
 
 
-def tracks(path: Path) -> dict[str, list[dict]]:
+def tracks(path: Path, top: str = "build") -> dict[str, list[dict]]:
     """The trace's slices by track name, after checking the format and that the slices of each
-    track nest (disjoint or contained) and lie within the whole build's slice."""
+    track nest (disjoint or contained) and lie within the slice of the whole run (`top`)."""
     document = json.loads(path.read_text())
     assert document["displayTimeUnit"] == "ms"
     events = document["traceEvents"]
@@ -43,7 +45,7 @@ def tracks(path: Path) -> dict[str, list[dict]]:
     names = {e["tid"]: e["args"]["name"] for e in events
              if e["ph"] == "M" and e["name"] == "thread_name"}
     slices = [e for e in events if e["ph"] == "X"]
-    (build,) = [e for e in slices if e["name"] == "build"]
+    (build,) = [e for e in slices if e["name"] == top]
     for event in slices:
         assert {"ts", "dur", "pid", "tid", "name", "cat", "args"} <= event.keys()
         assert event["dur"] >= 0 and event["tid"] in names
@@ -114,3 +116,22 @@ def test_a_trace_in_a_missing_directory_is_a_usage_error(project: Path, tmp_path
     result = pybuild("--trace", str(tmp_path / "nowhere" / "trace.json"), str(project),
                      env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 2 and "--trace" in result.stderr
+
+
+def test_steps_of_a_track_that_overlap_get_lanes_of_it(tmp_path: Path) -> None:
+    """Layers unpacked at the same time overlap without nesting: a lane each, so the slices of
+    every track still nest; a step nested in another stays in its lane."""
+    path = tmp_path / "trace.json"
+    sink = TraceSink(str(path), "load")
+    spans = {1: ("unpacking sha256:1", 0.0, 3.0), 2: ("unpacking sha256:2", 1.0, 4.0),
+             3: ("unpacking sha256:3", 1.5, 2.0), 4: ("unpacking sha256:4", 3.5, 5.0),
+             5: ("unpacking sha256:5", 4.5, 6.0)}
+    for number, (title, start, end) in spans.items():
+        sink.emit(StepStarted(number, title, start))
+    for number, (_, start, end) in sorted(spans.items(), key=lambda item: item[1][2]):
+        sink.emit(StepDone(number, end, end - start))
+    sink.close()
+    lanes = {e["name"][-1]: track for track, events in tracks(path, top="load").items()
+             for e in events if e["cat"] == "unpacks"}
+    assert lanes == {"1": "unpacks", "2": "unpacks 2", "3": "unpacks", "4": "unpacks",
+                     "5": "unpacks 2"}

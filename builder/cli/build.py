@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from builder import __version__
 from builder.cli import runflags
 from builder.cli.options import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
-                                 add_registry_options, usage)
+                                 add_progress_options, add_registry_options, usage)
 
 if TYPE_CHECKING:
     from builder.api import BuildRequest, BuildResult
@@ -172,17 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cache-dir", metavar="DIR", help="cache root (default "
                         "$PYBUILD_CACHE_DIR, else $XDG_CACHE_HOME/pybuild, else ~/.cache/pybuild)")
     group = parser.add_argument_group("the build log")
-    group.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
-                        default="auto",
-                        help="build log style on stderr (default auto: tty at a terminal unless "
-                             "NO_COLOR or TERM=dumb, else plain); tty: a live view of the steps; "
-                             "plain: BuildKit's plain lines; json: one JSON object per event "
-                             "and line")
+    add_progress_options(group, "build")
     group.add_argument("-q", "--quiet", action="store_true",
                         help="print only the image ID (same as --progress=quiet)")
-    group.add_argument("--trace", metavar="FILE",
-                        help="write the build's timeline to FILE in Chrome's trace-event format "
-                             "(open it in Perfetto or chrome://tracing), also when it fails")
     runflags.add_builder_flags(parser)
     group = parser.add_argument_group("instead of a build")
     group.add_argument("--call", default="build", metavar="build|check|outline|targets",
@@ -493,12 +485,8 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 
 def _sinks(options: argparse.Namespace, quiet: bool) -> list[Sink]:
-    from builder.progress.modes import sink_for
-    sinks = [sink_for("quiet" if quiet else options.progress)]
-    if options.trace:
-        from builder.progress.trace import TraceSink
-        sinks.append(TraceSink(options.trace))
-    return sinks
+    from builder.progress.modes import progress_sinks
+    return progress_sinks("quiet" if quiet else options.progress, options.trace)
 
 
 def _sigterm_interrupts() -> list[int]:

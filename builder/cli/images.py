@@ -18,9 +18,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from builder.cli.options import add_registry_options
+from builder.cli.options import add_progress_options, add_registry_options
 from builder.units import human_size
-from layers.archive_reader import read_archive
+from layers.archive_reader import ArchiveEntry, read_archive
 from layers.errors import LayerError
 from layers.imagestore import ImageStore, StoredImage
 from layers.reference import parse_reference
@@ -56,15 +56,19 @@ def load_command(argv: list[str]) -> int:
                      "with all their tags.")
     parser.add_argument("-i", "--input", metavar="ARCHIVE",
                         help="the archive or OCI layout directory (default: stdin)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing on success (no log, no `Loaded image:` lines)")
+    add_progress_options(parser, "load")
     options = parser.parse_args(argv)
     path = options.input
     if path is None:
         if sys.stdin.isatty():
             return _fail("no archive given: use -i ARCHIVE, or pipe one in")
         path = "/dev/stdin"
+    if options.trace and not os.path.isdir(os.path.dirname(os.path.abspath(options.trace))):
+        return _fail(f"--trace {options.trace}: its directory does not exist", 2)
     store = _store(options)
-    entries = read_archive(path, store.blobs, SnapshotStore(store.root))
+    entries = _load(path, store, options)
     for entry in entries:
         store.put(entry.config, entry.names, entry.digests)
     if not options.quiet:
@@ -78,6 +82,26 @@ def load_command(argv: list[str]) -> int:
                           f"not a name; build on it with --build-context "
                           f"NAME=oci-layout://{os.path.abspath(path)}:{tag}", file=sys.stderr)
     return 0
+
+
+def _load(path: str, store: ImageStore, options: argparse.Namespace) -> tuple[ArchiveEntry, ...]:
+    """Read the archive into the store, each layer read a step of the log (`loading layer
+    sha256:...`, with its entries unpacked and bytes read) on stderr, as a build logs its
+    steps; layers the store has are not read, and are no steps."""
+    from builder.progress.modes import progress_sinks
+    from builder.progress.sinks import Log
+    from builder.progress.unpacks import layer_steps
+    log = Log(*progress_sinks("quiet" if options.quiet else options.progress, options.trace,
+                              "load", "Loading"))
+    try:
+        return read_archive(path, store.blobs, SnapshotStore(store.root),
+                            layer_steps(log, "loading layer"))
+    except BaseException as error:
+        for number in log.open_steps():
+            log.failed(number, str(error) or type(error).__name__)
+        raise
+    finally:
+        log.finish()
 
 
 @_verb

@@ -25,6 +25,21 @@ def add_registry_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
                              "(default $PYBUILD_REGISTRY_TIMEOUT, else 120)")
 
 
+def add_progress_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                         what: str) -> None:
+    """--progress and --trace, for the verbs whose work is a log of steps (`what`: build)."""
+    parser.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
+                        default="auto",
+                        help=f"{what} log style on stderr (default auto: tty at a terminal unless "
+                             "NO_COLOR or TERM=dumb, else plain); tty: a live view of the steps; "
+                             "plain: BuildKit's plain lines; json: one JSON object per event "
+                             "and line")
+    parser.add_argument("--trace", metavar="FILE",
+                        help=f"write the {what}'s timeline to FILE in Chrome's trace-event "
+                             "format (open it in Perfetto or chrome://tracing), also when it "
+                             "fails")
+
+
 def _positive_seconds(text: str) -> float:
     try:
         seconds = float(text)

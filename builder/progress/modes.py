@@ -17,12 +17,24 @@ def terminal_view_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ
     return stream.isatty() and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
 
 
-def sink_for(progress: str, stream: TextIO | None = None) -> Sink:
-    """The sink of a `--progress` value: auto, tty, plain, quiet or json."""
+def sink_for(progress: str, stream: TextIO | None = None, heading: str = "Building") -> Sink:
+    """The sink of a `--progress` value: auto, tty, plain, quiet or json (`heading`: the live
+    view's header word)."""
     stream = stream or sys.stderr
     if progress == "auto":
         progress = "tty" if terminal_view_wanted(stream) else "plain"
     if progress == "tty":
         from builder.progress.tty import TtySink  # imports rich: only for a terminal
-        return TtySink(stream)
+        return TtySink(stream, heading=heading)
     return {"plain": PlainSink, "quiet": QuietSink, "json": JsonSink}[progress](stream)
+
+
+def progress_sinks(progress: str, trace: str | None, name: str = "build",
+                   heading: str = "Building") -> list[Sink]:
+    """The sinks of `--progress` and `--trace FILE`: of a build, or another run of steps
+    (`name`, the trace's top slice; `heading`, the live view's header word)."""
+    sinks = [sink_for(progress, heading=heading)]
+    if trace:
+        from builder.progress.trace import TraceSink
+        sinks.append(TraceSink(trace, name))
+    return sinks

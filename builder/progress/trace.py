@@ -1,7 +1,9 @@
 """`--trace FILE`: the build's timeline in Chrome's trace-event format, for Perfetto or
 chrome://tracing, to see where a slow build spends its time: one track per stage for its steps,
-one each for pulls, unpacks of layers into snapshots, exports, cache import and export, and
-pushes, and the whole build on top.
+one each for pulls, unpacks of layers into snapshots (a build's, a pull's, `pybuild load`'s),
+exports, cache import and export, and pushes, and the whole build (or load) on top. Steps of a
+track that overlap without nesting (layers unpacked at the same time) go to lanes of it:
+`unpacks`, `unpacks 2`, ...
 
 The file is written when the build ends, failed or not (a failed build is the one worth reading),
 through a temp file and a rename.
@@ -16,17 +18,19 @@ from builder.progress.events import BuildWarning, Event, Note, StepInfo, StepSta
 from builder.progress.summary import StepRecorder, StepSummary
 
 _PID = 1
-_BUILD_TRACK = "build"
 # Steps outside a stage, by how their title starts (the first match wins).
 _TRACKS = (("pulling", "pulls"), ("importing", "cache import"), ("exporting cache", "cache export"),
-           ("exporting", "exports"), ("pushing", "pushes"), ("unpacking", "unpacks"))
+           ("exporting", "exports"), ("pushing", "pushes"), ("unpacking", "unpacks"),
+           ("loading layer", "unpacks"))
 
 
 class TraceSink:
-    """Keeps the events of one build, and writes them as a trace when the build ends."""
+    """Keeps the events of one build (or other run of steps, `name`), and writes them as a trace
+    when it ends."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str = "build") -> None:
         self.path = path
+        self.name = name
         self.recorder = StepRecorder()
         self.tracks: dict[int, str] = {}
         self.info: dict[int, list[str]] = {}
@@ -47,27 +51,28 @@ class TraceSink:
     def close(self) -> None:
         steps = self.recorder.summary()
         write_atomically(self.path, json.dumps(
-            trace_document(steps, self.tracks, self.info, self.instants, self.end),
+            trace_document(steps, self.tracks, self.info, self.instants, self.end, self.name),
             ensure_ascii=False).encode())
 
 
 def trace_document(steps: tuple[StepSummary, ...], tracks: dict[int, str],
                    info: dict[int, list[str]], instants: list[Note | BuildWarning],
-                   end: float) -> dict[str, Any]:
-    """The JSON object format: complete events ("X") for the build and each step, instants ("i")
+                   end: float, name: str = "build") -> dict[str, Any]:
+    """The JSON object format: complete events ("X") for the whole run and each step, instants ("i")
     for notes and warnings, and metadata ("M") naming the process and its tracks. Times are
     whole microseconds from the build's start; a step's end is rounded as its start is, so steps
     that nest in time nest in the trace too."""
-    tids = {_BUILD_TRACK: 1}
-    for number in sorted(tracks):
-        tids.setdefault(tracks[number], len(tids) + 1)
+    lanes = _lanes(steps, tracks)
+    tids = {name: 1}  # the top track, of the whole run
+    for step in steps:
+        tids.setdefault(lanes[step.number], len(tids) + 1)
     failed = [step for step in steps if step.error is not None]
     events: list[dict[str, Any]] = [
-        _complete("build", _BUILD_TRACK, 1, 0.0, end,
+        _complete(name, name, 1, 0.0, end,
                   {"steps": len(steps), **({"error": failed[0].error} if failed else {})})]
     for step in steps:
         events.append(_complete(step.title, _category(tracks[step.number]),
-                                tids[tracks[step.number]], step.started,
+                                tids[lanes[step.number]], step.started,
                                 step.started + step.seconds, _step_args(step, info)))
     for instant in instants:
         events.append({"ph": "i", "s": "t", "name": instant.text,
@@ -81,6 +86,27 @@ def trace_document(steps: tuple[StepSummary, ...], tracks: dict[int, str],
         metadata.append({"ph": "M", "name": "thread_sort_index", "pid": _PID, "tid": tid,
                          "args": {"sort_index": tid}})
     return {"traceEvents": metadata + events, "displayTimeUnit": "ms"}
+
+
+def _lanes(steps: tuple[StepSummary, ...], tracks: dict[int, str]) -> dict[int, str]:
+    """The lane of each step: its track's first whose open slices it nests in (a viewer draws
+    a thread's slices as a stack, so overlapping ones need threads of their own)."""
+    open_ends: dict[str, list[list[int]]] = {}  # track -> per lane, the ends of open slices
+    chosen = {}
+    for step in sorted(steps, key=lambda step: (_micro(step.started), step.number)):
+        start, end = _micro(step.started), _micro(step.started + step.seconds)
+        track = tracks[step.number]
+        stacks = open_ends.setdefault(track, [])
+        for stack in stacks:
+            while stack and stack[-1] <= start:
+                stack.pop()
+        lane = next((i for i, stack in enumerate(stacks) if not stack or end <= stack[-1]),
+                    len(stacks))
+        if lane == len(stacks):
+            stacks.append([])
+        stacks[lane].append(end)
+        chosen[step.number] = track if lane == 0 else f"{track} {lane + 1}"
+    return chosen
 
 
 def _track(title: str, stage: str | None) -> str:

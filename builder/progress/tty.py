@@ -40,8 +40,9 @@ class TtySink:
 
     def __init__(self, stream: TextIO | None = None, *, console: Console | None = None,
                  refresh_per_second: float = REFRESH_PER_SECOND,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heading: str = "Building") -> None:
         self.console = console or Console(file=stream or sys.stderr, highlight=False)
+        self.heading = heading  # the header's word: `[+] Building 1.2s (3/5)`
         self.refresh_per_second = refresh_per_second
         self.clock = clock
         self.recorder = StepRecorder()
@@ -110,7 +111,7 @@ class TtySink:
         now = self._now()
         failed = any(step.error is not None for step in steps)
         state = (" ERROR" if failed else " FINISHED") if final else ""
-        header = Text(f"[+] Building {now:.1f}s ({len(self.finished)}/{len(steps)}){state}",
+        header = Text(f"[+] {self.heading} {now:.1f}s ({len(self.finished)}/{len(steps)}){state}",
                       style="bold red" if failed and final else "bold")
         groups = [(step.number in self.finished, self._rows(step, now, final)) for step in steps]
         room = None if final else max(self.console.size.height - 2, 1)

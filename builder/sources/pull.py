@@ -70,6 +70,7 @@ class Puller:
     def _pull(self, ref: Reference) -> StoredImage:
         from layers.registry.errors import RegistryError
         from layers.registry.pull import pull_layers, resolve
+        from builder.progress.unpacks import layer_steps
         from layers.snapshots import SnapshotStore
         session = self.sessions(ref)
         found = resolve(session, ref, self.platform)
@@ -81,7 +82,8 @@ class Puller:
         try:
             pull_layers(session, ref, found, self.store.blobs,
                         progress=partial(self.log.progress, number),
-                        snapshots=SnapshotStore(self.store.root))
+                        snapshots=SnapshotStore(self.store.root),
+                        unpacking=layer_steps(self.log, "unpacking"))
         except RegistryError as error:
             self.log.failed(number, str(error))
             raise

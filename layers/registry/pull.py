@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
@@ -34,10 +35,10 @@ from layers.registry.mediatypes import DOCKER_SCHEMA1, INDEXES, MANIFESTS, layer
 from layers.registry.parallel import run_all
 from layers.registry.transport import BodyLimit, Response, Session
 from layers.registry.variants import Variant, remember
-from layers.streamunpack import StreamedSnapshot, stored
+from layers.streamunpack import ReadProgress, StreamedSnapshot, stored
 
 if TYPE_CHECKING:
-    from layers.snapshots import SnapshotStore
+    from layers.snapshots import SnapshotStore, Unpacking
 
 ACCEPT = (*INDEXES, *MANIFESTS)
 # distribution's own limit for manifests and indexes; configs list a history entry per layer,
@@ -142,13 +143,15 @@ def fetch_blob(session: Session, ref: Reference, digest: str, dest: BinaryIO, *,
 def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: BlobStore, *,
                 workers: int = 4,
                 progress: Callable[[int, int], None] | None = None,
-                snapshots: SnapshotStore | None = None) -> tuple[str, ...]:
+                snapshots: SnapshotStore | None = None,
+                unpacking: Unpacking | None = None) -> tuple[str, ...]:
     """Store the layers of `resolved`, uncompressed, under their diff IDs; returns the diff IDs.
     A layer whose diff ID the store already has is not downloaded. Each layer downloaded is
     remembered as a compressed variant of its diff ID (see `variants`). `progress` hears the
     bytes read so far and the bytes to read, after every read of every download (from the
     downloads' threads). With `snapshots`, each layer downloaded is unpacked into its snapshot
-    as it arrives, where that is missing."""
+    as it arrives, where that is missing, inside `unpacking(diff_id, size)` if given (see
+    `store_layer`)."""
     with about("pull", ref):
         try:
             diff_ids = parse_config(resolved.config).diff_ids
@@ -169,7 +172,7 @@ def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: Blo
             unpack = snapshots is not None and not os.path.isdir(snapshots.path(chain_id))
             with session.open(_blob_path(ref, layer.digest), scope=pull_scope(ref)) as stream:
                 store_layer(stream, layer, diff_id, blobs, f"{ref.registry}/{ref.repository}",
-                            on_read, snapshots if unpack else None, chain_id)
+                            on_read, snapshots if unpack else None, chain_id, unpacking)
 
         run_all(pull, missing.items(), workers)
         return diff_ids
@@ -177,27 +180,36 @@ def pull_layers(session: Session, ref: Reference, resolved: Resolved, blobs: Blo
 
 def store_layer(stream: BinaryIO, blob: Descriptor, diff_id: str, blobs: BlobStore,
                 source: str, on_read: Callable[[int], None] | None = None,
-                snapshots: SnapshotStore | None = None, chain_id: str | None = None) -> None:
+                snapshots: SnapshotStore | None = None, chain_id: str | None = None,
+                unpacking: Unpacking | None = None) -> None:
     """Store the layer `stream` reads compressed (as `blob` describes it) under `diff_id`,
     checking both digests in the one pass, and remember the pair as a variant found at
     `source` (a repository, `registry/name`). `on_read` hears the size of every read. With
-    `snapshots`, the layer is also unpacked into the snapshot of `chain_id` as it arrives."""
+    `snapshots`, the layer is also unpacked into the snapshot of `chain_id` as it arrives;
+    `unpacking(diff_id, blob size)`, if given, is entered around that unpack (not around a
+    layer only stored) and gives the progress(entries unpacked, bytes downloaded) to call."""
     where = f"layer {blob.digest}"
     if layer_compression(blob.media_type) is None:
         raise RegistryError(f"{where}: {blob.media_type!r} is not a layer media type")
-    with StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot:
+    with StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot, \
+            (unpacking(diff_id, blob.size) if unpacking and snapshot.unpacks
+             else nullcontext()) as report:
         with blobs.temp() as (out, temp_path):
             verified = _Verified(stream, blob.digest, blob.size, on_read)
+            progress = report and ReadProgress(report, lambda: verified.size)
             uncompressed = hashlib.sha256()
             try:
-                snapshot.consume(stored(decompressed(io.BufferedReader(verified, CHUNK), where),
-                                        out, uncompressed))
+                chunks = stored(decompressed(io.BufferedReader(verified, CHUNK), where), out,
+                                uncompressed)
+                snapshot.consume(progress.watched(chunks) if progress else chunks, progress)
             except RegistryError:
                 raise
             except LayerError as error:
                 verified.check()  # a corrupt download explains a failed decompression best
                 raise RegistryError(str(error)) from None
             verified.check()
+            if progress:
+                progress.finish()
             found = "sha256:" + uncompressed.hexdigest()
             if found != diff_id:
                 raise RegistryError(f"{where}: uncompressed, it has diff ID {found}, but the "
