@@ -32,6 +32,7 @@ from layers.platform import Platform, host_platform, parse_platform
 from layers.reference import Reference
 from layers.scratch import private_dir, sweep
 from layers.snapshots import SnapshotStore
+from layers.streamunpack import WrittenSnapshot
 from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
@@ -209,13 +210,20 @@ class BuildSession:
     def view(self, state: StageState) -> UnionView:
         return self.snapshots.view(self.layers(state))
 
-    def commit_layer(self, write) -> str:
-        """Write a layer tar into the blob store (named by its diff ID) and return the diff ID."""
-        with self.blobs.temp() as (handle, temp_path):
-            writer = LayerWriter(handle, clamp_mtime=self.request.source_date_epoch)
-            write(writer)
-            digest = writer.finish()
-        self.blobs.commit(temp_path, digest.diff_id)
+    def commit_layer(self, write, below: tuple[str, ...] | None = None) -> str:
+        """Write a layer tar into the blob store (named by its diff ID) and return the diff ID.
+        With `below` (the diff IDs of the layers under it), its snapshot is also unpacked from
+        the bytes as they are written (layers/streamunpack.py) and kept under its chain ID: the
+        step that reads its files next (a RUN) has nothing left to unpack."""
+        with WrittenSnapshot(self.snapshots if below is not None else None) as snapshot:
+            with self.blobs.temp() as (handle, temp_path):
+                writer = LayerWriter(snapshot.tee(handle),
+                                     clamp_mtime=self.request.source_date_epoch)
+                write(writer)
+                digest = writer.finish()
+            self.blobs.commit(temp_path, digest.diff_id)
+            if below is not None:
+                snapshot.commit(chain_ids(below + (digest.diff_id,))[-1])
         return digest.diff_id
 
     def commit_upper(self, state: StageState, upper: str) -> str:

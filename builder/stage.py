@@ -13,7 +13,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Callable
 
 from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
@@ -90,6 +90,7 @@ class _Job:
     selection: CopySelection | None  # COPY/ADD of context files: selected before deciding
     hash_on_the_way: frozenset[str]  # COPY/ADD: host paths to hash while the layer is written
     mounted: dict[str, CopyFrom]  # RUN: what its mounts' from= name
+    read_later: bool = False  # COPY/ADD: a later step of this build reads the layer's files
 
 
 class StageBuilder:
@@ -163,7 +164,8 @@ class StageBuilder:
         if isinstance(decision, Miss):
             self._missed(number, decision)
         unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
-        job = _Job(state, instruction, number, env, step.sources, unknown, mounted)
+        job = _Job(state, instruction, number, env, step.sources, unknown, mounted,
+                   self._read_later(stage, instruction))
         execute = _LAYER_STEPS[type(instruction)]
         after, diff_id, digests = self.located(instruction, lambda: execute(self, job))
         if isinstance(decision, Speculation):
@@ -264,8 +266,29 @@ class StageBuilder:
         env = job.env
         if job.instruction.link:  # made on nothing: the layers below are neither read nor followed
             env = replace(env, image_view=lambda _: UnionView([]))
+        if job.read_later:  # its snapshot unpacked as it is written, not after
+            env = replace(env, commit_layer=partial(self.session.commit_layer,
+                                                    below=job.state.image.diff_ids))
         diff_id, digests = write_copy(job.state, selection, env, job.hash_on_the_way)
         return job.state, diff_id, digests
+
+    def _read_later(self, stage: Stage, instruction: ins.Instruction) -> bool:
+        """Whether the files of the layer `instruction` makes are read later in this build: by
+        a later step of its stage that reads the image (RUN, WORKDIR, COPY or ADD without
+        --link), or by another stage (only the target is built for no other stage's sake).
+        An ONBUILD trigger comes before all of its stage's instructions."""
+        if stage.index != self._target_index:
+            return True
+        later = stage.instructions
+        for position, listed in enumerate(stage.instructions):
+            if listed is instruction:
+                later = stage.instructions[position + 1:]
+        return any(isinstance(step, (ins.Run, ins.Workdir))
+                   or (isinstance(step, ins.Copy) and not step.link) for step in later)
+
+    @cached_property
+    def _target_index(self) -> int:
+        return self.plan.target(self.session.request.target).index
 
     def _missed(self, number: int, miss: Miss) -> None:
         with self._lock:

@@ -155,7 +155,7 @@ class ImageArchive:
                       unpacking: Unpacking | None) -> None:
         where = f"{self.path}: layer {layer.path}"
         with self._files.open(layer.path) as stream, \
-                StreamedSnapshot(snapshots, chain_id, diff_id) as snapshot, \
+                StreamedSnapshot(snapshots if chain_id else None, chain_id, diff_id) as snapshot, \
                 (unpacking(diff_id, self._files.size(layer.path)) if unpacking
                  else nullcontext()) as report:
             raw = _CountingReader(stream, hashed=layer.digest not in (None, diff_id))

@@ -1,15 +1,20 @@
-"""A layer unpacked into its snapshot while it is read: `pybuild load` and a pull store the
-uncompressed layer tar and unpack it in the one pass, so the first build has nothing left to
+"""A layer unpacked into its snapshot while it is read or written: `pybuild load` and a pull
+store the uncompressed layer tar and unpack it in the one pass, and COPY/ADD unpack the layer they
+write as they write it, so the step that needs its files (a RUN's lowerdir) has nothing left to
 unpack and no layer is read twice. The snapshot is kept only once the caller has checked the
-layer's digests (the chain ID that names it promises exactly those bytes)."""
+layer's digests or stored it (the chain ID that names it promises exactly those bytes)."""
 from __future__ import annotations
 
 import io
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from layers.errors import LayerError
+
+_QUEUED = 8  # chunks between a layer's writer and its unpack; the writer's are up to 5 MB
 
 if TYPE_CHECKING:
     from layers.snapshots import Progress, SnapshotStore
@@ -24,14 +29,15 @@ def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
 
 
 class StreamedSnapshot:
-    """The snapshot of one layer (of `chain_id`) made while its chunks are consumed, if a store
-    and chain are given and this process is root; kept by `commit`, removed if the block it was
-    opened in fails first. A non-root process (`pybuild load` as a user) cannot give the files
-    the layer's owners: a rootless build unpacks them inside its user namespace instead."""
+    """The snapshot of one layer (of `chain_id`, or of the chain `commit` names) made while its
+    chunks are consumed, if a store is given and this process is root; kept by `commit`, removed
+    if the block it was opened in fails first. A non-root process (`pybuild load` as a user)
+    cannot give the files the layer's owners: a rootless build, root in its user namespace,
+    unpacks them there instead."""
 
     def __init__(self, snapshots: SnapshotStore | None, chain_id: str | None,
                  diff_id: str) -> None:
-        self._snapshots = snapshots if chain_id is not None and os.geteuid() == 0 else None
+        self._snapshots = snapshots if os.geteuid() == 0 else None
         self._chain_id = chain_id
         self._diff_id = diff_id
         self._directory: str | None = None
@@ -65,10 +71,11 @@ class StreamedSnapshot:
         for _ in chunks:
             continue
 
-    def commit(self) -> None:
-        """Keep the snapshot: call once the layer's digests are checked."""
+    def commit(self, chain_id: str | None = None) -> None:
+        """Keep the snapshot, under `chain_id` if given (a written layer's chain is known only
+        once it is written): call once the layer's digests are checked."""
         if self._directory is not None:
-            self._snapshots.commit(self._directory, self._chain_id)
+            self._snapshots.commit(self._directory, chain_id or self._chain_id)
             self._directory = None
 
     def _drop(self) -> None:
@@ -101,6 +108,83 @@ class ReadProgress:
     def finish(self) -> None:
         if self._read() != self._reported:
             self(self._entries)
+
+
+class WrittenSnapshot:
+    """The snapshot of a layer made from the bytes its writer writes, while it writes them:
+    `tee(out)` is `out` whose every write is also queued (a few chunks at most: the writer waits
+    for a slow unpack rather than hold the layer in memory) to a thread that unpacks them as
+    `StreamedSnapshot` does, with the code that unpacks a stored layer, so the snapshot is the
+    one a later unpack would make while the kernel's inode work runs beside the writer's. Only
+    with a store, as root; `commit(chain_id)` once the layer is stored keeps it. Any failure,
+    of the unpack or of the block it was opened in, leaves no snapshot and no temp directory:
+    the unpack's own failure fails nothing (the step that needs the files unpacks the stored
+    layer and says what is wrong with it)."""
+
+    def __init__(self, snapshots: SnapshotStore | None) -> None:
+        self._snapshot = StreamedSnapshot(snapshots, None, "being written")
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self._thread: threading.Thread | None = None
+        self._ended = False
+        self._failed = False
+
+    def __enter__(self) -> WrittenSnapshot:
+        self._snapshot.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._end()
+        self._snapshot.__exit__(*exc_info)
+
+    def tee(self, out: BinaryIO) -> BinaryIO:
+        """`out`, its writes also unpacked; `out` itself when there is nothing to unpack."""
+        if not self._snapshot.unpacks:
+            return out
+        self._thread = threading.Thread(target=self._unpack, name="layer-snapshot", daemon=True)
+        self._thread.start()
+        return _Tee(out, self)  # type: ignore[return-value]
+
+    def put(self, chunk: bytes) -> None:
+        if not self._ended and not self._failed:
+            self._chunks.put(chunk)
+
+    def commit(self, chain_id: str) -> None:
+        """Keep the snapshot of the written layer (wait for its unpack) as that of `chain_id`."""
+        self._end()
+        if not self._failed:
+            self._snapshot.commit(chain_id)
+
+    def _end(self) -> None:
+        if self._thread is not None and not self._ended:
+            self._ended = True
+            self._chunks.put(None)
+            self._thread.join()
+
+    def _unpack(self) -> None:
+        chunks = iter(self._chunks.get, None)
+        try:
+            self._snapshot.consume(chunks)
+        except BaseException:  # a full disk, a refused chown: only no snapshot
+            self._failed = True
+            for _ in chunks:
+                continue
+
+
+class _Tee:
+    """What a layer writer writes to: `out`, with a copy of each write handed to `snapshot` (the
+    writer reuses its buffers)."""
+
+    def __init__(self, out: BinaryIO, snapshot: WrittenSnapshot) -> None:
+        self._out = out
+        self._snapshot = snapshot
+
+    def write(self, data) -> int:
+        written = self._out.write(data)
+        self._snapshot.put(bytes(data[:written]))
+        return written
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 class _ChunkReader(io.RawIOBase):
