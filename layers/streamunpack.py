@@ -145,7 +145,7 @@ class WrittenSnapshot:
         return _Tee(out, self)  # type: ignore[return-value]
 
     def put(self, chunk: bytes) -> None:
-        if not self._ended and not self._failed:
+        if chunk and not self._ended and not self._failed:  # an empty chunk reads as the end
             self._chunks.put(chunk)
 
     def commit(self, chain_id: str) -> None:

@@ -17,6 +17,7 @@ FROM scratch AS base
 COPY a.txt /a.txt
 FROM scratch AS other
 COPY b.txt /b.txt
+WORKDIR /w
 FROM base
 COPY --from=other /b.txt /c.txt
 ENV X=1
@@ -71,20 +72,23 @@ def test_a_track_per_stage_and_per_transfer(project: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     first = tracks(trace)
     # In the order they start: `base` and `other`, built at the same time (either may start
-    # first), then the target, whose COPY --from unpacks the layer of `other` to read it.
+    # first), then the target, whose COPY --from unpacks the WORKDIR layer of `other` to read
+    # it (a COPY's layer, read later, is unpacked as it is written: no step of its own).
     assert list(first)[0] == "build" and set(list(first)[1:3]) == {"stage base", "stage other"}
     assert list(first)[3:] == ["stage stage-2", "unpacks", "exports", "cache export"]
     for unpack in first["unpacks"]:
         assert unpack["name"].startswith("unpacking sha256:")
         assert re.fullmatch(r"\d+ entries, [\d.]+MB in [\d.]+s", unpack["args"]["info"][0])
+    assert len(first["unpacks"]) == 1
     assert [e["name"] for e in first["stage other"]] == ["[other] FROM scratch",
-                                                        "[other 1/1] COPY b.txt /b.txt"]
+                                                        "[other 1/2] COPY b.txt /b.txt",
+                                                        "[other 2/2] WORKDIR /w"]
     copies = [e for e in first["stage stage-2"] if "COPY" in e["name"]]
     assert [e["args"]["reason"] for e in copies] == ["no earlier build"] * 2
     assert all(e["args"]["layer"].startswith("sha256:") and e["args"]["layer_size"] > 0
                for e in copies)
     assert [e["name"] for e in first["exports"]] == [f"exporting to {tmp_path / 'out.tar'}"]
-    assert first["build"][0]["args"] == {"steps": 9 + len(first["unpacks"])}
+    assert first["build"][0]["args"] == {"steps": 10 + len(first["unpacks"])}
     assert not list(tmp_path.glob(".trace.json.*")), "no temp file is left behind"
 
     again = pybuild("--trace", str(trace), "-o", str(tmp_path / "out.tar"), "--cache-from",
