@@ -174,3 +174,31 @@ def test_a_copy_then_run_unpacks_nothing(tmp_path: Path) -> None:
     assert len(copies) == 3
     for diff_id, chain in copies:
         assert tree_of(made.snapshots.path(chain)) == tree_of(unpacked_from_blob(made, diff_id))
+
+
+READERS = [  # (Dockerfile, how many of its COPY layers get a snapshot as they are written)
+    pytest.param("FROM scratch\nCOPY a /a\n", 0, id="the target's last step: read by nothing"),
+    pytest.param("FROM scratch\nCOPY a /a\nCOPY a /b\n", 1, id="read by the next COPY"),
+    pytest.param("FROM scratch\nCOPY a /a\nCOPY --link a /b\n", 0,
+                 id="a COPY --link reads nothing below it"),
+    pytest.param("FROM scratch\nCOPY a /a\nWORKDIR /w\n", 1, id="read by WORKDIR"),
+    pytest.param("FROM scratch AS s\nCOPY a /a\nFROM scratch\nCOPY --from=s /a /b\n", 1,
+                 id="read by another stage"),
+]
+
+
+@pytest.mark.parametrize("dockerfile, snapshotted", READERS)
+def test_a_snapshot_is_made_only_for_a_layer_read_later(tmp_path: Path, dockerfile: str,
+                                                        snapshotted: int) -> None:
+    """No RUN needed: a later COPY (not --link), a WORKDIR or another stage read the image's
+    files too; what nothing reads gets no snapshot, and none is unpacked after the fact."""
+    as_root()
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "a").write_text("a")
+    (tmp_path / "ctx" / "Dockerfile").write_text(dockerfile)
+    result = pybuild("--progress", "plain", "-o", str(tmp_path / "image.tar"),
+                     str(tmp_path / "ctx"), env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "unpacking" not in result.stderr
+    made = session(tmp_path)
+    assert len(os.listdir(made.snapshots.dir)) == snapshotted
