@@ -165,7 +165,7 @@ class StageBuilder:
             self._missed(number, decision)
         unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
         job = _Job(state, instruction, number, env, step.sources, unknown, mounted,
-                   self._read_later(stage, instruction))
+                   isinstance(instruction, ins.Copy) and self._read_later(stage, instruction))
         execute = _LAYER_STEPS[type(instruction)]
         after, diff_id, digests = self.located(instruction, lambda: execute(self, job))
         if isinstance(decision, Speculation):
