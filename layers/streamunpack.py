@@ -21,11 +21,35 @@ if TYPE_CHECKING:
 
 
 def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
-    """`chunks`, each hashed into `digest` and written to `out` before it is passed on."""
-    for chunk in chunks:
-        digest.update(chunk)
-        out.write(chunk)
-        yield chunk
+    """`chunks`, passed on as they come, each also hashed into `digest` and written to `out` on
+    a thread of its own (hashing and writing release the GIL: they overlap the unpack's Python
+    instead of coming before it). When the chunks are exhausted, all of them are hashed and
+    written; a failure to write (a full disk) is raised here, at the latest then."""
+    pending: queue.Queue = queue.Queue(_QUEUED)
+    failure: list[BaseException] = []
+
+    def keep() -> None:
+        while (chunk := pending.get()) is not None:
+            if not failure:
+                try:
+                    digest.update(chunk)
+                    out.write(chunk)
+                except BaseException as error:  # noqa: BLE001 - raised on the reading thread
+                    failure.append(error)
+
+    worker = threading.Thread(target=keep, name="store-layer", daemon=True)
+    worker.start()
+    try:
+        for chunk in chunks:
+            if failure:
+                raise failure[0]
+            pending.put(chunk)
+            yield chunk
+    finally:
+        pending.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
 
 
 class StreamedSnapshot:
