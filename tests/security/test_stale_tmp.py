@@ -38,8 +38,14 @@ def dead_temp(cache: Path) -> tuple[int, str]:
 
 
 def run_dirs(cache: Path) -> list[Path]:
-    """The RUN upper dirs under the cache's temp space, live or dead."""
-    return sorted((cache / "tmp").glob("*/run-*/upper"))
+    """The RUN upper dirs under the cache's temp space, live or dead. A process's temp directory
+    is made under a `.new-*` name and renamed when ready: one may vanish while it is listed,
+    and then the listing is taken again."""
+    while True:
+        try:
+            return sorted((cache / "tmp").glob("*/run-*/upper"))
+        except FileNotFoundError:
+            continue
 
 
 @pytest.fixture
