@@ -11,6 +11,7 @@ import tarfile
 
 import pytest
 
+from layers import tarwriter
 from layers.errors import LayerError
 from layers.tarwriter import (
     CHUNK,
@@ -194,6 +195,19 @@ def test_same_input_gives_the_same_bytes(tmp_path):
     first, second = write(*items), write(*items)
     assert first == second
     assert contents(first[0])["a/f"] == source.read_bytes()
+
+
+def test_a_layer_after_a_large_one_is_the_same_in_the_buffers_that_one_left(tmp_path):
+    """Staging buffers go from a finished layer to the next (a RUN's layer no longer zeroes
+    new ones): what the large layer left in them never reaches the small one."""
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(4 * STAGE))
+    small = [(Entry("s", Kind.FILE, 0o644, size=3), b"abc")]
+    alone = write(*small)
+    write((Entry("big", Kind.FILE, 0o644, size=4 * STAGE), str(big)))
+    after = write(*small)
+    assert after == alone and contents(after[0]) == {"s": b"abc"}
+    assert tarwriter._SPARE.qsize() <= tarwriter._SPARES
 
 
 @pytest.mark.parametrize("size", [0, 1, 511, 512, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5])
