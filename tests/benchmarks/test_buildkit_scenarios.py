@@ -29,13 +29,11 @@ directory) is removed at the end.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -44,8 +42,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from tests.benchmarks import buildkit_records
-from tests.benchmarks.workload import (Command, Table, installed_env, make_context, median_of,
-                                       wall_only)
+from tests.benchmarks.workload import (Command, Table, installed_env, layer_names, make_context,
+                                       median_of, reported, wall_only)
 from tests.debian_base import RECIPE, data_dir, recipe_module
 from tests.support import DOCKER, ROOT, docker, docker_available, require
 
@@ -139,8 +137,7 @@ def bench() -> Iterator[Bench]:
         f"Builds on a Debian base, pybuild against BuildKit ({os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.2f}; medians of {RUNS})"),
         records_before=set(buildkit_records.records()))
-    problems: list[str] = []
-    try:
+    with reported(state.table, work, state.cleanup):
         archive = state.archive = os.path.join(work, "debian.tar")
         subprocess.run([sys.executable, str(RECIPE), "image", str(data_dir()), archive,
                         "--tag", state.base], check=True)
@@ -148,24 +145,6 @@ def bench() -> Iterator[Bench]:
                        cwd=str(ROOT), env=env, check=True)
         docker("load", "-q", "-i", archive, timeout=1800)
         yield state
-    finally:
-        problems += state.cleanup()
-        print(state.table.render())
-        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-        shutil.rmtree(work, ignore_errors=True)
-        for problem in problems:
-            print(f"cleanup: {problem}")
-
-
-def _layers(tarball: str) -> list[list[str]]:
-    """The entry names of each layer of a docker-save tarball."""
-    with tarfile.open(tarball) as outer:
-        manifest = json.load(outer.extractfile("manifest.json"))
-        layers = []
-        for name in manifest[0]["Layers"]:
-            with tarfile.open(fileobj=outer.extractfile(name)) as inner:
-                layers.append(inner.getnames())
-    return layers
 
 
 def _docker_layers(image: str) -> int:
@@ -184,7 +163,7 @@ def context(bench: Bench) -> str:
     bench.pybuild(root, output).run()
     bench.buildkit(root).run()
     bench.note_sources()
-    layers = _layers(output)
+    layers = layer_names(output)
     assert len(layers) == LAYERS and "app/count" in layers[2], f"pybuild's layers: {layers}"
     assert ".wh.doc" in "\n".join(layers[3]), f"pybuild's last layer: {layers[3]}"
     assert _docker_layers(bench.out) == LAYERS
@@ -202,7 +181,7 @@ def test_cold(bench: Bench, context: str) -> None:
         subprocess.run(["cp", "-a", pristine, cache], check=True)
     cold = median_of(RUNS, replace(bench.pybuild(context, output, cache=cache), before=fresh),
                      bench.buildkit(context, "--no-cache"))
-    assert len(_layers(output)) == LAYERS
+    assert len(layer_names(output)) == LAYERS
     _rows(bench, f"(a) cold, COPY {FILES:,} files / 55 MB + RUNs", *cold, at_most=0.8)
 
 
@@ -244,7 +223,7 @@ def test_fifty_runs(bench: Bench) -> None:
     assert _docker_layers(bench.out) == 1 + STEPS
     timings = median_of(RUNS, bench.pybuild(context, output, "--no-cache"),
                         bench.buildkit(context, "--no-cache"))
-    layers = _layers(output)
+    layers = layer_names(output)
     assert len(layers) == 1 + STEPS and layers[-1] == [str(STEPS - 1)], layers[-1]
     _rows(bench, f"(d) {STEPS} RUN steps, each writing one file (--no-cache)", *timings,
           at_most=0.8)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import pytest
 from tests.benchmarks import buildkit_records
 from tests.benchmarks.test_run_overhead import BuildKit, Pybuild, make_base
 from tests.benchmarks.workload import (Command, Table, installed_env, make_context, median_of,
-                                       require_busybox_and_docker, wall_only)
+                                       reported, require_busybox_and_docker, wall_only)
 from tests.support import DOCKER, ROOT, docker
 
 pytestmark = pytest.mark.benchmark
@@ -91,16 +90,8 @@ def bench() -> Iterator[Bench]:
         f"The fixed cost of a build, pybuild against BuildKit ({os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.2f}; medians of {RUNS})"),
         records_before=set(buildkit_records.records()))
-    problems: list[str] = []
-    try:
+    with reported(state.table, work, state.cleanup):
         yield state
-    finally:
-        problems += state.cleanup()
-        print(state.table.render())
-        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
-        shutil.rmtree(work, ignore_errors=True)
-        for problem in problems:
-            print(f"cleanup: {problem}")
 
 
 def test_noop_rebuild(bench: Bench) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import math
 import os
 import pstats
@@ -64,7 +63,8 @@ from layers.reference import parse_reference
 from layers.snapshots import SnapshotStore
 from layers.tarwriter import Entry, Kind, LayerWriter
 from tests.benchmarks import buildkit_records
-from tests.benchmarks.workload import Command, Table, Timing, best_of, installed_env, wall_only
+from tests.benchmarks.workload import (Command, Table, Timing, best_of, installed_env,
+                                       layer_names, wall_only)
 from tests.support import DOCKER, ROOT, docker_available
 
 pytestmark = pytest.mark.benchmark
@@ -217,13 +217,7 @@ class Pybuild:
 
     def output_layers(self) -> list[list[str]]:
         """The entry names of each layer of the tarball the last build wrote."""
-        with tarfile.open(self.output) as outer:
-            manifest = json.load(outer.extractfile("manifest.json"))
-            layers = []
-            for name in manifest[0]["Layers"]:
-                with tarfile.open(fileobj=outer.extractfile(name)) as inner:
-                    layers.append(inner.getnames())
-        return layers
+        return layer_names(self.output)
 
     def snapshot_dirs(self) -> list[str]:
         """The base's snapshot directories, lowest first, unpacked if they are not yet."""

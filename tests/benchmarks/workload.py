@@ -7,13 +7,17 @@ compressed figures are neither flattered by zeros nor punished by pure noise.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
+import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -229,3 +233,29 @@ class Table:
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def layer_names(tarball: str) -> list[list[str]]:
+    """The entry names of each layer of a docker-save tarball."""
+    with tarfile.open(tarball) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        layers = []
+        for name in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(name)) as inner:
+                layers.append(inner.getnames())
+    return layers
+
+
+@contextlib.contextmanager
+def reported(table: Table, work: str, cleanup: Callable[[], list[str]]) -> Iterator[None]:
+    """Around a benchmark module's builds: afterwards, however they ended, `cleanup` (what it
+    could not remove is printed), the table, the load average, and `work` removed."""
+    try:
+        yield
+    finally:
+        problems = cleanup()
+        print(table.render())
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        shutil.rmtree(work, ignore_errors=True)
+        for problem in problems:
+            print(f"cleanup: {problem}")
