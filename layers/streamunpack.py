@@ -25,31 +25,52 @@ def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
     a thread of its own (hashing and writing release the GIL: they overlap the unpack's Python
     instead of coming before it). When the chunks are exhausted, all of them are hashed and
     written; a failure to write (a full disk) is raised here, at the latest then."""
-    pending: queue.Queue = queue.Queue(_QUEUED)
-    failure: list[BaseException] = []
+    def keep(kept: Iterator[bytes]) -> None:
+        for chunk in kept:
+            digest.update(chunk)
+            out.write(chunk)
 
-    def keep() -> None:
-        while (chunk := pending.get()) is not None:
-            if not failure:
-                try:
-                    digest.update(chunk)
-                    out.write(chunk)
-                except BaseException as error:  # noqa: BLE001 - raised on the reading thread
-                    failure.append(error)
-
-    worker = threading.Thread(target=keep, name="store-layer", daemon=True)
-    worker.start()
+    handoff = _Handoff(keep, "store-layer")
     try:
         for chunk in chunks:
-            if failure:
-                raise failure[0]
-            pending.put(chunk)
+            if handoff.failure is not None:
+                raise handoff.failure
+            handoff.put(chunk)
             yield chunk
     finally:
-        pending.put(None)
-        worker.join()
-    if failure:
-        raise failure[0]
+        handoff.close()
+    if handoff.failure is not None:
+        raise handoff.failure
+
+
+class _Handoff:
+    """Chunks handed to `consume(chunks)` on a thread of its own, through a bounded queue (the
+    producer waits for a slow consumer rather than hold a layer in memory). `failure` is what
+    `consume` raised; the chunks after it are taken unread, so the producer never blocks."""
+
+    def __init__(self, consume: Callable[[Iterator[bytes]], None], name: str) -> None:
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(consume,), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        """Wait until every chunk put is consumed."""
+        self._chunks.put(None)
+        self._thread.join()
+
+    def _run(self, consume: Callable[[Iterator[bytes]], None]) -> None:
+        chunks = iter(self._chunks.get, None)
+        try:
+            consume(chunks)
+        except BaseException as error:  # noqa: BLE001 - the producer's thread decides
+            self.failure = error
+            for _ in chunks:
+                continue
 
 
 class StreamedSnapshot:
@@ -147,10 +168,8 @@ class WrittenSnapshot:
 
     def __init__(self, snapshots: SnapshotStore | None) -> None:
         self._snapshot = StreamedSnapshot(snapshots, None, "being written")
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
-        self._thread: threading.Thread | None = None
+        self._handoff: _Handoff | None = None
         self._ended = False
-        self._failed = False
 
     def __enter__(self) -> WrittenSnapshot:
         self._snapshot.__enter__()
@@ -164,34 +183,24 @@ class WrittenSnapshot:
         """`out`, its writes also unpacked; `out` itself when there is nothing to unpack."""
         if not self._snapshot.unpacks:
             return out
-        self._thread = threading.Thread(target=self._unpack, name="layer-snapshot", daemon=True)
-        self._thread.start()
+        self._handoff = _Handoff(self._snapshot.consume, "layer-snapshot")
         return _Tee(out, self)  # type: ignore[return-value]
 
     def put(self, chunk: bytes) -> None:
-        if chunk and not self._ended and not self._failed:  # an empty chunk reads as the end
-            self._chunks.put(chunk)
+        # an empty chunk would read as the end; after a failure, only no snapshot
+        if chunk and not self._ended and self._handoff.failure is None:
+            self._handoff.put(chunk)
 
     def commit(self, chain_id: str) -> None:
         """Keep the snapshot of the written layer (wait for its unpack) as that of `chain_id`."""
         self._end()
-        if not self._failed:
+        if self._handoff is None or self._handoff.failure is None:
             self._snapshot.commit(chain_id)
 
     def _end(self) -> None:
-        if self._thread is not None and not self._ended:
+        if self._handoff is not None and not self._ended:
             self._ended = True
-            self._chunks.put(None)
-            self._thread.join()
-
-    def _unpack(self) -> None:
-        chunks = iter(self._chunks.get, None)
-        try:
-            self._snapshot.consume(chunks)
-        except BaseException:  # a full disk, a refused chown: only no snapshot
-            self._failed = True
-            for _ in chunks:
-                continue
+            self._handoff.close()
 
 
 class _Tee:
