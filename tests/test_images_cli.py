@@ -168,6 +168,13 @@ def test_a_bad_archive_fails_cleanly_and_changes_nothing(tmp_path: Path, cache: 
                         err), err
     assert (cache / "images/index.json").read_bytes() == index
     assert run(images_command, cache, capsys=capsys)[1] == listing
+    status, out, err = run(load_command, cache, "--progress", "json", "-i", str(bad),
+                           capsys=capsys)
+    events = [json.loads(line) for line in err.splitlines()]
+    assert (status, out) == (1, "")
+    kinds = [e["event"] for e in events if e["event"] != "StepProgress"]
+    assert kinds == ["StepStarted", "StepFailed", "LoadFailed"], events
+    assert "diff ID" in events[-1]["error"], "every line of the JSON log is an event"
 
     for args, message in ((["-i", str(tmp_path / "missing.tar")], "No such file or directory"),
                           (["-i", str(Path(__file__))], "not a tar archive")):

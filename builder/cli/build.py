@@ -545,10 +545,5 @@ def _summary(result: BuildResult, request: BuildRequest, progress: str, quiet: b
 
 def _failed(message: str, progress: str) -> None:
     """The last words of a failed build: an `ERROR:` line, or a BuildFailed event in JSON."""
-    from builder.progress.sinks import shown
-    message = shown(message)
-    if progress == "json":
-        import json
-        print(json.dumps({"event": "BuildFailed", "error": message}), file=sys.stderr)
-    else:
-        print(f"ERROR: {message}", file=sys.stderr)
+    from builder.progress.sinks import last_words
+    last_words(message, progress, "BuildFailed")

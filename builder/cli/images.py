@@ -68,7 +68,11 @@ def load_command(argv: list[str]) -> int:
     if options.trace and not os.path.isdir(os.path.dirname(os.path.abspath(options.trace))):
         return _fail(f"--trace {options.trace}: its directory does not exist", 2)
     store = _store(options)
-    entries = _load(path, store, options)
+    try:
+        entries = _load(path, store, options)
+    except (LayerError, OSError) as error:
+        return _fail(error, progress="quiet" if options.quiet else options.progress,
+                     event="LoadFailed")
     for entry in entries:
         store.put(entry.config, entry.names, entry.digests)
     if not options.quiet:
@@ -294,8 +298,11 @@ def _layer_size(store: ImageStore, diff_id: str) -> int:
     return os.path.getsize(store.blobs.path(diff_id))
 
 
-def _fail(error: object, status: int = EXIT_FAILURE) -> int:
+def _fail(error: object, status: int = EXIT_FAILURE, *, progress: str = "plain",
+          event: str = "") -> int:
+    """Report `error` as the verb's last words (as the `event` object under `--progress json`)."""
+    from builder.progress.sinks import last_words
     if isinstance(error, OSError) and error.strerror:
         error = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
-    print(f"ERROR: {error}", file=sys.stderr)
+    last_words(str(error), progress, event)
     return status

@@ -43,6 +43,16 @@ def shown(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode()
 
 
+def last_words(message: str, progress: str, event: str) -> None:
+    """A failed command's final report on stderr: an `ERROR:` line, or under `--progress json` an
+    `event` object, so that a reader of the JSON stream sees the failure as an event too."""
+    message = shown(message)
+    if progress == "json":
+        print(json.dumps({"event": event, "error": message}), file=sys.stderr)
+    else:
+        print(f"ERROR: {message}", file=sys.stderr)
+
+
 class Log:
     """Numbered steps, their output split into lines, warnings kept for the end; each step
     remembers the thread that opened it (a canceled stage's steps are its thread's)."""
