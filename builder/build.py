@@ -95,7 +95,7 @@ class Build:
         image = self._stamped(state.image, stages)
         self._warn_unconsumed(stages.consumed)
         to = Destinations(self.request, self.log, session.blobs, session.images, session.cache,
-                          session.registry, session.remote)
+                          session.registry, session.remote, session.early_output)
         facts = self._facts(text, name, stages) if provenance_wanted(self.request) else None
         done = deliver(image, tags, to, stages.exported(), stages.cache_mounts,
                        facts)

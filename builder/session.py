@@ -25,6 +25,7 @@ from builder.sources.context import load_ignore
 from builder.sources.tree import ContextTree, Tree
 from builder.units import human_size
 from grammar import instructions as ins, stored
+from layers.compression import Compression
 from layers.errors import LayerError
 from layers.image import chain_ids
 from layers.imagestore import ImageStore
@@ -37,6 +38,7 @@ from layers.tarwriter import LayerWriter
 from layers.union import UnionView
 
 if TYPE_CHECKING:
+    from builder.output.earlytar import EarlyTarball
     from builder.sources.download import Downloads
     from builder.sources.gitrepo import GitSources
     from builder.cache.remote import RemoteLayers
@@ -109,6 +111,19 @@ class BuildSession:
         self.cache.close()
         if "ssh_agents" in self.__dict__:
             self.ssh_agents.close()
+        if self.__dict__.get("early_output") is not None:
+            self.early_output.close()  # a failed build's output file is removed, never placed
+
+    @made_once
+    def early_output(self) -> EarlyTarball | None:
+        """The `-o` tarball, begun while the build runs (builder/output/earlytar.py): for a
+        file of uncompressed layers (not stdout, /dev/null or a FIFO)."""
+        from builder.output.earlytar import EarlyTarball
+        output = self.request.output
+        if output in (None, "-") or self.request.compression is not Compression.NONE \
+                or (os.path.exists(output) and not os.path.isfile(output)):
+            return None
+        return EarlyTarball(output, self.blobs)
 
     # -- registries and shared caches ----------------------------------------------------------
 

@@ -182,7 +182,12 @@ class StageBuilder:
         recorded = _alone(after, diff_id).to_json() if linked else after.to_json()
         self._export(CacheRecord(key, step.parent, inputs.items, recorded))
         session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
-        return self._chained(after, state, key, step.slot, diff_id) if linked else after
+        if linked:
+            after = self._chained(after, state, key, step.slot, diff_id)
+        if diff_id is not None and stage.index == self._target_index \
+                and session.early_output is not None:
+            session.early_output.offer(after.image.diff_ids)
+        return after
 
     def _export(self, record: CacheRecord) -> None:
         """Keep a step's record for --cache-to, under the stage this thread builds."""

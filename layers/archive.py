@@ -67,15 +67,38 @@ def attached_index(image: Descriptor, config: bytes, attached: tuple[Attached, .
                        + [a.descriptor for a in attached])
 
 
+class LayerEntries:
+    """The head of an archive: its `blobs/` directories, then layer blobs one by one. Made and
+    fed before the image is known (builder/output/earlytar.py writes the layers of a build's
+    last stage while it still runs); `write_archive` goes on from where it stopped."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.writer = _ArchiveWriter(out, 0, None)
+        self.written: dict[str, int] = {}  # digest -> size, in the order written
+        self.writer.directory("blobs/")
+        self.writer.directory("blobs/sha256/")
+
+    def add(self, layer: LayerBlob) -> None:
+        if layer.digest not in self.written:
+            self.writer.file(_blob_name(layer.digest), layer)
+            self.written[layer.digest] = layer.size
+
+    def fits(self, digests: list[str]) -> bool:
+        """Whether what is written begins the archive of an image with these layers."""
+        return list(self.written) == digests[:len(self.written)]
+
+
 def write_archive(out: BinaryIO, image: ArchiveImage,
                   progress: Callable[[int, int], None] | None = None, *,
-                  oci_created: str | None = None) -> str:
+                  oci_created: str | None = None, head: LayerEntries | None = None) -> str:
     """Write the archive to `out` (a file or pipe with a fileno); returns the manifest digest.
     `progress` hears the layer bytes written so far and their total, after every chunk. With
     `oci_created` (an RFC 3339 time) it is an OCI layout only, as `-o type=oci` writes it. With
     attached manifests, index.json names an image index of them and the image's, as BuildKit's
     exporters write it (manifest.json, which `docker load` of Docker 20.10 reads, names the
-    image alone)."""
+    image alone). `head`: what `out` already holds, every layer in it one of the image's. The
+    layers come first, in the image's order, whether or not a head was written early: the same
+    image makes the same bytes."""
     manifest = manifest_of(image)
     manifest_digest = sha256_digest(manifest)
     config_digest = sha256_digest(image.config)
@@ -96,12 +119,17 @@ def write_archive(out: BinaryIO, image: ArchiveImage,
                         "RepoTags": [tag.familiar() for tag in image.tags],
                         "Layers": [_blob_name(layer.digest) for layer in image.layers]}]
     layers = {layer.digest: layer for layer in image.layers}  # each blob once
-    writer = _ArchiveWriter(out, sum(layer.size for layer in layers.values()), progress)
-    writer.directory("blobs/")
-    writer.directory("blobs/sha256/")
-    writer.data(_blob_name(config_digest), image.config)
+    head = head or LayerEntries(out)
+    if not head.fits(list(layers)):
+        raise ValueError("the archive's head holds layers the image does not begin with")
+    writer = head.writer
+    writer.total, writer.progress = sum(layer.size for layer in layers.values()), progress
+    writer.sent = sum(head.written.values())
+    if progress is not None and writer.sent:
+        progress(writer.sent, writer.total)  # what the head holds: the bar starts there
     for layer in layers.values():
-        writer.file(_blob_name(layer.digest), layer)
+        head.add(layer)
+    writer.data(_blob_name(config_digest), image.config)
     writer.data(_blob_name(manifest_digest), manifest)
     for attached in image.attached:
         for blob in attached.blobs:

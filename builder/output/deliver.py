@@ -23,6 +23,7 @@ from layers.layerblob import LayerBlob
 from layers.reference import Reference
 
 if TYPE_CHECKING:
+    from builder.output.earlytar import EarlyTarball
     from builder.cache.remote import RemoteLayers
     from builder.cache.spec import CacheSpec
     from builder.output.spec import OutputSpec
@@ -54,6 +55,7 @@ class Destinations:
     cache: StepCache
     session: Callable[[Reference], Session]
     remote: RemoteLayers | None
+    early: EarlyTarball | None = None  # the -o tarball, begun while the build ran
 
 
 def deliver(image: ImageConfig, tags: tuple[Reference, ...], to: Destinations,
@@ -114,7 +116,8 @@ def _write_tarball(archive: ArchiveImage, tags: tuple[Reference, ...], to: Desti
         to.log.info(number, "unchanged: it already holds this image")
         manifest_digest = sha256_digest(manifest_of(archive))
     else:
-        manifest_digest = write_output(output, archive, partial(to.log.progress, number))
+        manifest_digest = write_output(output, archive, partial(to.log.progress, number),
+                                       early=to.early)
         to.cache.remember_output(output, identity)
     to.log.done(number)
     return manifest_digest

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 
 from builder.output.atomicfile import replacing
+from builder.output.earlytar import EarlyTarball
 from layers.archive import ArchiveImage, write_archive
 from layers.blobstore import BlobStore
 from layers.compression import Compression
@@ -22,11 +23,15 @@ def layer_blobs(store: BlobStore, image: ImageConfig, compression: Compression) 
 
 def write_output(destination: str, image: ArchiveImage,
                  progress: Callable[[int, int], None] | None = None, *,
-                 oci_created: str | None = None) -> str:
+                 oci_created: str | None = None, early: EarlyTarball | None = None) -> str:
     """Write the archive; returns the manifest digest. `progress` and `oci_created` as for
-    `write_archive`."""
+    `write_archive`; `early`: the file begun while the build ran, finished if it fits."""
     if destination == "-":
         return write_archive(sys.stdout.buffer, image, progress, oci_created=oci_created)
+    if early is not None:
+        with early.taken([layer.digest for layer in image.layers]) as begun:
+            if begun is not None:
+                out, head = begun
+                return write_archive(out, image, progress, oci_created=oci_created, head=head)
     with replacing(destination) as out:
         return write_archive(out, image, progress, oci_created=oci_created)
-

@@ -1,0 +1,99 @@
+"""The `-o` tarball, begun while the build runs. Once the target stage makes a layer (so the image
+is new: a no-op rebuild never starts one), a thread copies into the output's temp file the layers
+the image will begin with, the base's and each one the stage makes, while the next steps run.
+Exporting then writes only what is left: the last layer and the small files. On the Debian
+benchmark's cold build (157 MB base, COPY, two RUNs) the export took 0.09 s instead of 0.19 s.
+
+Whatever goes wrong early (a full disk, a layer the image does not begin with) only means the
+export writes the whole file itself, as it would without this."""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from builder.output.atomicfile import replacing
+from layers.archive import LayerEntries
+from layers.blobstore import BlobStore
+from layers.compression import Compression
+from layers.registry.variants import compressed_layer
+
+
+class _Abandoned(Exception):
+    """Thrown into the output's temp file context to remove the file instead of placing it."""
+
+
+class EarlyTarball:
+    """The output's temp file and the thread that writes layers into it; state guarded by a lock,
+    since the target stage's steps offer layers while the main thread may close the build."""
+
+    def __init__(self, path: str, blobs: BlobStore) -> None:
+        self._path = path
+        self._blobs = blobs
+        self._lock = threading.Lock()
+        self._offered: tuple[str, ...] = ()
+        self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._file: contextlib.ExitStack | None = None
+        self._thread: threading.Thread | None = None
+        self._head: LayerEntries | None = None
+        self._failed = False
+        self._closed = False
+
+    def offer(self, diff_ids: tuple[str, ...]) -> None:
+        """The target stage's layers after a step made one: those not yet queued are."""
+        with self._lock:
+            if self._closed or diff_ids[:len(self._offered)] != self._offered:
+                return
+            if self._thread is None:
+                self._file = contextlib.ExitStack()
+                out = self._file.enter_context(replacing(self._path))
+                self._thread = threading.Thread(target=self._write, args=(out,),
+                                                name="early-export", daemon=True)
+                self._thread.start()
+            for diff_id in diff_ids[len(self._offered):]:
+                self._jobs.put(diff_id)
+            self._offered = diff_ids
+
+    @contextlib.contextmanager
+    def taken(self, digests: list[str]) -> Iterator[tuple[BinaryIO, LayerEntries] | None]:
+        """The file and what it holds, for the export to finish, when it begins the archive of
+        an image with these layers (else None, and the file is gone). The file replaces the
+        output when the block ends without error."""
+        file, head = self._stop()
+        if file is None or head is None or not head.fits(digests):
+            _abandon(file)
+            yield None
+            return
+        with file:
+            yield head.writer.out, head
+
+    def close(self) -> None:
+        """The build ended without taking the file (it failed, or the output was up to date)."""
+        _abandon(self._stop()[0])
+
+    def _stop(self) -> tuple[contextlib.ExitStack | None, LayerEntries | None]:
+        with self._lock:
+            self._closed = True
+            file, self._file = self._file, None
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+        return file, None if self._failed else self._head
+
+    def _write(self, out: BinaryIO) -> None:
+        try:
+            head = LayerEntries(out)
+            while (diff_id := self._jobs.get()) is not None:
+                head.add(compressed_layer(self._blobs, diff_id, Compression.NONE))
+            self._head = head
+        except BaseException:  # the export writes the whole file instead
+            self._failed = True
+            while self._jobs.get() is not None:
+                pass
+
+
+def _abandon(file: contextlib.ExitStack | None) -> None:
+    if file is not None:
+        file.__exit__(_Abandoned, _Abandoned(), None)

@@ -1,0 +1,87 @@
+"""The `-o` tarball begun while the build runs (builder/output/earlytar.py): the same bytes as one
+written at the end, and nothing placed when the build fails after it began."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.output.earlytar import EarlyTarball
+from builder.output.tarball import layer_blobs, write_output
+from layers.archive import ArchiveImage
+from layers.blobstore import BlobStore
+from layers.compression import Compression
+from layers.image import parse_config
+from layers.reference import parse_reference
+from tests.sample_images import make_image
+from tests.support import busybox_base, pybuild
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[BlobStore, ArchiveImage]:
+    blobs = BlobStore(str(tmp_path / "blobs"))
+    config = make_image(blobs, {"etc/base": b"base\n" * 1000}, {"app/one": os.urandom(70_000)},
+                        {"app/two": b"two\n"})
+    layers = layer_blobs(blobs, parse_config(config), Compression.NONE)
+    return blobs, ArchiveImage(config, layers, (parse_reference("app:1"),))
+
+
+@pytest.mark.parametrize("offered", [
+    pytest.param(lambda ids: [ids[:1], ids[:2]], id="layers-as-the-stage-makes-them"),
+    pytest.param(lambda ids: [ids], id="every-layer"),
+    pytest.param(lambda ids: [ids[1:]], id="not-the-image-beginning"),
+    pytest.param(lambda ids: [], id="nothing")])
+def test_a_tarball_begun_early_has_the_bytes_of_one_written_at_the_end(tmp_path: Path, image,
+                                                                       offered) -> None:
+    blobs, archive = image
+    diff_ids = tuple(layer.digest for layer in archive.layers)
+    plain, early_path = tmp_path / "plain.tar", tmp_path / "early.tar"
+    plain_digest = write_output(str(plain), archive)
+    early = EarlyTarball(str(early_path), blobs)
+    for layers in offered(diff_ids):
+        early.offer(layers)
+    assert not early_path.exists(), "the file has no name before the export"
+    assert write_output(str(early_path), archive, early=early) == plain_digest
+    assert early_path.read_bytes() == plain.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["blobs", "early.tar", "plain.tar"]
+
+
+def test_the_head_holds_what_was_offered(tmp_path: Path, image) -> None:
+    blobs, archive = image
+    diff_ids = [layer.digest for layer in archive.layers]
+    early = EarlyTarball(str(tmp_path / "out.tar"), blobs)
+    early.offer(tuple(diff_ids[:2]))
+    early.offer(tuple(diff_ids[1:]))  # not a continuation of what was offered: ignored
+    with early.taken(diff_ids) as begun:
+        assert begun is not None and list(begun[1].written) == diff_ids[:2]
+    assert (tmp_path / "out.tar").stat().st_size > 70_000, "taken, finished or not, it is placed"
+    with early.taken(diff_ids) as again:
+        assert again is None, "taken once"
+
+
+def test_a_build_that_fails_after_its_export_began_leaves_the_old_output(tmp_path: Path) -> None:
+    base = busybox_base(tmp_path)
+    env = {"PYBUILD_CACHE_DIR": str(tmp_path / "cache")}
+    assert pybuild("load", "-i", str(base), env=env).returncode == 0
+    context, outputs = tmp_path / "context", tmp_path / "outputs"
+    context.mkdir()
+    outputs.mkdir()
+    out = outputs / "image.tar"
+    out.write_bytes(b"the previous build's image")
+    (context / "Dockerfile").write_text(
+        "FROM busybox:test\nRUN head -c 3000000 /dev/urandom > /big\nRUN echo two > /two\n"
+        "RUN exit 3\n")
+    result = pybuild("-o", str(out), str(context), env=env)
+    assert result.returncode == 1, result.stderr
+    assert out.read_bytes() == b"the previous build's image"
+    assert os.listdir(outputs) == ["image.tar"], "no temp file left beside it"
+
+    (context / "Dockerfile").write_text(
+        "FROM busybox:test\nRUN head -c 3000000 /dev/urandom > /big\nRUN echo two > /two\n")
+    result = pybuild("-o", str(out), str(context), env=env)
+    assert result.returncode == 0, result.stderr
+    streamed = pybuild("-o", "-", str(context), env=env)  # cached, and written at the end
+    assert streamed.returncode == 0, streamed.stderr
+    assert out.read_bytes() == streamed.stdout
+    assert os.listdir(outputs) == ["image.tar"]
