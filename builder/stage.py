@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Callable
 
-from builder.cache.decide import Hit, Miss, Speculation, Step, decide, sources_digest
+from builder.cache.decide import Decision, Hit, Miss, Speculation, Step, decide, sources_digest
 from builder.cache.index import StepRecord
 from builder.cache.key import Inputs, step_key
 from builder.cancel import CURRENT, Canceled
@@ -34,7 +34,7 @@ from grammar.expand import expand_word
 from grammar.suggest import suggest
 from layers.cachemanifest import CacheRecord
 from layers.errors import LayerError
-from layers.image import ContainerConfig, History, ImageConfig
+from layers.image import ContainerConfig, History, ImageConfig, chain_ids
 from layers.platform import Platform, build_args, parse_platform
 from layers.union import UnionView
 
@@ -165,7 +165,8 @@ class StageBuilder:
             self._missed(number, decision)
         unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
         job = _Job(state, instruction, number, env, step.sources, unknown, mounted,
-                   isinstance(instruction, ins.Copy) and self._read_later(stage, instruction))
+                   isinstance(instruction, ins.Copy) and self._read_later(stage, instruction)
+                   and not self._snapshot_at_hand(state, decision))
         execute = _LAYER_STEPS[type(instruction)]
         after, diff_id, digests = self.located(instruction, lambda: execute(self, job))
         if isinstance(decision, Speculation):
@@ -276,6 +277,19 @@ class StageBuilder:
                                                     below=job.state.image.diff_ids))
         diff_id, digests = write_copy(job.state, selection, env, job.hash_on_the_way)
         return job.state, diff_id, digests
+
+    def _snapshot_at_hand(self, state: StageState, decision: Decision) -> bool:
+        """Whether a step that runs only because the cache may not be used (--no-cache) made, in
+        an earlier build, a layer whose snapshot is here: its files are then most likely the
+        same again, and unpacking them while the layer is written would be thrown away (a
+        layer that turns out different is unpacked when a step reads it, as a base's is)."""
+        if not isinstance(decision, Miss):
+            return False
+        earlier = self.session.cache.earlier(decision.key)
+        if earlier is None or earlier.diff_id is None:
+            return False
+        chain = chain_ids(state.image.diff_ids + (earlier.diff_id,))[-1]
+        return os.path.isdir(self.session.snapshots.path(chain))
 
     def _read_later(self, stage: Stage, instruction: ins.Instruction) -> bool:
         """Whether the files of the layer `instruction` makes are read later in this build: by

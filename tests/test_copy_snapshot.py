@@ -3,6 +3,7 @@ layers/streamunpack.py WrittenSnapshot): the same tree a later unpack of the sto
 kept under the layer's chain ID, and nothing left behind when the COPY or the unpack fails."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -202,3 +203,40 @@ def test_a_snapshot_is_made_only_for_a_layer_read_later(tmp_path: Path, dockerfi
     assert "unpacking" not in result.stderr
     made = session(tmp_path)
     assert len(os.listdir(made.snapshots.dir)) == snapshotted
+
+
+def test_under_no_cache_a_copy_whose_snapshot_is_at_hand_does_not_unpack_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-cache runs every step again; a COPY whose earlier layer's snapshot is here skips the
+    unpack on the way (it would be thrown away), and one whose files changed still makes its
+    snapshot while written."""
+    from builder.api import build
+    from builder.progress.sinks import JsonSink
+    as_root()
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "a").write_text("a")
+    streamed: list[bool] = []
+    commit_layer = BuildSession.commit_layer
+
+    def recorded(self, write, below=None):
+        streamed.append(below is not None)
+        return commit_layer(self, write, below)
+    monkeypatch.setattr(BuildSession, "commit_layer", recorded)
+
+    def built(no_cache: bool) -> list[bool]:
+        streamed.clear()
+        build(BuildRequest(context=str(tmp_path / "ctx"), output=str(tmp_path / "image.tar"),
+                           dockerfile_text="FROM scratch\nCOPY a /a\nCOPY a /b\n",
+                           cache_dir=str(tmp_path / "cache"), no_cache=no_cache),
+              JsonSink(io.StringIO()))
+        return list(streamed)
+
+    assert built(no_cache=False) == [True, False], "the first COPY is read by the second"
+    assert built(no_cache=True) == [False, False]
+    (tmp_path / "ctx" / "a").write_text("changed")
+    assert built(no_cache=True) == [True, False]
+    with tarfile.open(tmp_path / "image.tar") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]
+        layers = [tar.extractfile(name).read() for name in manifest["Layers"]]
+    assert all(b"changed" in layer for layer in layers)
+    assert len(os.listdir(session(tmp_path).snapshots.dir)) == 2, "the old one, and the new"

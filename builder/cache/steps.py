@@ -48,6 +48,11 @@ class StepCache:
     def disabled_for(self, stage_label: str) -> bool:
         return self.no_cache or stage_label in self.no_cache_stages
 
+    def earlier(self, key: str) -> StepRecord | None:
+        """What an earlier build recorded for `key`, whatever --no-cache says: not a result to
+        reuse, a hint of what running the step again will most likely make."""
+        return self.index.lookup(key)
+
     def lookup(self, key: str, stage_label: str, slot: str, parent: str,
                inputs: Inputs) -> StepRecord | None:
         """A reusable result for `key`, or None. A result one of whose layer blobs (its own or one
