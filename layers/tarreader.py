@@ -12,6 +12,7 @@ are refused rather than written wrong.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -226,11 +227,18 @@ def _check(block: bytes) -> None:
         stored = _number(block[148:156])
     except LayerError:
         raise LayerError("not a valid layer tar: a header's checksum is not a number") from None
-    unsigned = sum(block) - sum(block[148:156]) + _BLANK_CHECKSUM
+    unsigned = _byte_sum(block) - sum(block[148:156]) + _BLANK_CHECKSUM
     if stored != unsigned:
         signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b > 127)
         if stored != signed:
             raise LayerError("not a valid layer tar: a header's checksum does not match")
+
+
+def _byte_sum(block: bytes) -> int:
+    """The sum of a 512-byte block's bytes, in C: Adler-32's first half is 1 + the sum of the
+    bytes modulo 65521, exact for 256 bytes (at most 65,280). Reading the Debian base's headers
+    took 0.17 s with Python's sum(), 0.13 s with this."""
+    return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
 
 
 def _number(field: bytes, *, signed: bool = False) -> int:
