@@ -131,11 +131,13 @@ class Build:
 
     def _facts(self, text: str, name: str, stages: StageBuilder) -> BuildFacts:
         """What --provenance records of this build."""
-        from builder.supplychain.provenance import BuildFacts, base_material
+        from builder.supplychain.provenance import BuildFacts, base_material, context_digest
         request = self.request
+        dockerfile = "-" if request.dockerfile_text is not None else request.dockerfile
         return BuildFacts(
-            text.encode("utf-8", "surrogateescape"), name, request.context,
-            "-" if request.dockerfile_text is not None else request.dockerfile,
+            text.encode("utf-8", "surrogateescape"), name,
+            context_digest(request.context, dockerfile,
+                           self.session.memos(request.context, fresh=True)),
             tuple(base_material(image_name, base.manifest_digest or base.image_id,
                                 str(stages.session.platform))
                   for image_name, base in sorted(stages.bases.items())),

@@ -187,11 +187,12 @@ class BuildSession:
             self.cache.store_parse(key, body)
         return dockerfile
 
-    def memos(self, root: str) -> dict[str, tuple]:
+    def memos(self, root: str, fresh: bool = False) -> dict[str, tuple]:
         """The content digests remembered for the files under `root` (the context's, or a
-        directory build context's), read in one query per build."""
+        directory build context's), read in one query per build; `fresh`: read again, with
+        what this build's steps learned."""
         with self.making:
-            if root not in self._file_memos:
+            if fresh or root not in self._file_memos:
                 self._file_memos[root] = self.cache.file_memos(root.rstrip("/") + "/")
             return self._file_memos[root]
 

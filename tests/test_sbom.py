@@ -445,11 +445,11 @@ def test_a_tarball_alone_gathers_no_provenance(tmp_path):
 
 def _facts(tmp_path, **changes):
     """Facts of a build of a context in `tmp_path`, with `changes`."""
-    from builder.supplychain.provenance import BuildFacts, base_material
+    from builder.supplychain.provenance import BuildFacts, base_material, context_digest
     (tmp_path / "Dockerfile").write_text("FROM debian:test\n")
     (tmp_path / "app.py").write_text("print(1)\n")
     (tmp_path / ".dockerignore").write_text("ignored\n")
-    facts = BuildFacts(b"FROM debian:test\n", "Dockerfile", str(tmp_path), None,
+    facts = BuildFacts(b"FROM debian:test\n", "Dockerfile", context_digest(str(tmp_path), None),
                        (base_material("debian:test", "sha256:" + "ab" * 32, "linux/amd64"),),
                        {"TOKEN_NAME": "x", "UNSET": None}, "final", "linux/amd64", None,
                        1_700_000_000.0, 1_700_000_100.0)
@@ -483,6 +483,42 @@ def test_provenance_context_digest_follows_the_context_not_the_ignored(tmp_path)
     assert context_digest(str(tmp_path), None) == first
     (tmp_path / "app.py").write_text("print(2)\n")
     assert context_digest(str(tmp_path), None) != first
+
+
+def test_provenance_context_digest_takes_a_files_digest_from_a_memo_that_matches_it(tmp_path):
+    """The cache's remembered digests spare reading the context again; a memo whose stat fields
+    are not the file's any more is not believed."""
+    from builder.supplychain.provenance import context_digest
+    _facts(tmp_path)
+    app = tmp_path / "app.py"
+    st = app.stat()
+    real = hashlib.sha256(app.read_bytes()).hexdigest()
+    memo = {str(app): (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, real)}
+    assert context_digest(str(tmp_path), None, memo) == context_digest(str(tmp_path), None)
+    lying = {str(app): memo[str(app)][:5] + ("0" * 64,)}
+    assert context_digest(str(tmp_path), None, lying) != context_digest(str(tmp_path), None)
+    app.write_text("print(3)\n")
+    assert context_digest(str(tmp_path), None, lying) == context_digest(str(tmp_path), None)
+
+
+def test_a_rebuilds_provenance_has_the_context_digest_of_a_full_read(tmp_path):
+    """End to end: a build that hashed the context for COPY, then a no-op rebuild (both take
+    the digests the cache remembered), name the context by the digest a full read gives."""
+    from builder.supplychain.provenance import context_digest
+    context = tmp_path / "ctx"
+    (context / "src").mkdir(parents=True)
+    (context / "src" / "app.py").write_text("print(1)\n" * 500)
+    (context / "data.bin").write_bytes(os.urandom(300_000))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
+    expected = context_digest(str(context), None)
+    for run in ("cold", "rebuild"):
+        out = tmp_path / f"{run}.oci.tar"
+        result = pybuild("--provenance=true", "-o", f"type=oci,dest={out}", str(context),
+                         env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+        assert result.returncode == 0, result.stderr
+        statement = _attestation(out)[2]
+        locals_ = statement["predicate"]["invocation"]["parameters"]["locals"]
+        assert locals_[0] == {"name": "context", "digest": {"sha256": expected}}, run
 
 
 def test_provenance_v1_and_reproducible_with_source_date_epoch(tmp_path):

@@ -10,11 +10,13 @@ import os
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from builder import __version__
+from builder.cache.sources import hash_files
 from builder.sources.context import load_ignore, walk
+from builder.sources.tree import Found
 from builder.supplychain.attestation import Predicate
 from builder.supplychain.options import Attestations
 
@@ -37,8 +39,7 @@ class BuildFacts:
 
     dockerfile: bytes
     dockerfile_name: str
-    context: str
-    dockerfile_path: str | None  # for the .dockerignore beside it; "-" for stdin
+    context_digest: str  # `context_digest` of the build's context
     materials: tuple[Material, ...]
     build_args: dict[str, str | None] = field(default_factory=dict)
     target: str | None = None
@@ -56,18 +57,25 @@ def base_material(name: str, digest: str, platform: str) -> Material:
                     digest.partition(":")[2])
 
 
-def context_digest(context: str, dockerfile_path: str | None) -> str:
+def context_digest(context: str, dockerfile_path: str | None,
+                   memos: Mapping[str, tuple] | None = None) -> str:
     """One digest of what the build could read from the context (the .dockerignore applied):
-    each entry's path, type, mode and content (a file's sha256, a symlink's target)."""
+    each entry's path, type, mode and content (a file's sha256, a symlink's target). `memos`:
+    the cache's remembered file digests (host path -> FileMemo fields); a file whose size,
+    times, inode and mode are the memo's is not read again (reading a 524 MB context took 1.2 s
+    of every push of an unchanged build)."""
     outer = hashlib.sha256()
+    get = (memos or {}).get
     for entry in walk(context, load_ignore(context, dockerfile_path)):
-        mode = entry.stat.st_mode
+        st = entry.stat
+        mode = st.st_mode
         if stat.S_ISREG(mode):
-            inner = hashlib.sha256()
-            with open(entry.path, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    inner.update(chunk)
-            body = inner.hexdigest()
+            memo = get(entry.path)
+            if memo is not None and memo[:5] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                 st.st_ino, mode):
+                body = memo[5]
+            else:
+                body = hash_files([Found(entry.rel, entry.path, st)])[entry.path]
         elif stat.S_ISLNK(mode):
             body = os.readlink(entry.path)
         else:
@@ -90,7 +98,7 @@ def provenance_predicate(facts: BuildFacts, wanted: Attestations) -> Predicate:
                      "digest": {"sha256": hashlib.sha256(facts.dockerfile).hexdigest()},
                      "entryPoint": facts.dockerfile_name}
     context = {"name": "context",
-               "digest": {"sha256": context_digest(facts.context, facts.dockerfile_path)}}
+               "digest": {"sha256": facts.context_digest}}
     materials = [{"uri": m.uri, "digest": {"sha256": m.sha256}} for m in facts.materials]
     reproducible = facts.source_date_epoch is not None
     times = {} if reproducible else {"started": _time(facts.started),
