@@ -427,7 +427,8 @@ class StageBuilder:
             from builder.sources.baseimage import resolve_base
             base = self.located(stage.from_, lambda: resolve_base(
                 image_name, self.session.images, contexts,
-                partial(self.session.find_image, platform=platform)))
+                partial(self.session.find_image, platform=platform),
+                snapshots=self.session.snapshots, unpacking=self.session.unpacking))
             self.log.info(number, f"from {base.origin}")
             self.bases[image_name] = base
             image = replace(base.config, created="")
@@ -510,7 +511,8 @@ class StageBuilder:
         try:
             image = self.located(instruction, lambda: resolve_base(
                 name, self.session.images, contexts,
-                partial(self.session.find_image, platform=self.session.platform), by=asked_by))
+                partial(self.session.find_image, platform=self.session.platform), by=asked_by,
+                snapshots=self.session.snapshots, unpacking=self.session.unpacking))
         except BuildError as error:
             names = [s.name for s in self.plan.stages if s.name]
             meant = suggest(name, names, case_sensitive=False) if named is None else None

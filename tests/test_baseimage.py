@@ -3,6 +3,7 @@ looked."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from layers.image import sha256_digest
 from layers.imagestore import ImageStore
 from layers.reference import parse_reference
 from tests.sample_images import make_image, write_tarball
-from tests.support import require
+from tests.support import busybox_base, pybuild, require
 
 
 @pytest.fixture
@@ -164,3 +165,27 @@ def test_an_oci_layout_made_by_skopeo(tmp_path: Path, store: ImageStore, source:
     base = resolve_base("app", store, dict([parse_build_context(f"app=oci-layout://{layout}:v1")]))
     assert base.diff_ids == tuple(json.loads(config)["rootfs"]["diff_ids"])
     assert all(store.blobs.has(d) for d in base.diff_ids)
+
+
+def test_an_archive_contexts_layers_are_unpacked_while_read_each_a_step(tmp_path: Path) -> None:
+    """FROM a `--build-context NAME=docker-archive:...`: each layer read from the archive is an
+    `unpacking` step of the log (entries, bytes), unpacked as it is read, and the RUN on it
+    unpacks nothing more."""
+    require(os.geteuid() == 0, "root (a snapshot unpacked while read is kept only as root)")
+    archive = busybox_base(tmp_path)
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM base\nRUN echo ran > /ran\n")
+    result = pybuild("--progress", "plain", "--build-context",
+                     f"base=docker-archive:{archive}", "-o", str(tmp_path / "image.tar"),
+                     str(tmp_path / "ctx"), env={"PYBUILD_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    steps = re.findall(r"^#(\d+) unpacking (sha256:\w{12})$", result.stderr, re.MULTILINE)
+    with tarfile.open(archive) as tar:
+        (item,) = json.load(tar.extractfile("manifest.json"))
+        diff_ids = json.load(tar.extractfile(item["Config"]))["rootfs"]["diff_ids"]
+    assert sorted(digest for _, digest in steps) == sorted(d[:19] for d in diff_ids)
+    (run,) = re.findall(r"^#(\d+) \[stage-0 1/1\] RUN", result.stderr, re.MULTILINE)
+    for number, _ in steps:
+        assert int(number) < int(run), "unpacked while FROM read the archive, not for the RUN"
+        entries = re.search(rf"^#{number} ([\d,]+) entries, ", result.stderr, re.MULTILINE)
+        assert entries and int(entries[1].replace(",", "")) > 100, result.stderr

@@ -30,6 +30,7 @@ from layers.reference import Reference, parse_reference
 
 if TYPE_CHECKING:
     from layers.archive_reader import ArchiveEntry
+    from layers.snapshots import SnapshotStore, Unpacking
 
 _REMOTE_SCHEMES = ("http://", "https://", "git://", "git@", "ssh://", "target:")
 
@@ -128,11 +129,14 @@ def _absolute(path: str, value: str) -> str:
 
 def resolve_base(name: str, store: ImageStore, contexts: Mapping[str, ContextSource],
                  find: Callable[[Reference], StoredImage | None] | None = None, *,
-                 by: str = "FROM") -> BaseImage:
+                 by: str = "FROM", snapshots: SnapshotStore | None = None,
+                 unpacking: Unpacking | None = None) -> BaseImage:
     """The image `FROM name` means (`by` "COPY --from", the image `COPY --from=name` means, which
     the messages then say). `find` looks a reference up in the store and, where it may, in its
-    registry (builder/sources/pull.py); without it, only the store is asked. Raises BuildError
-    (without a place: the caller adds the line) or LayerError (a damaged archive or store)."""
+    registry (builder/sources/pull.py); without it, only the store is asked. The layers of an
+    archive build context are unpacked into `snapshots` while read, each reported through
+    `unpacking` (see layers/archive_reader.py). Raises BuildError (without a place: the caller
+    adds the line) or LayerError (a damaged archive or store)."""
     use = Use.of(name, by)
     named = named_context(name, contexts)
     if named is not None:
@@ -141,7 +145,7 @@ def resolve_base(name: str, store: ImageStore, contexts: Mapping[str, ContextSou
         if isinstance(source, StoreSource):
             return _from_store(name, source.reference, store, via, contexts, find, use)
         if isinstance(source, ArchiveSource):
-            return _from_archive(source, store, via)
+            return _from_archive(source, store, via, snapshots, unpacking)
         raise BuildError(f"{use.instruction}: {via} is a directory; a directory can be used with "
                          "COPY --from, not as a base image")
     try:
@@ -199,12 +203,13 @@ def _from_store(name: str, ref: Reference, store: ImageStore, via: str | None,
                      image.manifest_digest)
 
 
-def _from_archive(source: ArchiveSource, store: ImageStore, via: str) -> BaseImage:
+def _from_archive(source: ArchiveSource, store: ImageStore, via: str,
+                  snapshots: SnapshotStore | None, unpacking: Unpacking | None) -> BaseImage:
     try:
         from layers.archive_reader import ImageArchive  # only archive build contexts need it
         with ImageArchive(source.path, store.blobs) as archive:
             entry = _select(archive.entries, source, via)
-            archive.import_layers([entry])
+            archive.import_layers([entry], snapshots, unpacking)
     except OSError as error:
         raise BuildError(f"{via}: cannot read {error.filename or source.path}: "
                          f"{error.strerror or error}") from None
