@@ -2,6 +2,7 @@
 written at the end, and nothing placed when the build fails after it began."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -45,6 +46,29 @@ def test_a_tarball_begun_early_has_the_bytes_of_one_written_at_the_end(tmp_path:
     assert write_output(str(early_path), archive, early=early) == plain_digest
     assert early_path.read_bytes() == plain.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["blobs", "early.tar", "plain.tar"]
+
+
+def test_an_image_holding_a_layer_twice_is_finished_from_its_early_file(tmp_path: Path) -> None:
+    blobs = BlobStore(str(tmp_path / "blobs"))
+    same = {"etc/same": b"same\n"}
+    config = make_image(blobs, same, same, {"app/one": b"one\n"})
+    archive = ArchiveImage(config, layer_blobs(blobs, parse_config(config), Compression.NONE), ())
+    diff_ids = tuple(layer.digest for layer in archive.layers)
+    assert diff_ids[0] == diff_ids[1]
+    found: list[bool] = []
+
+    class Watched(EarlyTarball):
+        @contextlib.contextmanager
+        def taken(self, digests):
+            with super().taken(digests) as begun:
+                found.append(begun is not None)
+                yield begun
+    early = Watched(str(tmp_path / "early.tar"), blobs)
+    early.offer(diff_ids)
+    write_output(str(tmp_path / "early.tar"), archive, early=early)
+    write_output(str(tmp_path / "plain.tar"), archive)
+    assert found == [True], "the file begun early fits: each blob is in it once"
+    assert (tmp_path / "early.tar").read_bytes() == (tmp_path / "plain.tar").read_bytes()
 
 
 def test_the_head_holds_what_was_offered(tmp_path: Path, image) -> None:

@@ -29,7 +29,7 @@ def write_output(destination: str, image: ArchiveImage,
     if destination == "-":
         return write_archive(sys.stdout.buffer, image, progress, oci_created=oci_created)
     if early is not None:
-        with early.taken([layer.digest for layer in image.layers]) as begun:
+        with early.taken(list(dict.fromkeys(layer.digest for layer in image.layers))) as begun:
             if begun is not None:
                 out, head = begun
                 return write_archive(out, image, progress, oci_created=oci_created, head=head)
