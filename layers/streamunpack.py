@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import io
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from layers.errors import LayerError
+from layers.handoff import Handoff
 
 _QUEUED = 8  # chunks between a layer's writer and its unpack; the writer's are up to 5 MB
 
@@ -30,7 +29,7 @@ def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
             digest.update(chunk)
             out.write(chunk)
 
-    handoff = _Handoff(keep, "store-layer")
+    handoff = Handoff(keep, "store-layer", _QUEUED)
     try:
         for chunk in chunks:
             if handoff.failure is not None:
@@ -41,36 +40,6 @@ def stored(chunks: Iterator[bytes], out: BinaryIO, digest) -> Iterator[bytes]:
         handoff.close()
     if handoff.failure is not None:
         raise handoff.failure
-
-
-class _Handoff:
-    """Chunks handed to `consume(chunks)` on a thread of its own, through a bounded queue (the
-    producer waits for a slow consumer rather than hold a layer in memory). `failure` is what
-    `consume` raised; the chunks after it are taken unread, so the producer never blocks."""
-
-    def __init__(self, consume: Callable[[Iterator[bytes]], None], name: str) -> None:
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
-        self.failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(consume,), name=name,
-                                        daemon=True)
-        self._thread.start()
-
-    def put(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-
-    def close(self) -> None:
-        """Wait until every chunk put is consumed."""
-        self._chunks.put(None)
-        self._thread.join()
-
-    def _run(self, consume: Callable[[Iterator[bytes]], None]) -> None:
-        chunks = iter(self._chunks.get, None)
-        try:
-            consume(chunks)
-        except BaseException as error:  # noqa: BLE001 - the producer's thread decides
-            self.failure = error
-            for _ in chunks:
-                continue
 
 
 class StreamedSnapshot:
@@ -168,7 +137,7 @@ class WrittenSnapshot:
 
     def __init__(self, snapshots: SnapshotStore | None) -> None:
         self._snapshot = StreamedSnapshot(snapshots, None, "being written")
-        self._handoff: _Handoff | None = None
+        self._handoff: Handoff[bytes] | None = None
         self._ended = False
 
     def __enter__(self) -> WrittenSnapshot:
@@ -183,7 +152,7 @@ class WrittenSnapshot:
         """`out`, its writes also unpacked; `out` itself when there is nothing to unpack."""
         if not self._snapshot.unpacks:
             return out
-        self._handoff = _Handoff(self._snapshot.consume, "layer-snapshot")
+        self._handoff = Handoff(self._snapshot.consume, "layer-snapshot", _QUEUED)
         return _Tee(out, self)  # type: ignore[return-value]
 
     def put(self, chunk: bytes) -> None:

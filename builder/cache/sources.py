@@ -121,6 +121,15 @@ def manifest(rows: Iterable[list]) -> tuple[str, str]:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest(), text
 
 
+def remembered(memo: tuple | None, st: os.stat_result) -> str | None:
+    """The content digest a file's memo (FileMemo fields) holds, when the memo's size, times,
+    inode and mode are the file's `st`; else None, and the file must be read."""
+    if memo is not None and memo[:5] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                         st.st_mode):
+        return memo[5]
+    return None
+
+
 def _add_rows(result: SourceScan, found: Iterable[Found], keep_mode: bool,
               memos: dict[str, tuple]) -> None:
     """One row per entry; a regular file's digest comes from its memo when the memo's stat
@@ -133,11 +142,8 @@ def _add_rows(result: SourceScan, found: Iterable[Found], keep_mode: bool,
         if S_ISREG(mode):
             size = st.st_size
             total += size
-            memo = get(host)
-            if memo is not None and memo[:5] == (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                                 mode):
-                value = memo[5]
-            else:
+            value = remembered(get(host), st)
+            if value is None:
                 value = ""
                 unknown.append((len(rows), item))
                 unknown_bytes += size

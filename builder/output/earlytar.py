@@ -9,15 +9,16 @@ export writes the whole file itself, as it would without this."""
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import BinaryIO
 
 from builder.output.atomicfile import replacing
 from layers.archive import LayerEntries
 from layers.blobstore import BlobStore
 from layers.compression import Compression
+from layers.handoff import Handoff
 from layers.registry.variants import compressed_layer
 
 
@@ -34,11 +35,9 @@ class EarlyTarball:
         self._blobs = blobs
         self._lock = threading.Lock()
         self._offered: tuple[str, ...] = ()
-        self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._file: contextlib.ExitStack | None = None
-        self._thread: threading.Thread | None = None
+        self._writer: Handoff[str] | None = None
         self._head: LayerEntries | None = None
-        self._failed = False
         self._closed = False
 
     def offer(self, diff_ids: tuple[str, ...]) -> None:
@@ -46,14 +45,12 @@ class EarlyTarball:
         with self._lock:
             if self._closed or diff_ids[:len(self._offered)] != self._offered:
                 return
-            if self._thread is None:
+            if self._writer is None:
                 self._file = contextlib.ExitStack()
                 out = self._file.enter_context(replacing(self._path))
-                self._thread = threading.Thread(target=self._write, args=(out,),
-                                                name="early-export", daemon=True)
-                self._thread.start()
+                self._writer = Handoff(partial(self._write, out), "early-export")
             for diff_id in diff_ids[len(self._offered):]:
-                self._jobs.put(diff_id)
+                self._writer.put(diff_id)
             self._offered = diff_ids
 
     @contextlib.contextmanager
@@ -77,21 +74,18 @@ class EarlyTarball:
         with self._lock:
             self._closed = True
             file, self._file = self._file, None
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
-        return file, None if self._failed else self._head
+            writer, self._writer = self._writer, None
+        if writer is None:
+            return file, None
+        writer.close()
+        return file, None if writer.failure is not None else self._head
 
-    def _write(self, out: BinaryIO) -> None:
-        try:
-            head = LayerEntries(out)
-            while (diff_id := self._jobs.get()) is not None:
-                head.add(compressed_layer(self._blobs, diff_id, Compression.NONE))
-            self._head = head
-        except BaseException:  # the export writes the whole file instead
-            self._failed = True
-            while self._jobs.get() is not None:
-                pass
+    def _write(self, out: BinaryIO, diff_ids: Iterator[str]) -> None:
+        """The writer's thread; whatever it raises only means the export writes the whole file."""
+        head = LayerEntries(out)
+        for diff_id in diff_ids:
+            head.add(compressed_layer(self._blobs, diff_id, Compression.NONE))
+        self._head = head
 
 
 def _abandon(file: contextlib.ExitStack | None) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from builder import __version__
-from builder.cache.sources import hash_files
+from builder.cache.sources import hash_files, remembered
 from builder.sources.context import load_ignore, walk
 from builder.sources.tree import Found
 from builder.supplychain.attestation import Predicate
@@ -70,12 +70,8 @@ def context_digest(context: str, dockerfile_path: str | None,
         st = entry.stat
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            memo = get(entry.path)
-            if memo is not None and memo[:5] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                                 st.st_ino, mode):
-                body = memo[5]
-            else:
-                body = hash_files([Found(entry.rel, entry.path, st)])[entry.path]
+            body = remembered(get(entry.path), st) \
+                or hash_files([Found(entry.rel, entry.path, st)])[entry.path]
         elif stat.S_ISLNK(mode):
             body = os.readlink(entry.path)
         else:
