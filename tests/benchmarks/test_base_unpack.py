@@ -6,10 +6,13 @@ testdata/images/debian/make.py (tests/debian_base.py; .ci/setup prepares it). Ru
 `python3 -m pytest -q tests/benchmarks/test_base_unpack.py -m benchmark -s`.
 
 Goal, asserted: load (with its unpack) <= 1.5x `tar -x` of both layers, wall clock, best of RUNS
-with the tools taking turns. Also printed: load and a first build (`FROM base` + `RUN true`),
-which adds Python's start-up and one RUN. The kernel's cost of creating inodes, most of tar's
-time, varies several times over on a shared disk (more right after many deletions), so the
-tools are timed in turns on directories never deleted into.
+with the tools taking turns. Also measured in the same turns: the work a load must do (start
+Python, keep each layer in the blob store and check its digest, unpack it) done by C tools with
+the same overlap, `python3 -c pass`, then `tar -x` beside `cat | tee | openssl dgst -sha256`; and
+a load followed by a first build (`FROM base` + `RUN true`), which adds Python's start-up and one
+RUN. The kernel's cost of creating inodes, most of tar's time, varies several times over on a
+shared disk (more right after many deletions), so the tools are timed in turns on directories
+never deleted into.
 """
 from __future__ import annotations
 
@@ -105,21 +108,29 @@ def test_load_and_unpack_against_tar(request: pytest.FixtureRequest, work: str, 
 
     os.makedirs(f"{target}-x")
     os.symlink(f"{target}-x", target)
-    tar = Command(" && ".join(f"tar -xf {layer} -C {target}/" for layer in layers), before=fresh)
+    untar = " && ".join(f"tar -xf {layer} -C {target}/" for layer in layers)
+    tar = Command(untar, before=fresh)
+    in_c = Command(f"{sys.executable} -c pass && {{ ( {untar} ) & untar=$!; "
+                   f"cat {' '.join(layers)} | tee {target}/.layers "
+                   "| openssl dgst -sha256 > /dev/null && wait $untar; }", before=fresh, env=env)
     unpack = Command(" ".join(load), before=fresh, env=env, cwd=str(ROOT))
     first_build = Command(" && ".join([
         " ".join(load),
         " ".join([sys.executable, "-m", "builder.cli", "-q", "--network", "none", "-o",
                   os.path.join(work, "out.tar"), context])]),
         before=fresh, env=env, cwd=str(ROOT))
-    tar_time, unpack_time, build_time = best_of(RUNS, tar, unpack, first_build)
+    tar_time, c_time, unpack_time, build_time = best_of(RUNS, tar, in_c, unpack, first_build)
     snapshots = SnapshotStore(env["PYBUILD_CACHE_DIR"])  # the last load's: all unpacked
     assert all(os.path.isdir(snapshots.path(chain)) for chain in chain_ids(base.diff_ids))
     size = sum(os.path.getsize(layer) for layer in layers) / 1e6
     what = f"[{label}: {base.entries:,} entries, {size:.0f} MB]"
     table.add(f"tar -x of both layers {what}", tar_time)
+    table.add(f"the same work in C: Python's start, tar -x beside cat | tee | openssl {what}",
+              c_time, versus=("tar", tar_time))
     table.add(f"pybuild load (unpacking) {what}", unpack_time, versus=("tar", tar_time),
               goal=f"<= {GOAL}x tar")
+    table.add(f"pybuild load against the same work in C {what}", unpack_time,
+              versus=("C", c_time))
     table.add(f"pybuild load + first build (RUN true) {what}", build_time,
               versus=("tar", tar_time))
     assert unpack_time.wall <= GOAL * tar_time.wall, table.render()
