@@ -163,6 +163,7 @@ class StageBuilder:
             return self._reuse(number, decision.record, state, decision.key)
         if isinstance(decision, Miss):
             self._missed(number, decision)
+            self._offer_early(stage, state.image.diff_ids)  # copied while the step runs
         unknown = decision.unknown if isinstance(decision, Speculation) else frozenset()
         job = _Job(state, instruction, number, env, step.sources, unknown, mounted,
                    isinstance(instruction, ins.Copy) and self._read_later(stage, instruction)
@@ -185,10 +186,16 @@ class StageBuilder:
         session.cache.record(key, step.parent, step.slot, inputs, diff_id, recorded)
         if linked:
             after = self._chained(after, state, key, step.slot, diff_id)
-        if diff_id is not None and stage.index == self._target_index \
-                and session.early_output is not None:
-            session.early_output.offer(after.image.diff_ids)
+        if diff_id is not None:
+            self._offer_early(stage, after.image.diff_ids)
         return after
+
+    def _offer_early(self, stage: Stage, diff_ids: tuple[str, ...]) -> None:
+        """The target stage's layers so far, to the `-o` tarball begun early: the image will
+        begin with them, and it is new (a step missed or made a layer)."""
+        early = self.session.early_output
+        if diff_ids and stage.index == self._target_index and early is not None:
+            early.offer(diff_ids)
 
     def _export(self, record: CacheRecord) -> None:
         """Keep a step's record for --cache-to, under the stage this thread builds."""

@@ -109,3 +109,39 @@ def test_a_build_that_fails_after_its_export_began_leaves_the_old_output(tmp_pat
     assert streamed.returncode == 0, streamed.stderr
     assert out.read_bytes() == streamed.stdout
     assert os.listdir(outputs) == ["image.tar"]
+
+
+def test_the_base_is_offered_when_the_first_step_misses(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base's layers start to be copied while the first step that missed runs (not after
+    it made its layer), and a no-op rebuild offers nothing."""
+    import io
+
+    from builder.api import BuildRequest, build
+    from builder.progress.sinks import JsonSink
+    from grammar.errors import DockerfileError
+    base = busybox_base(tmp_path)
+    cache = tmp_path / "cache"
+    assert pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)}).returncode == 0
+    offers: list[int] = []
+    offer = EarlyTarball.offer
+
+    def recorded(self, diff_ids):
+        offers.append(len(diff_ids))
+        return offer(self, diff_ids)
+    monkeypatch.setattr(EarlyTarball, "offer", recorded)
+
+    def built(dockerfile: str) -> None:
+        build(BuildRequest(context=str(tmp_path), output=str(tmp_path / "image.tar"),
+                           dockerfile_text=dockerfile, cache_dir=str(cache)),
+              JsonSink(io.StringIO()))
+
+    with pytest.raises(DockerfileError):
+        built("FROM busybox:test\nRUN exit 3\n")  # a miss that makes no layer
+    assert offers == [1], "the base's one layer, offered at the miss"
+    offers.clear()
+    built("FROM busybox:test\nRUN echo one > /one\n")
+    assert offers == [1, 2], "the base at the miss, then with the RUN's layer"
+    offers.clear()
+    built("FROM busybox:test\nRUN echo one > /one\n")
+    assert offers == [], "a no-op rebuild begins no tarball"
