@@ -202,7 +202,8 @@ class CacheIndex:
         row = self.db.execute("SELECT body FROM manifests WHERE digest = ?", (digest,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    # -- scans: the manifest digest of a COPY's sources, by the signature of their lstats -------
+    # -- scans: what a walk gave (a COPY's sources' manifest digest, the context's provenance
+    # digest), by the signature of its lstats --------------------------------------------------
 
     def scanned(self, signature: str) -> str | None:
         row = self.db.execute("SELECT manifest FROM scans WHERE signature = ?",

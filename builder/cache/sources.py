@@ -98,9 +98,22 @@ def signature(selection: CopySelection) -> str | None:
         parts.append(source.tree.root)
         if source.name:  # a followed symlink: the file lands under the link's name
             parts.append(source.name)
-        parts.append([(rel, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                      for rel, _, st in (found, *entries)])
+        parts.append(_trusted_fields((found, *entries)))
     return hashlib.sha256(marshal.dumps(parts, 2)).hexdigest()
+
+
+def context_signature(context: ContextTree) -> str:
+    """`signature` of the whole context's walk, for the digest provenance names the context by:
+    equal signatures mean an equal digest, so the provenance of an unchanged context needs
+    neither the memo nor a pass over the files."""
+    parts = ["context digest", context.root, _trusted_fields(context.walk(""))]
+    return hashlib.sha256(marshal.dumps(parts, 2)).hexdigest()
+
+
+def _trusted_fields(found: Iterable[Found]) -> list[tuple]:
+    """Per entry, its path and the lstat fields a memo trusts."""
+    return [(rel, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            for rel, _, st in found]
 
 
 def hash_files(files: Iterable[Found]) -> dict[str, str]:

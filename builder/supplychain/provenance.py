@@ -15,8 +15,7 @@ from urllib.parse import quote
 
 from builder import __version__
 from builder.cache.sources import hash_files, remembered
-from builder.sources.context import load_ignore, walk
-from builder.sources.tree import Found
+from builder.sources.tree import Tree
 from builder.supplychain.attestation import Predicate
 from builder.supplychain.options import Attestations
 
@@ -57,26 +56,25 @@ def base_material(name: str, digest: str, platform: str) -> Material:
                     digest.partition(":")[2])
 
 
-def context_digest(context: str, dockerfile_path: str | None,
-                   memos: Mapping[str, tuple] | None = None) -> str:
+def context_digest(context: Tree, memos: Mapping[str, tuple] | None = None) -> str:
     """One digest of what the build could read from the context (the .dockerignore applied):
-    each entry's path, type, mode and content (a file's sha256, a symlink's target). `memos`:
-    the cache's remembered file digests (host path -> FileMemo fields); a file whose size,
-    times, inode and mode are the memo's is not read again (reading a 524 MB context took 1.2 s
-    of every push of an unchanged build)."""
+    each entry's path, type, mode and content (a file's sha256, a symlink's target). The walk is
+    the context's own, shared with the build's COPYs (a COPY of the whole context has already
+    stat-ed every file); `memos`: the cache's remembered file digests (host path -> FileMemo
+    fields); a file whose size, times, inode and mode are the memo's is not read again (reading
+    a 524 MB context took 1.2 s of every push of an unchanged build)."""
     outer = hashlib.sha256()
     get = (memos or {}).get
-    for entry in walk(context, load_ignore(context, dockerfile_path)):
-        st = entry.stat
+    for found in context.walk(""):
+        st = found.st
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            body = remembered(get(entry.path), st) \
-                or hash_files([Found(entry.rel, entry.path, st)])[entry.path]
+            body = remembered(get(found.host), st) or hash_files([found])[found.host]
         elif stat.S_ISLNK(mode):
-            body = os.readlink(entry.path)
+            body = os.readlink(found.host)
         else:
             body = ""
-        outer.update(f"{entry.rel}\0{stat.S_IFMT(mode):o}\0{mode & 0o7777:o}\0{body}\n"
+        outer.update(f"{found.rel}\0{stat.S_IFMT(mode):o}\0{mode & 0o7777:o}\0{body}\n"
                      .encode("utf-8", "surrogateescape"))
     return outer.hexdigest()
 
