@@ -108,12 +108,50 @@ def test_malformed_input_is_a_layer_error(data, message):
             pass
 
 
-def test_sparse_files_are_refused():
-    block = header(o156=b"S")
+def summed(block: bytearray) -> bytes:
+    """`block` with its checksum recomputed (six digits, NUL, space)."""
     block[148:156] = b" " * 8
     block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+# The numeric fields as tars other than Go's and GNU's write them: each header is read into the
+# same numbers (mode 0o644, uid 1000, gid 100, size 0, mtime 1,700,000,000 s) as the usual form.
+NUMBER_FORMS = [
+    pytest.param({}, id="usual"),
+    pytest.param({"o100": b"   644 \0"}, id="space-padded"),
+    pytest.param({"o136": b"14524770400 "}, id="space-terminated"),
+    pytest.param({"o108": b"\x80" + (1000).to_bytes(7, "big")}, id="base-256"),
+    pytest.param({"o116": b"144\0\0\0\0\0"}, id="nul-padded"),
+    pytest.param({"checksum": b"%07o\0"}, id="checksum-without-space"),
+]
+
+
+@pytest.mark.parametrize("fields", NUMBER_FORMS)
+def test_every_form_of_a_number_reads_the_same(fields):
+    block = header(o100=b"0000644\0", o108=b"0001750\0", o116=b"0000144\0",
+                   o136=b"14524770400\0")
+    for offset, value in fields.items():
+        if offset != "checksum":
+            block[int(offset[1:]):int(offset[1:]) + len(value)] = value
+    data = summed(block)
+    if "checksum" in fields:
+        block[148:156] = b" " * 8
+        data = bytes(block[:148]) + fields["checksum"] % sum(block) + bytes(block[156:])
+    entry = next(iter(TarReader(io.BytesIO(data + bytes(1024)))))
+    assert (entry.mode, entry.uid, entry.gid, entry.size, entry.mtime_ns) == \
+        (0o644, 1000, 100, 0, 1_700_000_000 * 10**9)
+
+
+def test_a_number_with_a_wrong_digit_is_refused():
+    data = summed(header(o108=b"00017x0\0"))
+    with pytest.raises(LayerError, match="is not a number"):
+        list(TarReader(io.BytesIO(data + bytes(1024))))
+
+
+def test_sparse_files_are_refused():
     with pytest.raises(LayerError, match="sparse files are not supported"):
-        list(TarReader(io.BytesIO(bytes(block) + bytes(1024))))
+        list(TarReader(io.BytesIO(summed(header(o156=b"S")) + bytes(1024))))
 
 
 def test_an_archive_without_end_blocks_ends_at_its_last_entry():
