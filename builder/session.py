@@ -116,11 +116,19 @@ class BuildSession:
 
     @made_once
     def early_output(self) -> EarlyTarball | None:
-        """The `-o` tarball, begun while the build runs (builder/output/earlytar.py): for a
-        file of uncompressed layers (not stdout, /dev/null or a FIFO)."""
+        """The image tarball begun while the build runs (builder/output/earlytar.py): `-o FILE`,
+        else the first `-o type=docker|oci,dest=FILE`; for a file of uncompressed layers (not
+        stdout, /dev/null or a FIFO)."""
         from builder.output.earlytar import EarlyTarball
-        output = self.request.output
-        if output in (None, "-") or self.request.compression is not Compression.NONE \
+        request = self.request
+        if request.output is not None:
+            output, compression = request.output, request.compression
+        else:
+            output, compression = next(((spec.dest, spec.compression or request.compression)
+                                        for spec in request.exports
+                                        if spec.kind in ("docker", "oci") and spec.dest),
+                                       (None, None))
+        if output in (None, "-") or compression is not Compression.NONE \
                 or (os.path.exists(output) and not os.path.isfile(output)):
             return None
         return EarlyTarball(output, self.blobs)

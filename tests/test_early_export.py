@@ -111,8 +111,29 @@ def test_a_build_that_fails_after_its_export_began_leaves_the_old_output(tmp_pat
     assert os.listdir(outputs) == ["image.tar"]
 
 
+def loaded_base(tmp_path: Path) -> Path:
+    """A cache in `tmp_path` holding busybox:test."""
+    cache = tmp_path / "cache"
+    base = busybox_base(tmp_path)
+    assert pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)}).returncode == 0
+    return cache
+
+
+@pytest.fixture
+def offers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many layers each EarlyTarball.offer of the test's builds named."""
+    offered: list[int] = []
+    offer = EarlyTarball.offer
+
+    def recorded(self, diff_ids):
+        offered.append(len(diff_ids))
+        return offer(self, diff_ids)
+    monkeypatch.setattr(EarlyTarball, "offer", recorded)
+    return offered
+
+
 def test_the_base_is_offered_when_the_first_step_misses(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        offers: list[int]) -> None:
     """The base's layers start to be copied while the first step that missed runs (not after
     it made its layer), and a no-op rebuild offers nothing."""
     import io
@@ -120,16 +141,7 @@ def test_the_base_is_offered_when_the_first_step_misses(tmp_path: Path,
     from builder.api import BuildRequest, build
     from builder.progress.sinks import JsonSink
     from grammar.errors import DockerfileError
-    base = busybox_base(tmp_path)
-    cache = tmp_path / "cache"
-    assert pybuild("load", "-i", str(base), env={"PYBUILD_CACHE_DIR": str(cache)}).returncode == 0
-    offers: list[int] = []
-    offer = EarlyTarball.offer
-
-    def recorded(self, diff_ids):
-        offers.append(len(diff_ids))
-        return offer(self, diff_ids)
-    monkeypatch.setattr(EarlyTarball, "offer", recorded)
+    cache = loaded_base(tmp_path)
 
     def built(dockerfile: str) -> None:
         build(BuildRequest(context=str(tmp_path), output=str(tmp_path / "image.tar"),
@@ -145,3 +157,42 @@ def test_the_base_is_offered_when_the_first_step_misses(tmp_path: Path,
     offers.clear()
     built("FROM busybox:test\nRUN echo one > /one\n")
     assert offers == [], "a no-op rebuild begins no tarball"
+
+
+@pytest.mark.parametrize("kind", ["docker", "oci"])
+def test_an_archive_output_of_buildx_syntax_is_begun_early_too(
+        tmp_path: Path, kind: str, offers: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """-o type=docker|oci,dest=FILE gets the early file as -o FILE does: begun at the first
+    miss, and the same bytes as the archive a rebuild writes at the end."""
+    import io
+
+    from builder.api import BuildRequest, build
+    from builder.output import tarball
+    from builder.output.spec import parse_output
+    from builder.progress.sinks import JsonSink
+    cache = loaded_base(tmp_path)
+    finished: list[bool] = []
+    write_archive = tarball.write_archive
+
+    def recorded_archive(out, image, progress=None, **options):
+        finished.append(options.get("head") is not None)
+        return write_archive(out, image, progress, **options)
+    monkeypatch.setattr(tarball, "write_archive", recorded_archive)
+
+    def built(dest: Path) -> None:
+        build(BuildRequest(context=str(tmp_path), output=None, cache_dir=str(cache),
+                           exports=(parse_output(f"type={kind},dest={dest}"),),
+                           dockerfile_text="FROM busybox:test\nRUN head -c 300000 /dev/urandom"
+                                           " > /big\nRUN echo two > /two\n"),
+              JsonSink(io.StringIO()))
+
+    built(tmp_path / "early.tar")
+    assert offers == [1, 2, 2, 3], "the base at the first miss, then the layers so far"
+    assert finished == [True], "finished from the file begun early"
+    offers.clear()
+    finished.clear()
+    built(tmp_path / "late.tar")
+    assert offers == [] and finished == [False], "a cached rebuild writes it at the end"
+    assert (tmp_path / "early.tar").read_bytes() == (tmp_path / "late.tar").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["busybox.tar", "cache", "early.tar", "late.tar"]), "no temp file left"

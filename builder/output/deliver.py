@@ -164,7 +164,7 @@ def _export(spec: OutputSpec, image: ImageConfig, config: bytes, tags: tuple[Ref
                               compression=to.request.compression,
                               epoch=to.request.source_date_epoch,
                               annotations=to.request.annotations, predicates=predicates,
-                              progress=partial(to.log.progress, number))
+                              progress=partial(to.log.progress, number), early=to.early)
     for warning in warnings:
         to.log.warn(warning)
     to.log.done(number)

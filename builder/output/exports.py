@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from builder.output.atomicfile import replacing
+from builder.output.earlytar import EarlyTarball
 from builder.output.localdir import write_local
 from builder.output.spec import OutputSpec
 from builder.output.tarball import layer_blobs, write_output
@@ -24,12 +25,14 @@ def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore
            tags: tuple[Reference, ...], compression: Compression, epoch: int | None,
            progress: Callable[[int, int], None] | None = None,
            annotations: Annotations = Annotations(),
-           predicates: tuple[Predicate, ...] = ()) -> tuple[str, list[str]]:
+           predicates: tuple[Predicate, ...] = (),
+           early: EarlyTarball | None = None) -> tuple[str, list[str]]:
     """Write one output; returns the manifest digest of an image archive (else "") and
     warnings. An archive is named `tags` and compressed with `compression` unless the spec says
     otherwise (name=, compression=), and carries `annotations` and an attestation manifest of
     `predicates`. `epoch` is SOURCE_DATE_EPOCH,
-    the files' mtime in a tar or directory, as BuildKit sets it there."""
+    the files' mtime in a tar or directory, as BuildKit sets it there. `early`: the archive's
+    file begun while the build ran, when it is this output's."""
     layers = [blobs.path(diff_id) for diff_id in image.diff_ids]
     if spec.kind == "local":
         return "", write_local(spec.dest, layers, epoch)
@@ -47,4 +50,5 @@ def export(spec: OutputSpec, image: ImageConfig, config: bytes, blobs: BlobStore
                                   annotations), image, predicates)
     # buildx's annotation is RFC 3339 to the second
     created = image.created.partition(".")[0].rstrip("Z") + "Z" if spec.kind == "oci" else None
-    return write_output(spec.dest, archive, progress, oci_created=created), []
+    return write_output(spec.dest, archive, progress, oci_created=created,
+                        early=early if early is not None and early.path == spec.dest else None), []
